@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: install what is missing, build every target once,
+# then run unit and integration tests (against a real SeaweedFS) with nextest's `ci`
+# profile. Extra arguments go to `cargo nextest run` (e.g. a filter).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+scripts/install-deps.sh
+# Building first keeps compile errors apart from test failures, and compile time out of
+# the tests' timeouts; nextest then reuses the artifacts.
+cargo build --all-targets --locked
+cargo nextest run --profile ci --locked "$@"

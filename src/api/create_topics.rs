@@ -1,0 +1,69 @@
+//! CreateTopics: one SeaweedFS topic per Kafka topic. Replication and replica assignment
+//! belong to SeaweedFS, so a replication factor is accepted and reported but not applied.
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use super::Ctx;
+use crate::error::{ApiKind, Error};
+use crate::topics::is_valid_name;
+
+/// Most partitions one topic may have through kelp.
+pub const MAX_PARTITIONS: i32 = 4096;
+
+pub async fn handle(ctx: &Ctx, _version: i16, req: CreateTopicsRequest) -> CreateTopicsResponse {
+    let mut results = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        let name = t.name.0.to_string();
+        let partitions = if t.num_partitions == -1 { ctx.config.default_partitions } else { t.num_partitions };
+        let outcome = if !is_valid_name(&name) {
+            Err((ResponseError::InvalidTopicException, "topic names are 1-249 characters of [a-zA-Z0-9._-]".to_string()))
+        } else if !(1..=MAX_PARTITIONS).contains(&partitions) {
+            Err((ResponseError::InvalidPartitions, format!("partitions must be between 1 and {MAX_PARTITIONS}")))
+        } else if !t.assignments.is_empty() {
+            Err((ResponseError::InvalidReplicaAssignment, "SeaweedFS places partitions itself".to_string()))
+        } else {
+            create(ctx, &name, partitions as u32, req.validate_only).await
+        };
+        let result = CreatableTopicResult::default()
+            .with_name(t.name)
+            .with_topic_id(ctx.topics.id(&name))
+            .with_num_partitions(partitions)
+            .with_replication_factor(if t.replication_factor == -1 { 1 } else { t.replication_factor });
+        results.push(match outcome {
+            Ok(()) => result,
+            Err((code, msg)) => result
+                .with_error_code(code.code())
+                .with_error_message(Some(StrBytes::from_string(msg)))
+                .with_num_partitions(-1)
+                .with_replication_factor(-1),
+        });
+    }
+    CreateTopicsResponse::default().with_topics(results)
+}
+
+async fn create(ctx: &Ctx, name: &str, partitions: u32, validate_only: bool) -> Result<(), (ResponseError, String)> {
+    let exists = ctx.topics.partitions(name).await.map_err(upstream)?;
+    if exists.is_some() {
+        return Err((ResponseError::TopicAlreadyExists, format!("topic '{name}' already exists")));
+    }
+    if validate_only {
+        return Ok(());
+    }
+    let r = ctx.seaweed.create_topic(name, partitions).await;
+    ctx.topics.invalidate(name);
+    match r {
+        Ok(()) => Ok(()),
+        Err(Error::Kafka(ResponseError::TopicAlreadyExists)) => {
+            Err((ResponseError::TopicAlreadyExists, format!("topic '{name}' already exists")))
+        }
+        Err(e) => Err(upstream(e)),
+    }
+}
+
+fn upstream(e: Error) -> (ResponseError, String) {
+    tracing::warn!(error = %e, "creating a topic failed");
+    (e.code(ApiKind::Data), "SeaweedFS did not answer; retry".to_string())
+}

@@ -1,0 +1,47 @@
+//! DeleteTopics: by name (v0-v5) or by name or id (v6+).
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use uuid::Uuid;
+
+use super::Ctx;
+use crate::error::{ApiKind, Error};
+
+pub async fn handle(ctx: &Ctx, version: i16, req: DeleteTopicsRequest) -> DeleteTopicsResponse {
+    let wanted: Vec<(Option<String>, Uuid)> = if version >= 6 {
+        req.topics.into_iter().map(|t| (t.name.map(|n| n.0.to_string()), t.topic_id)).collect()
+    } else {
+        req.topic_names.into_iter().map(|n| (Some(n.0.to_string()), Uuid::nil())).collect()
+    };
+    let mut responses = Vec::with_capacity(wanted.len());
+    for (name, id) in wanted {
+        let name = match name {
+            Some(n) => Some(n),
+            None => ctx.topics.name_of(id).await.ok().flatten(),
+        };
+        let result = DeletableTopicResult::default()
+            .with_name(name.clone().map(|n| TopicName(StrBytes::from_string(n))))
+            .with_topic_id(name.as_deref().map_or(id, |n| ctx.topics.id(n)));
+        let outcome = match &name {
+            None => Err(ResponseError::UnknownTopicId),
+            Some(n) => {
+                let r = ctx.seaweed.delete_topic(n).await;
+                ctx.topics.invalidate(n);
+                r.map_err(|e| match e {
+                    Error::Kafka(code) => code,
+                    e => {
+                        tracing::warn!(error = %e, "deleting a topic failed");
+                        e.code(ApiKind::Data)
+                    }
+                })
+            }
+        };
+        responses.push(match outcome {
+            Ok(()) => result,
+            Err(code) => result.with_error_code(code.code()),
+        });
+    }
+    DeleteTopicsResponse::default().with_responses(responses)
+}

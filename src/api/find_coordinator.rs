@@ -1,0 +1,43 @@
+//! FindCoordinator: kelp coordinates every group itself, so the answer is always kelp's own
+//! advertised address (v0-3 one key, v4+ a batch of `coordinator_keys`).
+//!
+//! With several kelps in front of one SeaweedFS each still names itself: the application only
+//! ever talks to its own sidecar, and the group's owner is found behind `group::Coordinator`
+//! (DESIGN.md, "Consumer groups across sidecars").
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use super::Ctx;
+
+/// `key_type` of a consumer group; 1 is a transactional id, 2 a share group (KIP-932).
+pub const KEY_TYPE_GROUP: i8 = 0;
+
+pub fn handle(ctx: &Ctx, version: i16, req: FindCoordinatorRequest) -> FindCoordinatorResponse {
+    if version >= 4 {
+        let coordinators = req.coordinator_keys.into_iter().map(|key| answer(ctx, req.key_type, key)).collect();
+        return FindCoordinatorResponse::default().with_coordinators(coordinators);
+    }
+    let c = answer(ctx, req.key_type, req.key);
+    let mut resp = FindCoordinatorResponse::default().with_error_code(c.error_code).with_node_id(c.node_id).with_host(c.host).with_port(c.port);
+    if version >= 1 {
+        resp = resp.with_error_message(c.error_message);
+    }
+    resp
+}
+
+fn answer(ctx: &Ctx, key_type: i8, key: StrBytes) -> Coordinator {
+    let c = Coordinator::default().with_key(key);
+    if key_type != KEY_TYPE_GROUP {
+        // Transactions and share groups are not supported: no coordinator for them (a
+        // retriable code, as a cluster without a transaction coordinator would answer).
+        return c
+            .with_error_code(ResponseError::CoordinatorNotAvailable.code())
+            .with_error_message(Some(StrBytes::from_static_str("kelp coordinates consumer groups only")))
+            .with_node_id(BrokerId(-1))
+            .with_port(-1);
+    }
+    c.with_node_id(BrokerId(ctx.config.node_id)).with_host(ctx.host()).with_port(ctx.advertised_port)
+}

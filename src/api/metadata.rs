@@ -1,0 +1,106 @@
+//! Metadata: kelp is the only broker and leads every partition; topics come from SeaweedFS.
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use uuid::Uuid;
+
+use super::Ctx;
+use super::describe_cluster::AUTHORIZED_OPERATIONS_OMITTED;
+use crate::topics::is_valid_name;
+
+pub async fn handle(ctx: &Ctx, version: i16, req: MetadataRequest) -> MetadataResponse {
+    let me = BrokerId(ctx.config.node_id);
+    // v0: an empty list means "all topics"; v1+: null means all, empty means none.
+    let wanted: Option<Vec<(Option<String>, Uuid)>> = match req.topics {
+        None => None,
+        Some(t) if t.is_empty() && version == 0 => None,
+        Some(t) => Some(t.into_iter().map(|t| (t.name.map(|n| n.0.to_string()), t.topic_id)).collect()),
+    };
+    // Before v4 a Metadata request always allowed auto-creation.
+    let allow_create = ctx.config.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
+    let default = ctx.config.default_partitions as u32;
+
+    let mut topics = Vec::new();
+    match wanted {
+        None => match ctx.topics.list().await {
+            Ok(all) => topics.extend(all.into_iter().map(|(name, n)| topic(ctx, me, &name, Ok(n)))),
+            Err(e) => {
+                tracing::warn!(error = %e, "listing topics failed");
+                return base(ctx, me).with_error_code(ResponseError::KafkaStorageError.code());
+            }
+        },
+        Some(list) => {
+            for (name, id) in list {
+                let name = match name {
+                    Some(n) => n,
+                    None => match ctx.topics.name_of(id).await {
+                        Ok(Some(n)) => n,
+                        Ok(None) => {
+                            topics.push(error_topic(None, id, ResponseError::UnknownTopicId));
+                            continue;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "resolving a topic id failed");
+                            topics.push(error_topic(None, id, ResponseError::LeaderNotAvailable));
+                            continue;
+                        }
+                    },
+                };
+                if !is_valid_name(&name) {
+                    topics.push(error_topic(Some(&name), Uuid::nil(), ResponseError::InvalidTopicException));
+                    continue;
+                }
+                let r = match ctx.topics.ensure(&name, allow_create, default).await {
+                    Ok(Some(n)) => Ok(n),
+                    Ok(None) => Err(ResponseError::UnknownTopicOrPartition),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "topic lookup failed");
+                        Err(ResponseError::LeaderNotAvailable)
+                    }
+                };
+                topics.push(topic(ctx, me, &name, r));
+            }
+        }
+    }
+    base(ctx, me).with_topics(topics)
+}
+
+fn base(ctx: &Ctx, me: BrokerId) -> MetadataResponse {
+    MetadataResponse::default()
+        .with_brokers(vec![MetadataResponseBroker::default().with_node_id(me).with_host(ctx.host()).with_port(ctx.advertised_port)])
+        .with_cluster_id(Some(StrBytes::from_string(ctx.cluster_id.clone())))
+        .with_controller_id(me)
+        .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+}
+
+fn error_topic(name: Option<&str>, id: Uuid, code: ResponseError) -> MetadataResponseTopic {
+    MetadataResponseTopic::default()
+        .with_error_code(code.code())
+        .with_name(name.map(|n| TopicName(StrBytes::from_string(n.to_string()))))
+        .with_topic_id(id)
+        .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+}
+
+fn topic(ctx: &Ctx, me: BrokerId, name: &str, partitions: Result<u32, ResponseError>) -> MetadataResponseTopic {
+    let n = match partitions {
+        Ok(n) => n,
+        Err(code) => return error_topic(Some(name), Uuid::nil(), code),
+    };
+    let partitions = (0..n as i32)
+        .map(|p| {
+            MetadataResponsePartition::default()
+                .with_partition_index(p)
+                .with_leader_id(me)
+                .with_leader_epoch(0)
+                .with_replica_nodes(vec![me])
+                .with_isr_nodes(vec![me])
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(TopicName(StrBytes::from_string(name.to_string()))))
+        .with_topic_id(ctx.topics.id(name))
+        .with_partitions(partitions)
+        .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+}

@@ -1,0 +1,85 @@
+//! One Kafka connection: read length-prefixed frames, answer them in order, close on anything
+//! that is not a well-formed request.
+//!
+//! Requests are handled one at a time, so responses leave in request order by construction
+//! (clients pipeline; Kafka requires in-order answers per connection). A frame's buffer grows
+//! as its bytes arrive, so a huge length prefix with nothing behind it costs no memory.
+//! This is the only place that closes a connection.
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tracing::{Instrument, debug, debug_span};
+
+use crate::api::{self, Ctx};
+use crate::protocol::{self, DecodeError};
+use crate::shutdown::CancellationToken;
+
+/// Why a connection ended other than by the peer closing it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("frame length {0} outside 0..={1}")]
+    FrameSize(i32, u32),
+    #[error("decode: {0}")]
+    Decode(#[from] DecodeError),
+    #[error("encode: {0}")]
+    Encode(anyhow::Error),
+    #[error("idle for longer than the idle timeout")]
+    Idle,
+}
+
+/// Read growth step: a frame buffer never grows by more than this before bytes arrive.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Serve one connection until the peer closes it, it breaks the protocol, it idles out, or
+/// kelp shuts down (the request in progress is answered first).
+pub async fn serve(ctx: &Ctx, mut stream: TcpStream, cancel: &CancellationToken) -> Result<(), ConnError> {
+    let max = ctx.config.max_frame_bytes;
+    loop {
+        let mut len = [0u8; 4];
+        let first = tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            r = tokio::time::timeout(ctx.config.idle_timeout(), stream.read(&mut len[..1])) => r.map_err(|_| ConnError::Idle)??,
+        };
+        if first == 0 {
+            return Ok(());
+        }
+        let frame = tokio::time::timeout(ctx.config.idle_timeout(), async {
+            stream.read_exact(&mut len[1..]).await?;
+            let n = i32::from_be_bytes(len);
+            if n < 0 || n as u32 > max {
+                return Err(ConnError::FrameSize(n, max));
+            }
+            let n = n as usize;
+            let mut buf = BytesMut::with_capacity(n.min(READ_CHUNK));
+            while buf.len() < n {
+                buf.reserve((n - buf.len()).min(READ_CHUNK));
+                let want = (n - buf.len()).min(buf.capacity() - buf.len());
+                let got = (&mut stream).take(want as u64).read_buf(&mut buf).await?;
+                if got == 0 {
+                    return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+                }
+            }
+            Ok(buf.freeze())
+        })
+        .await
+        .map_err(|_| ConnError::Idle)??;
+
+        let request = match protocol::decode_request(frame.clone()) {
+            Ok(r) => r,
+            Err(e) => {
+                debug!(correlation_id = protocol::peek_correlation_id(&frame), error = %e, "undecodable request");
+                return Err(e.into());
+            }
+        };
+        let (key, version, correlation_id) = (request.api_key, request.version, request.header.correlation_id);
+        let span = debug_span!("request", api = ?key, version, correlation_id);
+        let reply = api::dispatch(ctx, request).instrument(span).await;
+        if let Some(reply) = reply {
+            let out = protocol::encode_response(key, version, correlation_id, &reply).map_err(ConnError::Encode)?;
+            stream.write_all(&out).await?;
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! Why a request (or one partition or group of it) failed, and THE mapping from
+//! those causes to Kafka error codes.
+//!
+//! Handlers never return an `Error` to the client: they call [`Error::code`] where the
+//! partition or group response is built. Connection-level failures (framing, I/O) live in
+//! `connection.rs` and never reach this type.
+//!
+//! When adding a variant: add its row to `code()` and to the table test at the bottom.
+
+use std::time::Duration;
+
+use kafka_protocol::ResponseError;
+
+/// The family of API a failure happened in; it picks the retriable code a client of that
+/// family expects (data APIs refresh metadata, group APIs look for the coordinator again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiKind {
+    /// Produce, Fetch, ListOffsets, Metadata and topic admin.
+    Data,
+    /// Group coordinator APIs (JoinGroup, OffsetCommit, ...).
+    Group,
+}
+
+/// Why one request (or one partition of it) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An outcome decided by kelp's own logic (UNKNOWN_TOPIC_OR_PARTITION, ...).
+    #[error("kafka outcome {0:?}")]
+    Kafka(ResponseError),
+    /// A SeaweedFS MQ broker call failed or the broker could not be reached.
+    #[error("seaweedfs broker {op}: {code:?} {message}")]
+    Broker {
+        op: &'static str,
+        code: tonic::Code,
+        message: String,
+    },
+    /// The broker answered but reported an error of its own in the response body.
+    #[error("seaweedfs broker {op} answered error {message}")]
+    BrokerReply { op: &'static str, message: String },
+    /// A SeaweedFS filer call failed or the filer could not be reached.
+    #[error("seaweedfs filer {op} {path}: {code:?} {message}")]
+    Filer {
+        op: &'static str,
+        path: String,
+        code: tonic::Code,
+        message: String,
+    },
+    /// No broker is known for the topic (master has none registered, or lookup is empty).
+    #[error("no seaweedfs broker available for {op}")]
+    NoBroker { op: &'static str },
+    /// A call did not finish within its deadline.
+    #[error("{op} timed out after {after:?}")]
+    Timeout { op: &'static str, after: Duration },
+    /// A stored entry could not be decoded (written by a newer kelp, or damaged).
+    #[error("corrupt stored entry at {path}: {why}")]
+    Corrupt { path: String, why: String },
+}
+
+impl Error {
+    /// THE mapping from kelp errors to Kafka codes.
+    ///
+    /// Transient upstream trouble maps to retriable codes; UNKNOWN_SERVER_ERROR is reserved
+    /// for "kelp has a bug" and does not appear here.
+    pub fn code(&self, kind: ApiKind) -> ResponseError {
+        use ResponseError as E;
+        match (self, kind) {
+            (Error::Kafka(code), _) => *code,
+            (Error::Timeout { .. }, ApiKind::Data) => E::RequestTimedOut,
+            (
+                Error::Broker { .. } | Error::BrokerReply { .. } | Error::NoBroker { .. },
+                ApiKind::Data,
+            ) => E::NotLeaderOrFollower,
+            (Error::Filer { .. }, ApiKind::Data) => E::KafkaStorageError,
+            (Error::Corrupt { .. }, ApiKind::Data) => E::KafkaStorageError,
+            (Error::Corrupt { .. }, ApiKind::Group) => E::CoordinatorLoadInProgress,
+            (_, ApiKind::Group) => E::CoordinatorNotAvailable,
+        }
+    }
+
+    /// Shorthand for a kelp-decided outcome.
+    pub fn kafka(code: ResponseError) -> Self {
+        Error::Kafka(code)
+    }
+}
+
+/// The `i16` carried in responses for "no error".
+pub const NONE: i16 = 0;
+
+/// Turn a result into the `i16` error code of a response field.
+pub fn code_of<T>(r: &Result<T, Error>, kind: ApiKind) -> i16 {
+    match r {
+        Ok(_) => NONE,
+        Err(e) => e.code(kind).code(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ResponseError as E;
+
+    fn broker() -> Error {
+        Error::Broker {
+            op: "publish",
+            code: tonic::Code::Unavailable,
+            message: "down".into(),
+        }
+    }
+    fn filer() -> Error {
+        Error::Filer {
+            op: "lookup",
+            path: "/kelp/x".into(),
+            code: tonic::Code::Unavailable,
+            message: "down".into(),
+        }
+    }
+
+    #[test]
+    fn every_cause_maps_to_the_expected_code_per_api_kind() {
+        let table: Vec<(Error, ApiKind, E)> = vec![
+            (Error::kafka(E::UnknownTopicOrPartition), ApiKind::Data, E::UnknownTopicOrPartition),
+            (Error::kafka(E::IllegalGeneration), ApiKind::Group, E::IllegalGeneration),
+            (broker(), ApiKind::Data, E::NotLeaderOrFollower),
+            (broker(), ApiKind::Group, E::CoordinatorNotAvailable),
+            (Error::BrokerReply { op: "fetch", message: "x".into() }, ApiKind::Data, E::NotLeaderOrFollower),
+            (Error::NoBroker { op: "lookup" }, ApiKind::Data, E::NotLeaderOrFollower),
+            (filer(), ApiKind::Data, E::KafkaStorageError),
+            (filer(), ApiKind::Group, E::CoordinatorNotAvailable),
+            (Error::Timeout { op: "fetch", after: Duration::from_secs(1) }, ApiKind::Data, E::RequestTimedOut),
+            (Error::Timeout { op: "lease", after: Duration::from_secs(1) }, ApiKind::Group, E::CoordinatorNotAvailable),
+            (Error::Corrupt { path: "/p".into(), why: "x".into() }, ApiKind::Group, E::CoordinatorLoadInProgress),
+        ];
+        for (err, kind, want) in table {
+            assert_eq!(err.code(kind), want, "{err} as {kind:?}");
+        }
+    }
+
+    #[test]
+    fn upstream_trouble_is_always_retriable() {
+        for kind in [ApiKind::Data, ApiKind::Group] {
+            for err in [broker(), filer(), Error::NoBroker { op: "x" }, Error::Timeout { op: "x", after: Duration::ZERO }] {
+                assert!(err.code(kind).is_retriable(), "{err} as {kind:?} must be retriable");
+            }
+        }
+    }
+}

@@ -1,0 +1,692 @@
+//! The group coordinator: every consumer group this kelp runs, the requests parked in
+//! JoinGroup and SyncGroup, the timer that expires sessions and ends rebalances, and the
+//! filer writes that make a generation or an offset durable before the client hears of it.
+//!
+//! Owns: the map group id → live group, the waits (each with a timeout), loading a group from
+//! the filer the first time it is touched, persisting completed generations, and committing
+//! and fetching offsets. Does not own: the group rules (`state`, pure), the file formats
+//! (`store`, `offsets`), or wire types (the handlers in `api/` translate).
+//!
+//! Locking (mini-redis's rule): one `std::sync::Mutex` around the map, held only for a pure
+//! transition and for handing its [`Effect`]s to the parked requests — never across `.await`.
+//! Filer I/O happens after the lock is released.
+//!
+//! Ownership: today one kelp runs every group it is asked about. With several kelps in front
+//! of one SeaweedFS, exactly one of them must run a given group (DESIGN.md: an owner per
+//! group, elected through the filer, with forwarding). Every group operation is a method here
+//! taking plain values, so ownership and forwarding can be added behind these methods without
+//! touching the handlers.
+
+pub mod offsets;
+pub mod state;
+pub mod store;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+use kafka_protocol::ResponseError;
+use tokio::sync::oneshot;
+use tracing::{Instrument, debug, debug_span, info, warn};
+
+use crate::error::{ApiKind, Error};
+use crate::seaweed::{Seaweed, layout};
+use crate::shutdown::{CancellationToken, TaskTracker};
+pub use offsets::Committed;
+pub use state::{Description, Effect, Group, GroupState, JoinOutcome, JoinReply, JoinRequest, Protocol, Snapshot, SyncOutcome, SyncReply, SyncRequest};
+
+/// Limits and timers of the coordinator. Defaults follow Kafka's broker defaults where Kafka
+/// has one.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Smallest session timeout a member may ask for (Kafka's `group.min.session.timeout.ms`).
+    pub min_session_timeout: Duration,
+    /// Largest session timeout (Kafka's `group.max.session.timeout.ms`).
+    pub max_session_timeout: Duration,
+    /// How long the first rebalance of an empty group waits for more members (Kafka's
+    /// `group.initial.rebalance.delay.ms` is 3 s; a sidecar usually fronts one member, so 0).
+    pub initial_rebalance_delay: Duration,
+    /// How often deadlines (sessions, rebalance timeouts) are checked; bounds how late a
+    /// deadline is acted on.
+    pub tick: Duration,
+    /// Extra time a parked request waits beyond the deadline the group enforces itself; it
+    /// only matters if a deadline were missed, and then answers REBALANCE_IN_PROGRESS.
+    pub wait_slack: Duration,
+    /// Filer calls in flight for one OffsetCommit / OffsetFetch / ListGroups.
+    pub io_concurrency: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            min_session_timeout: Duration::from_millis(6_000),
+            max_session_timeout: Duration::from_millis(1_800_000),
+            initial_rebalance_delay: Duration::ZERO,
+            tick: Duration::from_millis(100),
+            wait_slack: Duration::from_secs(5),
+            io_concurrency: 16,
+        }
+    }
+}
+
+/// The group coordinator; cloning is cheap and every clone is the same coordinator.
+#[derive(Clone)]
+pub struct Coordinator {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    seaweed: Seaweed,
+    root: String,
+    settings: Settings,
+    groups: Mutex<HashMap<String, Entry>>,
+}
+
+/// One live group and the requests parked on it.
+struct Entry {
+    group: Group,
+    /// Parked JoinGroups by member id; the answer comes from an [`Effect::Join`].
+    joins: HashMap<String, oneshot::Sender<JoinReply>>,
+    /// Parked SyncGroups by member id.
+    syncs: HashMap<String, oneshot::Sender<SyncReply>>,
+    /// Serialises this group's generation writes and remembers the newest one written, so a
+    /// slow older write can never overwrite a newer generation.
+    written: Arc<tokio::sync::Mutex<i32>>,
+}
+
+impl Entry {
+    fn new(group: Group) -> Entry {
+        let written = Arc::new(tokio::sync::Mutex::new(group.generation()));
+        Entry { group, joins: HashMap::new(), syncs: HashMap::new(), written }
+    }
+
+    /// Answer the parked requests the effects name; return the snapshots to persist.
+    fn deliver(&mut self, effects: Vec<Effect>) -> Vec<Snapshot> {
+        let mut persist = Vec::new();
+        for e in effects {
+            match e {
+                Effect::Join { member_id, reply } => {
+                    if let Some(tx) = self.joins.remove(&member_id) {
+                        let _ = tx.send(reply);
+                    }
+                }
+                Effect::Sync { member_id, reply } => {
+                    if let Some(tx) = self.syncs.remove(&member_id) {
+                        let _ = tx.send(reply);
+                    }
+                }
+                Effect::Persist(s) => persist.push(s),
+            }
+        }
+        persist
+    }
+}
+
+/// A commit of one partition: (topic, partition, what to store).
+pub type OffsetCommit = (String, i32, Committed);
+
+/// Per topic, per partition: the committed offset (`None`: none committed) or why it could
+/// not be read.
+pub type FetchedOffsets = Vec<(String, Vec<(i32, Result<Option<Committed>, Error>)>)>;
+
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+fn group_code(e: &Error) -> ResponseError {
+    e.code(ApiKind::Group)
+}
+
+// === impl Coordinator: lifecycle and loading ===
+
+impl Coordinator {
+    /// A coordinator whose timer runs on `tracker` until `cancel` fires. On cancel, parked
+    /// requests are answered COORDINATOR_NOT_AVAILABLE (their clients look for the
+    /// coordinator again) so that draining connections does not wait for rebalances.
+    pub fn start(seaweed: Seaweed, root: String, settings: Settings, cancel: CancellationToken, tracker: &TaskTracker) -> Coordinator {
+        let c = Coordinator { inner: Arc::new(Inner { seaweed, root, settings, groups: Mutex::new(HashMap::new()) }) };
+        let timer = c.clone();
+        tracker.spawn(async move { timer.run_timer(cancel).instrument(debug_span!("group_timer")).await });
+        c
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    async fn run_timer(&self, cancel: CancellationToken) {
+        let mut interval = tokio::time::interval(self.inner.settings.tick);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = interval.tick() => {}
+            }
+            let now = now();
+            let mut persist = Vec::new();
+            {
+                let mut groups = self.inner.groups.lock().expect("groups lock");
+                for (id, entry) in groups.iter_mut() {
+                    entry.group.tick(now);
+                    let effects = entry.group.take_effects();
+                    if !effects.is_empty() {
+                        persist.extend(entry.deliver(effects).into_iter().map(|s| (id.clone(), s)));
+                    }
+                }
+            }
+            for (id, snapshot) in persist {
+                self.persist_in_background(id, snapshot);
+            }
+        }
+        let mut groups = self.inner.groups.lock().expect("groups lock");
+        for entry in groups.values_mut() {
+            entry.joins.clear();
+            entry.syncs.clear();
+        }
+    }
+
+    /// Make sure `group_id` is in memory, loading its stored generation the first time.
+    /// Returns whether the group exists; with `create`, a group nobody knows is created Empty.
+    /// A group "exists" when it is in memory, has a stored generation, or has offsets.
+    async fn load(&self, group_id: &str, create: bool) -> Result<bool, Error> {
+        if self.inner.groups.lock().expect("groups lock").contains_key(group_id) {
+            return Ok(true);
+        }
+        let seaweed = &self.inner.seaweed;
+        let root = &self.inner.root;
+        let group = match store::load(seaweed, root, group_id).await? {
+            Some(snapshot) => {
+                debug!(group = group_id, generation = snapshot.generation, members = snapshot.members.len(), "group loaded");
+                Group::from_snapshot(group_id, snapshot, now())
+            }
+            None if create => Group::new(group_id),
+            None => {
+                if seaweed.filer_list(&layout::group_offsets_dir(root, group_id)).await?.is_empty() {
+                    return Ok(false);
+                }
+                Group::new(group_id)
+            }
+        };
+        let group = group.with_initial_rebalance_delay(self.inner.settings.initial_rebalance_delay);
+        self.inner.groups.lock().expect("groups lock").entry(group_id.to_string()).or_insert_with(|| Entry::new(group));
+        Ok(true)
+    }
+
+    /// Run `f` on the live group under the lock, deliver its effects, and start persisting
+    /// what it asks to persist. `None` when the group is not in memory (deleted meanwhile).
+    fn with_group<T>(&self, group_id: &str, f: impl FnOnce(&mut Entry) -> T) -> Option<T> {
+        let (out, persist) = {
+            let mut groups = self.inner.groups.lock().expect("groups lock");
+            let entry = groups.get_mut(group_id)?;
+            let out = f(entry);
+            let effects = entry.group.take_effects();
+            (out, entry.deliver(effects))
+        };
+        for snapshot in persist {
+            self.persist_in_background(group_id.to_string(), snapshot);
+        }
+        Some(out)
+    }
+
+    /// Write `snapshot` unless a newer generation of the group has been written already.
+    async fn persist(&self, group_id: &str, snapshot: &Snapshot) -> Result<(), Error> {
+        let written = {
+            let groups = self.inner.groups.lock().expect("groups lock");
+            match groups.get(group_id) {
+                Some(e) => Arc::clone(&e.written),
+                None => return Ok(()),
+            }
+        };
+        let mut written = written.lock().await;
+        if snapshot.generation < *written {
+            return Ok(());
+        }
+        store::save(&self.inner.seaweed, &self.inner.root, group_id, snapshot).await?;
+        *written = snapshot.generation;
+        Ok(())
+    }
+
+    /// Best-effort writes (a group became empty, a static member was replaced): failures are
+    /// logged; the live state stays authoritative while this kelp runs the group.
+    fn persist_in_background(&self, group_id: String, snapshot: Snapshot) {
+        let c = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = c.persist(&group_id, &snapshot).await {
+                warn!(group = %group_id, generation = snapshot.generation, error = %e, "storing group generation failed");
+            }
+        });
+    }
+
+    fn parked_wait(&self, rebalance_timeout: Duration) -> Duration {
+        rebalance_timeout.saturating_add(self.inner.settings.tick).saturating_add(self.inner.settings.wait_slack)
+    }
+}
+
+// === impl Coordinator: membership ===
+
+impl Coordinator {
+    /// JoinGroup: parks until the join phase completes (bounded by the rebalance timeout).
+    pub async fn join(&self, group_id: &str, req: JoinRequest) -> JoinReply {
+        let member_id = req.member_id.clone();
+        if let Err(e) = self.load(group_id, true).await {
+            debug!(group = group_id, error = %e, "loading group failed");
+            return JoinReply::error(&member_id, group_code(&e));
+        }
+        let wait = self.parked_wait(req.rebalance_timeout.max(req.session_timeout));
+        let parked = self.with_group(group_id, |entry| match entry.group.join(req, now()) {
+            JoinOutcome::Reply(r) => Err(r),
+            JoinOutcome::Wait { member_id } => {
+                let (tx, rx) = oneshot::channel();
+                if let Some(old) = entry.joins.insert(member_id.clone(), tx) {
+                    // The same member sent JoinGroup again; the older request is abandoned.
+                    let _ = old.send(JoinReply::error(&member_id, ResponseError::RebalanceInProgress));
+                }
+                Ok((member_id, rx))
+            }
+        });
+        let (parked_id, rx) = match parked {
+            None => return JoinReply::error(&member_id, ResponseError::CoordinatorNotAvailable),
+            Some(Err(reply)) => return reply,
+            Some(Ok(p)) => p,
+        };
+        match tokio::time::timeout(wait, rx).await {
+            Ok(Ok(reply)) => reply,
+            // The group was dropped (deleted, or kelp is stopping).
+            Ok(Err(_)) => JoinReply::error(&parked_id, ResponseError::CoordinatorNotAvailable),
+            Err(_) => {
+                warn!(group = group_id, member = %parked_id, "join wait outlived the rebalance timeout");
+                JoinReply::error(&parked_id, ResponseError::RebalanceInProgress)
+            }
+        }
+    }
+
+    /// SyncGroup: the leader's assignment is persisted before anyone gets theirs; followers
+    /// park until then.
+    pub async fn sync(&self, group_id: &str, req: SyncRequest) -> SyncReply {
+        match self.load(group_id, false).await {
+            Ok(true) => {}
+            Ok(false) => return SyncReply::error(ResponseError::UnknownMemberId),
+            Err(e) => return SyncReply::error(group_code(&e)),
+        }
+        let member_id = req.member_id.clone();
+        let parked = self.with_group(group_id, |entry| {
+            let wait = entry.group.rebalance_timeout();
+            match entry.group.sync(req, now()) {
+                SyncOutcome::Reply(r) => Err(r),
+                outcome => {
+                    let (tx, rx) = oneshot::channel();
+                    if let Some(old) = entry.syncs.insert(member_id.clone(), tx) {
+                        let _ = old.send(SyncReply::error(ResponseError::RebalanceInProgress));
+                    }
+                    let persist = match outcome {
+                        SyncOutcome::Persist(s) => Some(s),
+                        _ => None,
+                    };
+                    Ok((rx, persist, wait))
+                }
+            }
+        });
+        let (rx, persist, wait) = match parked {
+            None => return SyncReply::error(ResponseError::CoordinatorNotAvailable),
+            Some(Err(reply)) => return reply,
+            Some(Ok(p)) => p,
+        };
+        if let Some(snapshot) = persist {
+            // In its own task: the generation must be settled even if this request's future
+            // is dropped.
+            let c = self.clone();
+            let group_id = group_id.to_string();
+            tokio::spawn(async move { c.complete_sync(&group_id, snapshot).await });
+        }
+        match tokio::time::timeout(self.parked_wait(wait), rx).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(_)) => SyncReply::error(ResponseError::CoordinatorNotAvailable),
+            Err(_) => {
+                warn!(group = group_id, member = %member_id, "sync wait outlived the rebalance timeout");
+                SyncReply::error(ResponseError::RebalanceInProgress)
+            }
+        }
+    }
+
+    async fn complete_sync(&self, group_id: &str, snapshot: Snapshot) {
+        let generation = snapshot.generation;
+        let result = self.persist(group_id, &snapshot).await;
+        match &result {
+            Ok(()) => info!(group = group_id, generation, members = snapshot.members.len(), "group generation stored"),
+            Err(e) => warn!(group = group_id, generation, error = %e, "storing group generation failed"),
+        }
+        let result = result.map_err(|e| group_code(&e));
+        self.with_group(group_id, |entry| entry.group.assignment_persisted(generation, result, now()));
+    }
+
+    /// Heartbeat.
+    pub async fn heartbeat(&self, group_id: &str, member_id: &str, instance_id: Option<&str>, generation: i32) -> Result<(), ResponseError> {
+        match self.load(group_id, false).await {
+            Ok(true) => {}
+            Ok(false) => return Err(ResponseError::UnknownMemberId),
+            Err(e) => return Err(group_code(&e)),
+        }
+        self.with_group(group_id, |entry| entry.group.heartbeat(member_id, instance_id, generation, now()))
+            .unwrap_or(Err(ResponseError::CoordinatorNotAvailable))
+    }
+
+    /// LeaveGroup for (member id, instance id) pairs; `Err` is a group-level error.
+    pub async fn leave(&self, group_id: &str, leaving: &[(String, Option<String>)]) -> Result<Vec<Result<(), ResponseError>>, ResponseError> {
+        match self.load(group_id, false).await {
+            Ok(true) => {}
+            Ok(false) => return Ok(vec![Err(ResponseError::UnknownMemberId); leaving.len()]),
+            Err(e) => return Err(group_code(&e)),
+        }
+        self.with_group(group_id, |entry| entry.group.leave(leaving, now())).unwrap_or(Err(ResponseError::CoordinatorNotAvailable))
+    }
+}
+
+// === impl Coordinator: offsets ===
+
+impl Coordinator {
+    /// OffsetCommit: validate the committer, then write every partition; each result says
+    /// whether that partition's offset is durably stored.
+    pub async fn commit_offsets(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        commits: Vec<OffsetCommit>,
+    ) -> Vec<Result<(), ResponseError>> {
+        let fail_all = |code: ResponseError| vec![Err(code); commits.len()];
+        // Kafka: a commit with a generation for a group nobody knows comes from an old
+        // generation; a standalone commit (generation < 0) creates the group.
+        match self.load(group_id, generation < 0).await {
+            Ok(true) => {}
+            Ok(false) => return fail_all(ResponseError::IllegalGeneration),
+            Err(e) => return fail_all(group_code(&e)),
+        }
+        let valid = self
+            .with_group(group_id, |entry| entry.group.validate_commit(member_id, instance_id, generation, now()))
+            .unwrap_or(Err(ResponseError::CoordinatorNotAvailable));
+        if let Err(code) = valid {
+            return fail_all(code);
+        }
+        let seaweed = &self.inner.seaweed;
+        let root = &self.inner.root;
+        futures::stream::iter(commits)
+            .map(|(topic, partition, committed)| async move {
+                let Ok(p) = u32::try_from(partition) else {
+                    return Err(ResponseError::UnknownTopicOrPartition);
+                };
+                offsets::commit(seaweed, root, group_id, &topic, p, &committed).await.map_err(|e| {
+                    debug!(group = group_id, topic = %topic, partition, error = %e, "offset commit failed");
+                    group_code(&e)
+                })
+            })
+            .buffered(self.inner.settings.io_concurrency.max(1))
+            .collect()
+            .await
+    }
+
+    /// OffsetFetch: `topics = None` means every topic the group has offsets for. A partition
+    /// whose offset could not be read carries the error; it is never reported as absent.
+    pub async fn fetch_offsets(&self, group_id: &str, topics: Option<Vec<(String, Vec<i32>)>>) -> Result<FetchedOffsets, Error> {
+        let seaweed = &self.inner.seaweed;
+        let root = &self.inner.root;
+        let concurrency = self.inner.settings.io_concurrency.max(1);
+        let wanted: Vec<(String, Vec<i32>)> = match topics {
+            Some(t) => t,
+            None => offsets::list(seaweed, root, group_id, concurrency)
+                .await?
+                .into_iter()
+                .map(|(t, ps)| (t, ps.into_iter().map(|p| p as i32).collect()))
+                .collect(),
+        };
+        let mut out = Vec::with_capacity(wanted.len());
+        for (topic, partitions) in wanted {
+            let topic_ref = &topic;
+            let fetched: Vec<(i32, Result<Option<Committed>, Error>)> = futures::stream::iter(partitions)
+                .map(|p| async move {
+                    let r = match u32::try_from(p) {
+                        Ok(up) => offsets::fetch(seaweed, root, group_id, topic_ref, up).await,
+                        Err(_) => Ok(None),
+                    };
+                    (p, r)
+                })
+                .buffered(concurrency)
+                .collect()
+                .await;
+            out.push((topic, fetched));
+        }
+        Ok(out)
+    }
+
+    /// OffsetDelete: `Err` is a group-level error; otherwise one result per partition
+    /// (GROUP_SUBSCRIBED_TO_TOPIC for topics a live consumer subscribes to).
+    pub async fn delete_offsets(
+        &self,
+        group_id: &str,
+        topics: Vec<(String, Vec<i32>)>,
+    ) -> Result<Vec<(String, Vec<(i32, Result<(), ResponseError>)>)>, ResponseError> {
+        match self.load(group_id, false).await {
+            Ok(true) => {}
+            Ok(false) => return Err(ResponseError::GroupIdNotFound),
+            Err(e) => return Err(group_code(&e)),
+        }
+        // Which topics may lose their offsets: all when Empty; for a live consumer group, the
+        // ones nobody subscribes to (all are "subscribed" when the metadata cannot be read).
+        enum Allowed {
+            All,
+            Except(Option<HashSet<String>>),
+        }
+        let allowed = self
+            .with_group(group_id, |entry| {
+                let g = &entry.group;
+                match g.state() {
+                    GroupState::Dead => Err(ResponseError::GroupIdNotFound),
+                    GroupState::Empty => Ok(Allowed::All),
+                    _ if g.protocol_type() == Some(state::CONSUMER_PROTOCOL_TYPE) => Ok(Allowed::Except(g.subscribed_topics())),
+                    _ => Err(ResponseError::NonEmptyGroup),
+                }
+            })
+            .unwrap_or(Err(ResponseError::GroupIdNotFound))?;
+        let mut out = Vec::with_capacity(topics.len());
+        for (topic, partitions) in topics {
+            let subscribed = match &allowed {
+                Allowed::All => false,
+                Allowed::Except(None) => true,
+                Allowed::Except(Some(set)) => set.contains(&topic),
+            };
+            let mut results = Vec::with_capacity(partitions.len());
+            for p in partitions {
+                let r = if subscribed {
+                    Err(ResponseError::GroupSubscribedToTopic)
+                } else {
+                    match u32::try_from(p) {
+                        Err(_) => Ok(()),
+                        Ok(up) => offsets::delete(&self.inner.seaweed, &self.inner.root, group_id, &topic, up).await.map_err(|e| group_code(&e)),
+                    }
+                };
+                results.push((p, r));
+            }
+            out.push((topic, results));
+        }
+        Ok(out)
+    }
+}
+
+// === impl Coordinator: administration ===
+
+impl Coordinator {
+    /// DescribeGroups for one group; `Ok(None)` when the group does not exist.
+    pub async fn describe(&self, group_id: &str) -> Result<Option<Description>, Error> {
+        if !self.load(group_id, false).await? {
+            return Ok(None);
+        }
+        Ok(self.with_group(group_id, |entry| entry.group.describe()))
+    }
+
+    /// ListGroups: every group in memory or in the filer, with its state and protocol type.
+    pub async fn list(&self) -> Result<Vec<(String, GroupState, String)>, Error> {
+        let mut ids: Vec<String> = self
+            .inner
+            .seaweed
+            .filer_list(&layout::groups_dir(&self.inner.root))
+            .await?
+            .into_iter()
+            .filter_map(|name| layout::parse_path_segment(&name))
+            .collect();
+        ids.extend(self.inner.groups.lock().expect("groups lock").keys().cloned());
+        ids.sort();
+        ids.dedup();
+        let loaded: Vec<Result<bool, Error>> =
+            futures::stream::iter(&ids).map(|id| self.load(id, false)).buffered(self.inner.settings.io_concurrency.max(1)).collect().await;
+        let mut out = Vec::new();
+        for (id, exists) in ids.iter().zip(loaded) {
+            if !exists? {
+                continue;
+            }
+            if let Some((state, protocol_type)) =
+                self.with_group(id, |e| (e.group.state(), e.group.protocol_type().unwrap_or_default().to_string()))
+            {
+                if state != GroupState::Dead {
+                    out.push((id.clone(), state, protocol_type));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// DeleteGroups for one group: only an Empty group can go; its generation and offsets are
+    /// removed from the filer.
+    pub async fn delete(&self, group_id: &str) -> Result<(), ResponseError> {
+        match self.load(group_id, false).await {
+            Ok(true) => {}
+            Ok(false) => return Err(ResponseError::GroupIdNotFound),
+            Err(e) => return Err(group_code(&e)),
+        }
+        self.with_group(group_id, |entry| match entry.group.state() {
+            GroupState::Empty => {
+                entry.group.mark_dead();
+                Ok(())
+            }
+            GroupState::Dead => Err(ResponseError::GroupIdNotFound),
+            _ => Err(ResponseError::NonEmptyGroup),
+        })
+        .unwrap_or(Err(ResponseError::GroupIdNotFound))?;
+        // Requests arriving while the files go are told to retry (the group is Dead); the
+        // entry leaves memory afterwards, so the next touch starts from what is stored.
+        let r = self.inner.seaweed.filer_delete(&layout::group_path(&self.inner.root, group_id)).await;
+        self.inner.groups.lock().expect("groups lock").remove(group_id);
+        r.map_err(|e| {
+            warn!(group = group_id, error = %e, "deleting group failed");
+            group_code(&e)
+        })
+    }
+}
+
+/// Milliseconds since the epoch, for commit timestamps.
+pub fn unix_millis() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::seaweed::SeaweedOptions;
+
+    /// A coordinator whose filer refuses connections.
+    async fn unreachable() -> (Coordinator, CancellationToken) {
+        let seaweed = Seaweed::connect(SeaweedOptions {
+            master: "127.0.0.1:1".into(),
+            filer: Some("127.0.0.1:1".into()),
+            namespace: "kafka".into(),
+            call_timeout: Duration::from_millis(500),
+        })
+        .await
+        .expect("options are valid");
+        let cancel = CancellationToken::new();
+        let c = Coordinator::start(seaweed, "/kelp".into(), Settings::default(), cancel.clone(), &TaskTracker::new());
+        (c, cancel)
+    }
+
+    fn join_req() -> JoinRequest {
+        JoinRequest {
+            member_id: String::new(),
+            group_instance_id: None,
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            session_timeout: Duration::from_secs(6),
+            rebalance_timeout: Duration::from_secs(6),
+            protocol_type: "consumer".into(),
+            protocols: vec![Protocol { name: "range".into(), metadata: bytes::Bytes::new() }],
+            require_known_member_id: true,
+            supports_skip_assignment: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn filer_unreachable_is_retriable_never_no_offset() {
+        let (c, cancel) = unreachable().await;
+        let r = c.join("g", join_req()).await;
+        assert_eq!(r.error, Some(ResponseError::CoordinatorNotAvailable));
+        let fetched = c.fetch_offsets("g", Some(vec![("t".into(), vec![0])])).await.expect("per-partition errors");
+        let (_, parts) = &fetched[0];
+        let err = parts[0].1.as_ref().expect_err("a read failure is not 'no offset'");
+        assert!(err.code(ApiKind::Group).is_retriable());
+        assert!(c.fetch_offsets("g", None).await.is_err(), "listing failed: an error, not an empty answer");
+        let committed = Committed { offset: 1, leader_epoch: -1, metadata: String::new(), commit_timestamp_ms: 0 };
+        let r = c.commit_offsets("g", "", None, -1, vec![("t".into(), 0, committed)]).await;
+        assert_eq!(r, vec![Err(ResponseError::CoordinatorNotAvailable)]);
+        assert_eq!(c.heartbeat("g", "m", None, 1).await, Err(ResponseError::CoordinatorNotAvailable));
+        assert!(c.list().await.is_err());
+        cancel.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn parked_join_is_answered_by_the_timer_and_cancel_releases_waiters() {
+        // A group in memory only (no filer needed): one member parked in JoinGroup while a
+        // second, known member has not rejoined; the rebalance timeout ends the wait.
+        let (c, cancel) = unreachable().await;
+        let t0 = now();
+        let mut g = Group::new("g");
+        let JoinOutcome::Wait { member_id: a } = g.join(JoinRequest { require_known_member_id: false, ..join_req() }, t0) else { panic!() };
+        let _ = g.take_effects();
+        let SyncOutcome::Persist(_) = g.sync(SyncRequest { member_id: a.clone(), group_instance_id: None, generation: 1, protocol_type: None, protocol_name: None, assignments: vec![] }, t0) else {
+            panic!()
+        };
+        g.assignment_persisted(1, Ok(()), t0);
+        let _ = g.take_effects();
+        c.inner.groups.lock().unwrap().insert("g".into(), Entry::new(g));
+
+        // b joins (without KIP-394): waits for a to rejoin; a never does; a's session (6 s)
+        // ends and b gets a generation of its own.
+        let join = tokio::spawn({
+            let c = c.clone();
+            async move { c.join("g", JoinRequest { require_known_member_id: false, ..join_req() }).await }
+        });
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(!join.is_finished());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let r = join.await.unwrap();
+        assert_eq!(r.error, None);
+        assert_eq!(r.generation, 2);
+        assert_eq!(r.leader, r.member_id);
+
+        // A parked sync is released with COORDINATOR_NOT_AVAILABLE when kelp stops.
+        let sync = tokio::spawn({
+            let c = c.clone();
+            let id = r.member_id.clone();
+            async move {
+                c.with_group("g", |e| {
+                    let (tx, rx) = oneshot::channel();
+                    e.syncs.insert(id, tx);
+                    rx
+                })
+                .unwrap()
+                .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        cancel.cancel();
+        assert!(sync.await.unwrap().is_err(), "the waiter was dropped");
+    }
+}

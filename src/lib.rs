@@ -1,0 +1,121 @@
+//! kelp: a per-pod sidecar that speaks the Kafka wire protocol to the application in its pod
+//! and stores and serves records through SeaweedFS's message-queue (MQ) gRPC API.
+//!
+//! How a Produce request flows:
+//! `server` accepts → `connection` reads one length-prefixed frame → `protocol::decode_request`
+//! → `api::dispatch` → `api::produce::handle` → `records::batch::decode_all` and
+//! `records::envelope::to_message` turn the batch into SeaweedFS messages →
+//! `seaweed::Seaweed::publish` (a shared long-lived publish stream per partition) → the
+//! broker-assigned offsets → response encoded by `protocol::encode_response`.
+//!
+//! How a Fetch request flows: `api::fetch::handle` → `seaweed::Seaweed::fetch` (broker-side
+//! long-poll) → `records::envelope::from_message` → `records::batch::encode` → response.
+
+pub mod api;
+pub mod config;
+pub mod connection;
+pub mod embedded;
+pub mod error;
+pub mod producers;
+pub mod protocol;
+pub mod records;
+pub mod seaweed;
+pub mod server;
+pub mod shutdown;
+pub mod topics;
+pub mod webhook;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::api::Ctx;
+use crate::config::Config;
+use crate::seaweed::{Seaweed, SeaweedOptions};
+use crate::shutdown::{CancellationToken, TaskTracker};
+
+/// A kelp serving Kafka clients; stop it with [`Running::shutdown`].
+pub struct Running {
+    /// The address the Kafka listener is bound to.
+    pub kafka_addr: SocketAddr,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+    grace: Duration,
+}
+
+impl Running {
+    /// Stop accepting, let in-flight requests finish (bounded by the grace period), return
+    /// whether every connection ended in time.
+    pub async fn shutdown(self) -> bool {
+        self.cancel.cancel();
+        shutdown::drain(&self.tracker, self.grace).await
+    }
+}
+
+/// Connect to SeaweedFS, bind the Kafka listener and start serving.
+///
+/// Returns once the listener is bound; SeaweedFS is contacted lazily by requests (and by
+/// [`wait_for_seaweedfs`] when a caller wants to know it answers).
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let seaweed = Seaweed::connect(SeaweedOptions {
+        master: config.master.clone(),
+        filer: config.filer.clone(),
+        namespace: config.namespace.clone(),
+        call_timeout: config.upstream_timeout(),
+    })
+    .await
+    .context("connecting to SeaweedFS")?;
+    let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    let kafka_addr = listener.local_addr()?;
+    let (advertised_host, advertised_port) = advertised(&config, kafka_addr)?;
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let grace = config.shutdown_grace();
+    let ctx = Arc::new(Ctx {
+        topics: topics::Topics::new(seaweed.clone(), config.namespace.clone()),
+        producers: producers::Producers::default(),
+        cluster_id: format!("kelp-{}", topics::topic_id(&config.namespace, "").simple()),
+        seaweed,
+        advertised_host,
+        advertised_port,
+        config,
+    });
+    tracker.spawn(server::serve(ctx, listener, cancel.clone(), tracker.clone()));
+    tracing::info!(%kafka_addr, "serving kafka");
+    Ok(Running { kafka_addr, cancel, tracker, grace })
+}
+
+/// Poll SeaweedFS until the broker and filer answer, or `deadline` passes.
+pub async fn wait_for_seaweedfs(config: &Config, deadline: Duration) -> anyhow::Result<()> {
+    let seaweed = Seaweed::connect(SeaweedOptions {
+        master: config.master.clone(),
+        filer: config.filer.clone(),
+        namespace: config.namespace.clone(),
+        call_timeout: config.upstream_timeout().min(Duration::from_secs(5)),
+    })
+    .await?;
+    let start = Instant::now();
+    loop {
+        match seaweed.ping().await {
+            Ok(()) => return Ok(()),
+            Err(e) if start.elapsed() >= deadline => return Err(anyhow::anyhow!("SeaweedFS did not answer within {deadline:?}: {e}")),
+            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+}
+
+fn advertised(config: &Config, bound: SocketAddr) -> anyhow::Result<(String, i32)> {
+    match &config.advertised_listener {
+        None => Ok((bound.ip().to_string(), i32::from(bound.port()))),
+        Some(s) => {
+            let (host, port) = s
+                .rsplit_once(':')
+                .with_context(|| format!("{}: expected host:port, got {s:?}", config::ENV_ADVERTISED_LISTENER))?;
+            let port: u16 = port.parse().with_context(|| format!("{}: bad port in {s:?}", config::ENV_ADVERTISED_LISTENER))?;
+            Ok((host.to_string(), i32::from(port)))
+        }
+    }
+}

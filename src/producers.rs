@@ -1,0 +1,152 @@
+//! Idempotent producers: producer ids and the per-partition sequence check that turns a
+//! retried batch into its earlier answer instead of a duplicate.
+//!
+//! A producer talks to the kelp in its own pod, so the sequence state lives in memory here.
+//! After a kelp restart a producer's next batch is accepted whatever its sequence (the state
+//! is gone); a retry that straddles a restart can therefore be stored twice. Transactions are
+//! not supported.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use kafka_protocol::ResponseError;
+
+/// Batches remembered per producer and partition (Kafka keeps five, matching
+/// max.in.flight.requests.per.connection ≤ 5 for idempotent producers).
+const REMEMBERED_BATCHES: usize = 5;
+/// Producer state not used for this long may be forgotten when the table is full.
+const IDLE_EXPIRY: Duration = Duration::from_secs(15 * 60);
+/// Most (producer, partition) entries kept.
+const MAX_ENTRIES: usize = 100_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Appended {
+    first_seq: i32,
+    last_seq: i32,
+    base_offset: i64,
+}
+
+struct State {
+    epoch: i16,
+    recent: VecDeque<Appended>,
+    used: Instant,
+}
+
+/// What to do with an incoming idempotent batch.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Check {
+    /// Publish it, then call [`Producers::record`].
+    Append,
+    /// Already stored: answer with this base offset and publish nothing.
+    Duplicate(i64),
+    /// Refuse with this code.
+    Reject(ResponseError),
+}
+
+type Key = (i64, String, i32);
+
+#[derive(Default)]
+pub struct Producers {
+    table: Mutex<HashMap<Key, State>>,
+}
+
+/// A fresh producer id: random in 1..2^62 so kelps need not coordinate. Two producers
+/// sharing an id would need to collide within 2^62 draws.
+pub fn new_producer_id() -> i64 {
+    let bits = uuid::Uuid::new_v4().as_u64_pair().0;
+    ((bits >> 2) as i64).max(1)
+}
+
+impl Producers {
+    pub fn check(&self, pid: i64, epoch: i16, topic: &str, partition: i32, first_seq: i32) -> Check {
+        let table = self.table.lock().expect("producers lock");
+        let Some(state) = table.get(&(pid, topic.to_string(), partition)) else {
+            return Check::Append;
+        };
+        if epoch < state.epoch {
+            return Check::Reject(ResponseError::InvalidProducerEpoch);
+        }
+        if epoch > state.epoch {
+            return Check::Append;
+        }
+        if let Some(a) = state.recent.iter().find(|a| a.first_seq == first_seq) {
+            return Check::Duplicate(a.base_offset);
+        }
+        let next = state.recent.back().map_or(0, |a| a.last_seq.wrapping_add(1));
+        if first_seq != next {
+            return Check::Reject(ResponseError::OutOfOrderSequenceNumber);
+        }
+        Check::Append
+    }
+
+    pub fn record(&self, pid: i64, epoch: i16, topic: &str, partition: i32, first_seq: i32, count: i32, base_offset: i64) {
+        let now = Instant::now();
+        let mut table = self.table.lock().expect("producers lock");
+        if table.len() >= MAX_ENTRIES {
+            table.retain(|_, s| now.duration_since(s.used) < IDLE_EXPIRY);
+            if table.len() >= MAX_ENTRIES {
+                return;
+            }
+        }
+        let state = table.entry((pid, topic.to_string(), partition)).or_insert_with(|| State {
+            epoch,
+            recent: VecDeque::new(),
+            used: now,
+        });
+        if epoch != state.epoch {
+            state.epoch = epoch;
+            state.recent.clear();
+        }
+        state.used = now;
+        if state.recent.len() == REMEMBERED_BATCHES {
+            state.recent.pop_front();
+        }
+        state.recent.push_back(Appended { first_seq, last_seq: first_seq.wrapping_add(count - 1), base_offset });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_retried_batch_is_answered_with_its_first_offset() {
+        let p = Producers::default();
+        assert_eq!(p.check(7, 0, "t", 0, 0), Check::Append);
+        p.record(7, 0, "t", 0, 0, 10, 100);
+        assert_eq!(p.check(7, 0, "t", 0, 0), Check::Duplicate(100));
+        assert_eq!(p.check(7, 0, "t", 0, 10), Check::Append);
+        p.record(7, 0, "t", 0, 10, 5, 110);
+        assert_eq!(p.check(7, 0, "t", 0, 10), Check::Duplicate(110));
+        assert_eq!(p.check(7, 0, "t", 0, 0), Check::Duplicate(100));
+    }
+
+    #[test]
+    fn gaps_and_old_epochs_are_refused() {
+        let p = Producers::default();
+        p.record(7, 1, "t", 0, 0, 10, 0);
+        assert_eq!(p.check(7, 1, "t", 0, 11), Check::Reject(ResponseError::OutOfOrderSequenceNumber));
+        assert_eq!(p.check(7, 0, "t", 0, 10), Check::Reject(ResponseError::InvalidProducerEpoch));
+        assert_eq!(p.check(7, 2, "t", 0, 0), Check::Append);
+        assert_eq!(p.check(7, 1, "t", 1, 55), Check::Append, "other partitions are independent");
+    }
+
+    #[test]
+    fn only_five_batches_are_remembered() {
+        let p = Producers::default();
+        for i in 0..6 {
+            p.record(1, 0, "t", 0, i * 2, 2, i64::from(i) * 2);
+        }
+        assert_eq!(p.check(1, 0, "t", 0, 0), Check::Reject(ResponseError::OutOfOrderSequenceNumber));
+        assert_eq!(p.check(1, 0, "t", 0, 2), Check::Duplicate(2));
+    }
+
+    #[test]
+    fn producer_ids_are_positive_and_differ() {
+        let a = new_producer_id();
+        let b = new_producer_id();
+        assert!(a > 0 && b > 0);
+        assert_ne!(a, b);
+    }
+}

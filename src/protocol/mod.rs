@@ -1,0 +1,136 @@
+//! Kafka frames ⇄ typed requests and responses.
+//!
+//! Owns the header-version rules and the decision of what a frame is (a request kelp serves,
+//! an ApiVersions request at a version kelp does not know, or something to close the
+//! connection over). Does not own framing (the 4-byte length prefix): that is `connection.rs`.
+
+pub mod legacy_produce;
+pub mod versions;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::protocol::{Decodable, Encodable};
+
+/// A request kelp will answer.
+#[derive(Debug)]
+pub struct Request {
+    pub header: RequestHeader,
+    pub api_key: ApiKey,
+    pub version: i16,
+    pub body: Body,
+}
+
+/// The decoded body of a request.
+#[derive(Debug)]
+pub enum Body {
+    /// A request the wire library decoded.
+    Kind(RequestKind),
+    /// Produce v0-v2 (message sets v0/v1), decoded by kelp.
+    LegacyProduce(legacy_produce::ProduceRequest),
+    /// ApiVersions at a version kelp does not serve: answered in v0 format with
+    /// UNSUPPORTED_VERSION and the supported ranges, so the client can retry lower (KIP-511).
+    ApiVersionsTooNew,
+}
+
+/// Why a frame could not be turned into a request. The connection closes on any of these:
+/// Kafka has no generic error frame.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("frame shorter than a request header")]
+    Short,
+    #[error("unknown api key {0}")]
+    UnknownApiKey(i16),
+    #[error("unsupported version {version} of {key:?}")]
+    UnsupportedVersion { key: ApiKey, version: i16 },
+    #[error("undecodable {key:?} v{version}: {why}")]
+    Malformed { key: ApiKey, version: i16, why: String },
+}
+
+/// Decode one frame (without its length prefix).
+pub fn decode_request(mut frame: Bytes) -> Result<Request, DecodeError> {
+    if frame.len() < 8 {
+        return Err(DecodeError::Short);
+    }
+    let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let api_key = ApiKey::try_from(raw_key).map_err(|_| DecodeError::UnknownApiKey(raw_key))?;
+    let Some(range) = versions::supported(api_key) else {
+        return Err(DecodeError::UnknownApiKey(raw_key));
+    };
+    if api_key == ApiKey::ApiVersions && version > range.max {
+        // The body's layout is unknown; only the correlation id (bytes 4..8) is needed.
+        let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+        let header = RequestHeader::default()
+            .with_request_api_key(raw_key)
+            .with_request_api_version(version)
+            .with_correlation_id(correlation_id);
+        return Ok(Request { header, api_key, version, body: Body::ApiVersionsTooNew });
+    }
+    if !(range.min..=range.max).contains(&version) {
+        return Err(DecodeError::UnsupportedVersion { key: api_key, version });
+    }
+    let malformed = |why: anyhow::Error| DecodeError::Malformed {
+        key: api_key,
+        version,
+        why: why.to_string(),
+    };
+    let header_version = if api_key == ApiKey::Produce && version < 3 {
+        1
+    } else {
+        api_key.request_header_version(version)
+    };
+    let header = RequestHeader::decode(&mut frame, header_version).map_err(malformed)?;
+    let body = if api_key == ApiKey::Produce && version < 3 {
+        Body::LegacyProduce(legacy_produce::ProduceRequest::decode(&mut frame, version).map_err(malformed)?)
+    } else {
+        Body::Kind(RequestKind::decode(api_key, &mut frame, version).map_err(malformed)?)
+    };
+    Ok(Request { header, api_key, version, body })
+}
+
+/// A response ready to be written: either the library's type or kelp's legacy Produce.
+#[derive(Debug)]
+pub enum Reply {
+    Kind(ResponseKind),
+    LegacyProduce(legacy_produce::ProduceResponse),
+}
+
+impl From<ResponseKind> for Reply {
+    fn from(kind: ResponseKind) -> Self {
+        Reply::Kind(kind)
+    }
+}
+
+/// Encode a response with its length prefix and header.
+pub fn encode_response(
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    reply: &Reply,
+) -> anyhow::Result<BytesMut> {
+    let mut buf = BytesMut::with_capacity(256);
+    buf.put_i32(0); // length, filled in below
+    // ApiVersions responses always use header v0 so that a client can read them whatever
+    // version it asked for (KIP-511).
+    let header_version = match (api_key, reply) {
+        (ApiKey::ApiVersions, _) => 0,
+        (_, Reply::LegacyProduce(_)) => 0,
+        _ => api_key.response_header_version(version),
+    };
+    ResponseHeader::default()
+        .with_correlation_id(correlation_id)
+        .encode(&mut buf, header_version)?;
+    match reply {
+        Reply::Kind(kind) => kind.encode(&mut buf, version)?,
+        Reply::LegacyProduce(r) => r.encode(&mut buf, version),
+    }
+    let len = i32::try_from(buf.len() - 4)?;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(buf)
+}
+
+/// The correlation id of a frame, when it has one (for logging a frame that failed to decode).
+pub fn peek_correlation_id(frame: &[u8]) -> Option<i32> {
+    let mut b = frame.get(4..8)?;
+    Some(b.get_i32())
+}

@@ -1,0 +1,100 @@
+//! THE table of Kafka APIs kelp serves and the version range of each.
+//!
+//! This is the only place that says which APIs and versions exist. ApiVersions is built from
+//! it, `protocol::decode_request` rejects what it does not list, and `api::dispatch` has one
+//! arm per row (a test checks both directions).
+//!
+//! When adding an API: add the row here, add the `dispatch` arm and `api/<name>.rs`, cover
+//! every version in the range with a test, and run `cargo test versions`.
+
+use kafka_protocol::messages::ApiKey;
+
+/// One advertised API and its inclusive version range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Supported {
+    pub key: ApiKey,
+    pub min: i16,
+    pub max: i16,
+}
+
+const fn row(key: ApiKey, min: i16, max: i16) -> Supported {
+    Supported { key, min, max }
+}
+
+/// Every API kelp answers, with the versions it implements.
+///
+/// Produce keeps minimum version 0 although the wire library decodes only v3+: librdkafka
+/// disables compression when a broker's Produce range does not start at 0 (KAFKA-18659), so
+/// v0-v2 are decoded by `protocol::legacy_produce`.
+pub const SUPPORTED: &[Supported] = &[
+    row(ApiKey::Produce, 0, 13),
+    row(ApiKey::Fetch, 4, 18),
+    row(ApiKey::ListOffsets, 1, 10),
+    row(ApiKey::Metadata, 0, 13),
+    row(ApiKey::ApiVersions, 0, 4),
+    row(ApiKey::CreateTopics, 2, 7),
+    row(ApiKey::DeleteTopics, 1, 6),
+    row(ApiKey::CreatePartitions, 0, 3),
+    row(ApiKey::DescribeConfigs, 1, 4),
+    row(ApiKey::DescribeCluster, 0, 2),
+    row(ApiKey::InitProducerId, 0, 6),
+];
+
+/// The range kelp serves for `key`, or `None` if kelp does not serve it.
+pub fn supported(key: ApiKey) -> Option<Supported> {
+    SUPPORTED.iter().copied().find(|s| s.key == key)
+}
+
+/// Whether kelp serves `version` of `key`.
+pub fn is_supported(key: ApiKey, version: i16) -> bool {
+    supported(key).is_some_and(|s| (s.min..=s.max).contains(&version))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_row_lies_within_what_the_wire_library_can_decode() {
+        for s in SUPPORTED {
+            let lib = s.key.valid_versions();
+            assert!(s.min <= s.max, "{:?}", s.key);
+            assert!(s.max <= lib.max, "{:?} max {} > library {}", s.key, s.max, lib.max);
+            // Produce v0-v2 are decoded by kelp itself; everything else must be decodable.
+            if s.key != ApiKey::Produce {
+                assert!(s.min >= lib.min, "{:?} min {} < library {}", s.key, s.min, lib.min);
+            }
+        }
+    }
+
+    #[test]
+    fn no_api_is_listed_twice() {
+        for (i, a) in SUPPORTED.iter().enumerate() {
+            assert!(SUPPORTED[i + 1..].iter().all(|b| b.key != a.key), "{:?}", a.key);
+        }
+    }
+
+    #[test]
+    fn produce_range_starts_at_zero() {
+        assert_eq!(supported(ApiKey::Produce).map(|s| s.min), Some(0));
+    }
+
+    #[test]
+    fn docs_list_the_same_table() {
+        let doc = include_str!("../../docs/protocol.md");
+        for s in SUPPORTED {
+            let row = format!("| {:?} | {} | {}–{} |", s.key, s.key as i16, s.min, s.max);
+            assert!(doc.contains(&row), "docs/protocol.md lacks {row}");
+        }
+        let rows = doc.lines().filter(|l| l.starts_with("| ") && l.ends_with(" |") && !l.starts_with("| API") ).count();
+        assert_eq!(rows, SUPPORTED.len(), "docs/protocol.md lists other APIs too");
+    }
+
+    #[test]
+    fn versions_outside_the_range_are_not_supported() {
+        assert!(is_supported(ApiKey::Fetch, 4));
+        assert!(!is_supported(ApiKey::Fetch, 3));
+        assert!(!is_supported(ApiKey::Fetch, 19));
+        assert!(!is_supported(ApiKey::SaslHandshake, 0));
+    }
+}

@@ -1,0 +1,218 @@
+//! The envelope that carries what a SeaweedFS `DataMessage` cannot: null-ness of key and
+//! value, the exact timestamp, and headers.
+//!
+//! Layout of `DataMessage.value` (format 1), all integers as Kafka-style zigzag varints:
+//! ```text
+//! u8      format   = 1
+//! u8      flags    bit 0: key is null, bit 1: value is null
+//! varlong timestamp_ms
+//! varint  header_count
+//!   repeated: varint key_len, key bytes, varint value_len (-1 = null), value bytes
+//! bytes   the record value (to the end)
+//! ```
+//! This is persisted data: a change needs a new format number and a reader for the old one.
+
+use bytes::{BufMut, BytesMut};
+
+use super::Record;
+use crate::seaweed::Message;
+
+pub const FORMAT: u8 = 1;
+const KEY_NULL: u8 = 1;
+const VALUE_NULL: u8 = 2;
+
+/// Build the SeaweedFS message for one Kafka record.
+pub fn to_message(r: &Record) -> Message {
+    let value = r.value.as_deref().unwrap_or_default();
+    let mut buf = BytesMut::with_capacity(16 + value.len() + headers_len(r));
+    buf.put_u8(FORMAT);
+    let mut flags = 0;
+    if r.key.is_none() {
+        flags |= KEY_NULL;
+    }
+    if r.value.is_none() {
+        flags |= VALUE_NULL;
+    }
+    buf.put_u8(flags);
+    put_varlong(&mut buf, r.timestamp_ms);
+    put_varlong(&mut buf, r.headers.len() as i64);
+    for (k, v) in &r.headers {
+        put_varlong(&mut buf, k.len() as i64);
+        buf.put_slice(k);
+        match v {
+            None => put_varlong(&mut buf, -1),
+            Some(v) => {
+                put_varlong(&mut buf, v.len() as i64);
+                buf.put_slice(v);
+            }
+        }
+    }
+    buf.put_slice(value);
+    Message {
+        key: r.key.clone().unwrap_or_default(),
+        value: buf.freeze(),
+        ts_ns: r.timestamp_ms.saturating_mul(1_000_000),
+    }
+}
+
+/// Recover the Kafka record from a stored message. A message without a kelp envelope (written
+/// by another SeaweedFS publisher) is served as key/value with the broker's timestamp.
+pub fn from_message(m: &Message) -> Record {
+    decode(m).unwrap_or_else(|| Record {
+        timestamp_ms: m.ts_ns / 1_000_000,
+        key: Some(m.key.clone()),
+        value: Some(m.value.clone()),
+        headers: Vec::new(),
+    })
+}
+
+fn decode(m: &Message) -> Option<Record> {
+    let v = &m.value;
+    if v.len() < 2 || v[0] != FORMAT {
+        return None;
+    }
+    let flags = v[1];
+    let mut pos = 2;
+    let timestamp_ms = get_varlong(v, &mut pos)?;
+    let count = get_varlong(v, &mut pos)?;
+    if count < 0 || count as usize > v.len() {
+        return None;
+    }
+    let mut headers = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        let klen = usize::try_from(get_varlong(v, &mut pos)?).ok()?;
+        let key = v.slice(pos..pos.checked_add(klen).filter(|e| *e <= v.len())?);
+        pos += klen;
+        let vlen = get_varlong(v, &mut pos)?;
+        let value = if vlen < 0 {
+            None
+        } else {
+            let vlen = vlen as usize;
+            let s = v.slice(pos..pos.checked_add(vlen).filter(|e| *e <= v.len())?);
+            pos += vlen;
+            Some(s)
+        };
+        headers.push((key, value));
+    }
+    Some(Record {
+        timestamp_ms,
+        key: (flags & KEY_NULL == 0).then(|| m.key.clone()),
+        value: (flags & VALUE_NULL == 0).then(|| v.slice(pos..)),
+        headers,
+    })
+}
+
+fn headers_len(r: &Record) -> usize {
+    r.headers
+        .iter()
+        .map(|(k, v)| 10 + k.len() + v.as_ref().map_or(0, |v| v.len()))
+        .sum()
+}
+
+/// Kafka's zigzag varlong.
+pub fn put_varlong(buf: &mut impl BufMut, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    while z >= 0x80 {
+        buf.put_u8((z as u8) | 0x80);
+        z >>= 7;
+    }
+    buf.put_u8(z as u8);
+}
+
+/// Read a zigzag varlong at `*pos`, advancing it; `None` if truncated or over 10 bytes.
+pub fn get_varlong(b: &[u8], pos: &mut usize) -> Option<i64> {
+    let mut z: u64 = 0;
+    for shift in (0..70).step_by(7) {
+        let byte = *b.get(*pos)?;
+        *pos += 1;
+        z |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(((z >> 1) as i64) ^ -((z & 1) as i64));
+        }
+    }
+    None
+}
+
+/// Bytes a varlong takes on the wire.
+pub fn varlong_len(v: i64) -> usize {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    let mut n = 1;
+    while z >= 0x80 {
+        z >>= 7;
+        n += 1;
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    #[test]
+    fn every_shape_of_record_round_trips() {
+        let cases = vec![
+            Record { timestamp_ms: 1_700_000_000_123, key: Some(b("k")), value: Some(b("v")), headers: vec![] },
+            Record { timestamp_ms: 0, key: None, value: None, headers: vec![] },
+            Record { timestamp_ms: -1, key: Some(b("")), value: Some(b("")), headers: vec![] },
+            Record {
+                timestamp_ms: 42,
+                key: None,
+                value: Some(b("payload")),
+                headers: vec![(b("h"), Some(b("1"))), (b("h"), Some(b("2"))), (b("n"), None), (b(""), Some(b("")))],
+            },
+        ];
+        for r in cases {
+            let m = to_message(&r);
+            assert_eq!(from_message(&m), r);
+            assert_eq!(m.ts_ns, r.timestamp_ms * 1_000_000);
+        }
+    }
+
+    #[test]
+    fn value_is_the_suffix_of_the_stored_message() {
+        let r = Record { timestamp_ms: 5, key: Some(b("k")), value: Some(b("hello")), headers: vec![] };
+        let m = to_message(&r);
+        assert!(m.value.ends_with(b"hello"));
+        assert_eq!(m.key, b("k"));
+    }
+
+    #[test]
+    fn foreign_messages_are_served_as_plain_key_value() {
+        let m = Message { key: b("k"), value: b("plain"), ts_ns: 3_000_000 };
+        let r = from_message(&m);
+        assert_eq!(r, Record { timestamp_ms: 3, key: Some(b("k")), value: Some(b("plain")), headers: vec![] });
+    }
+
+    #[test]
+    fn truncated_envelopes_never_panic() {
+        let r = Record { timestamp_ms: 9, key: None, value: Some(b("v")), headers: vec![(b("a"), Some(b("bb")))] };
+        let m = to_message(&r);
+        for cut in 0..m.value.len() {
+            let t = Message { key: m.key.clone(), value: m.value.slice(..cut), ts_ns: 0 };
+            let _ = from_message(&t);
+        }
+    }
+
+    #[test]
+    fn varlong_matches_kafka_zigzag() {
+        for (v, bytes) in [(0i64, vec![0u8]), (-1, vec![1]), (1, vec![2]), (63, vec![126]), (64, vec![128, 1])] {
+            let mut buf = Vec::new();
+            put_varlong(&mut buf, v);
+            assert_eq!(buf, bytes);
+            assert_eq!(varlong_len(v), bytes.len());
+            let mut pos = 0;
+            assert_eq!(get_varlong(&buf, &mut pos), Some(v));
+        }
+        for v in [i64::MIN, i64::MAX, 1 << 40] {
+            let mut buf = Vec::new();
+            put_varlong(&mut buf, v);
+            let mut pos = 0;
+            assert_eq!(get_varlong(&buf, &mut pos), Some(v));
+        }
+    }
+}

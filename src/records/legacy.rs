@@ -1,0 +1,162 @@
+//! Message sets v0 and v1 (magic 0/1), which Produce v0-v2 carry.
+//!
+//! Layout: repeated `offset i64, size i32, crc u32, magic i8, attributes i8,
+//! [timestamp i64 if magic 1], key bytes, value bytes` (bytes = i32 length, -1 = null). A
+//! compressed message's value is itself a message set. CRC is CRC-32 (IEEE) over magic..end.
+//! Messages have no headers; magic 0 has no timestamp (stored as -1).
+
+use bytes::{Buf, Bytes};
+
+use super::compression::{self, Codec};
+use super::{BatchError, Record};
+
+/// Decode a whole message set into records, decompressing wrapper messages.
+pub fn decode(buf: Bytes, max_uncompressed: usize) -> Result<Vec<Record>, BatchError> {
+    let mut out = Vec::new();
+    decode_into(buf, max_uncompressed, 0, &mut out)?;
+    Ok(out)
+}
+
+fn decode_into(mut buf: Bytes, limit: usize, depth: u8, out: &mut Vec<Record>) -> Result<(), BatchError> {
+    while buf.has_remaining() {
+        if buf.remaining() < 12 {
+            return Err(BatchError::malformed("short message set entry"));
+        }
+        let _offset = buf.get_i64();
+        let size = buf.get_i32();
+        if size < 14 || size as usize > buf.remaining() {
+            return Err(BatchError::malformed(format!("message size {size}")));
+        }
+        let mut m = buf.split_to(size as usize);
+        let crc = m.get_u32();
+        if crc32fast::hash(&m) != crc {
+            return Err(BatchError::Crc);
+        }
+        let magic = m.get_i8();
+        let attributes = m.get_i8();
+        let timestamp_ms = match magic {
+            0 => -1,
+            1 if m.remaining() >= 8 => m.get_i64(),
+            _ => return Err(BatchError::malformed(format!("message magic {magic}"))),
+        };
+        let key = bytes(&mut m)?;
+        let value = bytes(&mut m)?;
+        if m.has_remaining() {
+            return Err(BatchError::malformed("bytes after message value"));
+        }
+        let codec = Codec::from_attributes(i16::from(attributes))?;
+        if codec == Codec::None {
+            out.push(Record { timestamp_ms, key, value, headers: Vec::new() });
+            continue;
+        }
+        if depth > 0 {
+            return Err(BatchError::malformed("nested compressed message"));
+        }
+        let inner = value.ok_or_else(|| BatchError::malformed("compressed message without value"))?;
+        let inner = compression::decompress(codec, inner, limit)?;
+        let first = out.len();
+        decode_into(inner, limit, depth + 1, out)?;
+        if magic == 1 {
+            // v1 inner messages inherit the wrapper's timestamp when it is LogAppendTime;
+            // with CreateTime they keep their own.
+            if attributes & 0x08 != 0 {
+                out[first..].iter_mut().for_each(|r| r.timestamp_ms = timestamp_ms);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn bytes(m: &mut Bytes) -> Result<Option<Bytes>, BatchError> {
+    if m.remaining() < 4 {
+        return Err(BatchError::malformed("short length"));
+    }
+    let len = m.get_i32();
+    if len < 0 {
+        return Ok(None);
+    }
+    if len as usize > m.remaining() {
+        return Err(BatchError::malformed("field past end of message"));
+    }
+    Ok(Some(m.split_to(len as usize)))
+}
+
+/// Encode one uncompressed message (used by tests that speak Produce v0-v2).
+pub fn encode_message(buf: &mut Vec<u8>, magic: i8, timestamp_ms: i64, key: Option<&[u8]>, value: Option<&[u8]>) {
+    let mut body = vec![magic as u8, 0];
+    if magic == 1 {
+        body.extend_from_slice(&timestamp_ms.to_be_bytes());
+    }
+    for f in [key, value] {
+        match f {
+            None => body.extend_from_slice(&(-1i32).to_be_bytes()),
+            Some(f) => {
+                body.extend_from_slice(&(f.len() as i32).to_be_bytes());
+                body.extend_from_slice(f);
+            }
+        }
+    }
+    buf.extend_from_slice(&0i64.to_be_bytes());
+    buf.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+    buf.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
+    buf.extend_from_slice(&body);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v0_and_v1_messages_decode_with_null_and_empty_fields() {
+        let mut set = Vec::new();
+        encode_message(&mut set, 0, 0, None, Some(b"a"));
+        encode_message(&mut set, 1, 1234, Some(b"k"), Some(b""));
+        encode_message(&mut set, 1, 99, Some(b""), None);
+        let got = decode(set.into(), 1 << 20).unwrap();
+        let want = vec![
+            Record { timestamp_ms: -1, key: None, value: Some(Bytes::from_static(b"a")), headers: vec![] },
+            Record { timestamp_ms: 1234, key: Some(Bytes::new()), value: Some(Bytes::new()), headers: vec![] },
+            Record { timestamp_ms: 99, key: Some(Bytes::new()), value: None, headers: vec![] },
+        ];
+        assert_eq!(got[1].key.as_deref(), Some(&b"k"[..]));
+        assert_eq!(got[0], want[0]);
+        assert_eq!(got[2], want[2]);
+    }
+
+    #[test]
+    fn gzip_wrapper_messages_unwrap() {
+        use std::io::Write;
+        let mut inner = Vec::new();
+        encode_message(&mut inner, 1, 5, Some(b"k1"), Some(b"v1"));
+        encode_message(&mut inner, 1, 6, Some(b"k2"), Some(b"v2"));
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&inner).unwrap();
+        let compressed = gz.finish().unwrap();
+        let mut body = vec![1u8, 1];
+        body.extend_from_slice(&5i64.to_be_bytes());
+        body.extend_from_slice(&(-1i32).to_be_bytes());
+        body.extend_from_slice(&(compressed.len() as i32).to_be_bytes());
+        body.extend_from_slice(&compressed);
+        let mut set = Vec::new();
+        set.extend_from_slice(&0i64.to_be_bytes());
+        set.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+        set.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
+        set.extend_from_slice(&body);
+        let got = decode(set.into(), 1 << 20).unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[1].value.as_deref(), Some(&b"v2"[..]));
+        assert_eq!(got[1].timestamp_ms, 6);
+    }
+
+    #[test]
+    fn corrupt_crc_and_truncation_are_refused() {
+        let mut set = Vec::new();
+        encode_message(&mut set, 1, 7, Some(b"k"), Some(b"v"));
+        let mut bad = set.clone();
+        *bad.last_mut().unwrap() ^= 0xff;
+        assert_eq!(decode(bad.into(), 100), Err(BatchError::Crc));
+        for cut in 1..set.len() {
+            assert!(decode(Bytes::copy_from_slice(&set[..cut]), 100).is_err());
+        }
+    }
+}

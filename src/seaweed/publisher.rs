@@ -1,0 +1,452 @@
+//! One long-lived `PublishMessage` stream per partition, shared by every caller.
+//!
+//! How the 4.48 broker answers (read in `broker_grpc_pub.go` and checked against the server):
+//! after the init request it sends one empty "hello" response (or a response whose `error`
+//! says why it refuses, then ends the stream); after that it answers every data message with
+//! exactly one response, in order, carrying the `assigned_offset`. `ack_interval` is ignored
+//! (periodic acks are switched off upstream). A failed append ends the stream with a status.
+//!
+//! So acks are matched to callers first-in first-out: each batch waits for as many responses
+//! as it has messages. When the stream breaks, every waiting batch gets a retriable error —
+//! a batch is never dropped silently — and the next publish opens a new stream (after a fresh
+//! topic lookup, so a moved partition is followed). Batches that never reached the stream are
+//! reported as [`Outcome::NotSent`] so the caller can retry them on a new stream without
+//! risking duplicates.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Code;
+
+use bytes::Bytes;
+
+use super::pb::messaging_pb::publish_message_request::{InitMessage, Message as Req};
+use super::pb::messaging_pb::{
+    DataMessage, GetPartitionRangeInfoRequest, PublishMessageRequest, PublishMessageResponse,
+};
+use super::pb::schema_pb::{Partition, Topic};
+use super::rpc::{Clients, Failure, call, request};
+use super::{Message, layout};
+use crate::error::Error;
+
+/// Most messages sent on one stream and not yet acknowledged. Callers beyond this wait
+/// (bounded by their call timeout), which is the backpressure towards Kafka producers.
+pub(crate) const MAX_IN_FLIGHT: usize = 4096;
+
+/// Most batches queued for one stream before callers wait for room.
+const QUEUED_BATCHES: usize = 256;
+
+/// A stream with nothing in flight is closed after this long, so idle partitions do not pin
+/// broker memory. The next publish opens it again.
+const IDLE_CLOSE: Duration = Duration::from_secs(60);
+
+/// Name the broker shows for kelp's publishers.
+const PUBLISHER_NAME: &str = "kelp";
+
+/// Where a publisher's stream goes: one generation of one partition of one MQ topic, on the
+/// broker that leads it. A publisher whose target differs from the current topic layout is
+/// stale and gets replaced.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Target {
+    pub(crate) namespace: String,
+    pub(crate) mq_topic: String,
+    pub(crate) partition: Partition,
+    pub(crate) leader: String,
+}
+
+/// What happened to one batch.
+pub(crate) enum Outcome {
+    /// Every message acknowledged; offsets in message order.
+    Acked(Vec<i64>),
+    /// The batch never reached the stream; retrying it elsewhere cannot duplicate anything.
+    NotSent(Error),
+    /// The stream failed with the batch (partly) sent; the caller must report the error.
+    Failed(Error),
+}
+
+struct Batch {
+    messages: Vec<Message>,
+    reply: oneshot::Sender<Outcome>,
+}
+
+/// Handle to a running stream task. Cloning is cheap; the task ends when its stream fails,
+/// after [`IDLE_CLOSE`] without traffic, or when every handle is gone.
+#[derive(Clone)]
+pub(crate) struct Publisher {
+    target: Arc<Target>,
+    tx: mpsc::Sender<Batch>,
+}
+
+impl Publisher {
+    /// Start the task for `target`. `acked` is notified whenever records were acknowledged,
+    /// which wakes fetches waiting on this partition in this process.
+    pub(crate) fn spawn(clients: Arc<Clients>, target: Target, acked: Arc<Notify>) -> Publisher {
+        let (tx, rx) = mpsc::channel(QUEUED_BATCHES);
+        let target = Arc::new(target);
+        let span = tracing::debug_span!("publish_stream", topic = %target.mq_topic,
+            range = %format!("{}-{}", target.partition.range_start, target.partition.range_stop),
+            broker = %target.leader);
+        tokio::spawn(tracing::Instrument::instrument(
+            run(clients, Arc::clone(&target), rx, acked),
+            span,
+        ));
+        Publisher { target, tx }
+    }
+
+    pub(crate) fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// Whether the task has ended (the handle must then be replaced).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    /// Queue `messages` and wait for their acknowledgement.
+    pub(crate) async fn publish(&self, messages: Vec<Message>) -> Outcome {
+        let (reply, wait) = oneshot::channel();
+        if let Err(mpsc::error::SendError(batch)) = self.tx.send(Batch { messages, reply }).await {
+            drop(batch);
+            return Outcome::NotSent(closed("publish stream already closed"));
+        }
+        match wait.await {
+            Ok(outcome) => outcome,
+            // The task ended without answering: it was dropped before taking the batch.
+            Err(_) => Outcome::NotSent(closed("publish stream closed")),
+        }
+    }
+}
+
+fn closed(why: &str) -> Error {
+    Error::Broker {
+        op: "publish",
+        code: Code::Unavailable,
+        message: why.to_string(),
+    }
+}
+
+struct Pending {
+    reply: oneshot::Sender<Outcome>,
+    offsets: Vec<i64>,
+    want: usize,
+    sent_at: Instant,
+}
+
+async fn run(
+    clients: Arc<Clients>,
+    target: Arc<Target>,
+    mut rx: mpsc::Receiver<Batch>,
+    acked: Arc<Notify>,
+) {
+    let timeout = clients.call_timeout;
+    let (req_tx, mut responses) = match open(&clients, &target).await {
+        Ok(stream) => stream,
+        Err(e) => {
+            tracing::debug!(error = %e, "could not open publish stream");
+            if matches!(
+                e,
+                Error::Timeout { .. }
+                    | Error::Broker {
+                        code: Code::Unavailable,
+                        ..
+                    }
+            ) {
+                clients.forget_broker(&target.leader);
+            }
+            fail_queued(&mut rx, &e);
+            return;
+        }
+    };
+
+    if let Err(e) = mark_empty_partition(&clients, &target, &req_tx, &mut responses).await {
+        tracing::debug!(error = %e, "could not write partition markers");
+        fail_queued(&mut rx, &e);
+        return;
+    }
+
+    let mut pending: VecDeque<Pending> = VecDeque::new();
+    let mut in_flight = 0usize;
+    let mut last_activity = Instant::now();
+    let mut accepting = true;
+
+    let failure = loop {
+        let ack_deadline = pending.front().map(|p| p.sent_at + timeout);
+        let idle_deadline = last_activity + IDLE_CLOSE;
+        tokio::select! {
+            batch = rx.recv(), if accepting && in_flight < MAX_IN_FLIGHT => match batch {
+                None => {
+                    accepting = false;
+                    if pending.is_empty() {
+                        break None;
+                    }
+                }
+                Some(batch) => {
+                    if batch.reply.is_closed() || batch.messages.is_empty() {
+                        // The caller gave up (timed out) before the batch was sent; or
+                        // there is nothing to send.
+                        let _ = batch.reply.send(Outcome::Acked(Vec::new()));
+                        continue;
+                    }
+                    let want = batch.messages.len();
+                    let mut sent_all = true;
+                    for m in batch.messages {
+                        let data = DataMessage { key: m.key, value: m.value, ts_ns: m.ts_ns, ctrl: None };
+                        if req_tx.send(PublishMessageRequest { message: Some(Req::Data(data)) }).await.is_err() {
+                            sent_all = false;
+                            break;
+                        }
+                    }
+                    let now = Instant::now();
+                    last_activity = now;
+                    in_flight += want;
+                    pending.push_back(Pending { reply: batch.reply, offsets: Vec::with_capacity(want), want, sent_at: now });
+                    if !sent_all {
+                        break Some(closed("publish stream closed while sending"));
+                    }
+                }
+            },
+            resp = responses.message() => match resp {
+                Ok(Some(resp)) => {
+                    if let Err(e) = ack(&mut pending, &mut in_flight, resp) {
+                        break Some(e);
+                    }
+                    last_activity = Instant::now();
+                    acked.notify_waiters();
+                    if !accepting && pending.is_empty() {
+                        break None;
+                    }
+                }
+                Ok(None) => break Some(closed("publish stream ended by the broker")),
+                Err(status) => {
+                    let failure = Failure::Status(status);
+                    if failure.is_transport() {
+                        clients.forget_broker(&target.leader);
+                    }
+                    break Some(failure.into_broker("publish"));
+                }
+            },
+            _ = sleep_until(ack_deadline), if ack_deadline.is_some() => {
+                clients.forget_broker(&target.leader);
+                break Some(Error::Timeout { op: "publish", after: timeout });
+            }
+            _ = tokio::time::sleep_until(idle_deadline), if pending.is_empty() => break None,
+        }
+    };
+
+    // Stop taking batches before failing the ones in flight, so none is left unanswered.
+    rx.close();
+    match &failure {
+        Some(e) => {
+            tracing::debug!(error = %e, in_flight, "publish stream failed");
+            for p in pending.drain(..) {
+                let _ = p.reply.send(Outcome::Failed(clone_error(e)));
+            }
+            fail_queued(&mut rx, e);
+        }
+        None => fail_queued(&mut rx, &closed("publish stream closed")),
+    }
+    // Dropping `req_tx` half-closes the stream; the broker then removes this publisher.
+}
+
+/// Open the stream: send the init request and wait for the broker's hello.
+async fn open(
+    clients: &Clients,
+    target: &Target,
+) -> Result<
+    (
+        mpsc::Sender<PublishMessageRequest>,
+        tonic::Streaming<PublishMessageResponse>,
+    ),
+    Error,
+> {
+    let timeout = clients.call_timeout;
+    let mut client = clients.broker(&target.leader)?;
+    // Room for everything in flight plus the init request, so sending never waits on the
+    // network once a batch was admitted.
+    let (req_tx, req_rx) = mpsc::channel(MAX_IN_FLIGHT + 1);
+    let init = InitMessage {
+        topic: Some(Topic {
+            namespace: target.namespace.clone(),
+            name: target.mq_topic.clone(),
+        }),
+        partition: Some(target.partition),
+        ack_interval: 1,
+        // No follower: with one set, the broker forwards every record to it and fails the
+        // stream when the follower is unreachable.
+        follower_broker: String::new(),
+        publisher_name: PUBLISHER_NAME.to_string(),
+    };
+    req_tx
+        .send(PublishMessageRequest {
+            message: Some(Req::Init(init)),
+        })
+        .await
+        .map_err(|_| closed("publish request channel closed"))?;
+    // No grpc-timeout on the stream itself: it lives as long as it is used. The open and
+    // every ack are bounded here instead.
+    let open = client.publish_message(ReceiverStream::new(req_rx));
+    let mut responses = match tokio::time::timeout(timeout, open).await {
+        Ok(Ok(resp)) => resp.into_inner(),
+        Ok(Err(status)) => return Err(Failure::Status(status).into_broker("publish")),
+        Err(_) => {
+            return Err(Error::Timeout {
+                op: "publish",
+                after: timeout,
+            });
+        }
+    };
+    let hello = match tokio::time::timeout(timeout, responses.message()).await {
+        Ok(Ok(Some(hello))) => hello,
+        Ok(Ok(None)) => return Err(closed("publish stream ended before the broker's hello")),
+        Ok(Err(status)) => return Err(Failure::Status(status).into_broker("publish")),
+        Err(_) => {
+            return Err(Error::Timeout {
+                op: "publish",
+                after: timeout,
+            });
+        }
+    };
+    if !hello.error.is_empty() {
+        return Err(Error::BrokerReply {
+            op: "publish",
+            message: format!("{} (code {})", hello.error, hello.error_code),
+        });
+    }
+    Ok((req_tx, responses))
+}
+
+/// Write the two partition markers (see [`layout::PARTITION_MARKER`]) when the partition has
+/// no records yet, before anything else goes on the stream.
+async fn mark_empty_partition(
+    clients: &Clients,
+    target: &Target,
+    req_tx: &mpsc::Sender<PublishMessageRequest>,
+    responses: &mut tonic::Streaming<PublishMessageResponse>,
+) -> Result<(), Error> {
+    let op = "publish";
+    let timeout = clients.call_timeout;
+    let mut client = clients.broker(&target.leader)?;
+    let req = GetPartitionRangeInfoRequest {
+        topic: Some(Topic {
+            namespace: target.namespace.clone(),
+            name: target.mq_topic.clone(),
+        }),
+        partition: Some(target.partition),
+    };
+    let range = call(
+        timeout,
+        client.get_partition_range_info(request(req, timeout)),
+    )
+    .await
+    .map_err(|f| f.into_broker(op))?;
+    if !range.error.is_empty() {
+        return Err(Error::BrokerReply {
+            op,
+            message: range.error,
+        });
+    }
+    if range.offset_range.unwrap_or_default().high_water_mark != 0 {
+        return Ok(());
+    }
+    for ts_ns in layout::PARTITION_MARKER_TS_NS {
+        let data = DataMessage {
+            key: Bytes::new(),
+            value: Bytes::from_static(layout::PARTITION_MARKER),
+            ts_ns,
+            ctrl: None,
+        };
+        req_tx
+            .send(PublishMessageRequest {
+                message: Some(Req::Data(data)),
+            })
+            .await
+            .map_err(|_| closed("publish stream closed while marking the partition"))?;
+    }
+    for _ in layout::PARTITION_MARKER_TS_NS {
+        let resp = match tokio::time::timeout(timeout, responses.message()).await {
+            Ok(Ok(Some(resp))) => resp,
+            Ok(Ok(None)) => return Err(closed("publish stream ended while marking the partition")),
+            Ok(Err(status)) => return Err(Failure::Status(status).into_broker(op)),
+            Err(_) => return Err(Error::Timeout { op, after: timeout }),
+        };
+        if !resp.error.is_empty() {
+            return Err(Error::BrokerReply {
+                op,
+                message: format!("{} (code {})", resp.error, resp.error_code),
+            });
+        }
+    }
+    tracing::debug!("wrote partition markers");
+    Ok(())
+}
+
+/// Credit one broker response to the oldest waiting batch.
+fn ack(
+    pending: &mut VecDeque<Pending>,
+    in_flight: &mut usize,
+    resp: PublishMessageResponse,
+) -> Result<(), Error> {
+    if !resp.error.is_empty() || resp.should_close {
+        return Err(Error::BrokerReply {
+            op: "publish",
+            message: format!(
+                "{} (code {}, should_close {})",
+                resp.error, resp.error_code, resp.should_close
+            ),
+        });
+    }
+    let Some(front) = pending.front_mut() else {
+        return Err(Error::BrokerReply {
+            op: "publish",
+            message: "acknowledgement with nothing in flight".into(),
+        });
+    };
+    front.offsets.push(resp.assigned_offset);
+    *in_flight -= 1;
+    if front.offsets.len() == front.want {
+        let done = pending.pop_front().expect("front exists");
+        let _ = done.reply.send(Outcome::Acked(done.offsets));
+    }
+    Ok(())
+}
+
+/// Answer every batch still queued (never sent) with a retriable error.
+fn fail_queued(rx: &mut mpsc::Receiver<Batch>, e: &Error) {
+    rx.close();
+    while let Ok(batch) = rx.try_recv() {
+        let _ = batch.reply.send(Outcome::NotSent(clone_error(e)));
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// `Error` is not `Clone` (it may grow sources); rebuild the variants a stream can fail with.
+fn clone_error(e: &Error) -> Error {
+    match e {
+        Error::Broker { op, code, message } => Error::Broker {
+            op,
+            code: *code,
+            message: message.clone(),
+        },
+        Error::BrokerReply { op, message } => Error::BrokerReply {
+            op,
+            message: message.clone(),
+        },
+        Error::Timeout { op, after } => Error::Timeout { op, after: *after },
+        Error::NoBroker { op } => Error::NoBroker { op },
+        other => Error::Broker {
+            op: "publish",
+            code: Code::Unavailable,
+            message: other.to_string(),
+        },
+    }
+}

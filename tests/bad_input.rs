@@ -1,0 +1,158 @@
+//! Malformed and hostile input on a raw socket: each case gets an error code or a closed
+//! connection, and kelp keeps serving other connections.
+
+mod common;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ProduceRequest, RequestKind, ResponseKind, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+
+use common::kelp::Kelp;
+use common::raw::Raw;
+
+/// A healthy connection still gets ApiVersions answered.
+async fn still_serving(kelp: &Kelp) {
+    let mut c = Raw::connect(kelp.addr).await;
+    match c.call(ApiKey::ApiVersions, 3, RequestKind::ApiVersions(ApiVersionsRequest::default())).await {
+        ResponseKind::ApiVersions(r) => assert_eq!(r.error_code, 0),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+fn batch(value_len: usize) -> Bytes {
+    let rec = Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: -1,
+        timestamp: 1,
+        key: None,
+        value: Some(Bytes::from(vec![b'v'; value_len])),
+        headers: Default::default(),
+    };
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(&mut buf, &[rec], &RecordEncodeOptions { version: 2, compression: Compression::None }).unwrap();
+    buf.freeze()
+}
+
+async fn produce_code(kelp: &Kelp, topic: &str, records: Bytes) -> i16 {
+    let mut c = Raw::connect(kelp.addr).await;
+    let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(10_000).with_topic_data(vec![
+        TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(records))]),
+    ]);
+    match c.call(ApiKey::Produce, 9, RequestKind::Produce(req)).await {
+        ResponseKind::Produce(r) => r.responses[0].partition_responses[0].error_code,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_class_of_bad_input_gets_an_error_or_a_closed_connection() {
+    let seaweedfs = common::seaweedfs().await;
+    let kelp = Kelp::start(&seaweedfs, &["--max-message-bytes", "10000"]).await;
+
+    // Garbage bytes: a length prefix followed by nonsense that is no request header.
+    let mut c = Raw::connect(kelp.addr).await;
+    c.send_bytes(&[0, 0, 0, 10, 0x7f, 0x7f, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4]).await;
+    assert!(c.closed().await, "garbage closes the connection");
+    still_serving(&kelp).await;
+
+    // A length prefix of 2 GB: closed at once, no 2 GB buffer.
+    let mut c = Raw::connect(kelp.addr).await;
+    c.send_bytes(&0x7fff_fff0u32.to_be_bytes()).await;
+    assert!(c.closed().await, "oversize frame closes the connection");
+    still_serving(&kelp).await;
+
+    // A negative length.
+    let mut c = Raw::connect(kelp.addr).await;
+    c.send_bytes(&(-5i32).to_be_bytes()).await;
+    assert!(c.closed().await);
+
+    // A truncated frame: the peer half-closes in the middle of a request.
+    let mut c = Raw::connect(kelp.addr).await;
+    let frame = c.frame(ApiKey::ApiVersions, 3, &RequestKind::ApiVersions(ApiVersionsRequest::default()));
+    c.send_bytes(&frame[..frame.len() - 3]).await;
+    c.stream.shutdown().await.unwrap();
+    assert!(c.closed().await, "truncated frame closes the connection");
+    still_serving(&kelp).await;
+
+    // A frame whose body is cut short inside the declared length.
+    let mut c = Raw::connect(kelp.addr).await;
+    let mut short = BytesMut::new();
+    short.put_i32(6);
+    short.put_slice(&[0, 18, 0, 3, 0, 0]);
+    c.send_bytes(&short).await;
+    assert!(c.closed().await, "header shorter than a request header closes the connection");
+
+    // An unknown API key.
+    let mut c = Raw::connect(kelp.addr).await;
+    let mut f = BytesMut::new();
+    f.put_i32(10);
+    f.put_i16(999);
+    f.put_i16(0);
+    f.put_i32(7);
+    f.put_i16(-1);
+    c.send_bytes(&f).await;
+    assert!(c.closed().await, "unknown api key closes the connection");
+
+    // A known API at a version kelp does not serve (Fetch v3).
+    let mut c = Raw::connect(kelp.addr).await;
+    let mut f = BytesMut::new();
+    f.put_i32(10);
+    f.put_i16(ApiKey::Fetch as i16);
+    f.put_i16(3);
+    f.put_i32(7);
+    f.put_i16(-1);
+    c.send_bytes(&f).await;
+    assert!(c.closed().await, "unsupported version closes the connection");
+
+    // ApiVersions at a version from the future: a v0-format answer with UNSUPPORTED_VERSION.
+    let mut c = Raw::connect(kelp.addr).await;
+    let mut f = BytesMut::new();
+    f.put_i32(12);
+    f.put_i16(ApiKey::ApiVersions as i16);
+    f.put_i16(99);
+    f.put_i32(4242);
+    f.put_i16(-1);
+    f.put_u8(0);
+    f.put_u8(0);
+    c.send_bytes(&f).await;
+    let mut resp = c.read_frame().await.expect("an answer");
+    use bytes::Buf;
+    assert_eq!(resp.get_i32(), 4242, "correlation id");
+    assert_eq!(resp.get_i16(), ResponseError::UnsupportedVersion.code());
+    let n = resp.get_i32();
+    assert_eq!(n as usize, kelp::protocol::versions::SUPPORTED.len());
+
+    // A corrupt batch (one flipped byte): CORRUPT_MESSAGE, connection stays usable.
+    let topic = common::unique_name("bad");
+    common::create_topic_raw(kelp.addr, &topic, 1).await;
+    let good = batch(10);
+    let mut bad = good.to_vec();
+    let last = bad.len() - 1;
+    bad[last] ^= 0x55;
+    assert_eq!(produce_code(&kelp, &topic, Bytes::from(bad)).await, ResponseError::CorruptMessage.code());
+    // Bytes that are no batch at all.
+    assert_eq!(produce_code(&kelp, &topic, Bytes::from_static(&[0u8; 70])).await, ResponseError::CorruptMessage.code());
+    // A batch over the configured maximum.
+    assert_eq!(produce_code(&kelp, &topic, batch(20_000)).await, ResponseError::MessageTooLarge.code());
+    // A good batch after all that is stored at offset 0: nothing bad was stored.
+    assert_eq!(produce_code(&kelp, &topic, good).await, 0);
+    // An unknown topic.
+    assert_eq!(produce_code(&kelp, "no-such-topic-here", batch(1)).await, ResponseError::UnknownTopicOrPartition.code());
+
+    still_serving(&kelp).await;
+    assert!(kelp.stop().await);
+}
+
+use tokio::io::AsyncWriteExt;

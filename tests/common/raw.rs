@@ -1,0 +1,95 @@
+//! A raw Kafka client over a TcpStream for exact-version and malformed-input tests: encode a
+//! request with the wire library at a chosen version, read the response frame, decode it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Raw {
+    pub stream: TcpStream,
+    correlation_id: i32,
+}
+
+impl Raw {
+    pub async fn connect(addr: SocketAddr) -> Raw {
+        let stream = TcpStream::connect(addr).await.expect("connect to kelp");
+        Raw { stream, correlation_id: 0 }
+    }
+
+    /// Encode `req` at `version` with the right header, without sending it.
+    pub fn frame(&mut self, key: ApiKey, version: i16, req: &RequestKind) -> BytesMut {
+        self.correlation_id += 1;
+        let mut body = BytesMut::new();
+        let header = RequestHeader::default()
+            .with_request_api_key(key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation_id)
+            .with_client_id(Some(StrBytes::from_static_str("raw-test")));
+        header.encode(&mut body, key.request_header_version(version)).expect("header encodes");
+        req.encode(&mut body, version).expect("request encodes");
+        let mut out = BytesMut::new();
+        out.put_i32(body.len() as i32);
+        out.extend_from_slice(&body);
+        out
+    }
+
+    pub async fn send_bytes(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("write");
+    }
+
+    /// Read one response frame (without the length prefix); `None` if the connection closed.
+    pub async fn read_frame(&mut self) -> Option<Bytes> {
+        let mut len = [0u8; 4];
+        match tokio::time::timeout(TIMEOUT, self.stream.read_exact(&mut len)).await.expect("response in time") {
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+        let n = i32::from_be_bytes(len) as usize;
+        let mut buf = vec![0u8; n];
+        tokio::time::timeout(TIMEOUT, self.stream.read_exact(&mut buf)).await.expect("response body in time").ok()?;
+        Some(Bytes::from(buf))
+    }
+
+    /// Whether the peer closed the connection (EOF or reset) within the timeout.
+    pub async fn closed(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(tokio::time::timeout(TIMEOUT, self.stream.read(&mut b)).await, Ok(Ok(0)) | Ok(Err(_)))
+    }
+
+    /// Send a request and decode its response.
+    pub async fn call(&mut self, key: ApiKey, version: i16, req: RequestKind) -> ResponseKind {
+        let frame = self.frame(key, version, &req);
+        self.send_bytes(&frame).await;
+        let mut resp = self.read_frame().await.unwrap_or_else(|| panic!("{key:?} v{version}: connection closed"));
+        let header_version = if key == ApiKey::ApiVersions { 0 } else { key.response_header_version(version) };
+        let header = ResponseHeader::decode(&mut resp, header_version).expect("response header");
+        assert_eq!(header.correlation_id, self.correlation_id, "correlation id");
+        let r = ResponseKind::decode(key, &mut resp, version).unwrap_or_else(|e| panic!("{key:?} v{version} response: {e}"));
+        assert_eq!(resp.remaining(), 0, "{key:?} v{version}: trailing bytes in response");
+        r
+    }
+}
+
+/// Create a topic through kelp with CreateTopics v7 and assert it worked.
+pub async fn create_topic_raw(addr: SocketAddr, name: &str, partitions: i32) {
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::{CreateTopicsRequest, TopicName};
+    let mut c = Raw::connect(addr).await;
+    let req = CreateTopicsRequest::default().with_timeout_ms(30_000).with_topics(vec![
+        CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_string(name.to_string())))
+            .with_num_partitions(partitions)
+            .with_replication_factor(-1),
+    ]);
+    match c.call(ApiKey::CreateTopics, 7, RequestKind::CreateTopics(req)).await {
+        ResponseKind::CreateTopics(r) => assert_eq!(r.topics[0].error_code, 0, "create {name}: {:?}", r.topics[0].error_message),
+        other => panic!("unexpected {other:?}"),
+    }
+}
