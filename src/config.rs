@@ -11,6 +11,7 @@ use std::time::Duration;
 use clap::Args;
 
 pub const ENV_LISTEN: &str = "KELP_LISTEN";
+pub const ENV_ADMIN_LISTEN: &str = "KELP_ADMIN_LISTEN";
 pub const ENV_ADVERTISED_LISTENER: &str = "KELP_ADVERTISED_LISTENER";
 pub const ENV_MASTER: &str = "KELP_MASTER";
 pub const ENV_FILER: &str = "KELP_FILER";
@@ -45,6 +46,11 @@ pub struct Config {
     /// Address the Kafka listener binds. Loopback by default: the application shares the pod.
     #[arg(long, env = ENV_LISTEN, default_value = "127.0.0.1:9092")]
     pub listen: SocketAddr,
+
+    /// Address of the admin HTTP server (/livez, /readyz, /metrics). Off unless set: it must
+    /// be reachable by the kubelet, so it is an explicit choice (e.g. 0.0.0.0:9644).
+    #[arg(long, env = ENV_ADMIN_LISTEN)]
+    pub admin_listen: Option<SocketAddr>,
 
     /// host:port clients are told to connect to (Metadata, FindCoordinator). Defaults to the
     /// bound listen address.

@@ -35,7 +35,17 @@ const READ_CHUNK: usize = 64 * 1024;
 
 /// Serve one connection until the peer closes it, it breaks the protocol, it idles out, or
 /// kelp shuts down (the request in progress is answered first).
-pub async fn serve(ctx: &Ctx, mut stream: TcpStream, cancel: &CancellationToken) -> Result<(), ConnError> {
+pub async fn serve(ctx: &Ctx, stream: TcpStream, cancel: &CancellationToken) -> Result<(), ConnError> {
+    let metrics = crate::metrics::global();
+    metrics.connections.inc();
+    metrics.connections_active.inc();
+    let r = serve_frames(ctx, stream, cancel).await;
+    metrics.connections_active.dec();
+    r
+}
+
+async fn serve_frames(ctx: &Ctx, mut stream: TcpStream, cancel: &CancellationToken) -> Result<(), ConnError> {
+    let metrics = crate::metrics::global();
     let max = ctx.config.max_frame_bytes;
     loop {
         let mut len = [0u8; 4];
@@ -67,6 +77,7 @@ pub async fn serve(ctx: &Ctx, mut stream: TcpStream, cancel: &CancellationToken)
         .await
         .map_err(|_| ConnError::Idle)??;
 
+        metrics.bytes_received.inc_by(4 + frame.len() as u64);
         let request = match protocol::decode_request(frame.clone()) {
             Ok(r) => r,
             Err(e) => {
@@ -80,6 +91,7 @@ pub async fn serve(ctx: &Ctx, mut stream: TcpStream, cancel: &CancellationToken)
         if let Some(reply) = reply {
             let out = protocol::encode_response(key, version, correlation_id, &reply).map_err(ConnError::Encode)?;
             stream.write_all(&out).await?;
+            metrics.bytes_sent.inc_by(out.len() as u64);
         }
     }
 }

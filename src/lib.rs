@@ -11,11 +11,14 @@
 //! How a Fetch request flows: `api::fetch::handle` → `seaweed::Seaweed::fetch` (broker-side
 //! long-poll) → `records::envelope::from_message` → `records::batch::encode` → response.
 
+pub mod admin;
 pub mod api;
 pub mod config;
 pub mod connection;
 pub mod embedded;
 pub mod error;
+pub mod group;
+pub mod metrics;
 pub mod producers;
 pub mod protocol;
 pub mod records;
@@ -41,6 +44,10 @@ use crate::shutdown::{CancellationToken, TaskTracker};
 pub struct Running {
     /// The address the Kafka listener is bound to.
     pub kafka_addr: SocketAddr,
+    /// The address the admin HTTP server is bound to, when one is configured.
+    pub admin_addr: Option<SocketAddr>,
+    /// Released once the listener is bound and SeaweedFS answered a call.
+    pub readiness: admin::Readiness,
     cancel: CancellationToken,
     tracker: TaskTracker,
     grace: Duration,
@@ -77,15 +84,45 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let ctx = Arc::new(Ctx {
         topics: topics::Topics::new(seaweed.clone(), config.namespace.clone()),
         producers: producers::Producers::default(),
+        groups: group::Coordinator::start(seaweed.clone(), config.filer_root.clone(), group::Settings::default(), cancel.clone(), &tracker),
         cluster_id: format!("kelp-{}", topics::topic_id(&config.namespace, "").simple()),
         seaweed,
         advertised_host,
         advertised_port,
         config,
     });
+    let readiness = admin::Readiness::default();
+    let admin_addr = match ctx.config.admin_listen {
+        None => None,
+        Some(addr) => {
+            let l = TcpListener::bind(addr).await.with_context(|| format!("binding {} ({})", addr, config::ENV_ADMIN_LISTEN))?;
+            let bound = l.local_addr()?;
+            tracker.spawn(admin::serve(l, readiness.clone(), cancel.clone(), tracker.clone()));
+            Some(bound)
+        }
+    };
+    tracker.spawn(become_ready(ctx.seaweed.clone(), readiness.clone(), cancel.clone()));
     tracker.spawn(server::serve(ctx, listener, cancel.clone(), tracker.clone()));
-    tracing::info!(%kafka_addr, "serving kafka");
-    Ok(Running { kafka_addr, cancel, tracker, grace })
+    tracing::info!(%kafka_addr, ?admin_addr, "serving kafka");
+    Ok(Running { kafka_addr, admin_addr, readiness, cancel, tracker, grace })
+}
+
+/// Release the readiness latch after the first successful SeaweedFS round trip.
+async fn become_ready(seaweed: Seaweed, readiness: admin::Readiness, cancel: CancellationToken) {
+    loop {
+        match seaweed.ping().await {
+            Ok(()) => {
+                readiness.set();
+                tracing::info!("SeaweedFS answered; ready");
+                return;
+            }
+            Err(e) => tracing::debug!(error = %e, "SeaweedFS not answering yet"),
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
 }
 
 /// Poll SeaweedFS until the broker and filer answer, or `deadline` passes.

@@ -6,14 +6,25 @@
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_groups;
 pub mod delete_topics;
+pub mod describe_groups;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod fetch;
+pub mod find_coordinator;
+pub mod heartbeat;
 pub mod init_producer_id;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_delete;
+pub mod offset_fetch;
 pub mod produce;
+pub mod sync_group;
 
 use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 use kafka_protocol::protocol::StrBytes;
@@ -30,6 +41,8 @@ pub struct Ctx {
     pub seaweed: Seaweed,
     pub topics: Topics,
     pub producers: Producers,
+    /// Consumer groups and committed offsets.
+    pub groups: crate::group::Coordinator,
     /// host and port clients are told to connect to.
     pub advertised_host: String,
     pub advertised_port: i32,
@@ -46,6 +59,25 @@ impl Ctx {
 
 /// Answer one request. `None` means no response is sent (Produce with acks=0).
 pub async fn dispatch(ctx: &Ctx, request: Request) -> Option<Reply> {
+    let started = std::time::Instant::now();
+    let api = api_name(request.api_key);
+    let reply = route(ctx, request).await;
+    crate::metrics::global().observe_request(api, started.elapsed());
+    reply
+}
+
+/// The API's name as a metrics label: one of the advertised APIs (a closed set).
+fn api_name(key: ApiKey) -> &'static str {
+    static NAMES: std::sync::LazyLock<Vec<(ApiKey, &'static str)>> = std::sync::LazyLock::new(|| {
+        crate::protocol::versions::SUPPORTED
+            .iter()
+            .map(|s| (s.key, &*Box::leak(format!("{:?}", s.key).into_boxed_str())))
+            .collect()
+    });
+    NAMES.iter().find(|(k, _)| *k == key).map_or("other", |(_, n)| *n)
+}
+
+async fn route(ctx: &Ctx, request: Request) -> Option<Reply> {
     let version = request.version;
     let kind = match request.body {
         Body::ApiVersionsTooNew => return Some(ResponseKind::ApiVersions(api_versions::too_new()).into()),
@@ -64,6 +96,17 @@ pub async fn dispatch(ctx: &Ctx, request: Request) -> Option<Reply> {
         RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(describe_configs::handle(ctx, version, r).await),
         RequestKind::DescribeCluster(r) => ResponseKind::DescribeCluster(describe_cluster::handle(ctx, r)),
         RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(init_producer_id::handle(ctx, r)),
+        RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(find_coordinator::handle(ctx, version, r)),
+        RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(join_group::handle(ctx, &request.header, version, r).await),
+        RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(sync_group::handle(ctx, r).await),
+        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(heartbeat::handle(ctx, r).await),
+        RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(leave_group::handle(ctx, version, r).await),
+        RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(offset_commit::handle(ctx, version, r).await),
+        RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(offset_fetch::handle(ctx, version, r).await),
+        RequestKind::DescribeGroups(r) => ResponseKind::DescribeGroups(describe_groups::handle(ctx, version, r).await),
+        RequestKind::ListGroups(r) => ResponseKind::ListGroups(list_groups::handle(ctx, version, r).await),
+        RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(delete_groups::handle(ctx, r).await),
+        RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(offset_delete::handle(ctx, r).await),
         _ => {
             // decode_request only lets through APIs listed in protocol::versions, and every
             // row there has an arm above (checked by a test); reaching this is a kelp bug.
@@ -87,6 +130,17 @@ pub const HANDLED: &[ApiKey] = &[
     ApiKey::DescribeConfigs,
     ApiKey::DescribeCluster,
     ApiKey::InitProducerId,
+    ApiKey::FindCoordinator,
+    ApiKey::JoinGroup,
+    ApiKey::SyncGroup,
+    ApiKey::Heartbeat,
+    ApiKey::LeaveGroup,
+    ApiKey::OffsetCommit,
+    ApiKey::OffsetFetch,
+    ApiKey::DescribeGroups,
+    ApiKey::ListGroups,
+    ApiKey::DeleteGroups,
+    ApiKey::OffsetDelete,
 ];
 
 #[cfg(test)]

@@ -273,21 +273,23 @@ impl Coordinator {
             debug!(group = group_id, error = %e, "loading group failed");
             return JoinReply::error(&member_id, group_code(&e));
         }
-        let wait = self.parked_wait(req.rebalance_timeout.max(req.session_timeout));
+        let own_timeout = req.rebalance_timeout;
         let parked = self.with_group(group_id, |entry| match entry.group.join(req, now()) {
-            JoinOutcome::Reply(r) => Err(r),
+            JoinOutcome::Reply(r) => Err(Box::new(r)),
             JoinOutcome::Wait { member_id } => {
+                // The join phase lasts up to the largest rebalance timeout in the group.
+                let wait = self.parked_wait(entry.group.rebalance_timeout().max(own_timeout));
                 let (tx, rx) = oneshot::channel();
                 if let Some(old) = entry.joins.insert(member_id.clone(), tx) {
                     // The same member sent JoinGroup again; the older request is abandoned.
                     let _ = old.send(JoinReply::error(&member_id, ResponseError::RebalanceInProgress));
                 }
-                Ok((member_id, rx))
+                Ok((member_id, rx, wait))
             }
         });
-        let (parked_id, rx) = match parked {
+        let (parked_id, rx, wait) = match parked {
             None => return JoinReply::error(&member_id, ResponseError::CoordinatorNotAvailable),
-            Some(Err(reply)) => return reply,
+            Some(Err(reply)) => return *reply,
             Some(Ok(p)) => p,
         };
         match tokio::time::timeout(wait, rx).await {
@@ -409,17 +411,19 @@ impl Coordinator {
         if let Err(code) = valid {
             return fail_all(code);
         }
-        let seaweed = &self.inner.seaweed;
-        let root = &self.inner.root;
+        // Each future owns what it uses (see `offsets::list`).
         futures::stream::iter(commits)
-            .map(|(topic, partition, committed)| async move {
-                let Ok(p) = u32::try_from(partition) else {
-                    return Err(ResponseError::UnknownTopicOrPartition);
-                };
-                offsets::commit(seaweed, root, group_id, &topic, p, &committed).await.map_err(|e| {
-                    debug!(group = group_id, topic = %topic, partition, error = %e, "offset commit failed");
-                    group_code(&e)
-                })
+            .map(|(topic, partition, committed)| {
+                let (c, group_id) = (self.clone(), group_id.to_string());
+                async move {
+                    let Ok(p) = u32::try_from(partition) else {
+                        return Err(ResponseError::UnknownTopicOrPartition);
+                    };
+                    offsets::commit(&c.inner.seaweed, &c.inner.root, &group_id, &topic, p, &committed).await.map_err(|e| {
+                        debug!(group = %group_id, topic = %topic, partition, error = %e, "offset commit failed");
+                        group_code(&e)
+                    })
+                }
             })
             .buffered(self.inner.settings.io_concurrency.max(1))
             .collect()
@@ -442,14 +446,16 @@ impl Coordinator {
         };
         let mut out = Vec::with_capacity(wanted.len());
         for (topic, partitions) in wanted {
-            let topic_ref = &topic;
             let fetched: Vec<(i32, Result<Option<Committed>, Error>)> = futures::stream::iter(partitions)
-                .map(|p| async move {
-                    let r = match u32::try_from(p) {
-                        Ok(up) => offsets::fetch(seaweed, root, group_id, topic_ref, up).await,
-                        Err(_) => Ok(None),
-                    };
-                    (p, r)
+                .map(|p| {
+                    let (c, group_id, topic) = (self.clone(), group_id.to_string(), topic.clone());
+                    async move {
+                        let r = match u32::try_from(p) {
+                            Ok(up) => offsets::fetch(&c.inner.seaweed, &c.inner.root, &group_id, &topic, up).await,
+                            Err(_) => Ok(None),
+                        };
+                        (p, r)
+                    }
                 })
                 .buffered(concurrency)
                 .collect()
@@ -537,19 +543,22 @@ impl Coordinator {
         ids.extend(self.inner.groups.lock().expect("groups lock").keys().cloned());
         ids.sort();
         ids.dedup();
-        let loaded: Vec<Result<bool, Error>> =
-            futures::stream::iter(&ids).map(|id| self.load(id, false)).buffered(self.inner.settings.io_concurrency.max(1)).collect().await;
+        let loaded: Vec<Result<bool, Error>> = futures::stream::iter(ids.clone())
+            .map(|id| {
+                let c = self.clone();
+                async move { c.load(&id, false).await }
+            })
+            .buffered(self.inner.settings.io_concurrency.max(1))
+            .collect()
+            .await;
         let mut out = Vec::new();
         for (id, exists) in ids.iter().zip(loaded) {
             if !exists? {
                 continue;
             }
-            if let Some((state, protocol_type)) =
-                self.with_group(id, |e| (e.group.state(), e.group.protocol_type().unwrap_or_default().to_string()))
-            {
-                if state != GroupState::Dead {
-                    out.push((id.clone(), state, protocol_type));
-                }
+            let listed = self.with_group(id, |e| (e.group.state(), e.group.protocol_type().unwrap_or_default().to_string()));
+            if let Some((state, protocol_type)) = listed.filter(|(state, _)| *state != GroupState::Dead) {
+                out.push((id.clone(), state, protocol_type));
             }
         }
         Ok(out)
@@ -641,52 +650,45 @@ mod tests {
         cancel.cancel();
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn parked_join_is_answered_by_the_timer_and_cancel_releases_waiters() {
-        // A group in memory only (no filer needed): one member parked in JoinGroup while a
-        // second, known member has not rejoined; the rebalance timeout ends the wait.
+        // A group in memory only (no filer involved): member a is Stable with a short session
+        // and goes silent; b's JoinGroup parks until the timer expires a, then b gets a
+        // generation of its own.
         let (c, cancel) = unreachable().await;
+        let short = |r: JoinRequest| JoinRequest {
+            require_known_member_id: false,
+            session_timeout: Duration::from_millis(300),
+            rebalance_timeout: Duration::from_millis(300),
+            ..r
+        };
         let t0 = now();
         let mut g = Group::new("g");
-        let JoinOutcome::Wait { member_id: a } = g.join(JoinRequest { require_known_member_id: false, ..join_req() }, t0) else { panic!() };
+        let JoinOutcome::Wait { member_id: a } = g.join(short(join_req()), t0) else { panic!() };
         let _ = g.take_effects();
-        let SyncOutcome::Persist(_) = g.sync(SyncRequest { member_id: a.clone(), group_instance_id: None, generation: 1, protocol_type: None, protocol_name: None, assignments: vec![] }, t0) else {
-            panic!()
-        };
+        let sync = SyncRequest { member_id: a.clone(), group_instance_id: None, generation: 1, protocol_type: None, protocol_name: None, assignments: vec![] };
+        let SyncOutcome::Persist(_) = g.sync(sync, t0) else { panic!() };
         g.assignment_persisted(1, Ok(()), t0);
         let _ = g.take_effects();
         c.inner.groups.lock().unwrap().insert("g".into(), Entry::new(g));
 
-        // b joins (without KIP-394): waits for a to rejoin; a never does; a's session (6 s)
-        // ends and b gets a generation of its own.
-        let join = tokio::spawn({
-            let c = c.clone();
-            async move { c.join("g", JoinRequest { require_known_member_id: false, ..join_req() }).await }
-        });
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        assert!(!join.is_finished());
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let r = join.await.unwrap();
+        let started = Instant::now();
+        let r = c.join("g", short(join_req())).await;
         assert_eq!(r.error, None);
         assert_eq!(r.generation, 2);
         assert_eq!(r.leader, r.member_id);
+        assert!(started.elapsed() < Duration::from_secs(2), "answered when a's session ended: {:?}", started.elapsed());
 
-        // A parked sync is released with COORDINATOR_NOT_AVAILABLE when kelp stops.
-        let sync = tokio::spawn({
-            let c = c.clone();
-            let id = r.member_id.clone();
-            async move {
-                c.with_group("g", |e| {
-                    let (tx, rx) = oneshot::channel();
-                    e.syncs.insert(id, tx);
-                    rx
-                })
-                .unwrap()
-                .await
-            }
-        });
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        // A parked request is released (its waiter dropped) when kelp stops.
+        let rx = c
+            .with_group("g", |e| {
+                let (tx, rx) = oneshot::channel::<SyncReply>();
+                e.syncs.insert(r.member_id.clone(), tx);
+                rx
+            })
+            .unwrap();
         cancel.cancel();
-        assert!(sync.await.unwrap().is_err(), "the waiter was dropped");
+        let released = tokio::time::timeout(Duration::from_secs(2), rx).await.expect("released promptly");
+        assert!(released.is_err(), "the waiter was dropped");
     }
 }

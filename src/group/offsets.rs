@@ -91,12 +91,18 @@ pub async fn list(seaweed: &Seaweed, root: &str, group: &str, concurrency: usize
         .into_iter()
         .filter_map(|name| layout::parse_path_segment(&name))
         .collect();
-    let listed: Vec<Result<(String, Vec<u32>), Error>> = futures::stream::iter(topics)
-        .map(|topic| async move {
-            let names = seaweed.filer_list(&layout::topic_offsets_dir(root, group, &topic)).await?;
+    // Owned copies in each future: borrowed captures in buffered streams trip rustc's
+    // `Send` inference for the connection task.
+    let dirs: Vec<(String, String)> = topics.into_iter().map(|t| (layout::topic_offsets_dir(root, group, &t), t)).collect();
+    let listed: Vec<Result<(String, Vec<u32>), Error>> = futures::stream::iter(dirs)
+        .map(|(dir, topic)| {
+            let seaweed = seaweed.clone();
+            async move {
+            let names = seaweed.filer_list(&dir).await?;
             let mut partitions: Vec<u32> = names.iter().filter_map(|n| n.parse().ok()).collect();
             partitions.sort_unstable();
             Ok((topic, partitions))
+            }
         })
         .buffered(concurrency.max(1))
         .collect()

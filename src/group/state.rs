@@ -524,22 +524,30 @@ impl Group {
     }
 }
 
-/// The topics of a `ConsumerProtocolSubscription` (an `i16` version, then the body).
-/// Versions newer than the library knows are read as its newest, as Kafka's consumer does.
+/// The topics of a `ConsumerProtocolSubscription`: an `i16` version, then (in every version,
+/// none of them flexible) an `i32` count of `i16`-length-prefixed topic names. Read by hand
+/// with bounds checks: the metadata comes from clients, and the wire library sizes its
+/// vectors from the claimed count before reading, so a bogus count would abort the process.
 pub fn decode_subscription(metadata: &[u8]) -> Option<Vec<String>> {
-    use kafka_protocol::messages::ConsumerProtocolSubscription;
-    use kafka_protocol::protocol::Decodable;
-    let mut buf = Bytes::copy_from_slice(metadata);
-    if buf.len() < 2 {
-        return None;
-    }
-    let version = i16::from_be_bytes([buf[0], buf[1]]);
+    let mut rest = metadata;
+    let mut take = |n: usize| -> Option<&[u8]> {
+        let (head, tail) = rest.split_at_checked(n)?;
+        rest = tail;
+        Some(head)
+    };
+    let version = i16::from_be_bytes(take(2)?.try_into().ok()?);
     if version < 0 {
         return None;
     }
-    let _ = bytes::Buf::get_i16(&mut buf);
-    let s = ConsumerProtocolSubscription::decode(&mut buf, version.min(3)).ok()?;
-    Some(s.topics.iter().map(|t| t.to_string()).collect())
+    let count = i32::from_be_bytes(take(4)?.try_into().ok()?);
+    let count = usize::try_from(count).ok()?;
+    let mut topics = Vec::with_capacity(count.min(metadata.len() / 2));
+    for _ in 0..count {
+        let len = i16::from_be_bytes(take(2)?.try_into().ok()?);
+        let name = take(usize::try_from(len).ok()?)?;
+        topics.push(String::from_utf8(name.to_vec()).ok()?);
+    }
+    Some(topics)
 }
 
 // === impl Group: JoinGroup ===
@@ -891,12 +899,10 @@ impl Group {
 
     /// Take a member out (no answers, no rebalance): the bookkeeping half of a removal.
     fn remove(&mut self, id: &str) {
-        if let Some(m) = self.members.shift_remove(id) {
-            if let Some(iid) = &m.instance_id {
-                if self.static_members.get(iid).map(String::as_str) == Some(id) {
-                    self.static_members.remove(iid);
-                }
-            }
+        if let Some(iid) = self.members.shift_remove(id).and_then(|m| m.instance_id)
+            && self.static_members.get(&iid).map(String::as_str) == Some(id)
+        {
+            self.static_members.remove(&iid);
         }
         if self.leader.as_deref() == Some(id) {
             self.leader = self.members.keys().next().cloned();
@@ -1162,10 +1168,8 @@ impl Group {
             if !self.pending_sync.is_empty() {
                 let late: Vec<String> = self.pending_sync.drain().collect();
                 for id in late {
-                    if let Some(m) = self.members.get(&id) {
-                        if m.awaiting_join {
-                            self.effects.push(Effect::Join { member_id: id.clone(), reply: JoinReply::error(UNKNOWN_MEMBER_ID, ResponseError::UnknownMemberId) });
-                        }
+                    if self.members.get(&id).is_some_and(|m| m.awaiting_join) {
+                        self.effects.push(Effect::Join { member_id: id.clone(), reply: JoinReply::error(UNKNOWN_MEMBER_ID, ResponseError::UnknownMemberId) });
                     }
                     self.remove(&id);
                 }

@@ -38,6 +38,19 @@ pub const SUPPORTED: &[Supported] = &[
     row(ApiKey::DescribeConfigs, 1, 4),
     row(ApiKey::DescribeCluster, 0, 2),
     row(ApiKey::InitProducerId, 0, 6),
+    row(ApiKey::FindCoordinator, 0, 6),
+    row(ApiKey::JoinGroup, 0, 9),
+    row(ApiKey::SyncGroup, 0, 5),
+    row(ApiKey::Heartbeat, 0, 4),
+    row(ApiKey::LeaveGroup, 0, 5),
+    // v10 addresses topics by id; kafka-protocol 0.18 decodes OffsetCommit and OffsetFetch
+    // requests only up to v9 (its response types go to v10).
+    row(ApiKey::OffsetCommit, 2, 9),
+    row(ApiKey::OffsetFetch, 1, 9),
+    row(ApiKey::DescribeGroups, 0, 6),
+    row(ApiKey::ListGroups, 0, 5),
+    row(ApiKey::DeleteGroups, 0, 2),
+    row(ApiKey::OffsetDelete, 0, 0),
 ];
 
 /// The range kelp serves for `key`, or `None` if kelp does not serve it.

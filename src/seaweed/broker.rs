@@ -10,7 +10,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
 use kafka_protocol::ResponseError;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -34,6 +33,9 @@ const LAYOUT_TTL: Duration = Duration::from_secs(5);
 /// through this kelp wake waiting fetches at once.
 const POLL_MIN: Duration = Duration::from_millis(10);
 const POLL_MAX: Duration = Duration::from_millis(100);
+
+/// Quick retries when the broker returns nothing below its high-water mark.
+const MAX_STALLS: u32 = 5;
 
 /// Most records the broker returns per `FetchMessage` (its own cap).
 const FETCH_MAX_MESSAGES: i32 = 10_000;
@@ -232,18 +234,19 @@ impl Topics {
                 *k = (*k).max(n);
             }
         }
-        let lookups = newest.into_iter().map(|(topic, n)| async move {
-            let l = self.read_layout(&topic, n).await;
-            (topic, l)
-        });
-        let results: Vec<_> = futures::stream::iter(lookups)
-            .buffer_unordered(LIST_CONCURRENCY)
-            .collect()
-            .await;
+        // In chunks with `join_all` rather than a stream of closures: the latter's futures
+        // make callers' futures fail the `Send` check (a known rustc limitation).
+        let newest: Vec<(String, u32)> = newest.into_iter().collect();
         let mut out = Vec::new();
-        for (topic, l) in results {
-            if let Some(l) = l? {
-                out.push((topic, l.slots.len() as u32));
+        for chunk in newest.chunks(LIST_CONCURRENCY) {
+            let mut lookups = Vec::with_capacity(chunk.len());
+            for (topic, n) in chunk {
+                lookups.push(self.read_layout(topic, *n));
+            }
+            for ((topic, _), l) in chunk.iter().zip(futures::future::join_all(lookups).await) {
+                if let Some(l) = l? {
+                    out.push((topic.clone(), l.slots.len() as u32));
+                }
             }
         }
         out.sort();
@@ -445,6 +448,7 @@ impl Topics {
         let mut bytes = 0usize;
         let mut next = start_offset;
         let mut first = true;
+        let mut stalls = 0;
         let mut hwm;
         loop {
             // Register for wake-ups before asking, so a publish between the answer and the
@@ -511,6 +515,14 @@ impl Topics {
             }
             if n > 0 && next < hwm {
                 // More is already there (the broker answers one buffer at a time).
+                continue;
+            }
+            if n == 0 && next < hwm && stalls < MAX_STALLS {
+                // Records exist below the high-water mark but the broker returned none: it
+                // does that while the buffer holding them is being flushed. Retry shortly
+                // even when the client asked not to wait.
+                stalls += 1;
+                tokio::time::sleep(POLL_MIN).await;
                 continue;
             }
             if bytes >= min_bytes && (min_bytes == 0 || !messages.is_empty()) {

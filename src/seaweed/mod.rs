@@ -40,15 +40,26 @@
 //!   new MQ name (`layout::mq_topic_name`). `ClosePublishers` does not help either: it only
 //!   flags publishers and then waits, forever, for their streams to end.
 //! * **Offsets.** Assigned by the broker per partition, starting at 0, contiguous, one per
-//!   message, in stream order (12 000 records from 4 concurrent streams got 12 000 distinct
-//!   offsets 0..11999, and every fetched record sat at the offset its publisher was acked).
-//!   They survive a broker restart (checkpoint in the filer).
+//!   message (12 000 records from 4 concurrent streams got 12 000 distinct offsets). They
+//!   survive a broker restart (checkpoint in the filer) — up to the last flush: see the next
+//!   point. Through one stream, records are stored in offset order (50 000 records from 8
+//!   tasks sharing kelp's stream all read back at their acked offsets). With several streams
+//!   into one partition at once (several kelps producing to it), the broker assigns the
+//!   offset and appends the record in two steps, so now and then two neighbours are stored
+//!   swapped (21 of 12 000 with 4 streams). `FetchMessage` returns records without offsets,
+//!   so kelp labels them by position and the two swap offsets too; and a consumer resuming
+//!   exactly between them gets one twice and skips the other. Nothing client-side can tell.
 //! * **Publishing.** After the init request the broker sends one empty response, then exactly
 //!   one response per data message, in order, with `assigned_offset`; `ack_interval` is
 //!   ignored. An init the broker refuses (not the leader, no such topic) is answered with
 //!   `error` set and the stream ends. A record is acknowledged once it is in the broker's
-//!   memory; it reaches the filer at the next flush (every 5 s by default, or when the
-//!   buffer fills), so acknowledged records can be lost if the broker dies before that.
+//!   memory; it reaches the filer at the next flush (every 5 s by default, `weed mq.broker
+//!   -logFlushInterval`, or when the buffer fills). Stopping the broker, even with SIGTERM,
+//!   does not flush: acknowledged records of the last interval were lost, and after the
+//!   restart the broker handed their offsets to new records (acked 12 and 13, restart, the
+//!   next publish was acked 12 again). Consumers that had read the lost records see
+//!   different records at those offsets. Nothing on the client side can prevent this; a
+//!   shorter flush interval narrows it.
 //! * **Timestamps.** The broker stores `ts_ns` as sent, except that each partition's stored
 //!   timestamps are forced strictly increasing: a `ts_ns` not greater than the previous
 //!   record's becomes previous + 1 (sent now−20 s after now−10 s → stored now−10 s + 1 ns),
@@ -60,13 +71,15 @@
 //!   ignored (an empty answer came back in under 1 ms with `max_wait_ms = 2000`), so
 //!   [`Seaweed::fetch`] polls. It answers from one buffer at a time (a fetch from 0 could stop
 //!   at 2 of 1006 records with `end_of_partition` set), so kelp keeps fetching while below
-//!   the high-water mark. Records come without offsets; they are contiguous and end at
-//!   `next_offset`. An offset past the end is not an error (empty answer, `next_offset` =
-//!   the requested offset); `error_code` 1 means the partition could not be loaded and 2 that
-//!   reading at the offset failed. Its `log_start_offset` is the start of the in-memory buffer,
-//!   not of the log, and is not used.
+//!   the high-water mark, and retries briefly when it answers nothing below it (it did, for
+//!   an instant, while the buffer holding the records was being flushed). Records come
+//!   without offsets: they run from the first one at or after `start_offset` up to
+//!   `next_offset`, contiguous. An offset past the end is not an error (empty answer,
+//!   `next_offset` = the requested offset); `error_code` 1 means the partition could not be
+//!   loaded and 2 that reading at the offset failed. Its `log_start_offset` is the start of
+//!   the in-memory buffer, not of the log, and is not used.
 //! * **`GetPartitionRangeInfo`.** `offset_range.earliest_offset` (0 unless retention removed
-//!   data), `latest_offset` (last assigned, −1 when empty), `high_water_mark` (next offset);
+//!   data), `latest_offset` (last assigned; −1 when empty), `high_water_mark` (next offset);
 //!   `timestamp_range` is always zero in 4.48.
 //! * **Reload bug, and kelp's markers.** When all publishers of a partition leave, the broker
 //!   flushes and unloads it; on reload (or after a restart) it rebuilds the high-water mark
@@ -83,7 +96,6 @@ mod address;
 mod broker;
 mod filer;
 pub mod layout;
-#[doc(hidden)]
 pub(crate) mod pb;
 mod publisher;
 mod rpc;
@@ -418,5 +430,58 @@ impl Seaweed {
     /// Names of the entries in directory `dir`; empty when the directory does not exist.
     pub async fn filer_list(&self, dir: &str) -> Result<Vec<String>, Error> {
         filer::list(&self.inner.clients, dir).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every public future must be usable from a spawned connection task that borrows the
+    /// handle (the shape `server.rs` uses). Only type-checked, never run.
+    #[test]
+    fn futures_can_live_in_spawned_tasks() {
+        fn spawnable<F: std::future::Future + Send + 'static>(_: F) {}
+        let sw: Option<Seaweed> = None;
+        spawnable(async move {
+            let Some(sw) = sw else { return };
+            let sw = &sw;
+            let _ = sw.ping().await;
+            let _ = sw.list_topics().await;
+            let _ = sw.partition_count("t").await;
+            let _ = sw.create_topic("t", 1).await;
+            let _ = sw.delete_topic("t").await;
+            let _ = sw.add_partitions("t", 2).await;
+            let _ = sw.publish("t", 0, vec![Message::default()]).await;
+            let _ = sw.fetch("t", 0, 0, 1, Duration::ZERO, 0).await;
+            let _ = sw.offset_range("t", 0).await;
+            let _ = sw.filer_get("/a").await;
+            let _ = sw.filer_put("/a", b"").await;
+            let _ = sw.filer_create("/a", b"").await;
+            let _ = sw.filer_delete("/a").await;
+            let _ = sw.filer_list("/").await;
+        });
+    }
+
+    #[tokio::test]
+    async fn bad_options_are_refused_without_io() {
+        let opts = |master: &str, namespace: &str| SeaweedOptions {
+            master: master.into(),
+            filer: None,
+            namespace: namespace.into(),
+            call_timeout: Duration::from_secs(1),
+        };
+        assert!(
+            Seaweed::connect(opts("127.0.0.1:9333", "kafka"))
+                .await
+                .is_ok()
+        );
+        assert!(Seaweed::connect(opts("no-port", "kafka")).await.is_err());
+        assert!(Seaweed::connect(opts("127.0.0.1:9333", "")).await.is_err());
+        assert!(
+            Seaweed::connect(opts("127.0.0.1:9333", "a.b"))
+                .await
+                .is_err()
+        );
     }
 }

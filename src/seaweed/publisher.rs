@@ -33,9 +33,13 @@ use super::rpc::{Clients, Failure, call, request};
 use super::{Message, layout};
 use crate::error::Error;
 
-/// Most messages sent on one stream and not yet acknowledged. Callers beyond this wait
-/// (bounded by their call timeout), which is the backpressure towards Kafka producers.
+/// Most messages sent on one stream and not yet acknowledged, and (separately) most
+/// messages admitted but not yet sent. Callers beyond this wait (bounded by their call
+/// timeout), which is the backpressure towards Kafka producers.
 pub(crate) const MAX_IN_FLIGHT: usize = 4096;
+
+/// Requests buffered between the stream task and the HTTP/2 body.
+const REQUEST_BUFFER: usize = 64;
 
 /// Most batches queued for one stream before callers wait for room.
 const QUEUED_BATCHES: usize = 256;
@@ -129,11 +133,14 @@ fn closed(why: &str) -> Error {
     }
 }
 
+/// A batch admitted to the stream, waiting for its acks.
 struct Pending {
     reply: oneshot::Sender<Outcome>,
     offsets: Vec<i64>,
     want: usize,
-    sent_at: Instant,
+    /// How many of its messages were handed to the stream.
+    sent: usize,
+    admitted_at: Instant,
 }
 
 async fn run(
@@ -169,15 +176,19 @@ async fn run(
     }
 
     let mut pending: VecDeque<Pending> = VecDeque::new();
+    // Admitted messages not yet handed to the stream. Sending happens in its own branch so
+    // acks keep being read however large a batch is: the broker answers each message before
+    // reading the next, so an unread ack backlog would stall it and, in turn, us.
+    let mut outbox: VecDeque<DataMessage> = VecDeque::new();
     let mut in_flight = 0usize;
     let mut last_activity = Instant::now();
     let mut accepting = true;
 
     let failure = loop {
-        let ack_deadline = pending.front().map(|p| p.sent_at + timeout);
+        let ack_deadline = pending.front().map(|p| p.admitted_at + timeout);
         let idle_deadline = last_activity + IDLE_CLOSE;
         tokio::select! {
-            batch = rx.recv(), if accepting && in_flight < MAX_IN_FLIGHT => match batch {
+            batch = rx.recv(), if accepting && outbox.len() < MAX_IN_FLIGHT => match batch {
                 None => {
                     accepting = false;
                     if pending.is_empty() {
@@ -186,28 +197,37 @@ async fn run(
                 }
                 Some(batch) => {
                     if batch.reply.is_closed() || batch.messages.is_empty() {
-                        // The caller gave up (timed out) before the batch was sent; or
-                        // there is nothing to send.
+                        // The caller gave up before the batch was sent, or sent nothing.
                         let _ = batch.reply.send(Outcome::Acked(Vec::new()));
                         continue;
                     }
                     let want = batch.messages.len();
-                    let mut sent_all = true;
-                    for m in batch.messages {
-                        let data = DataMessage { key: m.key, value: m.value, ts_ns: m.ts_ns, ctrl: None };
-                        if req_tx.send(PublishMessageRequest { message: Some(Req::Data(data)) }).await.is_err() {
-                            sent_all = false;
-                            break;
-                        }
-                    }
-                    let now = Instant::now();
-                    last_activity = now;
-                    in_flight += want;
-                    pending.push_back(Pending { reply: batch.reply, offsets: Vec::with_capacity(want), want, sent_at: now });
-                    if !sent_all {
-                        break Some(closed("publish stream closed while sending"));
+                    outbox.extend(batch.messages.into_iter().map(|m| DataMessage {
+                        key: m.key,
+                        value: m.value,
+                        ts_ns: m.ts_ns,
+                        ctrl: None,
+                    }));
+                    last_activity = Instant::now();
+                    pending.push_back(Pending {
+                        reply: batch.reply,
+                        offsets: Vec::with_capacity(want),
+                        want,
+                        sent: 0,
+                        admitted_at: last_activity,
+                    });
+                }
+            },
+            permit = req_tx.reserve(), if !outbox.is_empty() && in_flight < MAX_IN_FLIGHT => match permit {
+                Ok(permit) => {
+                    let data = outbox.pop_front().expect("outbox is not empty");
+                    permit.send(PublishMessageRequest { message: Some(Req::Data(data)) });
+                    in_flight += 1;
+                    if let Some(p) = pending.iter_mut().find(|p| p.sent < p.want) {
+                        p.sent += 1;
                     }
                 }
+                Err(_) => break Some(closed("publish stream closed while sending")),
             },
             resp = responses.message() => match resp {
                 Ok(Some(resp)) => {
@@ -237,13 +257,19 @@ async fn run(
         }
     };
 
-    // Stop taking batches before failing the ones in flight, so none is left unanswered.
+    // Stop taking batches before answering the admitted ones, so none is left unanswered.
     rx.close();
     match &failure {
         Some(e) => {
             tracing::debug!(error = %e, in_flight, "publish stream failed");
             for p in pending.drain(..) {
-                let _ = p.reply.send(Outcome::Failed(clone_error(e)));
+                // A batch none of whose messages reached the stream can be retried safely.
+                let outcome = if p.sent == 0 {
+                    Outcome::NotSent(clone_error(e))
+                } else {
+                    Outcome::Failed(clone_error(e))
+                };
+                let _ = p.reply.send(outcome);
             }
             fail_queued(&mut rx, e);
         }
@@ -265,9 +291,7 @@ async fn open(
 > {
     let timeout = clients.call_timeout;
     let mut client = clients.broker(&target.leader)?;
-    // Room for everything in flight plus the init request, so sending never waits on the
-    // network once a batch was admitted.
-    let (req_tx, req_rx) = mpsc::channel(MAX_IN_FLIGHT + 1);
+    let (req_tx, req_rx) = mpsc::channel(REQUEST_BUFFER);
     let init = InitMessage {
         topic: Some(Topic {
             namespace: target.namespace.clone(),

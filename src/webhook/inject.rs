@@ -365,6 +365,18 @@ mod tests {
     }
 
     #[test]
+    fn webhook_flags_parse_and_name_a_bad_value() {
+        let c = WebhookConfig::from_args(Vec::<String>::new()).unwrap();
+        assert_eq!(c.native_sidecar, NativeSidecar::Auto);
+        assert_eq!(c.bootstrap_env, "KAFKA_BOOTSTRAP_SERVERS");
+        assert_eq!(c.bootstrap_servers, "127.0.0.1:9092");
+        let forced = WebhookConfig::from_args(["--native-sidecar", "true", "--kube-version", "v1.27.1"]).unwrap();
+        assert_eq!(forced.native_sidecar, NativeSidecar::Enabled);
+        let err = WebhookConfig::from_args(["--native-sidecar", "maybe"]).unwrap_err().to_string();
+        assert!(err.contains("--native-sidecar"), "{err}");
+    }
+
+    #[test]
     fn pointer_tokens_escape_slash_and_tilde() {
         assert_eq!(escape_pointer("kelp.io/injected"), "kelp.io~1injected");
         assert_eq!(escape_pointer("a~b/c"), "a~0b~1c");

@@ -646,6 +646,37 @@ fn subscribed_topics_come_from_consumer_metadata() {
 }
 
 #[test]
+fn subscription_decoding_survives_hostile_metadata() {
+    use kafka_protocol::messages::ConsumerProtocolSubscription;
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+    // Every version the library knows encodes topics first; newer fields after them are
+    // not read.
+    for version in 0..=3i16 {
+        let mut buf = bytes::BytesMut::new();
+        buf.extend_from_slice(&version.to_be_bytes());
+        let mut s = ConsumerProtocolSubscription::default().with_topics(vec![StrBytes::from_static_str("t1")]);
+        if version >= 2 {
+            s = s.with_generation_id(7);
+        }
+        s.encode(&mut buf, version).unwrap();
+        assert_eq!(decode_subscription(&buf), Some(vec!["t1".to_string()]), "v{version}");
+    }
+    // A count of 2^31-1 topics in a few bytes, negative lengths, truncation, bad UTF-8.
+    for bad in [
+        &[0, 1, 0x7f, 0xff, 0xff, 0xff][..],
+        &[0, 1, 0, 0, 0, 1, 0xff, 0xff],
+        &[0, 1, 0, 0, 0, 1, 0, 5, b'a'],
+        &[0, 1, 0, 0, 0, 1, 0, 1, 0xff],
+        &[0, 1, 0xff, 0xff, 0xff, 0xff],
+        &[0xff, 0xff, 0, 0, 0, 0],
+        &[0],
+        &[],
+    ] {
+        assert_eq!(decode_subscription(bad), None, "{bad:?}");
+    }
+}
+
+#[test]
 fn dead_group_sends_clients_to_find_the_coordinator() {
     let c = Clock::new();
     let mut g = Group::new("g");

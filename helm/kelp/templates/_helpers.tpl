@@ -1,0 +1,198 @@
+{{/*
+Named templates. The public ones, for pod specs written by hand (docs/kubernetes.md):
+
+  kelp.sidecar                        the kelp container as a list item, for `containers:`
+  kelp.nativeSidecar                  the same with `restartPolicy: Always`, for `initContainers:`
+                                      (Kubernetes 1.29 and later)
+  kelp.volumes                        the volumes it mounts, as list items (empty when none)
+  kelp.bootstrapServers               the address the application's Kafka client uses
+  kelp.terminationGracePeriodSeconds  the shortest grace period that lets kelp drain
+
+Each takes the kelp chart's context: `.` inside this chart, `.Subcharts.kelp` in a chart
+that depends on it. The webhook injects exactly what kelp.sidecar prints (through the
+ConfigMap made from kelp.sidecarFile), so hand-written and injected pods get the same kelp.
+*/}}
+
+{{- define "kelp.name" -}}
+{{- .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "kelp.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "kelp.webhook.fullname" -}}
+{{- printf "%s-webhook" (include "kelp.fullname" . | trunc 55 | trimSuffix "-") -}}
+{{- end -}}
+
+{{- define "kelp.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/name: {{ include "kelp.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{- define "kelp.webhook.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "kelp.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: webhook
+{{- end -}}
+
+{{- define "kelp.webhook.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "kelp.webhook.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "kelp.webhook.tlsSecretName" -}}
+{{- if eq .Values.webhook.tls.mode "secret" -}}
+{{- required "webhook.tls.secretName is required when webhook.tls.mode is secret" .Values.webhook.tls.secretName -}}
+{{- else -}}
+{{- default (printf "%s-tls" (include "kelp.webhook.fullname" .)) .Values.webhook.tls.secretName -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The DNS names the API server uses for the webhook's Service, as a list. */}}
+{{- define "kelp.webhook.dnsNames" -}}
+{{- $svc := include "kelp.webhook.fullname" . -}}
+{{- $ns := .Release.Namespace -}}
+{{- list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns) | toYaml -}}
+{{- end -}}
+
+{{- define "kelp.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag | toString) -}}
+{{- end -}}
+
+{{/* The port of a "host:port" address. */}}
+{{- define "kelp.portOf" -}}
+{{- regexFind "[0-9]+$" (toString .) -}}
+{{- end -}}
+
+{{/* A setting's value as kelp reads it: numbers without exponent, booleans as true/false. */}}
+{{- define "kelp.settingValue" -}}
+{{- if kindIs "float64" . -}}{{- int64 . -}}{{- else -}}{{- toString . -}}{{- end -}}
+{{- end -}}
+
+{{- define "kelp.kafkaPort" -}}
+{{- include "kelp.portOf" (default "127.0.0.1:9092" .Values.config.listen) -}}
+{{- end -}}
+
+{{/* The admin port: from config.adminListen once kelp has that setting, else sidecar.adminPort. */}}
+{{- define "kelp.adminPort" -}}
+{{- $listen := (.Values.config | default dict).adminListen -}}
+{{- if $listen -}}
+{{- include "kelp.portOf" $listen -}}
+{{- else -}}
+{{- .Values.sidecar.adminPort | int -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "kelp.bootstrapServers" -}}
+{{- $listen := toString (default "127.0.0.1:9092" .Values.config.listen) -}}
+{{- $host := regexReplaceAll ":[0-9]+$" $listen "" -}}
+{{- if has $host (list "" "0.0.0.0" "[::]" "::") -}}
+{{- $host = "127.0.0.1" -}}
+{{- end -}}
+{{- printf "%s:%s" $host (include "kelp.portOf" $listen) -}}
+{{- end -}}
+
+{{/* kelp drains for shutdownGraceMs (default 25 s) after SIGTERM, plus 5 s to exit. */}}
+{{- define "kelp.terminationGracePeriodSeconds" -}}
+{{- $ms := .Values.config.shutdownGraceMs -}}
+{{- if or (kindIs "invalid" $ms) (eq (toString $ms) "") -}}
+30
+{{- else -}}
+{{- add (div (add (int64 $ms) 999) 1000) 5 -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Name of the quotas ConfigMap, or nothing when quotas are off. */}}
+{{- define "kelp.quotasConfigMap" -}}
+{{- if and .Values.quotas.configMap .Values.quotas.rules -}}
+{{- fail "set quotas.configMap or quotas.rules, not both" -}}
+{{- else if .Values.quotas.configMap -}}
+{{- .Values.quotas.configMap -}}
+{{- else if .Values.quotas.rules -}}
+{{- printf "%s-quotas" (include "kelp.fullname" . | trunc 56 | trimSuffix "-") -}}
+{{- end -}}
+{{- end -}}
+
+{{/* kelp's environment: one KELP_* variable per non-empty key of `config`, then extraEnv. */}}
+{{- define "kelp.env" -}}
+{{- $env := list -}}
+{{- $config := .Values.config | default dict -}}
+{{- range $key, $value := $config -}}
+{{- if not (or (kindIs "invalid" $value) (eq (toString $value) "")) -}}
+{{- $env = append $env (dict "name" (printf "KELP_%s" (snakecase $key | upper)) "value" (include "kelp.settingValue" $value)) -}}
+{{- end -}}
+{{- end -}}
+{{- /* Once kelp reads a quotas file setting (config.quotasFile), point it at the mount. */ -}}
+{{- if and (include "kelp.quotasConfigMap" .) (hasKey $config "quotasFile") (not $config.quotasFile) -}}
+{{- $env = append $env (dict "name" "KELP_QUOTAS_FILE" "value" (printf "%s/%s" .Values.quotas.mountPath .Values.quotas.key)) -}}
+{{- end -}}
+{{- concat $env (.Values.sidecar.extraEnv | default list) | toYaml -}}
+{{- end -}}
+
+{{/* The kelp container, as a YAML map. */}}
+{{- define "kelp.sidecarContainer" -}}
+{{- $s := .Values.sidecar -}}
+{{- $c := dict "name" "kelp" "image" (include "kelp.image" .) "imagePullPolicy" .Values.image.pullPolicy "args" (list "serve") -}}
+{{- $_ := set $c "env" (include "kelp.env" . | fromYamlArray) -}}
+{{- $_ := set $c "ports" (list (dict "name" "kafka" "containerPort" (include "kelp.kafkaPort" . | int) "protocol" "TCP") (dict "name" "admin" "containerPort" (include "kelp.adminPort" . | int) "protocol" "TCP")) -}}
+{{- range $field := list "resources" "livenessProbe" "readinessProbe" "startupProbe" "securityContext" "lifecycle" -}}
+{{- with (index $s $field) -}}
+{{- $_ := set $c $field . -}}
+{{- end -}}
+{{- end -}}
+{{- if include "kelp.quotasConfigMap" . -}}
+{{- $_ := set $c "volumeMounts" (list (dict "name" "kelp-quotas" "mountPath" .Values.quotas.mountPath "readOnly" true)) -}}
+{{- end -}}
+{{- $_ := set $c "terminationMessagePolicy" "FallbackToLogsOnError" -}}
+{{- toYaml $c -}}
+{{- end -}}
+
+{{- define "kelp.sidecar" -}}
+- {{ include "kelp.sidecarContainer" . | indent 2 | trim }}
+{{- end -}}
+
+{{- define "kelp.nativeSidecar" -}}
+{{- $c := include "kelp.sidecarContainer" . | fromYaml -}}
+{{- $_ := set $c "restartPolicy" "Always" -}}
+- {{ toYaml $c | indent 2 | trim }}
+{{- end -}}
+
+{{- define "kelp.volumes" -}}
+{{- with include "kelp.quotasConfigMap" . -}}
+- name: kelp-quotas
+  configMap:
+    name: {{ . }}
+{{- end -}}
+{{- end -}}
+
+{{/* What the webhook injects: {"container": ..., "volumes": [...]}. */}}
+{{- define "kelp.sidecarFile" -}}
+{{- dict "container" (include "kelp.sidecarContainer" . | fromYaml) "volumes" (include "kelp.volumes" . | fromYamlArray) | toJson -}}
+{{- end -}}
+
+{{/* The webhook's environment: one KELP_WEBHOOK_* variable per key of webhook.config. */}}
+{{- define "kelp.webhook.env" -}}
+{{- $computed := dict "kubeVersion" .Capabilities.KubeVersion.Version "bootstrapServers" (include "kelp.bootstrapServers" .) -}}
+{{- $env := list -}}
+{{- range $key, $value := .Values.webhook.config -}}
+{{- if or (kindIs "invalid" $value) (eq (toString $value) "") -}}
+{{- $value = get $computed $key -}}
+{{- end -}}
+{{- if $value -}}
+{{- $env = append $env (dict "name" (printf "KELP_WEBHOOK_%s" (snakecase $key | upper)) "value" (include "kelp.settingValue" $value)) -}}
+{{- end -}}
+{{- end -}}
+{{- $env = append $env (dict "name" "KELP_LOG" "value" (toString .Values.webhook.logLevel)) -}}
+{{- toYaml $env -}}
+{{- end -}}

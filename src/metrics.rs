@@ -1,0 +1,131 @@
+//! Every metric kelp exports: names, help texts and labels live here and nowhere else.
+//!
+//! Names follow Prometheus conventions (`kelp_` prefix, `_total` counters, `_seconds`
+//! durations). Labels come only from closed sets — the Kafka API name, the SeaweedFS service
+//! and method — never client ids, topics, groups or partitions, which are unbounded.
+//!
+//! One registry per process ([`global`]); several in-process kelps (tests) share it.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiLabels {
+    /// The Kafka API name (`Produce`, `Fetch`, ...): at most the ~90 keys Kafka defines.
+    pub api: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    /// `broker`, `filer` or `master`.
+    pub service: &'static str,
+    /// The gRPC method, from the fixed set kelp calls.
+    pub method: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs .. ~52 s
+    Histogram::new(exponential_buckets(0.0001, 2.0, 20))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<ApiLabels, Counter>,
+    pub request_duration: Family<ApiLabels, Histogram, fn() -> Histogram>,
+    pub connections_active: Gauge,
+    pub connections: Counter,
+    pub bytes_received: Counter,
+    pub bytes_sent: Counter,
+    pub records_produced: Counter,
+    pub records_fetched: Counter,
+    pub upstream_duration: Family<UpstreamLabels, Histogram, fn() -> Histogram>,
+    pub upstream_errors: Family<UpstreamLabels, Counter>,
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("kelp");
+        let m = Metrics {
+            requests: Family::default(),
+            request_duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            connections_active: Gauge::default(),
+            connections: Counter::default(),
+            bytes_received: Counter::default(),
+            bytes_sent: Counter::default(),
+            records_produced: Counter::default(),
+            records_fetched: Counter::default(),
+            upstream_duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            upstream_errors: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register("requests", "Kafka requests answered, by API", m.requests.clone());
+        registry.register("request_duration_seconds", "Time to answer a Kafka request, by API", m.request_duration.clone());
+        registry.register("connections_active", "Open Kafka connections", m.connections_active.clone());
+        registry.register("connections", "Kafka connections accepted", m.connections.clone());
+        registry.register("received_bytes", "Bytes read from Kafka clients", m.bytes_received.clone());
+        registry.register("sent_bytes", "Bytes written to Kafka clients", m.bytes_sent.clone());
+        registry.register("produced_records", "Records stored in SeaweedFS for producers", m.records_produced.clone());
+        registry.register("fetched_records", "Records returned to consumers", m.records_fetched.clone());
+        registry.register("upstream_duration_seconds", "Time of SeaweedFS calls, by service and method", m.upstream_duration.clone());
+        registry.register("upstream_errors", "Failed SeaweedFS calls, by service and method", m.upstream_errors.clone());
+        Metrics { registry, ..m }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+
+    pub fn observe_request(&self, api: &'static str, took: Duration) {
+        let labels = ApiLabels { api };
+        self.requests.get_or_create(&labels).inc();
+        self.request_duration.get_or_create(&labels).observe(took.as_secs_f64());
+    }
+
+    pub fn observe_upstream(&self, service: &'static str, method: &'static str, took: Duration, ok: bool) {
+        let labels = UpstreamLabels { service, method };
+        self.upstream_duration.get_or_create(&labels).observe(took.as_secs_f64());
+        if !ok {
+            self.upstream_errors.get_or_create(&labels).inc();
+        }
+    }
+}
+
+static GLOBAL: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// The process-wide metrics.
+pub fn global() -> &'static Metrics {
+    &GLOBAL
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_uses_prometheus_names() {
+        let m = Metrics::new();
+        m.observe_request("Produce", Duration::from_millis(3));
+        m.observe_upstream("broker", "PublishMessage", Duration::from_millis(1), false);
+        m.bytes_sent.inc_by(10);
+        let text = m.render();
+        for want in [
+            "kelp_requests_total{api=\"Produce\"} 1",
+            "kelp_request_duration_seconds_count{api=\"Produce\"} 1",
+            "kelp_upstream_errors_total{service=\"broker\",method=\"PublishMessage\"} 1",
+            "kelp_sent_bytes_total 10",
+            "kelp_connections_active 0",
+        ] {
+            assert!(text.contains(want), "missing {want} in:\n{text}");
+        }
+    }
+}
