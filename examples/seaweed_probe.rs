@@ -1,7 +1,13 @@
 //! Exercise `kelp::seaweed` against a running SeaweedFS (master + filer + MQ broker).
 //!
-//! `cargo run --example seaweed_probe -- <master host:port> [scenario]` where scenario is
-//! `all` (default) or `restart` (publish in a loop while the broker is restarted by hand).
+//! `cargo run --example seaweed_probe -- <master host:port> [scenario]`, scenario one of:
+//! - `all` (default): topic lifecycle, shared publishing, fetch and waiting, reload after
+//!   every publisher left, delete and re-create, filer entries;
+//! - `bulk`: 50 000 records through one partition, read back from memory, disk and reload;
+//! - `spread`: with several brokers, every partition through its own leader;
+//! - `chaos`: publish from several tasks for 40 s; kill and restart the broker meanwhile;
+//! - `moves`: with two or more brokers, kill one meanwhile and watch its partitions;
+//! - `restart`: publish once a second for 60 s; restart the broker meanwhile.
 
 use std::time::{Duration, Instant};
 
@@ -369,6 +375,57 @@ async fn chaos(master: &str) {
     }
 }
 
+/// With several brokers: every partition is written and read through its own leader.
+async fn spread(master: &str) {
+    let sw = connect(master).await;
+    let topic = format!("spread-{}", std::process::id());
+    sw.create_topic(&topic, 8).await.unwrap();
+    for p in 0..8u32 {
+        let offs = sw
+            .publish(&topic, p, (0..10).map(msg).collect())
+            .await
+            .unwrap();
+        let f = sw
+            .fetch(&topic, p, 0, 1 << 20, Duration::ZERO, 1)
+            .await
+            .unwrap();
+        assert_eq!(f.messages.len(), 10, "partition {p}");
+        assert_eq!(f.messages[0].0, offs[0]);
+    }
+    println!("SPREAD OK");
+    sw.delete_topic(&topic).await.unwrap();
+}
+
+/// With several brokers, kill one by hand while this runs: partitions it led must move.
+async fn moves(master: &str) {
+    let sw = connect(master).await;
+    let topic = format!("moves-{}", std::process::id());
+    sw.create_topic(&topic, 8).await.unwrap();
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(45) {
+        let mut line = String::new();
+        for p in 0..8u32 {
+            let r = sw.publish(&topic, p, vec![msg(0)]).await;
+            line.push_str(&match r {
+                Ok(o) => format!(" {p}:{}", o[0]),
+                Err(e) => format!(
+                    " {p}:ERR({})",
+                    format!("{e}").chars().take(40).collect::<String>()
+                ),
+            });
+        }
+        println!("{:>5.1}s{line}", t0.elapsed().as_secs_f32());
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    for p in 0..8u32 {
+        let f = sw.fetch(&topic, p, 0, 1 << 20, Duration::ZERO, 1).await;
+        println!(
+            "partition {p}: {:?}",
+            f.map(|f| (f.messages.len(), f.high_water_mark))
+        );
+    }
+}
+
 /// Publish once a second and print what happens; restart the broker meanwhile.
 async fn restart(master: &str) {
     let sw = connect(master).await;
@@ -406,6 +463,8 @@ async fn main() {
         "restart" => restart(master).await,
         "bulk" => bulk(master).await,
         "chaos" => chaos(master).await,
+        "spread" => spread(master).await,
+        "moves" => moves(master).await,
         _ => all(master).await,
     }
 }

@@ -148,7 +148,8 @@ impl Config {
         Duration::from_millis(self.shutdown_grace_ms)
     }
 
-    /// Parse settings from flags only (environment ignored). For tests and embedding.
+    /// Parse settings from `args` (as if given on the command line; `KELP_*` variables still
+    /// fill what the args leave out). For tests and embedding.
     pub fn from_args<I, T>(args: I) -> Result<Config, clap::Error>
     where
         I: IntoIterator<Item = T>,

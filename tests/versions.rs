@@ -18,7 +18,7 @@ use kafka_protocol::records::{Compression, Record, RecordBatchDecoder, RecordBat
 use kelp::protocol::versions::{SUPPORTED, supported};
 
 use common::kelp::Kelp;
-use common::raw::{Raw, create_topic_raw};
+use common::raw::Raw;
 
 fn name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))

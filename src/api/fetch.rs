@@ -116,6 +116,7 @@ pub async fn handle(ctx: &Ctx, version: i16, req: FetchRequest) -> FetchResponse
 }
 
 fn partition_data(partition: i32, g: Got) -> PartitionData {
+    crate::metrics::global().records_fetched.inc_by(g.records.len() as u64);
     let mut records = BytesMut::new();
     batch::encode(&mut records, &g.records);
     PartitionData::default()

@@ -158,6 +158,7 @@ async fn partition(ctx: &Ctx, topic: &str, index: i32, records: Option<Bytes>, f
             ctx.topics.invalidate(topic);
             e.code(ApiKind::Data)
         })?;
+        crate::metrics::global().records_produced.inc_by(offsets.len() as u64);
         let first = *offsets.first().ok_or(ResponseError::CorruptMessage)?;
         if idempotent {
             ctx.producers.record(b.producer_id, b.producer_epoch, topic, index, b.base_sequence, n, first);

@@ -17,6 +17,13 @@
 //!   calls (non-balancer brokers forward them to the balancer, the holder of the filer lock
 //!   `broker_balancer`, which `FindBrokerLeader` reports). Publish and fetch must go to the
 //!   partition's `leader_broker` from the topic configuration.
+//! * **A broker that dies.** Partitions it led lose their leader (`GetTopicConfiguration`
+//!   reports it empty; kelp answers [`Error::NoBroker`], retriable). The balancer picks a new
+//!   leader only among brokers other than the partition's follower, and with two brokers the
+//!   follower is the survivor: the partitions stayed leaderless (36 s observed) until the dead
+//!   broker came back at its address, which then led them again. A broker killed mid-stream
+//!   fails every waiting publish with a retriable error; none hung (each call returned within
+//!   0.3 s while the broker was away).
 //! * **A fresh broker is not ready at once.** For about 5–20 s after a broker (re)starts,
 //!   control calls fail with UNAVAILABLE "no broker available", NOT_FOUND "lock
 //!   broker_balancer not found" or UNAVAILABLE "dial tcp: missing address", until it holds

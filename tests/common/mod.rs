@@ -13,6 +13,7 @@ use std::future::Future;
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
+#[allow(unused_imports)]
 pub use raw::create_topic_raw;
 pub use seaweedfs::seaweedfs;
 

@@ -179,7 +179,8 @@ def scenario_defaults():
         c = sidecar["container"]
         check(c["name"] == "kelp" and c["image"] == "kelp:0.1.0" and c["args"] == ["serve"], f"sidecar container {c}")
         check({e["name"] for e in c["env"]} <= set(SERVE_ENVS), "sidecar env only kelp settings")
-        check({p["name"] for p in c["ports"]} == {"kafka", "admin"}, "sidecar ports")
+        check({p["name"]: p["containerPort"] for p in c["ports"]} == {"kafka": 9092, "admin": 9644}, f"sidecar ports {c['ports']}")
+        check({"name": "KELP_ADMIN_LISTEN", "value": "0.0.0.0:9644"} in c["env"], "admin server turned on for the probes")
         check(c["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "admin"}, "liveness on /livez")
         check(c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "admin"}, "readiness on /readyz")
         check(sidecar["volumes"] == [], "no volumes without quotas")
@@ -240,6 +241,8 @@ def scenario_existing_secret():
 
 
 def sample_value(key):
+    if key == "adminListen":
+        return "0.0.0.0:19644"
     if key in ("listen", "advertisedListener"):
         return "0.0.0.0:19092"
     if key.startswith("max") or key.endswith("Ms") or key in ("nodeId", "defaultPartitions"):
@@ -265,6 +268,8 @@ def scenario_every_setting_quotas_and_example():
         check(sidecar["container"]["volumeMounts"][0]["mountPath"] == "/etc/kelp/quotas", "quotas mounted")
         kafka_port = next(p for p in sidecar["container"]["ports"] if p["name"] == "kafka")
         check(kafka_port["containerPort"] == 19092, "kafka port from config.listen")
+        admin_port = next(p for p in sidecar["container"]["ports"] if p["name"] == "admin")
+        check(admin_port["containerPort"] == 19644, "admin port from config.adminListen")
         check(webhook_env(docs)["KELP_WEBHOOK_BOOTSTRAP_SERVERS"] == "127.0.0.1:19092", "any-address listen becomes 127.0.0.1")
         quotas = next(d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"] == "shop-kelp-quotas")
         check("producer_byte_rate" in quotas["data"]["quotas.yaml"], "inline quota rules")
@@ -288,12 +293,22 @@ def scenario_bad_values_fail():
         ({"webhook": {"tls": {"mode": "secret"}}}, "webhook.tls.secretName"),
         ({"webhook": {"tls": {"mode": "secret", "secretName": "x"}}}, "webhook.tls.caBundle"),
         ({"quotas": {"configMap": "a", "rules": "b"}}, "not both"),
+        ({"config": {"adminListen": None}}, "config.adminListen"),
     ]:
         try:
             render(values, "1.29.0")
             check(False, f"{values} should not render")
         except helm_python.HelmError as e:
             check(expected in str(e), f"{values} fails naming {expected}: {e}")
+
+
+def scenario_admin_server_off():
+    values = {"config": {"adminListen": None}, "sidecar": {"livenessProbe": None, "readinessProbe": None, "startupProbe": None}}
+    docs = documents(render(values, "1.29.0"))
+    validate(docs, "admin server off", "1.29.0")
+    c = sidecar_file(docs)["container"]
+    check([p["name"] for p in c["ports"]] == ["kafka"] and not any(k.endswith("Probe") for k in c), "no admin port, no probes")
+    check(all(e["name"] != "KELP_ADMIN_LISTEN" for e in c["env"]), "admin server left off")
 
 
 def scenario_parent_chart():
@@ -465,7 +480,7 @@ def scenario_webhook_binary_with_the_charts_files():
 def main():
     for scenario in [scenario_defaults, scenario_native_sidecar_switch, scenario_cert_manager, scenario_existing_secret,
                      scenario_every_setting_quotas_and_example, scenario_webhook_disabled, scenario_bad_values_fail,
-                     scenario_parent_chart, scenario_webhook_binary_with_the_charts_files]:
+                     scenario_admin_server_off, scenario_parent_chart, scenario_webhook_binary_with_the_charts_files]:
         before = len(failures)
         try:
             scenario()

@@ -84,13 +84,10 @@ app.kubernetes.io/component: webhook
 {{- include "kelp.portOf" (default "127.0.0.1:9092" .Values.config.listen) -}}
 {{- end -}}
 
-{{/* The admin port: from config.adminListen once kelp has that setting, else sidecar.adminPort. */}}
+{{/* The admin server's port (config.adminListen), or nothing when it is off. */}}
 {{- define "kelp.adminPort" -}}
-{{- $listen := (.Values.config | default dict).adminListen -}}
-{{- if $listen -}}
-{{- include "kelp.portOf" $listen -}}
-{{- else -}}
-{{- .Values.sidecar.adminPort | int -}}
+{{- with (.Values.config | default dict).adminListen -}}
+{{- include "kelp.portOf" . -}}
 {{- end -}}
 {{- end -}}
 
@@ -145,7 +142,14 @@ app.kubernetes.io/component: webhook
 {{- $s := .Values.sidecar -}}
 {{- $c := dict "name" "kelp" "image" (include "kelp.image" .) "imagePullPolicy" .Values.image.pullPolicy "args" (list "serve") -}}
 {{- $_ := set $c "env" (include "kelp.env" . | fromYamlArray) -}}
-{{- $_ := set $c "ports" (list (dict "name" "kafka" "containerPort" (include "kelp.kafkaPort" . | int) "protocol" "TCP") (dict "name" "admin" "containerPort" (include "kelp.adminPort" . | int) "protocol" "TCP")) -}}
+{{- $ports := list (dict "name" "kafka" "containerPort" (include "kelp.kafkaPort" . | int) "protocol" "TCP") -}}
+{{- with include "kelp.adminPort" . -}}
+{{- $ports = append $ports (dict "name" "admin" "containerPort" (int .) "protocol" "TCP") -}}
+{{- end -}}
+{{- $_ := set $c "ports" $ports -}}
+{{- if and (not (include "kelp.adminPort" .)) (or $s.livenessProbe $s.readinessProbe $s.startupProbe) -}}
+{{- fail "config.adminListen is off but sidecar probes are set: the probes use kelp's admin server" -}}
+{{- end -}}
 {{- range $field := list "resources" "livenessProbe" "readinessProbe" "startupProbe" "securityContext" "lifecycle" -}}
 {{- with (index $s $field) -}}
 {{- $_ := set $c $field . -}}
