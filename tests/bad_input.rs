@@ -142,8 +142,12 @@ async fn every_class_of_bad_input_gets_an_error_or_a_closed_connection() {
     let last = bad.len() - 1;
     bad[last] ^= 0x55;
     assert_eq!(produce_code(&kelp, &topic, Bytes::from(bad)).await, ResponseError::CorruptMessage.code());
-    // Bytes that are no batch at all.
-    assert_eq!(produce_code(&kelp, &topic, Bytes::from_static(&[0u8; 70])).await, ResponseError::CorruptMessage.code());
+    // Bytes that are no batch at all: an old magic byte, then garbage behind a v2 magic.
+    assert_eq!(produce_code(&kelp, &topic, Bytes::from_static(&[0u8; 70])).await, ResponseError::InvalidRecord.code());
+    let mut garbage = vec![0xabu8; 70];
+    garbage[8..12].copy_from_slice(&58i32.to_be_bytes());
+    garbage[16] = 2;
+    assert_eq!(produce_code(&kelp, &topic, Bytes::from(garbage)).await, ResponseError::CorruptMessage.code());
     // A batch over the configured maximum.
     assert_eq!(produce_code(&kelp, &topic, batch(20_000)).await, ResponseError::MessageTooLarge.code());
     // A good batch after all that is stored at offset 0: nothing bad was stored.

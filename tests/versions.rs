@@ -89,7 +89,7 @@ async fn every_advertised_version_of_every_api_answers_correctly() {
         if v >= 10 {
             topic = topic.with_topic_id(uuid::Uuid::nil());
         }
-        let req = MetadataRequest::default().with_topics(Some(vec![topic])).with_allow_auto_topic_creation(false);
+        let req = MetadataRequest::default().with_topics(Some(vec![topic])).with_allow_auto_topic_creation(v < 4);
         let ResponseKind::Metadata(r) = c.call(ApiKey::Metadata, v, RequestKind::Metadata(req)).await else { panic!() };
         assert_eq!(r.brokers.len(), 1, "Metadata v{v}");
         assert_eq!(r.brokers[0].port, i32::from(kelp.addr.port()));

@@ -66,7 +66,7 @@ pub async fn handle(ctx: &Ctx, _version: i16, req: DescribeConfigsRequest) -> De
             Ok(entries) => {
                 let configs = entries
                     .into_iter()
-                    .filter(|(name, ..)| r.configuration_keys.as_ref().is_none_or(|keys| keys.iter().any(|k| k.as_str() == *name)))
+                    .filter(|(name, ..)| r.configuration_keys.as_ref().is_none_or(|keys| keys.is_empty() || keys.iter().any(|k| k.as_str() == *name)))
                     .map(|(name, value, ty, source)| {
                         DescribeConfigsResourceResult::default()
                             .with_name(StrBytes::from_static_str(name))

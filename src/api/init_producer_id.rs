@@ -8,7 +8,7 @@ use super::Ctx;
 use crate::producers::new_producer_id;
 
 pub fn handle(_ctx: &Ctx, req: InitProducerIdRequest) -> InitProducerIdResponse {
-    if req.transactional_id.is_some() {
+    if req.transactional_id.as_ref().is_some_and(|t| !t.0.is_empty()) {
         return InitProducerIdResponse::default()
             .with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code())
             .with_producer_id(ProducerId(-1))

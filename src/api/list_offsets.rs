@@ -26,7 +26,7 @@ pub async fn handle(ctx: &Ctx, _version: i16, req: ListOffsetsRequest) -> ListOf
         let name = t.name.0.to_string();
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
-            let resp = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index).with_leader_epoch(0);
+            let resp = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
             let resp = match lookup(ctx, &name, p.partition_index, p.timestamp).await {
                 Ok((timestamp, offset)) => resp.with_timestamp(timestamp).with_offset(offset),
                 Err(code) => resp.with_error_code(code.code()).with_timestamp(-1).with_offset(-1),

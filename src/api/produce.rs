@@ -112,8 +112,9 @@ async fn partition(ctx: &Ctx, topic: &str, index: i32, records: Option<Bytes>, f
     let limit = ctx.config.max_uncompressed_bytes as usize;
     let batches = match framing {
         Framing::V2 => {
+            // Produce v3+ may only carry magic-2 batches (as a Kafka broker insists).
             if batch::magic(&records).is_some_and(|m| m != 2) {
-                return Err(ResponseError::UnsupportedForMessageFormat);
+                return Err(ResponseError::InvalidRecord);
             }
             batch::decode_all(records, limit).map_err(|e| batch_code(&e))?
         }

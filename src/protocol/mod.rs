@@ -64,7 +64,8 @@ pub fn decode_request(mut frame: Bytes) -> Result<Request, DecodeError> {
             .with_request_api_key(raw_key)
             .with_request_api_version(version)
             .with_correlation_id(correlation_id);
-        return Ok(Request { header, api_key, version, body: Body::ApiVersionsTooNew });
+        // Answered at v0, the version every client can read.
+        return Ok(Request { header, api_key, version: 0, body: Body::ApiVersionsTooNew });
     }
     if !(range.min..=range.max).contains(&version) {
         return Err(DecodeError::UnsupportedVersion { key: api_key, version });

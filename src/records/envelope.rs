@@ -51,7 +51,10 @@ pub fn to_message(r: &Record) -> Message {
     Message {
         key: r.key.clone().unwrap_or_default(),
         value: buf.freeze(),
-        ts_ns: r.timestamp_ms.saturating_mul(1_000_000),
+        // The broker's clock: it keeps a partition's stored timestamps strictly increasing, so
+        // a client-chosen timestamp would drag later records' timestamps (and log file names)
+        // along. The exact Kafka timestamp is in the envelope.
+        ts_ns: 0,
     }
 }
 
@@ -169,7 +172,7 @@ mod tests {
         for r in cases {
             let m = to_message(&r);
             assert_eq!(from_message(&m), r);
-            assert_eq!(m.ts_ns, r.timestamp_ms * 1_000_000);
+            assert_eq!(m.ts_ns, 0, "the broker's clock stamps the message");
         }
     }
 

@@ -4,8 +4,9 @@
 //! values may be null) and a timestamp. A SeaweedFS `DataMessage` has only `key`, `value` and
 //! `ts_ns`. kelp stores:
 //! - `key`: the Kafka key bytes (empty when the key is null; a flag tells them apart);
-//! - `ts_ns`: the Kafka timestamp in nanoseconds (the broker may adjust it to keep its log
-//!   ordered, so the exact timestamp is also kept in the envelope);
+//! - `ts_ns`: 0, so the broker stamps its own clock (it forces a partition's stored
+//!   timestamps to increase, which would distort client-chosen ones); the Kafka timestamp
+//!   travels in the envelope;
 //! - `value`: an envelope — see [`envelope`] and docs/mapping.md — followed by the raw value
 //!   bytes, so the value stays readable by non-Kafka SeaweedFS consumers after a short prefix.
 

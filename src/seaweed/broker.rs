@@ -271,20 +271,39 @@ impl Topics {
         let mq_topic = layout::mq_topic_name(topic, incarnation);
         let op = "configure_topic";
         let timeout = self.clients.call_timeout;
-        let (addr, mut client) = self.clients.control_broker().await?;
-        let req = ConfigureTopicRequest {
-            topic: Some(self.topic(&mq_topic)),
-            partition_count: partitions as i32,
-            retention: None,
-        };
-        let resp = call(timeout, client.configure_topic(request(req, timeout)))
-            .await
-            .map_err(|f| {
-                if f.is_transport() {
-                    self.clients.forget_broker(&addr);
+        // A broker that just (re)started answers UNAVAILABLE/NOT_FOUND to topic configuration
+        // for a few seconds ("no broker available", "missing address", balancer lock not
+        // found) although it already answers other calls. Configuring the same MQ topic again
+        // is harmless, so retry within the call timeout rather than fail a client's
+        // CreateTopics (which admin clients do not retry by themselves).
+        let give_up = Instant::now() + timeout;
+        let mut pause = Duration::from_millis(100);
+        let resp = loop {
+            let (addr, mut client) = self.clients.control_broker().await?;
+            let req = ConfigureTopicRequest {
+                topic: Some(self.topic(&mq_topic)),
+                partition_count: partitions as i32,
+                retention: None,
+            };
+            let r = call(timeout, client.configure_topic(request(req, timeout)))
+                .await
+                .map_err(|f| {
+                    if f.is_transport() {
+                        self.clients.forget_broker(&addr);
+                    }
+                    f.into_broker(op)
+                });
+            match r {
+                Ok(resp) => break resp,
+                Err(Error::Broker { code: tonic::Code::Unavailable | tonic::Code::NotFound, .. })
+                    if Instant::now() + pause < give_up =>
+                {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
                 }
-                f.into_broker(op)
-            })?;
+                Err(e) => return Err(e),
+            }
+        };
         self.invalidate(topic);
         if resp.broker_partition_assignments.len() != partitions as usize {
             // Someone configured the same MQ topic concurrently with another count.
@@ -395,33 +414,64 @@ impl Topics {
         if hwm <= 0 {
             return Ok(0);
         }
-        let resp = self.fetch_once(topic, l, slot, 0, 1024).await?;
-        if resp.messages.is_empty() {
-            return Ok(0);
-        }
-        // Markers are only written into an empty partition, so once records exist the
-        // leading run of markers is final.
+        // Kelp writes its markers as a pair at the head of every partition before any record,
+        // so the head decides: a marker there means the data starts after the pair. The head
+        // read can come back empty while the broker flushes the buffer holding it; retry a
+        // little rather than guess (a wrong shift would renumber every offset).
+        // Right after the markers were written this takes the broker's flush (~0.1-1 s).
+        let give_up = Instant::now() + self.clients.call_timeout;
+        let mut pause = POLL_MIN;
+        let resp = loop {
+            let resp = self.fetch_once(topic, l, slot, 0, 1024).await?;
+            if !resp.messages.is_empty() {
+                break resp;
+            }
+            if Instant::now() + pause >= give_up {
+                return Err(Error::BrokerReply {
+                    op: "data_start",
+                    message: "the head of a non-empty partition could not be read".into(),
+                });
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(POLL_MAX);
+        };
         let base = resp.next_offset - resp.messages.len() as i64;
-        let markers = resp
-            .messages
-            .iter()
-            .take_while(|m| layout::is_partition_marker(&m.key, &m.value))
-            .count();
-        let start = base + markers as i64;
+        let head_is_marker = resp.messages.first().is_some_and(|m| layout::is_partition_marker(&m.key, &m.value));
+        let start = if base > 0 || head_is_marker {
+            // base > 0: the head was removed (retention); kelp's partitions always began with
+            // the pair.
+            layout::PARTITION_MARKER_TS_NS.len() as i64
+        } else {
+            0
+        };
         l.data_start.lock().expect("data_start lock")[partition as usize] = Some(start);
         Ok(start)
     }
 
+    /// `(earliest, high_water_mark, data_start)` in broker offsets.
     pub(crate) async fn offset_range(
         &self,
         topic: &str,
         partition: u32,
-    ) -> Result<(i64, i64), Error> {
+    ) -> Result<(i64, i64, i64), Error> {
         let l = self.existing(topic).await?;
         let slot = l.slot(partition)?.clone();
         let (earliest, hwm) = self.range(topic, &l, &slot).await?;
         let start = self.data_start(topic, &l, partition, &slot, hwm).await?;
-        Ok((earliest.max(start).min(hwm), hwm))
+        Ok((earliest.max(start).min(hwm), hwm, start))
+    }
+
+    /// The broker offset of the partition's first record after kelp's markers: the amount
+    /// every broker offset is shifted by to give the Kafka offset. 0 while the partition is
+    /// empty (markers are written with its first records).
+    pub(crate) async fn data_offset(&self, topic: &str, partition: u32) -> Result<i64, Error> {
+        let l = self.existing(topic).await?;
+        if let Some(s) = l.data_start.lock().expect("data_start lock")[partition as usize] {
+            return Ok(s);
+        }
+        let slot = l.slot(partition)?.clone();
+        let (_, hwm) = self.range(topic, &l, &slot).await?;
+        self.data_start(topic, &l, partition, &slot, hwm).await
     }
 
     #[allow(clippy::too_many_arguments)]

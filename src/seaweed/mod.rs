@@ -292,7 +292,12 @@ impl Seaweed {
             for _ in 0..PUBLISH_ATTEMPTS {
                 let publisher = self.publisher(topic, partition).await?;
                 match publisher.publish(messages.clone()).await {
-                    Outcome::Acked(offsets) => return Ok(offsets),
+                    Outcome::Acked(offsets) => {
+                        // The records are stored, so the partition's markers exist and the
+                        // shift is final (and cached after the first time).
+                        let shift = self.inner.topics.data_offset(topic, partition).await?;
+                        return Ok(offsets.into_iter().map(|o| o - shift).collect());
+                    }
                     Outcome::NotSent(e) => {
                         self.forget_publisher(topic, partition, &publisher);
                         if !matches!(
@@ -389,24 +394,43 @@ impl Seaweed {
         // Check the topic first so clients cannot grow the waker map with made-up names.
         self.inner.topics.existing(topic).await?.slot(partition)?;
         let wake = self.waker(topic, partition);
-        self.inner
+        if start_offset < 0 {
+            return Err(Error::Kafka(kafka_protocol::ResponseError::OffsetOutOfRange));
+        }
+        // Kafka offsets are broker offsets minus the partition's markers. While the partition
+        // is empty the shift is 0 and the only valid offset is 0, which the markers (skipped by
+        // the read) then precede; the answer is labelled with the shift known afterwards.
+        let before = self.inner.topics.data_offset(topic, partition).await?;
+        let f = self
+            .inner
             .topics
             .fetch(
                 topic,
                 partition,
-                start_offset,
+                start_offset + before,
                 max_bytes,
                 max_wait,
                 min_bytes,
                 wake,
             )
-            .await
+            .await?;
+        let shift = if f.high_water_mark > 0 {
+            self.inner.topics.data_offset(topic, partition).await?
+        } else {
+            before
+        };
+        Ok(Fetched {
+            messages: f.messages.into_iter().map(|(o, m)| (o - shift, m)).collect(),
+            high_water_mark: (f.high_water_mark - shift).max(0),
+            log_start_offset: (f.log_start_offset - shift).max(0),
+        })
     }
 
     /// `(earliest, latest)` offsets of a partition: the first readable offset (after kelp's
     /// markers) and the next offset to be assigned.
     pub async fn offset_range(&self, topic: &str, partition: u32) -> Result<(i64, i64), Error> {
-        self.inner.topics.offset_range(topic, partition).await
+        let (earliest, hwm, shift) = self.inner.topics.offset_range(topic, partition).await?;
+        Ok(((earliest - shift).max(0), (hwm - shift).max(0)))
     }
 
     /// Content of the filer file at absolute `path`; `Ok(None)` only when it definitely does
