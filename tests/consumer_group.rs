@@ -204,7 +204,7 @@ async fn two_consumers_split_partitions_and_the_survivor_takes_over_when_one_lea
     let kelp = Kelp::start(&seaweedfs, &[]).await;
     let topic = common::unique_name("split");
     create_topic(&kelp.bootstrap(), &topic, PARTITIONS).await;
-    produce(&kelp.bootstrap(), &topic, 5, "a").await;
+    produce(&kelp.bootstrap(), &topic, 5, "before").await;
 
     // The eager protocol (range) and the cooperative one use the same broker protocol.
     for strategy in ["range", "cooperative-sticky"] {
@@ -215,15 +215,21 @@ async fn two_consumers_split_partitions_and_the_survivor_takes_over_when_one_lea
         let split = wait_for_split(strategy, || vec![a.assignment(), b.assignment()]).await;
         eprintln!("{strategy}: two members split the partitions {split:?} {:?} after start", started.elapsed());
 
-        // Each member reads only its own partitions; together they read everything once.
+        // Records produced now go to the owner of their partition, each to one member once.
+        // (Records read before the split settled are not checked: a member may have owned
+        // other partitions in an earlier generation.)
+        let tag = format!("after-split-{strategy}");
+        produce(&kelp.bootstrap(), &topic, 5, &tag).await;
+        let tagged = |m: &Member| m.records().into_iter().filter(|(_, _, v)| v.starts_with(&tag)).collect::<Vec<_>>();
         common::eventually(|| {
-            let n = a.records().len() + b.records().len();
+            let n = tagged(&a).len() + tagged(&b).len();
             async move { if n >= 20 { Ok(()) } else { Err(format!("{n} of 20 records")) } }
         })
         .await;
+        assert_eq!(tagged(&a).len() + tagged(&b).len(), 20, "{strategy}: no record read twice");
         for (m, mine) in [(&a, &split[0]), (&b, &split[1])] {
-            let got = by_partition(&m.records());
-            assert!(got.keys().all(|p| mine.contains(p)), "{strategy}: read {:?} while owning {mine:?}", got.keys());
+            let got = by_partition(&tagged(m));
+            assert_eq!(got.keys().copied().collect::<BTreeSet<i32>>(), *mine, "{strategy}: partitions read vs owned");
         }
 
         // b leaves: a gets every partition.
@@ -283,6 +289,27 @@ async fn consume_then_commit(bootstrap: String, topic: String, group: String, re
     .unwrap()
 }
 
+/// The group's committed offsets of every partition of `topic` (OffsetFetch, no joining).
+async fn committed_offsets(bootstrap: String, topic: String, group: String) -> BTreeMap<i32, i64> {
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = consumer_config(&bootstrap, &group, "range").create().expect("consumer");
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..PARTITIONS {
+            tpl.add_partition(&topic, p);
+        }
+        let got = consumer.committed_offsets(tpl, Duration::from_secs(30)).expect("OffsetFetch");
+        got.elements()
+            .iter()
+            .map(|e| match e.offset() {
+                Offset::Offset(o) => (e.partition(), o),
+                other => panic!("partition {}: {other:?}", e.partition()),
+            })
+            .collect()
+    })
+    .await
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn committed_offsets_resume_exactly_and_survive_a_kelp_restart() {
     let seaweedfs = common::seaweedfs().await;
@@ -312,6 +339,7 @@ async fn committed_offsets_resume_exactly_and_survive_a_kelp_restart() {
 
     // A new kelp on the same SeaweedFS: the commits are in the filer.
     let kelp = Kelp::start(&seaweedfs, &[]).await;
+    assert_eq!(committed_offsets(kelp.bootstrap(), topic.clone(), group.clone()).await, end, "OffsetFetch through the new kelp");
     produce(&kelp.bootstrap(), &topic, 3, "after-restart").await;
     let third = by_partition(&consume_then_commit(kelp.bootstrap(), topic.clone(), group.clone(), "latest", 12, nothing).await);
     for p in 0..PARTITIONS {
