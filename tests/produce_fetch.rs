@@ -88,12 +88,13 @@ async fn produce_all(p: &FutureProducer, topic: &str, records: &[Sent], first_in
             if let Some(v) = &r.value {
                 fr = fr.payload(v.as_slice());
             }
-            p.send(fr, Duration::from_secs(60))
+            // send_result enqueues now; `send` would only enqueue when awaited, one by one.
+            p.send_result(fr).map_err(|(e, _)| e).expect("queued")
         })
         .collect();
     let mut out = Vec::with_capacity(futures.len());
     for f in futures {
-        let d = f.await.expect("delivered");
+        let d = f.await.expect("delivery report").map_err(|(e, _)| e).expect("delivered");
         out.push((d.partition, d.offset));
     }
     out

@@ -81,6 +81,8 @@ struct Inner {
     root: String,
     settings: Settings,
     groups: Mutex<HashMap<String, Entry>>,
+    /// Once cancelled, nothing parks any more (the timer that ends waits has stopped).
+    stopping: CancellationToken,
 }
 
 /// One live group and the requests parked on it.
@@ -145,7 +147,8 @@ impl Coordinator {
     /// requests are answered COORDINATOR_NOT_AVAILABLE (their clients look for the
     /// coordinator again) so that draining connections does not wait for rebalances.
     pub fn start(seaweed: Seaweed, root: String, settings: Settings, cancel: CancellationToken, tracker: &TaskTracker) -> Coordinator {
-        let c = Coordinator { inner: Arc::new(Inner { seaweed, root, settings, groups: Mutex::new(HashMap::new()) }) };
+        let inner = Inner { seaweed, root, settings, groups: Mutex::new(HashMap::new()), stopping: cancel.clone() };
+        let c = Coordinator { inner: Arc::new(inner) };
         let timer = c.clone();
         tracker.spawn(async move { timer.run_timer(cancel).instrument(debug_span!("group_timer")).await });
         c
@@ -258,6 +261,13 @@ impl Coordinator {
         });
     }
 
+    /// Run a transition that may park a request, unless kelp is stopping. Called under the
+    /// lock: the timer clears parked requests under it after the stop signal, so a request
+    /// either sees the signal here or is parked in time to be cleared.
+    fn not_stopping<T>(&self, f: impl FnOnce() -> T) -> Option<T> {
+        (!self.inner.stopping.is_cancelled()).then(f)
+    }
+
     fn parked_wait(&self, rebalance_timeout: Duration) -> Duration {
         rebalance_timeout.saturating_add(self.inner.settings.tick).saturating_add(self.inner.settings.wait_slack)
     }
@@ -274,9 +284,10 @@ impl Coordinator {
             return JoinReply::error(&member_id, group_code(&e));
         }
         let own_timeout = req.rebalance_timeout;
-        let parked = self.with_group(group_id, |entry| match entry.group.join(req, now()) {
-            JoinOutcome::Reply(r) => Err(Box::new(r)),
-            JoinOutcome::Wait { member_id } => {
+        let parked = self.with_group(group_id, |entry| match self.not_stopping(|| entry.group.join(req, now())) {
+            None => Err(Box::new(JoinReply::error(&member_id, ResponseError::CoordinatorNotAvailable))),
+            Some(JoinOutcome::Reply(r)) => Err(Box::new(r)),
+            Some(JoinOutcome::Wait { member_id }) => {
                 // The join phase lasts up to the largest rebalance timeout in the group.
                 let wait = self.parked_wait(entry.group.rebalance_timeout().max(own_timeout));
                 let (tx, rx) = oneshot::channel();
@@ -314,9 +325,10 @@ impl Coordinator {
         let member_id = req.member_id.clone();
         let parked = self.with_group(group_id, |entry| {
             let wait = entry.group.rebalance_timeout();
-            match entry.group.sync(req, now()) {
-                SyncOutcome::Reply(r) => Err(r),
-                outcome => {
+            match self.not_stopping(|| entry.group.sync(req, now())) {
+                None => Err(SyncReply::error(ResponseError::CoordinatorNotAvailable)),
+                Some(SyncOutcome::Reply(r)) => Err(r),
+                Some(outcome) => {
                     let (tx, rx) = oneshot::channel();
                     if let Some(old) = entry.syncs.insert(member_id.clone(), tx) {
                         let _ = old.send(SyncReply::error(ResponseError::RebalanceInProgress));
