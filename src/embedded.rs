@@ -497,14 +497,22 @@ fn server_args(dir: &Path, p: &Ports) -> Vec<String> {
 
 /// Arguments for `weed mq.broker`. The master is given as `ip:http.grpc` because its gRPC
 /// port is not HTTP + 10000.
+///
+/// `-logFlushInterval=1`: SeaweedFS 4.48 acknowledges a publish once the record is in broker
+/// memory and loses what was not flushed when the broker stops (see `seaweed` module docs);
+/// one second instead of the default five narrows that window.
 fn broker_args(p: &Ports) -> Vec<String> {
     vec![
         "mq.broker".into(),
         format!("-ip={HOST}"),
         format!("-master={HOST}:{}.{}", p.master_http, p.master_grpc),
         format!("-port={}", p.broker_grpc),
+        format!("-logFlushInterval={BROKER_FLUSH_SECONDS}"),
     ]
 }
+
+/// Seconds between the embedded broker's flushes of its in-memory log to the filer.
+pub const BROKER_FLUSH_SECONDS: u64 = 1;
 
 // === finding weed ===
 
@@ -819,7 +827,8 @@ mod tests {
                 "mq.broker",
                 "-ip=127.0.0.1",
                 "-master=127.0.0.1:1001.1002",
-                "-port=1007"
+                "-port=1007",
+                "-logFlushInterval=1"
             ]
         );
     }

@@ -135,3 +135,45 @@ pub fn peek_correlation_id(frame: &[u8]) -> Option<i32> {
     let mut b = frame.get(4..8)?;
     Some(b.get_i32())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(key: ApiKey, version: i16, body: &[u8]) -> Bytes {
+        let mut f = BytesMut::new();
+        f.put_i16(key as i16);
+        f.put_i16(version);
+        f.put_i32(7);
+        f.put_i16(-1); // null client id (header v1)
+        f.put_slice(body);
+        f.freeze()
+    }
+
+    #[test]
+    fn a_huge_claimed_array_is_an_error_not_an_abort() {
+        // Metadata v1: topics array claiming i32::MAX elements, with nothing behind it.
+        let r = decode_request(frame(ApiKey::Metadata, 1, &i32::MAX.to_be_bytes()));
+        assert!(matches!(r, Err(DecodeError::Malformed { .. })), "{r:?}");
+        // Produce v3: transactional id null, acks, timeout, topics claiming i32::MAX.
+        let mut body = vec![0xff, 0xff, 0, 1, 0, 0, 0x13, 0x88];
+        body.extend_from_slice(&i32::MAX.to_be_bytes());
+        let r = decode_request(frame(ApiKey::Produce, 3, &body));
+        assert!(matches!(r, Err(DecodeError::Malformed { .. })), "{r:?}");
+    }
+
+    #[test]
+    fn unknown_keys_and_versions_are_refused_and_too_new_api_versions_answered_at_v0() {
+        assert!(matches!(decode_request(frame(ApiKey::Fetch, 3, &[])), Err(DecodeError::UnsupportedVersion { .. })));
+        let mut f = BytesMut::new();
+        f.put_i16(999);
+        f.put_i16(0);
+        f.put_i32(1);
+        assert!(matches!(decode_request(f.freeze()), Err(DecodeError::UnknownApiKey(999))));
+        assert!(matches!(decode_request(Bytes::from_static(&[0, 18, 0])), Err(DecodeError::Short)));
+        let r = decode_request(frame(ApiKey::ApiVersions, 42, &[])).unwrap();
+        assert_eq!(r.version, 0);
+        assert!(matches!(r.body, Body::ApiVersionsTooNew));
+        assert_eq!(r.header.correlation_id, 7);
+    }
+}

@@ -16,7 +16,10 @@ impl Kelp {
     /// kelp on 127.0.0.1:0 with test defaults plus `extra` flags (e.g. `["--default-partitions", "3"]`).
     pub async fn start(seaweedfs: &SeaweedFs, extra: &[&str]) -> Kelp {
         let a = seaweedfs.addrs();
-        let mut args = vec!["--listen", "127.0.0.1:0", "--master", &a.master, "--filer", &a.filer, "--upstream-timeout-ms", "5000"];
+        let mut args = vec!["--listen", "127.0.0.1:0", "--master", &a.master, "--filer", &a.filer];
+        if !extra.contains(&"--upstream-timeout-ms") {
+            args.extend_from_slice(&["--upstream-timeout-ms", "5000"]);
+        }
         args.extend_from_slice(extra);
         let config = Config::from_args(args).expect("test config parses");
         kelp::wait_for_seaweedfs(&config, Duration::from_secs(60)).await.expect("SeaweedFS answers kelp");

@@ -1,0 +1,156 @@
+//! SeaweedFS trouble: a broker restart is survived by a producing client (retriable errors,
+//! nothing acknowledged and flushed is lost), and an unreachable SeaweedFS gives retriable
+//! Kafka error codes, never UNKNOWN_SERVER_ERROR.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+
+use common::kelp::Kelp;
+use common::raw::Raw;
+
+fn producer(bootstrap: &str) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", "all")
+        .set("linger.ms", "2")
+        .set("message.timeout.ms", "120000")
+        .set("retry.backoff.ms", "200")
+        .create()
+        .expect("producer")
+}
+
+async fn send(p: &FutureProducer, topic: &str, range: std::ops::Range<usize>) -> Vec<i64> {
+    let futures: Vec<_> = range
+        .map(|i| {
+            let v = format!("value-{i}");
+            p.send_result(FutureRecord::<(), _>::to(topic).partition(0).payload(&v)).map_err(|(e, _)| e).expect("queued")
+        })
+        .collect();
+    let mut offsets = Vec::new();
+    for f in futures {
+        let d = f.await.expect("report").map_err(|(e, _)| e).expect("delivered despite the restart");
+        offsets.push(d.offset);
+    }
+    offsets
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restart_is_survived_by_a_producing_client() {
+    let mut seaweedfs = common::seaweedfs().await;
+    let kelp = Kelp::start(&seaweedfs, &["--upstream-timeout-ms", "3000"]).await;
+    let topic = common::unique_name("restart");
+    common::create_topic_raw(kelp.addr, &topic, 1).await;
+    let p = producer(&kelp.bootstrap());
+
+    let before = send(&p, &topic, 0..500).await;
+    // Let the broker flush what it acknowledged (SeaweedFS keeps acknowledged records in
+    // memory until its flush; see docs/limitations.md).
+    tokio::time::sleep(Duration::from_secs(3 * kelp::embedded::BROKER_FLUSH_SECONDS)).await;
+    seaweedfs.stop_broker().await.expect("broker stops");
+
+    // Records sent while the broker is down are retried by the client until it is back.
+    let during = tokio::spawn({
+        let p = p.clone();
+        let topic = topic.clone();
+        async move { send(&p, &topic, 500..1000).await }
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    seaweedfs.start_broker(Duration::from_secs(60)).await.expect("broker restarts");
+    let after = tokio::time::timeout(Duration::from_secs(120), during).await.expect("delivered in time").unwrap();
+
+    let mut all: Vec<i64> = before.iter().chain(after.iter()).copied().collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 1000, "every record has its own offset");
+
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kelp.bootstrap())
+        .set("group.id", "unused")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&topic, 0, Offset::Beginning).unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut seen = HashSet::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while seen.len() < 1000 && std::time::Instant::now() < deadline {
+        if let Some(m) = consumer.poll(Duration::from_millis(500)) {
+            let m = m.expect("consume");
+            seen.insert(String::from_utf8(m.payload().unwrap().to_vec()).unwrap());
+        }
+    }
+    let missing: Vec<usize> = (0..1000).filter(|i| !seen.contains(&format!("value-{i}"))).collect();
+    assert!(missing.is_empty(), "acknowledged records missing after the restart: {missing:?}");
+    assert!(kelp.stop().await);
+}
+
+fn batch() -> Bytes {
+    let rec = Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: -1,
+        timestamp: 1,
+        key: None,
+        value: Some(Bytes::from_static(b"v")),
+        headers: Default::default(),
+    };
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(&mut buf, &[rec], &RecordEncodeOptions { version: 2, compression: Compression::None }).unwrap();
+    buf.freeze()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_seaweedfs_gives_retriable_codes() {
+    // Nothing listens on these ports.
+    let dead = |p: u16| format!("127.0.0.1:{p}.{}", p + 1);
+    let config = kelp::config::Config::from_args([
+        "--listen", "127.0.0.1:0", "--master", &dead(9), "--filer", &dead(11), "--upstream-timeout-ms", "1000",
+    ])
+    .unwrap();
+    let running = kelp::start(config).await.expect("kelp starts without SeaweedFS");
+    let mut c = Raw::connect(running.kafka_addr).await;
+    let name = TopicName(StrBytes::from_static_str("t"));
+
+    let req = MetadataRequest::default().with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(name.clone()))]));
+    let ResponseKind::Metadata(r) = c.call(ApiKey::Metadata, 12, RequestKind::Metadata(req)).await else { panic!() };
+    let code = ResponseError::try_from_code(r.topics[0].error_code).expect("an error");
+    assert!(code.is_retriable(), "Metadata: {code:?}");
+
+    let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(5000).with_topic_data(vec![TopicProduceData::default()
+        .with_name(name.clone())
+        .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(batch()))])]);
+    let ResponseKind::Produce(r) = c.call(ApiKey::Produce, 9, RequestKind::Produce(req)).await else { panic!() };
+    let code = ResponseError::try_from_code(r.responses[0].partition_responses[0].error_code).expect("an error");
+    assert!(code.is_retriable(), "Produce: {code:?}");
+
+    let req = CreateTopicsRequest::default().with_timeout_ms(5000).with_topics(vec![CreatableTopic::default().with_name(name.clone()).with_num_partitions(1).with_replication_factor(1)]);
+    let ResponseKind::CreateTopics(r) = c.call(ApiKey::CreateTopics, 7, RequestKind::CreateTopics(req)).await else { panic!() };
+    let code = ResponseError::try_from_code(r.topics[0].error_code).expect("an error");
+    assert!(code.is_retriable(), "CreateTopics: {code:?}");
+    assert_ne!(code, ResponseError::UnknownServerError);
+
+    assert!(running.shutdown().await);
+}
