@@ -620,6 +620,18 @@ impl Topics {
         if resp.broker.is_empty() {
             return Err(Error::NoBroker { op });
         }
+        // Configuring an existing topic with its own partition count changes nothing.
+        let req = ConfigureTopicRequest {
+            topic: Some(Topic {
+                namespace: layout::HEALTH_NAMESPACE.to_string(),
+                name: layout::HEALTH_TOPIC.to_string(),
+            }),
+            partition_count: 1,
+            retention: None,
+        };
+        call(timeout, client.configure_topic(request(req, timeout)))
+            .await
+            .map_err(|f| f.into_broker(op))?;
         Ok(())
     }
 }

@@ -16,6 +16,12 @@ pub const MQ_TOPICS_DIR: &str = "/topics";
 /// The file whose presence makes a directory under [`MQ_TOPICS_DIR`] a live topic.
 pub const MQ_TOPIC_CONF: &str = "topic.conf";
 
+/// The MQ topic kelp's readiness probe configures (in a namespace of its own, so it never
+/// shows among Kafka topics): a broker answers topic configuration only some seconds after it
+/// answers everything else, and kelp is ready only when that works.
+pub const HEALTH_NAMESPACE: &str = "kelp-health";
+pub const HEALTH_TOPIC: &str = "probe";
+
 /// Size of the MQ partition ring (`pub_balancer.MaxPartitionCount` upstream, 8·9·5·7).
 pub const RING_SIZE: i32 = 2520;
 
