@@ -643,10 +643,9 @@ async fn kafka_create_topic(bootstrap: &str, topic: &str, partitions: u32, timeo
         .set("bootstrap.servers", bootstrap)
         .create_with_context(Quiet::default())
         .map_err(|e| format!("admin client: {e}"))?;
-    let call = admin.create_topics(
-        &[NewTopic::new(topic, partitions as i32, TopicReplication::Fixed(1))],
-        &AdminOptions::new().operation_timeout(Some(timeout)).request_timeout(Some(timeout)),
-    );
+    let new = [NewTopic::new(topic, partitions as i32, TopicReplication::Fixed(1))];
+    let opts = AdminOptions::new().operation_timeout(Some(timeout)).request_timeout(Some(timeout));
+    let call = admin.create_topics(&new, &opts);
     let r = match tokio::time::timeout(timeout + Duration::from_secs(5), call).await {
         Err(_) => Err(format!("CreateTopics timed out after {} s", timeout.as_secs())),
         Ok(Err(e)) => Err(format!("CreateTopics: {e}")),
@@ -667,7 +666,7 @@ fn wait_metadata(bootstrap: &str, topic: &str, partitions: u32, timeout: Duratio
         .create_with_context(Quiet::default())
         .map_err(|e| format!("metadata client: {e}"))?;
     let start = Instant::now();
-    let mut last = String::new();
+    let mut last;
     let r = loop {
         match consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) {
             Ok(md) => {

@@ -1,0 +1,180 @@
+//! The `kelp` binary itself: bad configuration exits 64 naming the setting, SIGTERM during a
+//! steady librdkafka produce loses no acknowledged record, and `kelp dev` serves Kafka in
+//! front of its own SeaweedFS and cleans up on SIGTERM.
+
+mod common;
+
+use std::collections::HashSet;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+
+use common::kelp::Kelp;
+
+const KELP: &str = env!("CARGO_BIN_EXE_kelp");
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
+    let end = Instant::now() + within;
+    while Instant::now() < end {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+#[test]
+fn bad_configuration_exits_64_naming_the_setting() {
+    let cases: &[(&[&str], &[(&str, &str)], &str)] = &[
+        (&["serve", "--default-partitions", "0"], &[], "--default-partitions"),
+        (&["serve"], &[("KELP_LISTEN", "not-an-address")], "--listen"),
+        (&["serve"], &[("KELP_MAX_CONNECTIONS", "-3")], "--max-connections"),
+    ];
+    for (args, env, name) in cases {
+        let out = Command::new(KELP).args(*args).envs(env.iter().copied()).output().unwrap();
+        assert_eq!(out.status.code(), Some(64), "{args:?} {env:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(name), "{args:?} {env:?}: {err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_steady_produce_loses_no_acknowledged_record() {
+    let seaweedfs = common::seaweedfs().await;
+    let a = seaweedfs.addrs().clone();
+    let (kafka, admin) = (free_port(), free_port());
+    let mut child = Command::new(KELP)
+        .args(["serve", "--listen", &format!("127.0.0.1:{kafka}"), "--admin-listen", &format!("127.0.0.1:{admin}")])
+        .args(["--master", &a.master, "--filer", &a.filer, "--shutdown-grace-ms", "10000"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    common::eventually(|| async {
+        let s = tokio::net::TcpStream::connect(("127.0.0.1", admin)).await.map_err(|e| e.to_string())?;
+        drop(s);
+        let ok = reqwest_like_get(admin, "/readyz").await;
+        if ok { Ok(()) } else { Err("not ready".to_string()) }
+    })
+    .await;
+    let bootstrap = format!("127.0.0.1:{kafka}");
+    let topic = common::unique_name("sigterm");
+    common::create_topic_raw(bootstrap.parse().unwrap(), &topic, 2).await;
+
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("acks", "all")
+        .set("linger.ms", "1")
+        .set("message.timeout.ms", "5000")
+        .set("retries", "0")
+        .create()
+        .unwrap();
+    let mut pending = Vec::new();
+    let started = Instant::now();
+    let mut i = 0usize;
+    let mut signalled = false;
+    while started.elapsed() < Duration::from_secs(6) {
+        if !signalled && started.elapsed() > Duration::from_secs(2) {
+            kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+            signalled = true;
+        }
+        let v = format!("r{i}");
+        if let Ok(f) = producer.send_result(FutureRecord::<(), _>::to(&topic).partition((i % 2) as i32).payload(&v)) {
+            pending.push((v, f));
+        }
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let mut acked = HashSet::new();
+    for (v, f) in pending {
+        if let Ok(Ok(_)) = f.await {
+            acked.insert(v);
+        }
+    }
+    let status = wait_exit(&mut child, Duration::from_secs(15)).expect("kelp exits within the grace period");
+    assert!(status.success(), "{status:?}");
+    assert!(acked.len() > 50, "only {} records acknowledged before SIGTERM", acked.len());
+
+    // Every acknowledged record is there, read through a fresh kelp.
+    let kelp = Kelp::start(&seaweedfs, &[]).await;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kelp.bootstrap())
+        .set("group.id", "unused")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..2 {
+        tpl.add_partition_offset(&topic, p, Offset::Beginning).unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut seen = HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !acked.is_subset(&seen) && Instant::now() < deadline {
+        if let Some(m) = consumer.poll(Duration::from_millis(300)) {
+            seen.insert(String::from_utf8(m.unwrap().payload().unwrap().to_vec()).unwrap());
+        }
+    }
+    let lost: Vec<&String> = acked.difference(&seen).collect();
+    assert!(lost.is_empty(), "{} acknowledged records lost: {lost:?}", lost.len());
+    assert!(kelp.stop().await);
+}
+
+/// GET over plain HTTP/1.0; whether the answer was 200.
+async fn reqwest_like_get(port: u16, path: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else { return false };
+    if s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes()).await.is_err() {
+        return false;
+    }
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf).await;
+    buf.starts_with("HTTP/1.1 200") || buf.starts_with("HTTP/1.0 200")
+}
+
+#[test]
+fn kelp_dev_serves_kafka_and_stops_seaweedfs_on_sigterm() {
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(KELP)
+        .args(["dev", "--listen", &format!("127.0.0.1:{port}")])
+        .env("TMPDIR", dir.path())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let bootstrap = format!("127.0.0.1:{port}");
+    let end = Instant::now() + Duration::from_secs(90);
+    let mut produced = false;
+    while Instant::now() < end {
+        let out = Command::new("kcat").args(["-b", &bootstrap, "-L", "-m", "2"]).output().unwrap();
+        if out.status.success() {
+            let mut p = Command::new("kcat").args(["-b", &bootstrap, "-P", "-t", "dev-smoke"]).stdin(Stdio::piped()).spawn().unwrap();
+            use std::io::Write;
+            p.stdin.take().unwrap().write_all(b"hello\n").unwrap();
+            produced = p.wait().unwrap().success();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(produced, "kelp dev did not serve Kafka within 90 s");
+    let out = Command::new("kcat").args(["-b", &bootstrap, "-C", "-t", "dev-smoke", "-o", "beginning", "-e"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "hello");
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let status = wait_exit(&mut child, Duration::from_secs(30)).expect("kelp dev exits after SIGTERM");
+    assert!(status.success(), "{status:?}");
+    // The throw-away SeaweedFS went with it: its temporary directory is gone.
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with("kelp-seaweedfs")).collect();
+    assert!(left.is_empty(), "left behind: {:?}", left.iter().map(|e| e.path()).collect::<Vec<_>>());
+}
