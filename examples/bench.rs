@@ -361,7 +361,8 @@ async fn direct_consume(sw: &Seaweed, topic: &str, o: &Opts) -> Result<Rate, Str
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for p in 0..o.partitions {
-        let n = share(o.records, o.partitions, p);
+        // Plus the warm-up record.
+        let n = share(o.records, o.partitions, p) + 1;
         let (sw, topic) = (sw.clone(), topic.to_string());
         tasks.spawn(async move {
             let (mut offset, mut got, mut bytes) = (0i64, 0usize, 0usize);
@@ -420,6 +421,12 @@ async fn run_direct(sw: &Seaweed, o: &Opts, serial: bool, rows: &mut Vec<Row>, l
             row.notes.push(format!("create topic: {e}"));
             rows.push(row);
             continue;
+        }
+        // Warm-up, untimed: one record per partition opens the publish streams.
+        for p in 0..o.partitions {
+            if let Err(e) = sw.publish(&topic, p, messages(&payloads, p, o.partitions, 0, 1)).await {
+                row.notes.push(format!("warm-up: {e}"));
+            }
         }
         let broker_before = broker.and_then(|p| p.cpu_secs());
         match direct_produce(sw, &topic, o, payloads.clone(), serial).await {
@@ -503,6 +510,9 @@ impl rdkafka::consumer::ConsumerContext for Quiet {}
 struct Produced {
     rate: Rate,
     lat: Vec<Duration>,
+    /// CPU seconds of the measured process and of the broker during the timed part.
+    cpu: Option<f64>,
+    broker_cpu: Option<f64>,
 }
 
 struct ProduceJob {
@@ -514,10 +524,16 @@ struct ProduceJob {
     window: usize,
     linger_ms: u32,
     timeout: Duration,
+    /// First send one record to every partition and wait for it (connections, metadata and
+    /// kelp's publish streams get set up), untimed. The consumer then finds `partitions`
+    /// more records.
+    warmup: bool,
+    proc: Option<Proc>,
+    broker: Option<Proc>,
 }
 
 /// Produce `records` round-robin over the partitions with acks=all, keeping at most
-/// `window` unacknowledged. Blocking.
+/// `window` unacknowledged; latency is enqueue to delivery report, per record. Blocking.
 fn kafka_produce(job: &ProduceJob, payloads: &[Bytes]) -> Result<Produced, String> {
     let ctx = Timed::default();
     let d = ctx.0.clone();
@@ -530,17 +546,56 @@ fn kafka_produce(job: &ProduceJob, payloads: &[Bytes]) -> Result<Produced, Strin
         .set("queue.buffering.max.messages", (job.window.max(1) + 1000).to_string())
         .create_with_context(ctx)
         .map_err(|e| format!("producer: {e}"))?;
-    let start = Instant::now();
-    let deadline = start + job.timeout;
+    let deadline = Instant::now() + job.timeout;
     let done = || d.ok.load(Ordering::Acquire) + d.failed.load(Ordering::Acquire);
+    let warm = if job.warmup { job.partitions as usize } else { 0 };
     let timed_out = |what: &str| {
         let err = d.first_error.lock().unwrap().clone().map(|e| format!("; {e}")).unwrap_or_default();
-        format!("{what} timed out after {} s: {} of {} records acknowledged{err}", job.timeout.as_secs(), d.ok.load(Ordering::Acquire), job.records)
+        let ok = d.ok.load(Ordering::Acquire);
+        format!("{what} timed out after {} s: {} of {} records acknowledged{err}", job.timeout.as_secs(), ok.saturating_sub(warm), job.records)
+    };
+    let send = |i: usize, payload: &[u8]| -> Result<(), String> {
+        let mut rec = BaseRecord::<(), [u8], Box<Instant>>::with_opaque_to(&job.topic, Box::new(Instant::now()))
+            .partition((i % job.partitions as usize) as i32)
+            .payload(payload);
+        loop {
+            match producer.send(rec) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    if Instant::now() > deadline {
+                        return Err(timed_out("produce"));
+                    }
+                    rec = r;
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                Err((e, _)) => return Err(format!("send: {e}")),
+            }
+        }
+    };
+    let wait_all = |n: usize, what: &str| -> Result<(), String> {
+        while done() < n {
+            if Instant::now() > deadline {
+                return Err(timed_out(what));
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        Ok(())
     };
     let result = (|| {
+        for i in 0..warm {
+            send(i, &payloads[0])?;
+        }
+        wait_all(warm, "warm-up")?;
+        if d.failed.load(Ordering::Acquire) > 0 {
+            return Err(format!("warm-up failed: {}", d.first_error.lock().unwrap().clone().unwrap_or_default()));
+        }
+        d.lat.lock().unwrap().clear();
+        let cpu_before = job.proc.and_then(|p| p.cpu_secs());
+        let broker_before = job.broker.and_then(|p| p.cpu_secs());
+        let start = Instant::now();
         let mut bytes = 0;
         for i in 0..job.records {
-            while i - done() >= job.window.max(1) {
+            while warm + i - done() >= job.window.max(1) {
                 if Instant::now() > deadline {
                     return Err(timed_out("produce"));
                 }
@@ -548,36 +603,22 @@ fn kafka_produce(job: &ProduceJob, payloads: &[Bytes]) -> Result<Produced, Strin
             }
             let payload = &payloads[i % payloads.len()];
             bytes += payload.len();
-            let mut rec = BaseRecord::<(), [u8], Box<Instant>>::with_opaque_to(&job.topic, Box::new(Instant::now()))
-                .partition((i % job.partitions as usize) as i32)
-                .payload(&payload[..]);
-            loop {
-                match producer.send(rec) {
-                    Ok(()) => break,
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                        if Instant::now() > deadline {
-                            return Err(timed_out("produce"));
-                        }
-                        rec = r;
-                        std::thread::sleep(Duration::from_micros(200));
-                    }
-                    Err((e, _)) => return Err(format!("send: {e}")),
-                }
-            }
+            send(i, payload)?;
         }
-        while done() < job.records {
-            if Instant::now() > deadline {
-                return Err(timed_out("produce"));
-            }
-            std::thread::sleep(Duration::from_micros(100));
-        }
+        wait_all(warm + job.records, "produce")?;
         let secs = start.elapsed().as_secs_f64();
         let failed = d.failed.load(Ordering::Acquire);
         if failed > 0 {
             let err = d.first_error.lock().unwrap().clone().unwrap_or_default();
             return Err(format!("{failed} of {} records failed: {err}", job.records));
         }
-        Ok(Produced { rate: Rate { records: job.records, bytes, secs }, lat: std::mem::take(&mut *d.lat.lock().unwrap()) })
+        let delta = |p: Option<Proc>, before: Option<f64>| Some(p?.cpu_secs()? - before?);
+        Ok(Produced {
+            rate: Rate { records: job.records, bytes, secs },
+            lat: std::mem::take(&mut *d.lat.lock().unwrap()),
+            cpu: delta(job.proc, cpu_before),
+            broker_cpu: delta(job.broker, broker_before),
+        })
     })();
     drop_in_background(producer);
     result
@@ -611,12 +652,16 @@ fn kafka_consume(bootstrap: &str, topic: &str, partitions: u32, expected: usize,
         tpl.add_partition_offset(topic, p as i32, Offset::Beginning).map_err(|e| e.to_string())?;
     }
     consumer.assign(&tpl).map_err(|e| format!("assign: {e}"))?;
+    // Timed from the first record on, so client start-up (connections, metadata, offsets)
+    // is left out, as the producer's warm-up is.
     let start = Instant::now();
+    let mut first: Option<Instant> = None;
     let (mut records, mut bytes, mut poll_errors) = (0usize, 0usize, 0usize);
     let mut first_poll_error = None;
     let result = loop {
         if records >= expected {
-            break Ok(Rate { records, bytes, secs: start.elapsed().as_secs_f64() });
+            let secs = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
+            break Ok(Rate { records, bytes, secs });
         }
         if start.elapsed() > timeout {
             let why = first_poll_error.clone().or_else(|| errors.lock().unwrap().clone()).map(|e| format!("; {e}")).unwrap_or_default();
@@ -625,6 +670,7 @@ fn kafka_consume(bootstrap: &str, topic: &str, partitions: u32, expected: usize,
         match consumer.poll(Duration::from_millis(200)) {
             None => {}
             Some(Ok(m)) => {
+                first.get_or_insert_with(Instant::now);
                 records += 1;
                 bytes += m.payload().map_or(0, <[u8]>::len);
             }
@@ -734,14 +780,16 @@ async fn run_kafka(ep: &Endpoint, o: &Opts, rows: &mut Vec<Row>, low: &mut Vec<L
                 window: o.window,
                 linger_ms: o.linger_ms,
                 timeout,
+                warmup: true,
+                proc: ep.proc,
+                broker,
             };
-            let cpu_before = ep.proc.and_then(|p| p.cpu_secs());
-            let broker_before = broker.and_then(|p| p.cpu_secs());
             let pl = payloads.clone();
             match blocking(timeout, move || kafka_produce(&job, &pl)).await {
                 Ok(p) => {
-                    row.cpu_produce = cpu_per_mb(ep.proc, cpu_before, p.rate.bytes);
-                    row.broker_cpu_produce = cpu_per_mb(broker, broker_before, p.rate.bytes);
+                    let mb = p.rate.bytes as f64 / 1e6;
+                    row.cpu_produce = p.cpu.map(|c| c / mb);
+                    row.broker_cpu_produce = p.broker_cpu.map(|c| c / mb);
                     row.produce = Some(p.rate);
                     row.lat = percentiles(p.lat);
                 }
@@ -749,7 +797,8 @@ async fn run_kafka(ep: &Endpoint, o: &Opts, rows: &mut Vec<Row>, low: &mut Vec<L
             }
             if row.produce.is_some() {
                 let cpu_before = ep.proc.and_then(|p| p.cpu_secs());
-                let (bs, t, parts, n) = (ep.bootstrap.clone(), topic.clone(), o.partitions, o.records);
+                // The warm-up put one more record in every partition.
+                let (bs, t, parts, n) = (ep.bootstrap.clone(), topic.clone(), o.partitions, o.records + o.partitions as usize);
                 match blocking(timeout, move || kafka_consume(&bs, &t, parts, n, timeout)).await {
                     Ok(rate) => {
                         row.cpu_consume = cpu_per_mb(ep.proc, cpu_before, rate.bytes);
@@ -778,6 +827,9 @@ async fn run_kafka(ep: &Endpoint, o: &Opts, rows: &mut Vec<Row>, low: &mut Vec<L
                     window: 1,
                     linger_ms: 0,
                     timeout,
+                    warmup: true,
+                    proc: None,
+                    broker: None,
                 };
                 let pl = payloads.clone();
                 blocking(timeout, move || kafka_produce(&job, &pl)).await
@@ -789,6 +841,33 @@ async fn run_kafka(ep: &Endpoint, o: &Opts, rows: &mut Vec<Row>, low: &mut Vec<L
             });
         }
     }
+}
+
+/// Which topic names the Go gateway accepts: an ordinary name and one starting with '_',
+/// each created with CreateTopics and then produced to (one record, acks=all).
+async fn gateway_topic_checks(bootstrap: &str, partitions: u32) -> Vec<(String, String)> {
+    let limit = Duration::from_secs(10);
+    let mut out = Vec::new();
+    for name in [format!("bench-plain-{}", std::process::id()), format!("_bench-underscore-{}", std::process::id())] {
+        let created = kafka_create_topic(bootstrap, &name, partitions, limit).await;
+        out.push((format!("CreateTopics `{name}`"), created.map_or_else(|e| format!("fails: {e}"), |()| "ok".into())));
+        let job = ProduceJob {
+            bootstrap: bootstrap.to_string(),
+            topic: name.clone(),
+            partitions: 1,
+            records: 1,
+            codec: "none".into(),
+            window: 1,
+            linger_ms: 0,
+            timeout: limit,
+            warmup: false,
+            proc: None,
+            broker: None,
+        };
+        let produced = blocking(limit, move || kafka_produce(&job, &[Bytes::from_static(b"probe")])).await;
+        out.push((format!("produce 1 record to `{name}`"), produced.map_or_else(|e| format!("fails: {e}"), |_| "ok".into())));
+    }
+    out
 }
 
 // === idle connections ===
@@ -957,7 +1036,8 @@ fn command_output(cmd: &str, args: &[&str]) -> String {
         .unwrap_or_default()
 }
 
-fn report(o: &Opts, rows: &[Row], low: &[LowLoad], mem: &[Memory], started: &str, weed: &str, kelp_mode: &str) -> String {
+#[allow(clippy::too_many_arguments)]
+fn report(o: &Opts, rows: &[Row], low: &[LowLoad], mem: &[Memory], checks: &[(String, String)], started: &str, weed: &str, kelp_mode: &str) -> String {
     let mut s = String::new();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let _ = writeln!(s, "## kelp benchmark\n");
@@ -1071,6 +1151,14 @@ fn report(o: &Opts, rows: &[Row], low: &[LowLoad], mem: &[Memory], started: &str
             );
         }
     }
+    if !checks.is_empty() {
+        let _ = writeln!(s, "\n### Go gateway: topic names\n");
+        let _ = writeln!(s, "| what | outcome |");
+        let _ = writeln!(s, "|---|---|");
+        for (what, outcome) in checks {
+            let _ = writeln!(s, "| {what} | {} |", outcome.replace('|', "/"));
+        }
+    }
     s
 }
 
@@ -1105,7 +1193,7 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 
-    let (mut rows, mut low, mut mem) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut rows, mut low, mut mem, mut checks) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     if wants("direct") {
         run_direct(&sw, &o, false, &mut rows, &mut low, broker).await;
     }
@@ -1221,6 +1309,7 @@ async fn main() -> anyhow::Result<()> {
                     let bs = addr.to_string();
                     let _ = blocking(Duration::from_secs(10), move || wait_metadata(&bs, "none-such", 0, Duration::from_secs(5)).or(Ok(()))).await;
                     let idle = proc.and_then(|p| p.rss_kib());
+                    checks.extend(gateway_topic_checks(&addr.to_string(), o.partitions).await);
                     let ep = Endpoint { name: "gateway", bootstrap: addr.to_string(), proc, topic_prefix: "_" };
                     run_kafka(&ep, &o, &mut rows, &mut low, broker).await;
                     mem.push(memory_check("gateway", addr, proc, idle, o.idle_connections).await);
@@ -1230,7 +1319,7 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
-    let text = report(&o, &rows, &low, &mem, &started, &weed_version, &kelp_mode);
+    let text = report(&o, &rows, &low, &mem, &checks, &started, &weed_version, &kelp_mode);
     println!("{text}");
     println!("(whole run: {:.0} s)", t0.elapsed().as_secs_f64());
     if let Some(out) = &o.out {
