@@ -24,7 +24,11 @@ enum Framing {
 }
 
 pub async fn handle(ctx: &Ctx, _version: i16, req: ProduceRequest) -> Option<ProduceResponse> {
-    let mut responses = Vec::with_capacity(req.topic_data.len());
+    // Partitions are independent: publish them all at once. Order within a partition holds
+    // because each partition's records go out in one publish, and requests on a connection
+    // are handled one after another.
+    let mut topics = Vec::with_capacity(req.topic_data.len());
+    let mut work = Vec::new();
     for t in req.topic_data {
         // v13+ names topics by id.
         let name = if t.name.0.is_empty() && !t.topic_id.is_nil() {
@@ -32,16 +36,24 @@ pub async fn handle(ctx: &Ctx, _version: i16, req: ProduceRequest) -> Option<Pro
         } else {
             Some(t.name.0.to_string())
         };
-        let mut partitions = Vec::with_capacity(t.partition_data.len());
+        let n = t.partition_data.len();
         for p in t.partition_data {
-            let r = match &name {
-                Some(name) => partition(ctx, name, p.index, p.records, Framing::V2).await,
-                None => Err(ResponseError::UnknownTopicId),
-            };
-            partitions.push(partition_response(p.index, r));
+            work.push((topics.len(), name.clone(), p.index, p.records));
         }
-        responses.push(TopicProduceResponse::default().with_name(t.name).with_topic_id(t.topic_id).with_partition_responses(partitions));
+        topics.push((TopicProduceResponse::default().with_name(t.name).with_topic_id(t.topic_id), Vec::with_capacity(n)));
     }
+    let results = futures::future::join_all(work.into_iter().map(|(t, name, index, records)| async move {
+        let r = match &name {
+            Some(name) => partition(ctx, name, index, records, Framing::V2).await,
+            None => Err(ResponseError::UnknownTopicId),
+        };
+        (t, partition_response(index, r))
+    }))
+    .await;
+    for (t, r) in results {
+        topics[t].1.push(r);
+    }
+    let responses = topics.into_iter().map(|(t, parts)| t.with_partition_responses(parts)).collect();
     (req.acks != 0).then(|| ProduceResponse::default().with_responses(responses))
 }
 
