@@ -8,7 +8,6 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ProduceRequest, RequestKind, ResponseKind, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
 
 use common::kelp::Kelp;
 use common::raw::Raw;
@@ -23,24 +22,7 @@ async fn still_serving(kelp: &Kelp) {
 }
 
 fn batch(value_len: usize) -> Bytes {
-    let rec = Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: -1,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
-        timestamp: 1,
-        key: None,
-        value: Some(Bytes::from(vec![b'v'; value_len])),
-        headers: Default::default(),
-    };
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &[rec], &RecordEncodeOptions { version: 2, compression: Compression::None }).unwrap();
-    buf.freeze()
+    common::raw::batch_of(vec![(None, Bytes::from(vec![b'v'; value_len]), 1)])
 }
 
 async fn produce_code(kelp: &Kelp, topic: &str, records: Bytes) -> i16 {

@@ -14,7 +14,7 @@ use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use kafka_protocol::records::RecordBatchDecoder;
 use kelp::protocol::versions::{SUPPORTED, supported};
 
 use common::kelp::Kelp;
@@ -30,24 +30,7 @@ fn range(key: ApiKey) -> std::ops::RangeInclusive<i16> {
 }
 
 fn v2_batch(value: &str, timestamp: i64) -> Bytes {
-    let rec = Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: -1,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
-        timestamp,
-        key: Some(Bytes::from_static(b"k")),
-        value: Some(Bytes::copy_from_slice(value.as_bytes())),
-        headers: Default::default(),
-    };
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &[rec], &RecordEncodeOptions { version: 2, compression: Compression::None }).unwrap();
-    buf.freeze()
+    common::raw::batch_of(vec![(Some(Bytes::from_static(b"k")), Bytes::copy_from_slice(value.as_bytes()), timestamp)])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -93,3 +93,31 @@ pub async fn create_topic_raw(addr: SocketAddr, name: &str, partitions: i32) {
         other => panic!("unexpected {other:?}"),
     }
 }
+
+/// One uncompressed magic-2 record batch, encoded by the wire library, holding a record per
+/// `(key, value, timestamp)`.
+pub fn batch_of(records: Vec<(Option<Bytes>, Bytes, i64)>) -> Bytes {
+    use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+    let recs: Vec<Record> = records
+        .into_iter()
+        .enumerate()
+        .map(|(i, (key, value, timestamp))| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: -1,
+            timestamp,
+            key,
+            value: Some(value),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(&mut buf, &recs, &RecordEncodeOptions { version: 2, compression: Compression::None }).expect("batch encodes");
+    buf.freeze()
+}
