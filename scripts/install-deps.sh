@@ -4,8 +4,10 @@
 # with sudo for the Debian packages.
 #
 #   Debian: cmake, make, g++, pkg-config, zlib1g-dev  the rdkafka crate's `cmake-build`
-#               feature compiles librdkafka from source; kelp's build leaves SSL, SASL, curl
-#               and zstd off there, and zlib on (found through pkg-config)
+#               feature compiles librdkafka from source; kelp's build leaves GSSAPI and curl
+#               off there, turns SSL on (below), and finds zlib through pkg-config
+#           libssl-dev                                the rdkafka dev-dependency's `ssl` feature
+#               (librdkafka's SASL/SCRAM client needs OpenSSL; tests/quotas.rs logs in with it)
 #           libcurl4-openssl-dev                      headers only: librdkafka 2.12.1's CMake
 #               build includes <curl/curl.h> from rdkafka_conf.c even with curl off (an
 #               `#ifdef` on a macro its config.h always defines, to 0); nothing links curl
@@ -53,6 +55,7 @@ done
 # Headers count as installed when the C compiler finds them, whichever package brought them.
 has_header() { command -v cc >/dev/null 2>&1 && echo "#include <$1>" | cc -E -x c - >/dev/null 2>&1; }
 has_header zlib.h || missing+=(zlib1g-dev)
+has_header openssl/ssl.h || missing+=(libssl-dev)
 has_header curl/curl.h || missing+=(libcurl4-openssl-dev)
 
 if ! python3 -m pip --version >/dev/null 2>&1; then

@@ -28,6 +28,13 @@ pub const ENV_UPSTREAM_TIMEOUT_MS: &str = "KELP_UPSTREAM_TIMEOUT_MS";
 pub const ENV_IDLE_TIMEOUT_MS: &str = "KELP_IDLE_TIMEOUT_MS";
 pub const ENV_SHUTDOWN_GRACE_MS: &str = "KELP_SHUTDOWN_GRACE_MS";
 pub const ENV_LOG: &str = "KELP_LOG";
+// Client quotas and SASL (docs/quotas.md).
+pub const ENV_QUOTAS_FILE: &str = "KELP_QUOTAS_FILE";
+pub const ENV_SASL_USERS_FILE: &str = "KELP_SASL_USERS_FILE";
+// Consumer groups whose members talk to different kelps (docs/consumer-groups.md).
+pub const ENV_PEER_LISTEN: &str = "KELP_PEER_LISTEN";
+pub const ENV_PEER_ADVERTISED: &str = "KELP_PEER_ADVERTISED";
+pub const ENV_GROUP_LEASE_MS: &str = "KELP_GROUP_LEASE_MS";
 
 // Settings of `kelp webhook` (the admission webhook that injects kelp into pods); see
 // `WebhookConfig`. In values.yaml they live under `webhook.config`.
@@ -114,6 +121,37 @@ pub struct Config {
     /// On SIGTERM, how long in-flight requests may take before kelp exits anyway.
     #[arg(long, env = ENV_SHUTDOWN_GRACE_MS, default_value_t = 25_000)]
     pub shutdown_grace_ms: u64,
+
+    /// YAML file of client-quota rules (docs/quotas.md). Re-read when it changes; an invalid
+    /// new version is ignored with a warning. Rules set through AlterClientQuotas (kept in
+    /// the filer) override it per entity and key.
+    #[arg(long, env = ENV_QUOTAS_FILE)]
+    pub quotas_file: Option<PathBuf>,
+
+    /// YAML file of SASL users (passwords or SCRAM credentials). When set, the Kafka listener
+    /// requires SASL (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512) and the user name becomes the
+    /// `user` of client quotas. Re-read when it changes.
+    #[arg(long, env = ENV_SASL_USERS_FILE)]
+    pub sasl_users_file: Option<PathBuf>,
+
+    /// Address of the peer listener, where other kelps forward the requests of consumer
+    /// groups this kelp owns. Off unless set: then this kelp runs every group itself, as a
+    /// kelp alone does (members of one group must then all talk to this kelp).
+    #[arg(long, env = ENV_PEER_LISTEN)]
+    pub peer_listen: Option<SocketAddr>,
+
+    /// host:port other kelps use to reach the peer listener (recorded with each group lease).
+    /// Default: the bound peer address; for a wildcard bind (0.0.0.0, ::), the local address
+    /// this kelp uses to reach the SeaweedFS master (in Kubernetes, the pod IP).
+    #[arg(long, env = ENV_PEER_ADVERTISED)]
+    pub peer_advertised: Option<String>,
+
+    /// Lifetime of a group-ownership lease in the filer, in milliseconds (the filer counts
+    /// whole seconds, so it is rounded up to one). The owner renews it every third of that
+    /// and stops acting as owner a fifth of it before it could expire; a crashed owner's
+    /// groups move to another kelp at most this long after its last renewal.
+    #[arg(long, env = ENV_GROUP_LEASE_MS, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(2_000..=3_600_000))]
+    pub group_lease_ms: u64,
 }
 
 impl Config {
@@ -146,6 +184,10 @@ impl Config {
 
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
+    }
+
+    pub fn group_lease(&self) -> Duration {
+        Duration::from_millis(self.group_lease_ms)
     }
 
     /// Parse settings from `args` (as if given on the command line; `KELP_*` variables still
@@ -253,6 +295,7 @@ mod tests {
         assert_eq!(c.namespace, "kafka");
         assert_eq!(c.filer_root, "/kelp");
         assert_eq!(c.max_message_bytes, 1_048_588);
+        assert_eq!((c.peer_listen, c.group_lease_ms), (None, 10_000), "one kelp owns every group unless peers are configured");
     }
 
     #[test]
@@ -263,6 +306,10 @@ mod tests {
         assert!(err.contains("--listen"), "{err}");
         let err = Config::from_args(["--auto-create-topics", "maybe"]).unwrap_err().to_string();
         assert!(err.contains("--auto-create-topics"), "{err}");
+        let err = Config::from_args(["--group-lease-ms", "500"]).unwrap_err().to_string();
+        assert!(err.contains("--group-lease-ms"), "{err}");
+        let err = Config::from_args(["--peer-listen", "nowhere"]).unwrap_err().to_string();
+        assert!(err.contains("--peer-listen"), "{err}");
     }
 }
 

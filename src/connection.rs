@@ -5,14 +5,19 @@
 //! (clients pipeline; Kafka requires in-order answers per connection). A frame's buffer grows
 //! as its bytes arrive, so a huge length prefix with nothing behind it costs no memory.
 //! This is the only place that closes a connection.
+//!
+//! A connection over a client quota is held here: not read again until the throttle has
+//! passed (and, for clients older than KIP-219, not even answered until then). With SASL on,
+//! a connection that has not logged in may only send the login APIs (`session.rs`).
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{Instrument, debug, debug_span};
 
 use crate::api::{self, Ctx};
 use crate::protocol::{self, DecodeError};
+use crate::session::{SaslFailed, Session};
 use crate::shutdown::CancellationToken;
 
 /// Why a connection ended other than by the peer closing it.
@@ -28,6 +33,12 @@ pub enum ConnError {
     Encode(anyhow::Error),
     #[error("idle for longer than the idle timeout")]
     Idle,
+    #[error("{0:?} before SASL authentication")]
+    Unauthenticated(kafka_protocol::messages::ApiKey),
+    #[error(transparent)]
+    Sasl(#[from] SaslFailed),
+    #[error("closed after a failed SASL authentication")]
+    AuthenticationFailed,
 }
 
 /// Read growth step: a frame buffer never grows by more than this before bytes arrive.
@@ -47,6 +58,7 @@ pub async fn serve(ctx: &Ctx, stream: TcpStream, cancel: &CancellationToken) -> 
 async fn serve_frames(ctx: &Ctx, mut stream: TcpStream, cancel: &CancellationToken) -> Result<(), ConnError> {
     let metrics = crate::metrics::global();
     let max = ctx.config.max_frame_bytes;
+    let mut session = Session::new(ctx);
     loop {
         let mut len = [0u8; 4];
         let first = tokio::select! {
@@ -78,6 +90,16 @@ async fn serve_frames(ctx: &Ctx, mut stream: TcpStream, cancel: &CancellationTok
         .map_err(|_| ConnError::Idle)??;
 
         metrics.bytes_received.inc_by(4 + frame.len() as u64);
+        // After SaslHandshake v0 the client sends bare SASL tokens, answered the same way.
+        if session.awaits_raw_token() {
+            let token = session.raw_token(ctx, &frame)?;
+            let mut out = BytesMut::with_capacity(4 + token.len());
+            out.put_u32(token.len() as u32);
+            out.extend_from_slice(&token);
+            stream.write_all(&out).await?;
+            metrics.bytes_sent.inc_by(out.len() as u64);
+            continue;
+        }
         let request = match protocol::decode_request(frame.clone()) {
             Ok(r) => r,
             Err(e) => {
@@ -85,13 +107,32 @@ async fn serve_frames(ctx: &Ctx, mut stream: TcpStream, cancel: &CancellationTok
                 return Err(e.into());
             }
         };
+        if !session.may_send(request.api_key) {
+            return Err(ConnError::Unauthenticated(request.api_key));
+        }
         let (key, version, correlation_id) = (request.api_key, request.version, request.header.correlation_id);
         let span = debug_span!("request", api = ?key, version, correlation_id);
-        let reply = api::dispatch(ctx, request).instrument(span).await;
-        if let Some(reply) = reply {
+        let answer = api::dispatch_client(ctx, &mut session, request, 4 + frame.len()).instrument(span).await;
+        if answer.hold_before_reply {
+            hold(&mut session, cancel).await;
+        }
+        if let Some(reply) = answer.reply {
             let out = protocol::encode_response(key, version, correlation_id, &reply).map_err(ConnError::Encode)?;
             stream.write_all(&out).await?;
             metrics.bytes_sent.inc_by(out.len() as u64);
         }
+        if session.closing() {
+            return Err(ConnError::AuthenticationFailed);
+        }
+        hold(&mut session, cancel).await;
+    }
+}
+
+/// Wait out what the last request cost over quota (nothing to wait for when it was within);
+/// shutdown cuts the wait short, and the loop then ends the connection.
+async fn hold(session: &mut Session, cancel: &CancellationToken) {
+    tokio::select! {
+        _ = cancel.cancelled() => {}
+        _ = session.hold() => {}
     }
 }

@@ -8,6 +8,11 @@
 //! `seaweed::Seaweed::publish` (a shared long-lived publish stream per partition) → the
 //! broker-assigned offsets → response encoded by `protocol::encode_response`.
 //!
+//! Around every request: `session` (per connection) keeps the SASL state, refusing all but
+//! the login APIs until the client has logged in (`sasl`), and what the client owes its
+//! quotas; `api::dispatch_client` charges the request to `quota::Quotas`, and `connection`
+//! holds a client over quota before reading its next request (KIP-219).
+//!
 //! How a Fetch request flows: `api::fetch::handle` → `seaweed::Seaweed::fetch` (broker-side
 //! long-poll) → `records::envelope::from_message` → `records::batch::encode` → response.
 
@@ -19,13 +24,18 @@ pub mod embedded;
 pub mod error;
 pub mod group;
 pub mod metrics;
+pub mod peer;
 pub mod producers;
 pub mod protocol;
+pub mod quota;
 pub mod records;
+pub mod sasl;
 pub mod seaweed;
 pub mod server;
+pub mod session;
 pub mod shutdown;
 pub mod topics;
+pub mod watch;
 pub mod webhook;
 
 use std::net::SocketAddr;
@@ -46,6 +56,8 @@ pub struct Running {
     pub kafka_addr: SocketAddr,
     /// The address the admin HTTP server is bound to, when one is configured.
     pub admin_addr: Option<SocketAddr>,
+    /// The address the peer listener is bound to, when one is configured.
+    pub peer_addr: Option<SocketAddr>,
     /// Released once the listener is bound and SeaweedFS answered a call.
     pub readiness: admin::Readiness,
     cancel: CancellationToken,
@@ -81,10 +93,30 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
     let grace = config.shutdown_grace();
+    // With a peer listener, groups are owned through leases shared with other kelps.
+    let peer = peer::bind(&config).await?;
+    let ownership = peer.as_ref().map(|(_, advertised)| group::Ownership {
+        owner_id: group::lease::owner_id(advertised, &uuid::Uuid::new_v4().simple().to_string()),
+        lease: config.group_lease(),
+    });
+    let group_settings = group::Settings { ownership, ..group::Settings::default() };
+    let sasl = match &config.sasl_users_file {
+        Some(path) => Some(sasl::Sasl::start(path.clone(), cancel.clone(), &tracker)?),
+        None => None,
+    };
+    let quotas = quota::Quotas::start(
+        quota::Options { seaweed: seaweed.clone(), filer_root: config.filer_root.clone(), file: config.quotas_file.clone() },
+        cancel.clone(),
+        &tracker,
+    )
+    .inspect_err(|_| cancel.cancel())?;
     let ctx = Arc::new(Ctx {
         topics: topics::Topics::new(seaweed.clone(), config.namespace.clone()),
         producers: producers::Producers::default(),
-        groups: group::Coordinator::start(seaweed.clone(), config.filer_root.clone(), group::Settings::default(), cancel.clone(), &tracker),
+        groups: group::Coordinator::start(seaweed.clone(), config.filer_root.clone(), group_settings, cancel.clone(), &tracker),
+        peers: peer::Peers::new(&config, cancel.clone()),
+        quotas,
+        sasl,
         cluster_id: format!("kelp-{}", topics::topic_id(&config.namespace, "").simple()),
         seaweed,
         advertised_host,
@@ -102,9 +134,18 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         }
     };
     tracker.spawn(become_ready(ctx.seaweed.clone(), readiness.clone(), cancel.clone()));
+    let peer_addr = match peer {
+        None => None,
+        Some((listener, advertised)) => {
+            let bound = listener.local_addr()?;
+            tracing::info!(%bound, %advertised, "serving peer kelps");
+            tracker.spawn(peer::serve(ctx.clone(), listener, cancel.clone(), tracker.clone()));
+            Some(bound)
+        }
+    };
     tracker.spawn(server::serve(ctx, listener, cancel.clone(), tracker.clone()));
     tracing::info!(%kafka_addr, ?admin_addr, "serving kafka");
-    Ok(Running { kafka_addr, admin_addr, readiness, cancel, tracker, grace })
+    Ok(Running { kafka_addr, admin_addr, peer_addr, readiness, cancel, tracker, grace })
 }
 
 /// Release the readiness latch after the first successful SeaweedFS round trip.

@@ -30,6 +30,34 @@ pub struct UpstreamLabels {
     pub method: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QuotaLabels {
+    /// `produce`, `fetch` or `request`.
+    pub quota: &'static str,
+    /// Which of Kafka's eight entity shapes the governing rule has (`user_client`,
+    /// `default_client`, ...; see `quota::rules::Shape`). Never a user or client id.
+    pub entity: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    /// Where quota rules came from: `file` or `filer`.
+    pub source: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SaslLabels {
+    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+    pub mechanism: &'static str,
+    /// `ok` or `failed`.
+    pub outcome: &'static str,
+}
+
+fn throttle_histogram() -> Histogram {
+    // 1 ms .. ~65 s
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
+}
+
 fn latency_histogram() -> Histogram {
     // 100 µs .. ~52 s
     Histogram::new(exponential_buckets(0.0001, 2.0, 20))
@@ -47,6 +75,10 @@ pub struct Metrics {
     pub records_fetched: Counter,
     pub upstream_duration: Family<UpstreamLabels, Histogram, fn() -> Histogram>,
     pub upstream_errors: Family<UpstreamLabels, Counter>,
+    pub quota_throttle: Family<QuotaLabels, Histogram, fn() -> Histogram>,
+    pub quota_bytes: Family<QuotaLabels, Counter>,
+    pub quota_rules: Family<SourceLabels, Gauge>,
+    pub sasl_authentications: Family<SaslLabels, Counter>,
 }
 
 impl Metrics {
@@ -63,6 +95,10 @@ impl Metrics {
             records_fetched: Counter::default(),
             upstream_duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             upstream_errors: Family::default(),
+            quota_throttle: Family::new_with_constructor(throttle_histogram as fn() -> Histogram),
+            quota_bytes: Family::default(),
+            quota_rules: Family::default(),
+            sasl_authentications: Family::default(),
             registry: Registry::default(),
         };
         registry.register("requests", "Kafka requests answered, by API", m.requests.clone());
@@ -75,6 +111,14 @@ impl Metrics {
         registry.register("fetched_records", "Records returned to consumers", m.records_fetched.clone());
         registry.register("upstream_duration_seconds", "Time of SeaweedFS calls, by service and method", m.upstream_duration.clone());
         registry.register("upstream_errors", "Failed SeaweedFS calls, by service and method", m.upstream_errors.clone());
+        registry.register(
+            "quota_throttle_seconds",
+            "Throttle time given to clients over quota (count = throttled responses), by quota and entity shape",
+            m.quota_throttle.clone(),
+        );
+        registry.register("quota_bytes", "Bytes metered against a byte-rate quota, by quota and entity shape", m.quota_bytes.clone());
+        registry.register("quota_rules", "Client-quota entities in force, by source", m.quota_rules.clone());
+        registry.register("sasl_authentications", "SASL logins, by mechanism and outcome", m.sasl_authentications.clone());
         Metrics { registry, ..m }
     }
 
@@ -100,6 +144,21 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    pub fn observe_throttle(&self, quota: &'static str, entity: &'static str, throttle: Duration) {
+        self.quota_throttle.get_or_create(&QuotaLabels { quota, entity }).observe(throttle.as_secs_f64());
+    }
+
+    pub fn observe_quota_bytes(&self, quota: &'static str, entity: &'static str, bytes: u64) {
+        self.quota_bytes.get_or_create(&QuotaLabels { quota, entity }).inc_by(bytes);
+    }
+
+    pub fn observe_sasl(&self, mechanism: &'static str, ok: bool) {
+        let outcome = if ok { "ok" } else { "failed" };
+        self.sasl_authentications.get_or_create(&SaslLabels { mechanism, outcome }).inc();
+    }
+}
+
 static GLOBAL: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
 /// The process-wide metrics.
@@ -117,6 +176,9 @@ mod tests {
         m.observe_request("Produce", Duration::from_millis(3));
         m.observe_upstream("broker", "PublishMessage", Duration::from_millis(1), false);
         m.bytes_sent.inc_by(10);
+        m.observe_throttle("produce", "default_client", Duration::from_millis(250));
+        m.observe_quota_bytes("fetch", "user", 4096);
+        m.observe_sasl("PLAIN", true);
         let text = m.render();
         for want in [
             "kelp_requests_total{api=\"Produce\"} 1",
@@ -124,6 +186,9 @@ mod tests {
             "kelp_upstream_errors_total{service=\"broker\",method=\"PublishMessage\"} 1",
             "kelp_sent_bytes_total 10",
             "kelp_connections_active 0",
+            "kelp_quota_throttle_seconds_count{quota=\"produce\",entity=\"default_client\"} 1",
+            "kelp_quota_bytes_total{quota=\"fetch\",entity=\"user\"} 4096",
+            "kelp_sasl_authentications_total{mechanism=\"PLAIN\",outcome=\"ok\"} 1",
         ] {
             assert!(text.contains(want), "missing {want} in:\n{text}");
         }

@@ -1,9 +1,9 @@
-//! FindCoordinator: kelp coordinates every group itself, so the answer is always kelp's own
-//! advertised address (v0-3 one key, v4+ a batch of `coordinator_keys`).
+//! FindCoordinator: to its application, kelp is the coordinator of every group, so the answer
+//! is always kelp's own advertised address (v0-3 one key, v4+ a batch of `coordinator_keys`).
 //!
 //! With several kelps in front of one SeaweedFS each still names itself: the application only
-//! ever talks to its own sidecar, and the group's owner is found behind `group::Coordinator`
-//! (DESIGN.md, "Consumer groups across sidecars").
+//! ever talks to its own sidecar, which forwards the group's requests to the kelp that owns
+//! the group (`peer::forward`; DESIGN.md, "Consumer groups across sidecars").
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;

@@ -3,6 +3,7 @@
 //! When adding an API: add its row to `protocol::versions`, an arm here, and `api/<name>.rs`
 //! with one `handle` returning the response type.
 
+pub mod alter_client_quotas;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
@@ -10,6 +11,7 @@ pub mod delete_groups;
 pub mod delete_topics;
 pub mod describe_groups;
 pub mod describe_cluster;
+pub mod describe_client_quotas;
 pub mod describe_configs;
 pub mod fetch;
 pub mod find_coordinator;
@@ -24,6 +26,8 @@ pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
 pub mod produce;
+pub mod sasl_authenticate;
+pub mod sasl_handshake;
 pub mod sync_group;
 
 use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
@@ -33,6 +37,7 @@ use crate::config::Config;
 use crate::producers::Producers;
 use crate::protocol::{Body, Reply, Request};
 use crate::seaweed::Seaweed;
+use crate::session::Session;
 use crate::topics::Topics;
 
 /// What every handler may use. One per kelp process, shared by all connections.
@@ -43,6 +48,12 @@ pub struct Ctx {
     pub producers: Producers,
     /// Consumer groups and committed offsets.
     pub groups: crate::group::Coordinator,
+    /// Forwarding of group requests to the kelp that owns the group.
+    pub peers: crate::peer::Peers,
+    /// Client quotas: rules and meters.
+    pub quotas: crate::quota::Quotas,
+    /// SASL credentials; `None` when SASL is off.
+    pub sasl: Option<crate::sasl::Sasl>,
     /// host and port clients are told to connect to.
     pub advertised_host: String,
     pub advertised_port: i32,
@@ -59,9 +70,48 @@ impl Ctx {
 
 /// Answer one request. `None` means no response is sent (Produce with acks=0).
 pub async fn dispatch(ctx: &Ctx, request: Request) -> Option<Reply> {
+    dispatch_from(ctx, request, Origin::Client, &mut Session::trusted()).await
+}
+
+/// A response and how the connection is held for the quotas it went over.
+pub struct Answer {
+    /// `None`: no response is sent (Produce with acks=0).
+    pub reply: Option<Reply>,
+    /// The client predates KIP-219: wait out the session's hold *before* writing the response
+    /// (otherwise after it, before the next request is read).
+    pub hold_before_reply: bool,
+}
+
+/// Answer one request of an application's connection: the session supplies the SASL state
+/// and the client's quotas, and keeps what the request cost over quota (`Session::hold`).
+/// `request_bytes` is the size of the request frame (what a produce quota meters).
+pub async fn dispatch_client(ctx: &Ctx, session: &mut Session, mut request: Request, request_bytes: usize) -> Answer {
+    let (key, version) = (request.api_key, request.version);
+    let (conn, user) = session.quota_and_user();
+    let governing = ctx.quotas.prepare(conn, user, &mut request);
+    let reply = dispatch_from(ctx, request, Origin::Client, session).await;
+    let (reply, hold_before_reply) = ctx.quotas.settle(&mut session.quota, &governing, key, version, request_bytes, reply);
+    Answer { reply, hold_before_reply }
+}
+
+/// Answer a group request another kelp forwarded to this one's peer listener. It is served
+/// here whoever owns the group (NOT_COORDINATOR unless this kelp does), never forwarded
+/// again: a request travels at most one hop.
+pub async fn dispatch_forwarded(ctx: &Ctx, request: Request) -> Option<Reply> {
+    dispatch_from(ctx, request, Origin::Peer, &mut Session::trusted()).await
+}
+
+/// Who sent a request: an application, or another kelp forwarding one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Client,
+    Peer,
+}
+
+async fn dispatch_from(ctx: &Ctx, request: Request, origin: Origin, session: &mut Session) -> Option<Reply> {
     let started = std::time::Instant::now();
     let api = api_name(request.api_key);
-    let reply = route(ctx, request).await;
+    let reply = route(ctx, request, origin, session).await;
     crate::metrics::global().observe_request(api, started.elapsed());
     reply
 }
@@ -77,12 +127,20 @@ fn api_name(key: ApiKey) -> &'static str {
     NAMES.iter().find(|(k, _)| *k == key).map_or("other", |(_, n)| *n)
 }
 
-async fn route(ctx: &Ctx, request: Request) -> Option<Reply> {
+async fn route(ctx: &Ctx, request: Request, origin: Origin, session: &mut Session) -> Option<Reply> {
     let version = request.version;
     let kind = match request.body {
         Body::ApiVersionsTooNew => return Some(ResponseKind::ApiVersions(api_versions::too_new()).into()),
         Body::LegacyProduce(req) => return produce::handle_legacy(ctx, version, req).await.map(Reply::LegacyProduce),
         Body::Kind(kind) => kind,
+    };
+    // A group request whose group another kelp owns is answered by that kelp.
+    let kind = match origin {
+        Origin::Client => match crate::peer::forward::route(ctx, &request.header, version, kind).await {
+            Ok(response) => return Some(response.into()),
+            Err(kind) => kind,
+        },
+        Origin::Peer => kind,
     };
     let response = match kind {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions::handle(version)),
@@ -107,6 +165,10 @@ async fn route(ctx: &Ctx, request: Request) -> Option<Reply> {
         RequestKind::ListGroups(r) => ResponseKind::ListGroups(list_groups::handle(ctx, version, r).await),
         RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(delete_groups::handle(ctx, r).await),
         RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(offset_delete::handle(ctx, r).await),
+        RequestKind::SaslHandshake(r) => ResponseKind::SaslHandshake(sasl_handshake::handle(ctx, session, version, r)),
+        RequestKind::SaslAuthenticate(r) => ResponseKind::SaslAuthenticate(sasl_authenticate::handle(ctx, session, r)),
+        RequestKind::DescribeClientQuotas(r) => ResponseKind::DescribeClientQuotas(describe_client_quotas::handle(ctx, r)),
+        RequestKind::AlterClientQuotas(r) => ResponseKind::AlterClientQuotas(alter_client_quotas::handle(ctx, r).await),
         _ => {
             // decode_request only lets through APIs listed in protocol::versions, and every
             // row there has an arm above (checked by a test); reaching this is a kelp bug.
@@ -141,6 +203,10 @@ pub const HANDLED: &[ApiKey] = &[
     ApiKey::ListGroups,
     ApiKey::DeleteGroups,
     ApiKey::OffsetDelete,
+    ApiKey::SaslHandshake,
+    ApiKey::SaslAuthenticate,
+    ApiKey::DescribeClientQuotas,
+    ApiKey::AlterClientQuotas,
 ];
 
 #[cfg(test)]

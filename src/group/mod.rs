@@ -11,13 +11,20 @@
 //! transition and for handing its [`Effect`]s to the parked requests — never across `.await`.
 //! Filer I/O happens after the lock is released.
 //!
-//! Ownership: today one kelp runs every group it is asked about. With several kelps in front
-//! of one SeaweedFS, exactly one of them must run a given group (DESIGN.md: an owner per
-//! group, elected through the filer, with forwarding). Every group operation is a method here
-//! taking plain values, so ownership and forwarding can be added behind these methods without
-//! touching the handlers.
+//! Ownership (DESIGN.md, "Consumer groups across sidecars"): with a peer listener
+//! configured, this kelp runs a group only while it holds the group's lease in the filer
+//! (`ownership`, `lease`). [`Coordinator::route`] says where a group's requests go and takes
+//! the lease of a group nobody owns; every operation that touches a group's state checks
+//! ownership first (in `load`) and answers NOT_COORDINATOR when this kelp is not the owner,
+//! so a request forwarded to a kelp that just lost the group is never served from stale
+//! state. The lease task renews leases, drops the state of a group whose lease ended (its
+//! parked requests get COORDINATOR_NOT_AVAILABLE), releases idle leases, and releases every
+//! lease on shutdown. Without a peer listener this kelp runs every group itself and none of
+//! this happens. Forwarding itself is `peer`'s.
 
+pub mod lease;
 pub mod offsets;
+pub mod ownership;
 pub mod state;
 pub mod store;
 
@@ -31,9 +38,10 @@ use tokio::sync::oneshot;
 use tracing::{Instrument, debug, debug_span, info, warn};
 
 use crate::error::{ApiKind, Error};
-use crate::seaweed::{Seaweed, layout};
+use crate::seaweed::{LockAnswer, Seaweed, layout};
 use crate::shutdown::{CancellationToken, TaskTracker};
 pub use offsets::Committed;
+pub use ownership::Route;
 pub use state::{Description, Effect, Group, GroupState, JoinOutcome, JoinReply, JoinRequest, Protocol, Snapshot, SyncOutcome, SyncReply, SyncRequest};
 
 /// Limits and timers of the coordinator. Defaults follow Kafka's broker defaults where Kafka
@@ -55,6 +63,17 @@ pub struct Settings {
     pub wait_slack: Duration,
     /// Filer calls in flight for one OffsetCommit / OffsetFetch / ListGroups.
     pub io_concurrency: usize,
+    /// Group ownership across kelps; `None`: this kelp runs every group it is asked about.
+    pub ownership: Option<Ownership>,
+}
+
+/// How this kelp takes part in group ownership.
+#[derive(Debug, Clone)]
+pub struct Ownership {
+    /// Recorded in each lease this kelp holds: `lease::owner_id(peer address, instance)`.
+    pub owner_id: String,
+    /// Lease lifetime (`KELP_GROUP_LEASE_MS`).
+    pub lease: Duration,
 }
 
 impl Default for Settings {
@@ -66,6 +85,7 @@ impl Default for Settings {
             tick: Duration::from_millis(100),
             wait_slack: Duration::from_secs(5),
             io_concurrency: 16,
+            ownership: None,
         }
     }
 }
@@ -83,6 +103,11 @@ struct Inner {
     groups: Mutex<HashMap<String, Entry>>,
     /// Once cancelled, nothing parks any more (the timer that ends waits has stopped).
     stopping: CancellationToken,
+    /// The leases of this kelp; `None` when it runs every group itself.
+    leases: Option<Arc<ownership::Leases>>,
+    /// Lease renewals and releases run as tracked tasks, so shutdown waits for them (a
+    /// renewal answered after the shutdown release lets go of what it renewed).
+    tracker: TaskTracker,
 }
 
 /// One live group and the requests parked on it.
@@ -146,11 +171,20 @@ impl Coordinator {
     /// A coordinator whose timer runs on `tracker` until `cancel` fires. On cancel, parked
     /// requests are answered COORDINATOR_NOT_AVAILABLE (their clients look for the
     /// coordinator again) so that draining connections does not wait for rebalances.
+    /// With `settings.ownership`, a lease task runs on `tracker` too; on cancel it releases
+    /// every lease this kelp holds.
     pub fn start(seaweed: Seaweed, root: String, settings: Settings, cancel: CancellationToken, tracker: &TaskTracker) -> Coordinator {
-        let inner = Inner { seaweed, root, settings, groups: Mutex::new(HashMap::new()), stopping: cancel.clone() };
+        let leases = settings.ownership.as_ref().map(|o| Arc::new(ownership::Leases::new(seaweed.clone(), root.clone(), o.owner_id.clone(), o.lease)));
+        let inner =
+            Inner { seaweed, root, settings, groups: Mutex::new(HashMap::new()), stopping: cancel.clone(), leases, tracker: tracker.clone() };
         let c = Coordinator { inner: Arc::new(inner) };
         let timer = c.clone();
-        tracker.spawn(async move { timer.run_timer(cancel).instrument(debug_span!("group_timer")).await });
+        let timer_cancel = cancel.clone();
+        tracker.spawn(async move { timer.run_timer(timer_cancel).instrument(debug_span!("group_timer")).await });
+        if c.inner.leases.is_some() {
+            let leases = c.clone();
+            tracker.spawn(async move { leases.run_leases(cancel).instrument(debug_span!("group_leases")).await });
+        }
         c
     }
 
@@ -192,7 +226,11 @@ impl Coordinator {
     /// Make sure `group_id` is in memory, loading its stored generation the first time.
     /// Returns whether the group exists; with `create`, a group nobody knows is created Empty.
     /// A group "exists" when it is in memory, has a stored generation, or has offsets.
+    /// NOT_COORDINATOR when another kelp owns the group (or nobody has given it to this one).
     async fn load(&self, group_id: &str, create: bool) -> Result<bool, Error> {
+        if !self.owns(group_id) {
+            return Err(Error::Kafka(ResponseError::NotCoordinator));
+        }
         if self.inner.groups.lock().expect("groups lock").contains_key(group_id) {
             return Ok(true);
         }
@@ -245,6 +283,10 @@ impl Coordinator {
         if snapshot.generation < *written {
             return Ok(());
         }
+        // A kelp that lost the group must not overwrite what its new owner stores.
+        if !self.owns(group_id) {
+            return Err(Error::Kafka(ResponseError::NotCoordinator));
+        }
         store::save(&self.inner.seaweed, &self.inner.root, group_id, snapshot).await?;
         *written = snapshot.generation;
         Ok(())
@@ -270,6 +312,156 @@ impl Coordinator {
 
     fn parked_wait(&self, rebalance_timeout: Duration) -> Duration {
         rebalance_timeout.saturating_add(self.inner.settings.tick).saturating_add(self.inner.settings.wait_slack)
+    }
+}
+
+// === impl Coordinator: ownership ===
+
+impl Coordinator {
+    /// Whether groups are shared with other kelps through leases (a peer listener is set).
+    pub fn is_shared(&self) -> bool {
+        self.inner.leases.is_some()
+    }
+
+    /// Where `group_id`'s requests are answered. A group nobody owns becomes this kelp's
+    /// (whatever was in memory about it is dropped: the filer has the truth). A kelp without
+    /// leases answers `Local` at once. `Err` is a retriable code for the whole request.
+    pub async fn route(&self, group_id: &str) -> Result<Route, ResponseError> {
+        let Some(leases) = &self.inner.leases else {
+            return Ok(Route::Local);
+        };
+        if self.inner.stopping.is_cancelled() {
+            // Leases are being released; taking one now would outlive this process.
+            return Err(ResponseError::CoordinatorNotAvailable);
+        }
+        match leases.route(group_id, now).await {
+            Ok((route, fresh)) => {
+                if fresh {
+                    if self.inner.stopping.is_cancelled() {
+                        // Granted while the lease task was releasing everything: let it go too.
+                        if let Some(token) = leases.give_up(group_id) {
+                            let _ = leases.release(group_id, &token).await;
+                        }
+                        return Err(ResponseError::CoordinatorNotAvailable);
+                    }
+                    self.inner.groups.lock().expect("groups lock").remove(group_id);
+                }
+                Ok(route)
+            }
+            Err(e) => {
+                debug!(group = group_id, error = %e, "finding the group's owner failed");
+                Err(group_code(&e))
+            }
+        }
+    }
+
+    /// The owner another kelp named could not be reached or said it is not the owner: look
+    /// again on the next request.
+    pub fn forget_owner(&self, group_id: &str) {
+        if let Some(leases) = &self.inner.leases {
+            leases.forget_remote(group_id);
+        }
+    }
+
+    /// Whether this kelp may run `group_id` now.
+    fn owns(&self, group_id: &str) -> bool {
+        self.inner.leases.as_ref().is_none_or(|l| l.owns(group_id, now()))
+    }
+
+    /// Forget a group this kelp no longer owns; its parked requests are answered
+    /// COORDINATOR_NOT_AVAILABLE (their waiters are dropped) and its members rejoin at the
+    /// new owner.
+    fn drop_group(&self, group_id: &str) {
+        self.inner.groups.lock().expect("groups lock").remove(group_id);
+    }
+
+    /// Renew leases when due, end those whose renewals failed until their stop time, release
+    /// idle ones; on cancel, release them all.
+    async fn run_leases(&self, cancel: CancellationToken) {
+        let Some(leases) = self.inner.leases.clone() else { return };
+        let mut interval = tokio::time::interval(self.inner.settings.tick);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = interval.tick() => {}
+            }
+            for group in leases.take_expired(now()) {
+                warn!(group = %group, "group lease could not be renewed in time; no longer coordinating the group");
+                self.drop_group(&group);
+            }
+            self.release_idle(&leases);
+            for (group, token) in leases.start_renewals(now()) {
+                let (c, leases) = (self.clone(), Arc::clone(&leases));
+                self.inner.tracker.spawn(async move { c.renew(&leases, group, token).await });
+            }
+        }
+        let all = leases.take_all();
+        for (group, _) in &all {
+            self.drop_group(group);
+        }
+        let released = futures::future::join_all(all.iter().map(|(group, token)| leases.release(group, token))).await;
+        for ((group, _), r) in all.iter().zip(released) {
+            match r {
+                Ok(()) => debug!(group = %group, "group lease released"),
+                Err(e) => warn!(group = %group, error = %e, "releasing the group lease failed; it expires on its own"),
+            }
+        }
+    }
+
+    async fn renew(&self, leases: &ownership::Leases, group: String, token: String) {
+        let sent_at = now();
+        match leases.renew(&group, &token).await {
+            Ok(LockAnswer::Granted { token }) => {
+                if !leases.renewed(&group, token.clone(), sent_at) {
+                    // Given up meanwhile (shutdown, or its stop time passed): let it go.
+                    let _ = leases.release(&group, &token).await;
+                }
+            }
+            Ok(other) => {
+                info!(group = %group, answer = ?other, "group lease lost; no longer coordinating the group");
+                leases.give_up(&group);
+                self.drop_group(&group);
+            }
+            Err(e) => {
+                debug!(group = %group, error = %e, "renewing the group lease failed; retrying");
+                leases.renewal_failed(&group, now());
+            }
+        }
+    }
+
+    /// Release leases of groups no request used for a whole lease and with nothing going on
+    /// (no member, nothing parked, the last generation stored): another kelp may then take
+    /// them without waiting.
+    fn release_idle(&self, leases: &Arc<ownership::Leases>) {
+        for group in leases.idle(now()) {
+            let token = {
+                let mut groups = self.inner.groups.lock().expect("groups lock");
+                let quiet = match groups.get(&group) {
+                    None => true,
+                    Some(e) => {
+                        matches!(e.group.state(), GroupState::Empty | GroupState::Dead)
+                            && e.joins.is_empty()
+                            && e.syncs.is_empty()
+                            && e.written.try_lock().is_ok_and(|w| *w == e.group.generation())
+                    }
+                };
+                if !quiet {
+                    continue;
+                }
+                groups.remove(&group);
+                leases.give_up(&group)
+            };
+            if let Some(token) = token {
+                let leases = Arc::clone(leases);
+                self.inner.tracker.spawn(async move {
+                    match leases.release(&group, &token).await {
+                        Ok(()) => debug!(group = %group, "idle group lease released"),
+                        Err(e) => debug!(group = %group, error = %e, "releasing an idle group lease failed; it expires on its own"),
+                    }
+                });
+            }
+        }
     }
 }
 
@@ -543,6 +735,9 @@ impl Coordinator {
     }
 
     /// ListGroups: every group in memory or in the filer, with its state and protocol type.
+    /// A group another kelp owns is listed from its stored generation: `Stable` when it has
+    /// members, `Empty` otherwise (its owner may be between generations; ListGroups is a
+    /// listing, not a description).
     pub async fn list(&self) -> Result<Vec<(String, GroupState, String)>, Error> {
         let mut ids: Vec<String> = self
             .inner
@@ -555,25 +750,41 @@ impl Coordinator {
         ids.extend(self.inner.groups.lock().expect("groups lock").keys().cloned());
         ids.sort();
         ids.dedup();
-        let loaded: Vec<Result<bool, Error>> = futures::stream::iter(ids.clone())
+        let listed: Vec<Result<Option<(GroupState, String)>, Error>> = futures::stream::iter(ids.clone())
             .map(|id| {
                 let c = self.clone();
-                async move { c.load(&id, false).await }
+                async move { c.list_one(&id).await }
             })
             .buffered(self.inner.settings.io_concurrency.max(1))
             .collect()
             .await;
         let mut out = Vec::new();
-        for (id, exists) in ids.iter().zip(loaded) {
-            if !exists? {
-                continue;
-            }
-            let listed = self.with_group(id, |e| (e.group.state(), e.group.protocol_type().unwrap_or_default().to_string()));
-            if let Some((state, protocol_type)) = listed.filter(|(state, _)| *state != GroupState::Dead) {
-                out.push((id.clone(), state, protocol_type));
+        for (id, listed) in ids.into_iter().zip(listed) {
+            if let Some((state, protocol_type)) = listed?.filter(|(state, _)| *state != GroupState::Dead) {
+                out.push((id, state, protocol_type));
             }
         }
         Ok(out)
+    }
+
+    /// One group's (state, protocol type) for ListGroups; `None` when it does not exist.
+    async fn list_one(&self, group_id: &str) -> Result<Option<(GroupState, String)>, Error> {
+        if self.owns(group_id) {
+            if !self.load(group_id, false).await? {
+                return Ok(None);
+            }
+            return Ok(self.with_group(group_id, |e| (e.group.state(), e.group.protocol_type().unwrap_or_default().to_string())));
+        }
+        let seaweed = &self.inner.seaweed;
+        let root = &self.inner.root;
+        Ok(match store::load(seaweed, root, group_id).await? {
+            Some(s) => {
+                let state = if s.members.is_empty() { GroupState::Empty } else { GroupState::Stable };
+                Some((state, s.protocol_type.unwrap_or_default()))
+            }
+            None if seaweed.filer_list(&layout::group_offsets_dir(root, group_id)).await?.is_empty() => None,
+            None => Some((GroupState::Empty, String::new())),
+        })
     }
 
     /// DeleteGroups for one group: only an Empty group can go; its generation and offsets are
@@ -659,6 +870,52 @@ mod tests {
         assert_eq!(r, vec![Err(ResponseError::CoordinatorNotAvailable)]);
         assert_eq!(c.heartbeat("g", "m", None, 1).await, Err(ResponseError::CoordinatorNotAvailable));
         assert!(c.list().await.is_err());
+        cancel.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_shared_kelp_serves_a_group_only_while_its_lease_is_valid() {
+        let seaweed = Seaweed::connect(SeaweedOptions {
+            master: "127.0.0.1:1".into(),
+            filer: Some("127.0.0.1:1".into()),
+            namespace: "kafka".into(),
+            call_timeout: Duration::from_millis(500),
+        })
+        .await
+        .expect("options are valid");
+        let ownership = Ownership { owner_id: lease::owner_id("127.0.0.1:9093", "me"), lease: Duration::from_secs(2) };
+        let settings = Settings { ownership: Some(ownership), ..Settings::default() };
+        let cancel = CancellationToken::new();
+        let c = Coordinator::start(seaweed, "/kelp".into(), settings, cancel.clone(), &TaskTracker::new());
+
+        // The filer cannot be asked who owns the group: retriable, and nothing is served
+        // from this kelp's memory meanwhile.
+        assert_eq!(c.route("g").await, Err(ResponseError::CoordinatorNotAvailable));
+        assert_eq!(c.heartbeat("g", "m", None, 1).await, Err(ResponseError::NotCoordinator));
+        let r = c.join("g", join_req()).await;
+        assert_eq!(r.error, Some(ResponseError::NotCoordinator));
+
+        // Owned (a lease granted now, 2 s): a member joins and waits in a rebalance; the
+        // lease cannot be renewed (no filer), so at 2 s − 0.4 s margin the kelp stops: the
+        // parked request is released with a retriable code and the group answers
+        // NOT_COORDINATOR from then on.
+        let granted = now();
+        c.inner.leases.as_ref().unwrap().hold("g", "t", granted);
+        assert_eq!(c.route("g").await, Ok(Route::Local));
+        // In memory already (the filer cannot load it).
+        c.inner.groups.lock().unwrap().insert("g".into(), Entry::new(Group::new("g")));
+        let first = c.join("g", JoinRequest { require_known_member_id: false, ..join_req() }).await;
+        assert_eq!(first.error, None, "alone in the group: its generation at once");
+        let second = tokio::spawn({
+            let c = c.clone();
+            async move { c.join("g", JoinRequest { require_known_member_id: false, ..join_req() }).await }
+        });
+        let r = tokio::time::timeout(Duration::from_secs(5), second).await.expect("released when ownership ended").unwrap();
+        let released_after = granted.elapsed();
+        assert_eq!(r.error, Some(ResponseError::CoordinatorNotAvailable));
+        assert!(released_after >= Duration::from_millis(1_550) && released_after < Duration::from_millis(2_000), "{released_after:?}");
+        assert_eq!(c.heartbeat("g", &first.member_id, None, first.generation).await, Err(ResponseError::NotCoordinator));
+        assert!(c.inner.groups.lock().unwrap().is_empty(), "the lost group's state is gone");
         cancel.cancel();
     }
 

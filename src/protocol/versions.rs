@@ -51,6 +51,11 @@ pub const SUPPORTED: &[Supported] = &[
     row(ApiKey::ListGroups, 0, 5),
     row(ApiKey::DeleteGroups, 0, 2),
     row(ApiKey::OffsetDelete, 0, 0),
+    // v0 is followed by bare SASL tokens, v1 by SaslAuthenticate (see `session.rs`).
+    row(ApiKey::SaslHandshake, 0, 1),
+    row(ApiKey::SaslAuthenticate, 0, 2),
+    row(ApiKey::DescribeClientQuotas, 0, 1),
+    row(ApiKey::AlterClientQuotas, 0, 1),
 ];
 
 /// The range kelp serves for `key`, or `None` if kelp does not serve it.
@@ -127,6 +132,7 @@ mod tests {
         assert!(is_supported(ApiKey::Fetch, 4));
         assert!(!is_supported(ApiKey::Fetch, 3));
         assert!(!is_supported(ApiKey::Fetch, 19));
-        assert!(!is_supported(ApiKey::SaslHandshake, 0));
+        assert!(!is_supported(ApiKey::SaslHandshake, 2));
+        assert!(!is_supported(ApiKey::CreateAcls, 0));
     }
 }

@@ -1,4 +1,5 @@
-//! Small filer entries with inline content: get, put, exclusive create, delete, list.
+//! Small filer entries with inline content: get, put, exclusive create, delete, list; and
+//! leases in the filer's lock manager (`DistributedLock`), which kelp uses for group ownership.
 //!
 //! "Not there" and "couldn't tell" are never conflated. The filer reports a missing entry in
 //! `LookupDirectoryEntry` only as an error *message* (status UNKNOWN, "no entry is found"),
@@ -11,8 +12,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use tonic::Code;
 
+use super::LockAnswer;
 use super::pb::filer_pb::{
-    CreateEntryRequest, DeleteEntryRequest, Entry, FilerError, FuseAttributes, ListEntriesRequest,
+    CreateEntryRequest, DeleteEntryRequest, Entry, FilerError, FindLockOwnerRequest,
+    FuseAttributes, ListEntriesRequest, LockRequest, UnlockRequest,
 };
 use super::rpc::{Clients, Failure, call, request};
 use crate::error::Error;
@@ -245,6 +248,93 @@ pub(crate) async fn list(clients: &Clients, dir: &str) -> Result<Vec<String>, Er
         .into_iter()
         .map(|e| e.name)
         .collect())
+}
+
+/// Take (empty `token`) or renew the lock `name` for `seconds`, as `owner`.
+///
+/// How SeaweedFS 4.48's lock manager answers (`weed/cluster/lock_manager`, checked against the
+/// running filer by tests/group_ownership.rs): the lock lives in the memory of the filer the
+/// name hashes to, with an expiry on that filer's clock (`now + seconds` when the call
+/// arrives). A free or expired lock is granted to an empty token; a live one is renewed only
+/// with its current token, and every grant or renewal hands out a new token. A refusal comes
+/// in the body (`error`), with `lock_owner` set when a live lock is held under another token.
+/// kelp reads only those fields, never the error text.
+pub(crate) async fn lock(
+    clients: &Clients,
+    name: &str,
+    seconds: i64,
+    token: &str,
+    owner: &str,
+) -> Result<LockAnswer, Error> {
+    let op = if token.is_empty() {
+        "filer.lock"
+    } else {
+        "filer.renew_lock"
+    };
+    let req = LockRequest {
+        name: name.to_string(),
+        seconds_to_lock: seconds,
+        renew_token: token.to_string(),
+        is_moved: false,
+        owner: owner.to_string(),
+    };
+    let timeout = clients.call_timeout;
+    let (_, mut client) = clients.filer().await?;
+    let resp = call(timeout, client.distributed_lock(request(req, timeout)))
+        .await
+        .map_err(|f| fail(clients, f, op, name))?;
+    Ok(if resp.error.is_empty() && !resp.renew_token.is_empty() {
+        LockAnswer::Granted {
+            token: resp.renew_token,
+        }
+    } else if !resp.lock_owner.is_empty() {
+        LockAnswer::HeldBy(resp.lock_owner)
+    } else {
+        LockAnswer::Refused(resp.error)
+    })
+}
+
+/// Release the lock `name` held with `token`. Releasing a lock that already expired
+/// succeeds; a lock held under another token is left alone (an error).
+pub(crate) async fn unlock(clients: &Clients, name: &str, token: &str) -> Result<(), Error> {
+    let op = "filer.unlock";
+    let req = UnlockRequest {
+        name: name.to_string(),
+        renew_token: token.to_string(),
+        is_moved: false,
+    };
+    let timeout = clients.call_timeout;
+    let (_, mut client) = clients.filer().await?;
+    let resp = call(timeout, client.distributed_unlock(request(req, timeout)))
+        .await
+        .map_err(|f| fail(clients, f, op, name))?;
+    if resp.error.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Filer {
+            op,
+            path: name.to_string(),
+            code: Code::FailedPrecondition,
+            message: resp.error,
+        })
+    }
+}
+
+/// The owner string of the live lock `name`; `Ok(None)` when nobody holds it (the filer
+/// answers NOT_FOUND for a missing or expired lock).
+pub(crate) async fn lock_owner(clients: &Clients, name: &str) -> Result<Option<String>, Error> {
+    let op = "filer.lock_owner";
+    let req = FindLockOwnerRequest {
+        name: name.to_string(),
+        is_moved: false,
+    };
+    let timeout = clients.call_timeout;
+    let (_, mut client) = clients.filer().await?;
+    match call(timeout, client.find_lock_owner(request(req, timeout))).await {
+        Ok(resp) => Ok(Some(resp.owner)),
+        Err(Failure::Status(s)) if s.code() == Code::NotFound => Ok(None),
+        Err(f) => Err(fail(clients, f, op, name)),
+    }
 }
 
 /// One round trip to the filer, for readiness.

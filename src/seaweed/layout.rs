@@ -238,6 +238,15 @@ pub fn topic_offsets_dir(root: &str, group: &str, topic: &str) -> String {
     format!("{}/{}", group_offsets_dir(root, group), path_segment(topic))
 }
 
+/// `<root>/groups/<group>#owner`: the name of the lock in the filer's lock manager whose
+/// holder owns the group (runs its state machine; DESIGN.md "Consumer groups across
+/// sidecars"). A lock name, not a filer entry: nothing is stored at that path. It is built
+/// from the group's path so kelps with different filer roots never contend, and `#` cannot
+/// occur in a [`path_segment`], so no group's name can collide with another's lock.
+pub fn group_owner_lock(root: &str, group: &str) -> String {
+    format!("{}#owner", group_path(root, group))
+}
+
 /// The string a name written by [`path_segment`] stands for; `None` for a name that
 /// `path_segment` would not have produced (so listing a directory never yields two names for
 /// one string).
@@ -262,9 +271,81 @@ pub fn parse_path_segment(segment: &str) -> Option<String> {
     (path_segment(&s) == segment).then_some(s)
 }
 
+// === client quotas ===
+
+/// Stands for "the default" of an entity type in a quota entity's file name. `path_segment`
+/// never writes it (its escapes use upper-case hex), so it cannot clash with a real name.
+pub const QUOTA_DEFAULT_SEGMENT: &str = "%default";
+
+/// `<root>/quotas`: one file per client-quota entity set through AlterClientQuotas.
+pub fn quotas_dir(root: &str) -> String {
+    format!("{}/quotas", root.trim_end_matches('/'))
+}
+
+/// The file name of a client-quota entity: `user=<u>`, `client-id=<c>` or
+/// `user=<u>,client-id=<c>`. Each side is `None` when the entity lacks it, `Some(None)` for
+/// the default, `Some(Some(name))` for a name (written with [`path_segment`]).
+pub fn quota_entity_name(user: Option<Option<&str>>, client_id: Option<Option<&str>>) -> String {
+    let side = |name: Option<&str>| name.map_or_else(|| QUOTA_DEFAULT_SEGMENT.to_string(), path_segment);
+    let mut parts = Vec::with_capacity(2);
+    if let Some(u) = user {
+        parts.push(format!("user={}", side(u)));
+    }
+    if let Some(c) = client_id {
+        parts.push(format!("client-id={}", side(c)));
+    }
+    parts.join(",")
+}
+
+/// A quota entity as written by [`quota_entity_name`]: (user, client id), each side as there.
+/// `None` for names kelp did not write.
+#[allow(clippy::type_complexity)]
+pub fn parse_quota_entity_name(name: &str) -> Option<(Option<Option<String>>, Option<Option<String>>)> {
+    let side = |s: &str| -> Option<Option<String>> {
+        if s == QUOTA_DEFAULT_SEGMENT { Some(None) } else { parse_path_segment(s).map(Some) }
+    };
+    let (user, client_id) = match name.split_once(',') {
+        Some((u, c)) => (Some(u.strip_prefix("user=")?), Some(c.strip_prefix("client-id=")?)),
+        None => match name.strip_prefix("user=") {
+            Some(u) => (Some(u), None),
+            None => (None, Some(name.strip_prefix("client-id=")?)),
+        },
+    };
+    let parsed = (user.map(side).map_or(Some(None), |s| s.map(Some))?, client_id.map(side).map_or(Some(None), |s| s.map(Some))?);
+    (quota_entity_name(parsed.0.as_ref().map(Option::as_deref), parsed.1.as_ref().map(Option::as_deref)) == name).then_some(parsed)
+}
+
+/// `<root>/quotas/<entity>`: the quotas set on one entity through AlterClientQuotas, as a
+/// JSON object of quota key to value.
+pub fn quota_entity_path(root: &str, user: Option<Option<&str>>, client_id: Option<Option<&str>>) -> String {
+    format!("{}/{}", quotas_dir(root), quota_entity_name(user, client_id))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quota_paths_are_golden() {
+        assert_eq!(quotas_dir("/kelp/"), "/kelp/quotas");
+        assert_eq!(quota_entity_path("/kelp", None, Some(Some("app-1"))), "/kelp/quotas/client-id=app-1");
+        assert_eq!(quota_entity_path("/kelp", Some(None), None), "/kelp/quotas/user=%default");
+        assert_eq!(quota_entity_name(Some(Some("CN=a,O=b")), Some(None)), "user=CN%3Da%2CO%3Db,client-id=%default");
+        for (u, c) in [
+            (None, Some(Some("app"))),
+            (Some(None), None),
+            (Some(Some("alice")), Some(None)),
+            (Some(Some("")), Some(Some("%default"))),
+            (Some(Some("a,client-id=b")), None),
+        ] {
+            let name = quota_entity_name(u, c);
+            let owned = |x: Option<Option<&str>>| x.map(|n| n.map(str::to_string));
+            assert_eq!(parse_quota_entity_name(&name), Some((owned(u), owned(c))), "{name}");
+        }
+        for foreign in ["", "user=", "client-id=a,user=b", "user=a,", "group=x", "user=%Default", "user=a b"] {
+            assert_eq!(parse_quota_entity_name(foreign), None, "{foreign:?}");
+        }
+    }
 
     #[test]
     fn mq_names_are_golden() {
@@ -417,6 +498,8 @@ mod tests {
             topic_offsets_dir("/kelp", "g1", "orders"),
             "/kelp/groups/g1/offsets/orders"
         );
+        assert_eq!(group_owner_lock("/kelp", "my-group"), "/kelp/groups/my-group#owner");
+        assert_eq!(group_owner_lock("/kelp/", "a#b"), "/kelp/groups/a%23b#owner");
         // The per-partition file lives in the topic directory.
         assert!(
             offsets_path("/kelp", "g1", "orders", 3)

@@ -142,6 +142,20 @@ pub struct Fetched {
     pub log_start_offset: i64,
 }
 
+/// The filer lock manager's answer to taking or renewing a lock ([`Seaweed::filer_lock`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LockAnswer {
+    /// The caller holds the lock until it expires; renew with this token (each grant and
+    /// renewal hands out a new one).
+    Granted { token: String },
+    /// Another holder has a live lock; its owner string.
+    HeldBy(String),
+    /// Refused without a live holder to name: the token is no longer valid (the lock expired,
+    /// or the filer restarted and forgot it), or the filer could not decide (its lock ring is
+    /// not formed yet). The filer's message, for logs only.
+    Refused(String),
+}
+
 /// How to reach SeaweedFS.
 #[derive(Clone, Debug)]
 pub struct SeaweedOptions {
@@ -462,6 +476,29 @@ impl Seaweed {
     pub async fn filer_list(&self, dir: &str) -> Result<Vec<String>, Error> {
         filer::list(&self.inner.clients, dir).await
     }
+
+    /// Take (with an empty `token`) or renew the filer lock `name` for `seconds`, recording
+    /// `owner` as its holder. The lock expires on the filer `seconds` after the call arrives
+    /// there, unless renewed with the token of the last grant.
+    pub async fn filer_lock(
+        &self,
+        name: &str,
+        seconds: i64,
+        token: &str,
+        owner: &str,
+    ) -> Result<LockAnswer, Error> {
+        filer::lock(&self.inner.clients, name, seconds, token, owner).await
+    }
+
+    /// Release the filer lock `name` held with `token`.
+    pub async fn filer_unlock(&self, name: &str, token: &str) -> Result<(), Error> {
+        filer::unlock(&self.inner.clients, name, token).await
+    }
+
+    /// The owner string of the live filer lock `name`; `Ok(None)` when nobody holds it.
+    pub async fn filer_lock_owner(&self, name: &str) -> Result<Option<String>, Error> {
+        filer::lock_owner(&self.inner.clients, name).await
+    }
 }
 
 #[cfg(test)]
@@ -491,6 +528,9 @@ mod tests {
             let _ = sw.filer_create("/a", b"").await;
             let _ = sw.filer_delete("/a").await;
             let _ = sw.filer_list("/").await;
+            let _ = sw.filer_lock("l", 1, "", "o").await;
+            let _ = sw.filer_unlock("l", "t").await;
+            let _ = sw.filer_lock_owner("l").await;
         });
     }
 

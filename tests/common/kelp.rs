@@ -1,4 +1,5 @@
-//! Start kelp in-process in front of a test SeaweedFS, on a free loopback port.
+//! Start kelp in-process in front of a test SeaweedFS, on a free loopback port; or as its own
+//! process ([`KelpProcess`]) when a test must kill it without warning.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -8,6 +9,8 @@ use kelp::embedded::SeaweedFs;
 
 pub struct Kelp {
     pub addr: SocketAddr,
+    /// The peer listener's address, when `--peer-listen` was given.
+    pub peer: Option<SocketAddr>,
     pub config: Config,
     running: Option<kelp::Running>,
 }
@@ -24,7 +27,7 @@ impl Kelp {
         let config = Config::from_args(args).expect("test config parses");
         kelp::wait_for_seaweedfs(&config, Duration::from_secs(60)).await.expect("SeaweedFS answers kelp");
         let running = kelp::start(config.clone()).await.expect("kelp starts");
-        Kelp { addr: running.kafka_addr, config, running: Some(running) }
+        Kelp { addr: running.kafka_addr, peer: running.peer_addr, config, running: Some(running) }
     }
 
     pub fn bootstrap(&self) -> String {
@@ -34,4 +37,67 @@ impl Kelp {
     pub async fn stop(mut self) -> bool {
         self.running.take().expect("running").shutdown().await
     }
+}
+
+/// `kelp serve` as a child process on free loopback ports, for tests that crash it
+/// ([`KelpProcess::kill`] sends SIGKILL: no lease is released, no connection closed politely).
+pub struct KelpProcess {
+    pub addr: SocketAddr,
+    /// The peer listener's address, when `--peer-listen` was among the flags.
+    pub peer: Option<SocketAddr>,
+    child: std::process::Child,
+}
+
+impl KelpProcess {
+    /// Start the `kelp` binary (`bin`, from `env!("CARGO_BIN_EXE_kelp")` in the test) with
+    /// test defaults plus `extra`; `peer_listen` binds a peer listener on a free port. Returns
+    /// once its admin server reports ready.
+    pub async fn start(bin: &str, seaweedfs: &SeaweedFs, peer_listen: bool, extra: &[&str]) -> KelpProcess {
+        let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let (addr, admin) = (free(), free());
+        let peer = peer_listen.then(free);
+        let a = seaweedfs.addrs();
+        let mut cmd = std::process::Command::new(bin);
+        cmd.args(["serve", "--listen", &addr.to_string(), "--admin-listen", &admin.to_string()])
+            .args(["--master", &a.master, "--filer", &a.filer, "--upstream-timeout-ms", "5000"])
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit());
+        if let Some(p) = peer {
+            cmd.args(["--peer-listen", &p.to_string()]);
+        }
+        let child = cmd.spawn().expect("the kelp binary starts");
+        let process = KelpProcess { addr, peer, child };
+        super::eventually(|| async move {
+            if http_status(admin, "/readyz").await == Some(200) { Ok(()) } else { Err("kelp not ready") }
+        })
+        .await;
+        process
+    }
+
+    pub fn bootstrap(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for KelpProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The status code of `GET path` on a local HTTP server; `None` when it does not answer.
+async fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: kelp\r\nConnection: close\r\n\r\n").as_bytes()).await.ok()?;
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await.ok()?.ok()?;
+    String::from_utf8_lossy(&out).split_whitespace().nth(1)?.parse().ok()
 }

@@ -15,12 +15,14 @@ pub const TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Raw {
     pub stream: TcpStream,
     correlation_id: i32,
+    /// The client id put in every request header ("raw-test" unless changed).
+    pub client_id: String,
 }
 
 impl Raw {
     pub async fn connect(addr: SocketAddr) -> Raw {
         let stream = TcpStream::connect(addr).await.expect("connect to kelp");
-        Raw { stream, correlation_id: 0 }
+        Raw { stream, correlation_id: 0, client_id: "raw-test".into() }
     }
 
     /// Encode `req` at `version` with the right header, without sending it.
@@ -31,7 +33,7 @@ impl Raw {
             .with_request_api_key(key as i16)
             .with_request_api_version(version)
             .with_correlation_id(self.correlation_id)
-            .with_client_id(Some(StrBytes::from_static_str("raw-test")));
+            .with_client_id(Some(StrBytes::from_string(self.client_id.clone())));
         header.encode(&mut body, key.request_header_version(version)).expect("header encodes");
         req.encode(&mut body, version).expect("request encodes");
         let mut out = BytesMut::new();

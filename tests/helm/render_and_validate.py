@@ -254,7 +254,7 @@ def sample_value(key):
 
 def scenario_every_setting_quotas_and_example():
     config = {lower_camel(e, "KELP_"): sample_value(lower_camel(e, "KELP_")) for e in SERVE_ENVS}
-    values = {"config": config, "quotas": {"rules": "default:\n  producer_byte_rate: 1048576\n"}, "example": {"enabled": True}}
+    values = {"config": config, "quotas": {"rules": "quotas:\n  - client-id: <default>\n    producer_byte_rate: 1048576\n"}, "example": {"enabled": True}}
     for kv in ["1.28.0", "1.29.0"]:
         docs = documents(render(values, kv))
         validate(docs, "every setting", kv)
@@ -279,6 +279,22 @@ def scenario_every_setting_quotas_and_example():
         check(spec["containers"][1] == sidecar["container"], "kelp.sidecar prints what the webhook injects")
         check(spec["terminationGracePeriodSeconds"] == 65, f"grace from shutdownGraceMs: {spec['terminationGracePeriodSeconds']}")
         check(spec["volumes"] == sidecar["volumes"], "example mounts the quotas volume")
+
+
+def scenario_quotas_file_and_sasl_secret():
+    values = {"quotas": {"configMap": "team-quotas"}, "sasl": {"secret": "kelp-users"}}
+    for kv in ["1.28.0", "1.29.0"]:
+        docs = documents(render(values, kv))
+        validate(docs, "quotas and sasl", kv)
+        lint(values, kv)
+        sidecar = sidecar_file(docs)
+        env = {e["name"]: e["value"] for e in sidecar["container"]["env"]}
+        check(env.get("KELP_QUOTAS_FILE") == "/etc/kelp/quotas/quotas.yaml", f"quotas file points at the mount: {env.get('KELP_QUOTAS_FILE')}")
+        check(env.get("KELP_SASL_USERS_FILE") == "/etc/kelp/sasl/users.yaml", f"users file points at the mount: {env.get('KELP_SASL_USERS_FILE')}")
+        check(sidecar["volumes"] == [{"name": "kelp-quotas", "configMap": {"name": "team-quotas"}},
+                                     {"name": "kelp-sasl", "secret": {"secretName": "kelp-users"}}], f"volumes {sidecar['volumes']}")
+        mounts = {m["name"]: m["mountPath"] for m in sidecar["container"]["volumeMounts"]}
+        check(mounts == {"kelp-quotas": "/etc/kelp/quotas", "kelp-sasl": "/etc/kelp/sasl"}, f"mounts {mounts}")
 
 
 def scenario_webhook_disabled():
@@ -479,7 +495,7 @@ def scenario_webhook_binary_with_the_charts_files():
 
 def main():
     for scenario in [scenario_defaults, scenario_native_sidecar_switch, scenario_cert_manager, scenario_existing_secret,
-                     scenario_every_setting_quotas_and_example, scenario_webhook_disabled, scenario_bad_values_fail,
+                     scenario_every_setting_quotas_and_example, scenario_quotas_file_and_sasl_secret, scenario_webhook_disabled, scenario_bad_values_fail,
                      scenario_admin_server_off, scenario_parent_chart, scenario_webhook_binary_with_the_charts_files]:
         before = len(failures)
         try:

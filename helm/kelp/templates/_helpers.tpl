@@ -4,7 +4,8 @@ Named templates. The public ones, for pod specs written by hand (docs/kubernetes
   kelp.sidecar                        the kelp container as a list item, for `containers:`
   kelp.nativeSidecar                  the same with `restartPolicy: Always`, for `initContainers:`
                                       (Kubernetes 1.29 and later)
-  kelp.volumes                        the volumes it mounts, as list items (empty when none)
+  kelp.volumes                        the volumes it mounts (quotas ConfigMap, SASL users
+                                      Secret), as list items (empty when none)
   kelp.bootstrapServers               the address the application's Kafka client uses
   kelp.terminationGracePeriodSeconds  the shortest grace period that lets kelp drain
 
@@ -130,9 +131,13 @@ app.kubernetes.io/component: webhook
 {{- $env = append $env (dict "name" (printf "KELP_%s" (snakecase $key | upper)) "value" (include "kelp.settingValue" $value)) -}}
 {{- end -}}
 {{- end -}}
-{{- /* Once kelp reads a quotas file setting (config.quotasFile), point it at the mount. */ -}}
-{{- if and (include "kelp.quotasConfigMap" .) (hasKey $config "quotasFile") (not $config.quotasFile) -}}
+{{- /* With a quotas ConfigMap and config.quotasFile left empty, point it at the mount. */ -}}
+{{- if and (include "kelp.quotasConfigMap" .) (not $config.quotasFile) -}}
 {{- $env = append $env (dict "name" "KELP_QUOTAS_FILE" "value" (printf "%s/%s" .Values.quotas.mountPath .Values.quotas.key)) -}}
+{{- end -}}
+{{- /* With a SASL users Secret (sasl.secret), point config.saslUsersFile at its mount. */ -}}
+{{- if and .Values.sasl.secret (not $config.saslUsersFile) -}}
+{{- $env = append $env (dict "name" "KELP_SASL_USERS_FILE" "value" (printf "%s/%s" .Values.sasl.mountPath .Values.sasl.key)) -}}
 {{- end -}}
 {{- concat $env (.Values.sidecar.extraEnv | default list) | toYaml -}}
 {{- end -}}
@@ -155,8 +160,15 @@ app.kubernetes.io/component: webhook
 {{- $_ := set $c $field . -}}
 {{- end -}}
 {{- end -}}
+{{- $mounts := list -}}
 {{- if include "kelp.quotasConfigMap" . -}}
-{{- $_ := set $c "volumeMounts" (list (dict "name" "kelp-quotas" "mountPath" .Values.quotas.mountPath "readOnly" true)) -}}
+{{- $mounts = append $mounts (dict "name" "kelp-quotas" "mountPath" .Values.quotas.mountPath "readOnly" true) -}}
+{{- end -}}
+{{- if .Values.sasl.secret -}}
+{{- $mounts = append $mounts (dict "name" "kelp-sasl" "mountPath" .Values.sasl.mountPath "readOnly" true) -}}
+{{- end -}}
+{{- if $mounts -}}
+{{- $_ := set $c "volumeMounts" $mounts -}}
 {{- end -}}
 {{- $_ := set $c "terminationMessagePolicy" "FallbackToLogsOnError" -}}
 {{- toYaml $c -}}
@@ -173,10 +185,15 @@ app.kubernetes.io/component: webhook
 {{- end -}}
 
 {{- define "kelp.volumes" -}}
+{{- $volumes := list -}}
 {{- with include "kelp.quotasConfigMap" . -}}
-- name: kelp-quotas
-  configMap:
-    name: {{ . }}
+{{- $volumes = append $volumes (dict "name" "kelp-quotas" "configMap" (dict "name" .)) -}}
+{{- end -}}
+{{- with .Values.sasl.secret -}}
+{{- $volumes = append $volumes (dict "name" "kelp-sasl" "secret" (dict "secretName" .)) -}}
+{{- end -}}
+{{- if $volumes -}}
+{{- toYaml $volumes -}}
 {{- end -}}
 {{- end -}}
 

@@ -1,0 +1,200 @@
+//! Which kelp runs which consumer group, when several kelps front one SeaweedFS: the leases
+//! this kelp holds in the filer's lock manager and what it last learned about groups other
+//! kelps own.
+//!
+//! Owns: taking a group's lease (the first kelp asked about a group nobody owns becomes its
+//! owner), renewing and releasing leases (called by the coordinator's lease task), the
+//! "is this kelp the owner right now" check, and a cache of other owners' peer addresses.
+//! Does not own: the timing rules (`lease`, pure), dropping a lost group's state (the
+//! coordinator), or forwarding (`peer`).
+//!
+//! Locking: two `std::sync::Mutex`es (held leases, remote owners), each held only for map
+//! operations, never across `.await`. Taking a lease is serialised by one async mutex, so two
+//! requests for a new group on this kelp never race each other for the same lock.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use kafka_protocol::ResponseError;
+use tracing::{debug, info};
+
+use super::lease::{Decision, Held, Timing, decide};
+use crate::error::Error;
+use crate::seaweed::{LockAnswer, Seaweed, layout};
+
+/// Where a group's requests are answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// This kelp owns the group (or runs every group itself).
+    Local,
+    /// The owner's peer address.
+    Remote(String),
+}
+
+/// The leases of one kelp.
+pub struct Leases {
+    seaweed: Seaweed,
+    root: String,
+    /// This kelp's owner string (`lease::owner_id`).
+    me: String,
+    timing: Timing,
+    held: Mutex<HashMap<String, Held>>,
+    /// Group → (owner's peer address, trusted until). A forward that fails or is answered
+    /// NOT_COORDINATOR forgets the entry, so the next request looks again.
+    remote: Mutex<HashMap<String, (String, Instant)>>,
+    acquiring: tokio::sync::Mutex<()>,
+}
+
+impl Leases {
+    pub fn new(seaweed: Seaweed, root: String, me: String, lease: Duration) -> Leases {
+        Leases {
+            seaweed,
+            root,
+            me,
+            timing: Timing::new(lease),
+            held: Mutex::new(HashMap::new()),
+            remote: Mutex::new(HashMap::new()),
+            acquiring: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn timing(&self) -> &Timing {
+        &self.timing
+    }
+
+    /// Whether this kelp may act as `group`'s owner at `now` (and note that it was used).
+    pub fn owns(&self, group: &str, now: Instant) -> bool {
+        let mut held = self.held.lock().expect("leases lock");
+        match held.get_mut(group) {
+            Some(h) if h.is_valid(now) => {
+                h.touch(now);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Where `group`'s requests go, taking its lease when nobody holds it. The flag is true
+    /// when the lease was just taken: whatever this kelp remembered of the group is stale.
+    pub async fn route(&self, group: &str, now: impl Fn() -> Instant) -> Result<(Route, bool), Error> {
+        if let Some(r) = self.known(group, now()) {
+            return Ok((r, false));
+        }
+        let _one_at_a_time = self.acquiring.lock().await;
+        if let Some(r) = self.known(group, now()) {
+            return Ok((r, false));
+        }
+        let sent_at = now();
+        let answer = self.lock(group, "").await?;
+        Ok(match decide(answer, &self.me) {
+            Decision::Mine(token) => {
+                info!(group, "took ownership of the group");
+                let now = now();
+                self.held.lock().expect("leases lock").insert(group.to_string(), Held::granted(token, sent_at, now, &self.timing));
+                (Route::Local, true)
+            }
+            Decision::Elsewhere(peer) => {
+                debug!(group, owner = %peer, "group owned by another kelp");
+                let until = now() + self.timing.lease();
+                self.remote.lock().expect("leases lock").insert(group.to_string(), (peer.clone(), until));
+                (Route::Remote(peer), false)
+            }
+            Decision::Unavailable => return Err(Error::Kafka(ResponseError::CoordinatorNotAvailable)),
+        })
+    }
+
+    /// What this kelp knows without asking the filer.
+    fn known(&self, group: &str, now: Instant) -> Option<Route> {
+        if self.owns(group, now) {
+            return Some(Route::Local);
+        }
+        let mut remote = self.remote.lock().expect("leases lock");
+        match remote.get(group) {
+            Some((peer, until)) if now < *until => Some(Route::Remote(peer.clone())),
+            Some(_) => {
+                remote.remove(group);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Forget who owns `group` elsewhere (its owner did not answer, or said it is not).
+    pub fn forget_remote(&self, group: &str) {
+        self.remote.lock().expect("leases lock").remove(group);
+    }
+
+    /// Leases due for renewal at `now`, marked as being renewed: (group, token).
+    pub fn start_renewals(&self, now: Instant) -> Vec<(String, String)> {
+        let mut held = self.held.lock().expect("leases lock");
+        held.iter_mut().filter_map(|(g, h)| h.start_renewal(now).map(|token| (g.clone(), token))).collect()
+    }
+
+    /// Renew `group`'s lease (a call to the filer); the caller reports the outcome.
+    pub async fn renew(&self, group: &str, token: &str) -> Result<LockAnswer, Error> {
+        self.lock(group, token).await
+    }
+
+    /// The renewal sent at `sent_at` was granted. `false` when the lease is no longer held
+    /// here (given up meanwhile): the caller must release the lock it just renewed.
+    pub fn renewed(&self, group: &str, token: String, sent_at: Instant) -> bool {
+        match self.held.lock().expect("leases lock").get_mut(group) {
+            Some(h) if h.is_renewing() => {
+                h.renewed(token, sent_at, &self.timing);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The renewal got no answer; it is retried until the lease's stop time.
+    pub fn renewal_failed(&self, group: &str, now: Instant) {
+        if let Some(h) = self.held.lock().expect("leases lock").get_mut(group) {
+            h.renewal_failed(now, &self.timing);
+        }
+    }
+
+    /// Stop holding `group`'s lease; its token, to release it with.
+    pub fn give_up(&self, group: &str) -> Option<String> {
+        self.held.lock().expect("leases lock").remove(group).map(|h| h.token().to_string())
+    }
+
+    /// Leases past their stop time (renewals failed for too long), no longer held.
+    pub fn take_expired(&self, now: Instant) -> Vec<String> {
+        let mut held = self.held.lock().expect("leases lock");
+        let expired: Vec<String> = held.iter().filter(|(_, h)| !h.is_valid(now)).map(|(g, _)| g.clone()).collect();
+        for g in &expired {
+            held.remove(g);
+        }
+        expired
+    }
+
+    /// Groups no request used for a whole lease: candidates for release.
+    pub fn idle(&self, now: Instant) -> Vec<String> {
+        let lease = self.timing.lease();
+        let held = self.held.lock().expect("leases lock");
+        held.iter().filter(|(_, h)| !h.is_renewing() && h.idle_for(now) >= lease).map(|(g, _)| g.clone()).collect()
+    }
+
+    /// Every lease, no longer held: (group, token). For shutdown.
+    pub fn take_all(&self) -> Vec<(String, String)> {
+        self.held.lock().expect("leases lock").drain().map(|(g, h)| (g, h.token().to_string())).collect()
+    }
+
+    /// Release `group`'s lock held with `token`, so another kelp can take it at once.
+    pub async fn release(&self, group: &str, token: &str) -> Result<(), Error> {
+        self.seaweed.filer_unlock(&layout::group_owner_lock(&self.root, group), token).await
+    }
+
+    /// Pretend a grant sent at `sent_at` succeeded (tests without a filer).
+    #[cfg(test)]
+    pub(crate) fn hold(&self, group: &str, token: &str, sent_at: Instant) {
+        self.held.lock().expect("leases lock").insert(group.to_string(), Held::granted(token.to_string(), sent_at, sent_at, &self.timing));
+    }
+
+    async fn lock(&self, group: &str, token: &str) -> Result<LockAnswer, Error> {
+        let name = layout::group_owner_lock(&self.root, group);
+        self.seaweed.filer_lock(&name, self.timing.lock_seconds, token, &self.me).await
+    }
+}

@@ -1,0 +1,138 @@
+//! What kelp knows about one Kafka connection beyond the request at hand: who is on the other
+//! end (SASL), which quotas govern it and what it still owes them.
+//!
+//! `connection.rs` owns one per connection and consults it before and after each request;
+//! `api::dispatch` and the SASL handlers update it.
+
+use bytes::Bytes;
+use kafka_protocol::messages::ApiKey;
+
+use crate::api::Ctx;
+use crate::quota;
+use crate::sasl::{self, Exchange, Outcome};
+
+/// APIs a connection may send before it has authenticated, when SASL is on.
+const BEFORE_AUTHENTICATION: &[ApiKey] = &[ApiKey::ApiVersions, ApiKey::SaslHandshake, ApiKey::SaslAuthenticate];
+
+/// Why a connection's SASL exchange ended it.
+#[derive(Debug, thiserror::Error)]
+#[error("SASL authentication failed: {0}")]
+pub struct SaslFailed(pub &'static str);
+
+/// One connection's state.
+pub struct Session {
+    /// `None` when SASL is off on the listener.
+    sasl: Option<Exchange>,
+    principal: Option<String>,
+    /// Set when the connection must close after the response being written.
+    close: bool,
+    pub(crate) quota: quota::Conn,
+}
+
+impl Session {
+    pub fn new(ctx: &Ctx) -> Session {
+        Session { sasl: ctx.sasl.as_ref().map(|_| Exchange::default()), principal: None, close: false, quota: quota::Conn::default() }
+    }
+
+    /// A session that needs no authentication (requests kelp relays to itself).
+    pub fn trusted() -> Session {
+        Session { sasl: None, principal: None, close: false, quota: quota::Conn::default() }
+    }
+
+    /// The authenticated user, when SASL is on and the client logged in: the `user` of client
+    /// quotas.
+    pub fn user(&self) -> Option<&str> {
+        self.principal.as_deref()
+    }
+
+    /// The quota state together with the user it is resolved for.
+    pub(crate) fn quota_and_user(&mut self) -> (&mut quota::Conn, Option<&str>) {
+        (&mut self.quota, self.principal.as_deref())
+    }
+
+    /// Whether the connection may send `key` now (SASL on: only the login APIs until
+    /// authenticated, as a Kafka broker insists).
+    pub fn may_send(&self, key: ApiKey) -> bool {
+        match &self.sasl {
+            None => true,
+            Some(e) => e.is_done() || BEFORE_AUTHENTICATION.contains(&key),
+        }
+    }
+
+    /// Whether the connection closes after the response just written (a failed login).
+    pub fn closing(&self) -> bool {
+        self.close
+    }
+
+    /// Wait out what the last request cost over quota.
+    pub async fn hold(&mut self) {
+        self.quota.hold().await;
+    }
+
+    // === SASL ===
+
+    /// SaslHandshake: `Err` with the Kafka code when SASL is off, the exchange is past the
+    /// handshake, or the mechanism is not offered.
+    pub fn handshake(&mut self, mechanism: &str, version: i16) -> Result<(), kafka_protocol::ResponseError> {
+        use kafka_protocol::ResponseError as E;
+        let exchange = self.sasl.as_mut().ok_or(E::IllegalSaslState)?;
+        let mechanism = sasl::Mechanism::from_name(mechanism).ok_or(E::UnsupportedSaslMechanism)?;
+        if exchange.handshake(mechanism, version) { Ok(()) } else { Err(E::IllegalSaslState) }
+    }
+
+    /// SaslAuthenticate: one message of the agreed mechanism. `Err` carries the Kafka code
+    /// (and the connection is closed after the response on an authentication failure).
+    pub fn authenticate(&mut self, ctx: &Ctx, message: &[u8]) -> Result<Vec<u8>, kafka_protocol::ResponseError> {
+        use kafka_protocol::ResponseError as E;
+        let (Some(exchange), Some(shared)) = (self.sasl.as_mut(), ctx.sasl.as_ref()) else {
+            return Err(E::IllegalSaslState);
+        };
+        if !exchange.awaits_authenticate() {
+            return Err(E::IllegalSaslState);
+        }
+        match self.step(shared, message) {
+            Ok(reply) => Ok(reply),
+            Err(_) => {
+                self.close = true;
+                Err(E::SaslAuthenticationFailed)
+            }
+        }
+    }
+
+    /// Whether the next frame is a bare SASL token (after SaslHandshake v0), not a request.
+    pub fn awaits_raw_token(&self) -> bool {
+        self.sasl.as_ref().is_some_and(Exchange::awaits_raw_token)
+    }
+
+    /// One bare SASL token (SaslHandshake v0): the token to send back. A failure ends the
+    /// connection without a reply, as Kafka does.
+    pub fn raw_token(&mut self, ctx: &Ctx, token: &[u8]) -> Result<Bytes, SaslFailed> {
+        let shared = ctx.sasl.as_ref().ok_or(SaslFailed("SASL is off"))?;
+        self.step(shared, token).map(Bytes::from)
+    }
+
+    fn step(&mut self, shared: &sasl::Sasl, message: &[u8]) -> Result<Vec<u8>, SaslFailed> {
+        let exchange = self.sasl.as_mut().expect("callers checked that SASL is on");
+        let mechanism = exchange.mechanism().map(sasl::Mechanism::name);
+        let metrics = crate::metrics::global();
+        let count = |ok| {
+            if let Some(m) = mechanism {
+                metrics.observe_sasl(m, ok);
+            }
+        };
+        match exchange.step(shared, message) {
+            Outcome::Continue(reply) => Ok(reply),
+            Outcome::Authenticated { reply, user } => {
+                tracing::debug!(mechanism = mechanism.unwrap_or("none"), %user, "authenticated");
+                count(true);
+                self.principal = Some(user);
+                Ok(reply)
+            }
+            Outcome::Failed(why) => {
+                tracing::info!(mechanism = mechanism.unwrap_or("none"), reason = why, "SASL authentication failed");
+                count(false);
+                Err(SaslFailed(why))
+            }
+        }
+    }
+}
