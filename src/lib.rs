@@ -90,11 +90,17 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let kafka_addr = listener.local_addr()?;
     let (advertised_host, advertised_port) = advertised(&config, kafka_addr)?;
+    // Every listener is bound before any task is spawned, so a failed bind leaves nothing
+    // running behind.
+    let admin_listener = match config.admin_listen {
+        None => None,
+        Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| format!("binding {} ({})", addr, config::ENV_ADMIN_LISTEN))?),
+    };
+    let peer = peer::bind(&config).await?;
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
     let grace = config.shutdown_grace();
     // With a peer listener, groups are owned through leases shared with other kelps.
-    let peer = peer::bind(&config).await?;
     let ownership = peer.as_ref().map(|(_, advertised)| group::Ownership {
         owner_id: group::lease::owner_id(advertised, &uuid::Uuid::new_v4().simple().to_string()),
         lease: config.group_lease(),
@@ -124,10 +130,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         config,
     });
     let readiness = admin::Readiness::default();
-    let admin_addr = match ctx.config.admin_listen {
+    let admin_addr = match admin_listener {
         None => None,
-        Some(addr) => {
-            let l = TcpListener::bind(addr).await.with_context(|| format!("binding {} ({})", addr, config::ENV_ADMIN_LISTEN))?;
+        Some(l) => {
             let bound = l.local_addr()?;
             tracker.spawn(admin::serve(l, readiness.clone(), cancel.clone(), tracker.clone()));
             Some(bound)
