@@ -92,8 +92,8 @@ struct Opts {
     /// clients only reach it when it listens there.
     #[arg(long, default_value_t = 9093)]
     gateway_port: u16,
-    /// Record kelp with `perf record -e cpu-clock` into this file while it is under load
-    /// (after the memory check).
+    /// Record kelp with `perf record -e cpu-clock` during each timed phase, into
+    /// `<PERF>-<size>-<codec>-produce.data` and `...-consume.data`.
     #[arg(long)]
     perf: Option<PathBuf>,
     /// perf's sampling frequency (Hz).
@@ -243,6 +243,68 @@ fn cpu_per_mb(p: Option<Proc>, before: Option<f64>, bytes: usize) -> Option<f64>
     Some((after - before?) / (bytes as f64 / 1e6).max(1e-9))
 }
 
+/// The other processes whose CPU is worth watching, and this one (the clients).
+#[derive(Clone, Copy, Debug)]
+struct Others {
+    broker: Option<Proc>,
+    /// `weed server`: master, volume server and filer.
+    server: Option<Proc>,
+    client: Proc,
+}
+
+/// CPU counters at one moment.
+#[derive(Clone, Copy, Debug)]
+struct Snapshot {
+    at: Instant,
+    target: Option<f64>,
+    broker: Option<f64>,
+    server: Option<f64>,
+    client: Option<f64>,
+    /// (busy, total) jiffies of the whole host, from /proc/stat.
+    host: Option<(f64, f64)>,
+}
+
+fn host_jiffies() -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let v: Vec<f64> = stat.lines().next()?.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal ...
+    let total: f64 = v.iter().take(8).sum();
+    let idle = v.get(3)? + v.get(4).copied().unwrap_or(0.0);
+    Some((total - idle, total))
+}
+
+fn snapshot(target: Option<Proc>, others: Option<Others>) -> Snapshot {
+    Snapshot {
+        at: Instant::now(),
+        target: target.and_then(|p| p.cpu_secs()),
+        broker: others.and_then(|o| o.broker).and_then(|p| p.cpu_secs()),
+        server: others.and_then(|o| o.server).and_then(|p| p.cpu_secs()),
+        client: others.and_then(|o| o.client.cpu_secs()),
+        host: host_jiffies(),
+    }
+}
+
+/// Cores kept busy between two snapshots, per process and for the whole host.
+#[derive(Clone, Copy, Debug, Default)]
+struct Cores {
+    target: Option<f64>,
+    broker: Option<f64>,
+    server: Option<f64>,
+    client: Option<f64>,
+    host: Option<f64>,
+}
+
+fn cores(a: &Snapshot, b: &Snapshot) -> Cores {
+    let wall = (b.at - a.at).as_secs_f64().max(1e-9);
+    let d = |x: Option<f64>, y: Option<f64>| Some((y? - x?) / wall);
+    let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let host = match (a.host, b.host) {
+        (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => Some((b1 - b0) / (t1 - t0) * ncpu),
+        _ => None,
+    };
+    Cores { target: d(a.target, b.target), broker: d(a.broker, b.broker), server: d(a.server, b.server), client: d(a.client, b.client), host }
+}
+
 // === result rows ===
 
 #[derive(Debug, Default, Clone)]
@@ -257,6 +319,7 @@ struct Row {
     cpu_consume: Option<f64>,
     peak_rss_kib: Option<u64>,
     broker_cpu_produce: Option<f64>,
+    cores_produce: Option<Cores>,
     served_produce: Option<Served>,
     served_fetch: Option<Served>,
     notes: Vec<String>,
@@ -420,7 +483,7 @@ async fn direct_low_load(sw: &Seaweed, topic: &str, payloads: &[Bytes], n: usize
     Ok(lat)
 }
 
-async fn run_direct(sw: &Seaweed, o: &Opts, serial: bool, rows: &mut Vec<Row>, low: &mut Vec<LowLoad>, broker: Option<Proc>) {
+async fn run_direct(sw: &Seaweed, o: &Opts, serial: bool, rows: &mut Vec<Row>, low: &mut Vec<LowLoad>, others: Others) {
     let target = if serial { "direct-serial" } else { "direct" };
     for &size in &o.sizes {
         let mut row = Row { target: target.into(), size, codec: "-".into(), ..Row::default() };
@@ -438,10 +501,12 @@ async fn run_direct(sw: &Seaweed, o: &Opts, serial: bool, rows: &mut Vec<Row>, l
                 row.notes.push(format!("warm-up: {e}"));
             }
         }
-        let broker_before = broker.and_then(|p| p.cpu_secs());
+        let before = snapshot(None, Some(others));
         match direct_produce(sw, &topic, o, payloads.clone(), serial).await {
             Ok((rate, lat)) => {
-                row.broker_cpu_produce = cpu_per_mb(broker, broker_before, rate.bytes);
+                let c = cores(&before, &snapshot(None, Some(others)));
+                row.broker_cpu_produce = c.broker.map(|b| b * rate.secs / (rate.bytes as f64 / 1e6));
+                row.cores_produce = Some(c);
                 row.produce = Some(rate);
                 row.lat = percentiles(lat);
             }
@@ -520,9 +585,8 @@ impl rdkafka::consumer::ConsumerContext for Quiet {}
 struct Produced {
     rate: Rate,
     lat: Vec<Duration>,
-    /// CPU seconds of the measured process and of the broker during the timed part.
-    cpu: Option<f64>,
-    broker_cpu: Option<f64>,
+    /// Cores busy during the timed part.
+    cores: Cores,
     served: Option<Served>,
 }
 
@@ -540,7 +604,7 @@ struct ProduceJob {
     /// more records.
     warmup: bool,
     proc: Option<Proc>,
-    broker: Option<Proc>,
+    others: Option<Others>,
     producers: usize,
     /// kelp's admin address, to read its Produce request metrics.
     admin: Option<SocketAddr>,
@@ -610,8 +674,7 @@ fn kafka_produce(job: &ProduceJob, payloads: &[Bytes]) -> Result<Produced, Strin
             return Err(format!("warm-up failed: {}", d.first_error.lock().unwrap().clone().unwrap_or_default()));
         }
         d.lat.lock().unwrap().clear();
-        let cpu_before = job.proc.and_then(|p| p.cpu_secs());
-        let broker_before = job.broker.and_then(|p| p.cpu_secs());
+        let before = snapshot(job.proc, job.others);
         let metrics_before = job.admin.and_then(|a| scrape_requests(a, "Produce"));
         let start = Instant::now();
         let mut bytes = 0;
@@ -628,18 +691,17 @@ fn kafka_produce(job: &ProduceJob, payloads: &[Bytes]) -> Result<Produced, Strin
         }
         wait_all(warm + job.records, "produce")?;
         let secs = start.elapsed().as_secs_f64();
+        let after = snapshot(job.proc, job.others);
         let metrics_after = job.admin.and_then(|a| scrape_requests(a, "Produce"));
         let failed = d.failed.load(Ordering::Acquire);
         if failed > 0 {
             let err = d.first_error.lock().unwrap().clone().unwrap_or_default();
             return Err(format!("{failed} of {} records failed: {err}", job.records));
         }
-        let delta = |p: Option<Proc>, before: Option<f64>| Some(p?.cpu_secs()? - before?);
         Ok(Produced {
             rate: Rate { records: job.records, bytes, secs },
             lat: std::mem::take(&mut *d.lat.lock().unwrap()),
-            cpu: delta(job.proc, cpu_before),
-            broker_cpu: delta(job.broker, broker_before),
+            cores: cores(&before, &after),
             served: served(metrics_before, metrics_after, secs),
         })
     })();
@@ -778,6 +840,8 @@ struct Endpoint {
     topic_prefix: &'static str,
     /// kelp's admin HTTP address (request metrics).
     admin: Option<SocketAddr>,
+    /// Profile it with `--perf`.
+    perf: bool,
 }
 
 async fn blocking<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> Result<T, String> + Send + 'static) -> Result<T, String> {
@@ -788,7 +852,7 @@ async fn blocking<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> Result
     }
 }
 
-async fn run_kafka(ep: &Endpoint, o: &Opts, rows: &mut Vec<Row>, low: &mut Vec<LowLoad>, broker: Option<Proc>) {
+async fn run_kafka(ep: &Endpoint, o: &Opts, rows: &mut Vec<Row>, low: &mut Vec<LowLoad>, others: Others) {
     let timeout = Duration::from_secs(o.phase_timeout);
     // After a case in which nothing could be produced, the rest are skipped: each would
     // only wait out its timeouts again.
@@ -828,16 +892,23 @@ async fn run_kafka(ep: &Endpoint, o: &Opts, rows: &mut Vec<Row>, low: &mut Vec<L
                 timeout,
                 warmup: true,
                 proc: ep.proc,
-                broker,
+                others: Some(others),
                 producers: o.producers,
                 admin: ep.admin,
             };
             let pl = payloads.clone();
-            match blocking(timeout, move || kafka_produce(&job, &pl)).await {
+            let perf = match (ep.perf, ep.proc) {
+                (true, Some(p)) => start_perf(o, p.pid, &format!("{size}-{codec}-produce")).await,
+                _ => Guard(None),
+            };
+            let produced = blocking(timeout, move || kafka_produce(&job, &pl)).await;
+            drop(perf);
+            match produced {
                 Ok(p) => {
-                    let mb = p.rate.bytes as f64 / 1e6;
-                    row.cpu_produce = p.cpu.map(|c| c / mb);
-                    row.broker_cpu_produce = p.broker_cpu.map(|c| c / mb);
+                    let per_mb = p.rate.secs / (p.rate.bytes as f64 / 1e6);
+                    row.cpu_produce = p.cores.target.map(|c| c * per_mb);
+                    row.broker_cpu_produce = p.cores.broker.map(|c| c * per_mb);
+                    row.cores_produce = Some(p.cores);
                     row.produce = Some(p.rate);
                     row.lat = percentiles(p.lat);
                     row.served_produce = p.served;
@@ -849,7 +920,13 @@ async fn run_kafka(ep: &Endpoint, o: &Opts, rows: &mut Vec<Row>, low: &mut Vec<L
                 // The warm-up put one more record in every partition.
                 let (bs, t, parts, n) = (ep.bootstrap.clone(), topic.clone(), o.partitions, o.records + o.partitions as usize);
                 let admin = ep.admin;
-                match blocking(timeout, move || kafka_consume(&bs, &t, parts, n, timeout, admin)).await {
+                let perf = match (ep.perf, ep.proc) {
+                    (true, Some(p)) => start_perf(o, p.pid, &format!("{size}-{codec}-consume")).await,
+                    _ => Guard(None),
+                };
+                let consumed = blocking(timeout, move || kafka_consume(&bs, &t, parts, n, timeout, admin)).await;
+                drop(perf);
+                match consumed {
                     Ok((rate, served)) => {
                         row.served_fetch = served;
                         row.cpu_consume = cpu_per_mb(ep.proc, cpu_before, rate.bytes);
@@ -881,7 +958,7 @@ async fn run_kafka(ep: &Endpoint, o: &Opts, rows: &mut Vec<Row>, low: &mut Vec<L
                     timeout,
                     warmup: true,
                     proc: None,
-                    broker: None,
+                    others: None,
                     producers: 1,
                     admin: None,
                 };
@@ -916,7 +993,7 @@ async fn gateway_topic_checks(bootstrap: &str, partitions: u32) -> Vec<(String, 
             timeout: limit,
             warmup: false,
             proc: None,
-            broker: None,
+            others: None,
             producers: 1,
             admin: None,
         };
@@ -924,6 +1001,30 @@ async fn gateway_topic_checks(bootstrap: &str, partitions: u32) -> Vec<(String, 
         out.push((format!("produce 1 record to `{name}`"), produced.map_or_else(|e| format!("fails: {e}"), |_| "ok".into())));
     }
     out
+}
+
+/// `perf record` attached to `pid` until the returned guard is dropped (SIGTERM makes perf
+/// write its file).
+async fn start_perf(o: &Opts, pid: u32, phase: &str) -> Guard {
+    let Some(prefix) = &o.perf else { return Guard(None) };
+    let out = format!("{}-{phase}.data", prefix.display());
+    let child = Command::new("perf")
+        .args(["record", "-e", "cpu-clock", "-F", &o.perf_freq.to_string(), "--call-graph", &o.perf_call_graph, "-p", &pid.to_string(), "-o", &out])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    match child {
+        Ok(c) => {
+            // Let it attach before the load starts.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Guard(Some(c))
+        }
+        Err(e) => {
+            eprintln!("bench: perf not started: {e}");
+            Guard(None)
+        }
+    }
 }
 
 // === kelp's own metrics ===
@@ -1209,6 +1310,34 @@ fn report(o: &Opts, rows: &[Row], low: &[LowLoad], mem: &[Memory], checks: &[(St
             serial.join(", ")
         );
     }
+    let with_cores: Vec<&Row> = rows.iter().filter(|r| r.cores_produce.is_some()).collect();
+    if !with_cores.is_empty() {
+        let ncpu = std::thread::available_parallelism().map_or(0, |n| n.get());
+        let _ = writeln!(s, "\n### Where the CPU went while producing (cores busy, of {ncpu})\n");
+        let _ = writeln!(s, "| target | record | codec | kelp or gateway | mq.broker | weed server (master, volume, filer) | clients (this process) | whole host |");
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
+        for r in with_cores {
+            let c = r.cores_produce.unwrap_or_default();
+            let f2 = |v: Option<f64>| v.map_or("—".into(), |v| format!("{v:.2}"));
+            let _ = writeln!(
+                s,
+                "| {} | {} B | {} | {} | {} | {} | {} | {} |",
+                r.target,
+                r.size,
+                r.codec,
+                f2(c.target),
+                f2(c.broker),
+                f2(c.server),
+                f2(c.client),
+                f2(c.host)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "\nThe clients column is this benchmark process: librdkafka for the Kafka targets, kelp's own \
+             SeaweedFS client for the direct ones."
+        );
+    }
     let internals: Vec<&Row> = rows.iter().filter(|r| r.served_produce.is_some() || r.served_fetch.is_some()).collect();
     if !internals.is_empty() {
         let _ = writeln!(s, "\n### Inside kelp (its request metrics over each timed phase)\n");
@@ -1300,7 +1429,12 @@ async fn main() -> anyhow::Result<()> {
     let weed = SeaweedFs::find_weed()?;
     let weed_version = command_output(&weed.to_string_lossy(), &["version"]).lines().next().unwrap_or_default().to_string();
     let broker_port = addrs.broker.rsplit(':').next().unwrap_or_default().to_string();
-    let broker = find_pid(&["mq.broker", &format!("-port={broker_port}")]).map(Proc::new);
+    let master_port = addrs.master.rsplit(':').next().and_then(|p| p.split('.').next()).unwrap_or_default().to_string();
+    let others = Others {
+        broker: find_pid(&["mq.broker", &format!("-port={broker_port}")]).map(Proc::new),
+        server: find_pid(&["server", &format!("-master.port={master_port}")]).map(Proc::new),
+        client: Proc::new(std::process::id()),
+    };
 
     let sw = Seaweed::connect(SeaweedOptions {
         master: addrs.master.clone(),
@@ -1317,10 +1451,10 @@ async fn main() -> anyhow::Result<()> {
 
     let (mut rows, mut low, mut mem, mut checks) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     if wants("direct") {
-        run_direct(&sw, &o, false, &mut rows, &mut low, broker).await;
+        run_direct(&sw, &o, false, &mut rows, &mut low, others).await;
     }
     if wants("direct-serial") {
-        run_direct(&sw, &o, true, &mut rows, &mut low, broker).await;
+        run_direct(&sw, &o, true, &mut rows, &mut low, others).await;
     }
 
     let mut kelp_mode = "not run".to_string();
@@ -1344,7 +1478,6 @@ async fn main() -> anyhow::Result<()> {
         let mut in_process = None;
         // Both ways of running kelp serve the admin endpoint (request metrics).
         let admin = Some(admin_addr);
-        let mut perf = Guard(None);
         let proc = match &bin {
             Some(bin) => {
                 let log = dir.path().join("kelp.log");
@@ -1372,28 +1505,14 @@ async fn main() -> anyhow::Result<()> {
                 None
             }
         };
-        let ep = Endpoint { name: "kelp", bootstrap: addr.to_string(), proc, topic_prefix: "", admin };
+        let ep = Endpoint { name: "kelp", bootstrap: addr.to_string(), proc, topic_prefix: "", admin, perf: o.perf.is_some() };
         // Idle RSS: after one client looked at the cluster.
         let bs = ep.bootstrap.clone();
         let _ = blocking(Duration::from_secs(10), move || wait_metadata(&bs, "none-such", 0, Duration::from_secs(5)).or(Ok(()))).await;
         let idle = proc.and_then(|p| p.rss_kib());
         // Memory first, on a fresh process: after the load, freed heap would hide it.
         mem.push(memory_check("kelp", addr, proc, idle, o.idle_connections).await);
-        if let (Some(out), Some(p)) = (&o.perf, proc) {
-            let child = Command::new("perf")
-                .args(["record", "-e", "cpu-clock", "-F", &o.perf_freq.to_string(), "--call-graph", &o.perf_call_graph, "-p", &p.pid.to_string(), "-o"])
-                .arg(out)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn();
-            match child {
-                Ok(c) => perf.0 = Some(c),
-                Err(e) => eprintln!("bench: perf not started: {e}"),
-            }
-        }
-        run_kafka(&ep, &o, &mut rows, &mut low, broker).await;
-        drop(perf); // SIGTERM makes perf write its file
+        run_kafka(&ep, &o, &mut rows, &mut low, others).await;
         if let Some(r) = in_process {
             r.shutdown().await;
         }
@@ -1441,9 +1560,9 @@ async fn main() -> anyhow::Result<()> {
                     let _ = blocking(Duration::from_secs(10), move || wait_metadata(&bs, "none-such", 0, Duration::from_secs(5)).or(Ok(()))).await;
                     let idle = proc.and_then(|p| p.rss_kib());
                     checks.extend(gateway_topic_checks(&addr.to_string(), o.partitions).await);
-                    let ep = Endpoint { name: "gateway", bootstrap: addr.to_string(), proc, topic_prefix: "_", admin: None };
+                    let ep = Endpoint { name: "gateway", bootstrap: addr.to_string(), proc, topic_prefix: "_", admin: None, perf: false };
                     mem.push(memory_check("gateway", addr, proc, idle, o.idle_connections).await);
-                    run_kafka(&ep, &o, &mut rows, &mut low, broker).await;
+                    run_kafka(&ep, &o, &mut rows, &mut low, others).await;
                 }
             }
             drop(guard);
