@@ -70,24 +70,43 @@ mod tests {
         let rules = Arc::new(Mutex::new(Rules::parse_file(first).unwrap()));
         let cancel = CancellationToken::new();
         let shared = rules.clone();
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = calls.clone();
         let task = tokio::spawn(poll(path.clone(), Duration::from_millis(10), first.as_bytes().to_vec(), cancel.clone(), "quotas", move |text| {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             *shared.lock().unwrap() = Rules::parse_file(text)?;
             Ok(())
         }));
         let rate = |rules: &Mutex<Rules>| rules.lock().unwrap().iter().next().and_then(|(_, l)| l.get(Kind::Request));
-        let settle = || tokio::time::sleep(Duration::from_millis(100));
+        // Wait (bounded) until the watcher has handed over one more version of the file.
+        let handed_over = |before: usize| {
+            let calls = calls.clone();
+            async move {
+                for _ in 0..1000 {
+                    if calls.load(std::sync::atomic::Ordering::SeqCst) > before {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                panic!("the watcher did not pick up the change within 10 s");
+            }
+        };
+        let count = || calls.load(std::sync::atomic::Ordering::SeqCst);
 
+        let n = count();
         std::fs::write(&path, "quotas:\n  - client-id: a\n    request_rate: 2\n").unwrap();
-        settle().await;
+        handed_over(n).await;
         assert_eq!(rate(&rules), Some(2.0));
+        let n = count();
         std::fs::write(&path, "quotas:\n  - client-id: a\n    request_rate: -2\n").unwrap();
-        settle().await;
+        handed_over(n).await;
         assert_eq!(rate(&rules), Some(2.0), "invalid version ignored");
         std::fs::remove_file(&path).unwrap();
-        settle().await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(rate(&rules), Some(2.0), "missing file ignored");
+        let n = count();
         std::fs::write(&path, "quotas:\n  - client-id: a\n    request_rate: 3\n").unwrap();
-        settle().await;
+        handed_over(n).await;
         assert_eq!(rate(&rules), Some(3.0));
         cancel.cancel();
         task.await.unwrap();
