@@ -307,7 +307,10 @@ async fn a_client_that_ignores_throttling_is_held_to_the_rate() {
     // The first bucket (one second of rate) is free; the rest arrives at the rate.
     let expected = (total as f64 - RATE) / RATE;
     eprintln!("acks=0: {total} bytes held for {took:?}, {expected:.2} s expected at the limit");
-    assert!((took.as_secs_f64() - expected).abs() <= 0.15 * expected, "{total} bytes took {took:?}, expected {expected:.2} s");
+    // Held to the rate: never faster than the limit allows (15% slack for the burst bucket).
+    // Slower only means a busy machine, so the upper bound just proves progress.
+    let took_s = took.as_secs_f64();
+    assert!(took_s >= 0.85 * expected && took_s <= 3.0 * expected, "{total} bytes took {took:?}, expected {expected:.2} s");
 
     // acks=1, pipelined without reading: every answer beyond the bucket carries a throttle,
     // and the whole lot still takes as long as the rate says.
@@ -350,7 +353,8 @@ async fn a_client_that_ignores_throttling_is_held_to_the_rate() {
     assert!(throttles.iter().filter(|t| **t > 0).count() >= 10, "{throttles:?}");
     // The last answer is written before its own hold: a little under the full time.
     let last_hold = f64::from(*throttles.last().unwrap()) / 1000.0;
-    assert!(((took.as_secs_f64() + last_hold) - expected).abs() <= 0.15 * expected, "took {took:?}, expected {expected:.2} s");
+    let held = took.as_secs_f64() + last_hold;
+    assert!(held >= 0.85 * expected && held <= 3.0 * expected, "took {took:?}, expected {expected:.2} s");
     kelp.stop().await;
 }
 
