@@ -792,10 +792,7 @@ async fn kafka_create_topic(bootstrap: &str, topic: &str, partitions: u32, timeo
     let r = match tokio::time::timeout(timeout + Duration::from_secs(5), call).await {
         Err(_) => Err(format!("CreateTopics timed out after {} s", timeout.as_secs())),
         Ok(Err(e)) => Err(format!("CreateTopics: {e}")),
-        Ok(Ok(results)) => results
-            .into_iter()
-            .map(|r| r.map(|_| ()).map_err(|(t, code)| format!("CreateTopics {t}: {code}")))
-            .collect(),
+        Ok(Ok(results)) => results.into_iter().try_for_each(|r| r.map(|_| ()).map_err(|(t, code)| format!("CreateTopics {t}: {code}"))),
     };
     drop_in_background(admin);
     r

@@ -67,6 +67,9 @@ async fn readyz_waits_for_seaweedfs_and_metrics_count_requests() {
     assert!(sample(&after, "kelp_received_bytes_total").unwrap() > 0.0);
     assert!(sample(&after, "kelp_sent_bytes_total").unwrap() > 0.0);
     assert!(after.contains("api=\"ApiVersions\"} ") && after.contains("kelp_request_duration_seconds_bucket{le="));
+    // SeaweedFS calls are timed, and the ones made while the broker was down counted as errors.
+    assert!(after.contains("kelp_upstream_duration_seconds_count{service=\"broker\",method=\"FindBrokerLeader\"}"), "{after}");
+    assert!(after.contains("kelp_upstream_errors_total{service=\"broker\""), "{after}");
     // Every sample line parses as `series value`.
     for line in after.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
         let value = line.rsplit_once(' ').map(|(_, v)| v).unwrap();

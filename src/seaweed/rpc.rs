@@ -86,10 +86,42 @@ pub(crate) async fn call<T>(
     after: Duration,
     fut: impl Future<Output = Result<tonic::Response<T>, Status>>,
 ) -> Result<T, Failure> {
-    match tokio::time::timeout(after, fut).await {
+    let started = std::time::Instant::now();
+    let r = match tokio::time::timeout(after, fut).await {
         Ok(Ok(resp)) => Ok(resp.into_inner()),
         Ok(Err(status)) => Err(Failure::Status(status)),
         Err(_) => Err(Failure::Elapsed(after)),
+    };
+    let (service, method) = call_labels::<T>();
+    crate::metrics::global().observe_upstream(service, method, started.elapsed(), r.is_ok());
+    r
+}
+
+/// Metric labels of a call, from its response type: the service from the proto package and
+/// the method from the message name (`FetchMessageResponse` → `FetchMessage`). Both come
+/// from the fixed set of generated types, so the label set is closed.
+fn call_labels<T>() -> (&'static str, &'static str) {
+    let full = std::any::type_name::<T>();
+    let name = full.rsplit("::").next().unwrap_or(full);
+    let method = name.strip_suffix("Response").unwrap_or(name);
+    let service = if full.contains("messaging_pb") {
+        "broker"
+    } else if full.contains("filer_pb") {
+        "filer"
+    } else if full.contains("master_pb") {
+        "master"
+    } else {
+        "other"
+    };
+    (service, method)
+}
+
+#[cfg(test)]
+mod call_label_tests {
+    #[test]
+    fn labels_come_from_the_response_type() {
+        use crate::seaweed::pb::messaging_pb::FetchMessageResponse;
+        assert_eq!(super::call_labels::<FetchMessageResponse>(), ("broker", "FetchMessage"));
     }
 }
 
