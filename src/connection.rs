@@ -41,8 +41,10 @@ pub enum ConnError {
     AuthenticationFailed,
 }
 
-/// Read growth step: a frame buffer never grows by more than this before bytes arrive.
-const READ_CHUNK: usize = 64 * 1024;
+/// Read growth step: a frame buffer never grows by more than this before bytes arrive. Large
+/// enough that a typical 1 MB produce batch needs few reallocations, small enough that a
+/// peer announcing a huge frame and sending nothing holds little memory.
+const READ_CHUNK: usize = 256 * 1024;
 
 /// Serve one connection until the peer closes it, it breaks the protocol, it idles out, or
 /// kelp shuts down (the request in progress is answered first).
