@@ -98,7 +98,7 @@ async fn serve_frames(ctx: &Ctx, mut stream: TcpStream, cancel: &CancellationTok
             let mut out = BytesMut::with_capacity(4 + token.len());
             out.put_u32(token.len() as u32);
             out.extend_from_slice(&token);
-            stream.write_all(&out).await?;
+            write(&mut stream, &out, ctx.config.idle_timeout()).await?;
             metrics.bytes_sent.inc_by(out.len() as u64);
             continue;
         }
@@ -120,7 +120,7 @@ async fn serve_frames(ctx: &Ctx, mut stream: TcpStream, cancel: &CancellationTok
         }
         if let Some(reply) = answer.reply {
             let out = protocol::encode_response(key, version, correlation_id, &reply).map_err(ConnError::Encode)?;
-            stream.write_all(&out).await?;
+            write(&mut stream, &out, ctx.config.idle_timeout()).await?;
             metrics.bytes_sent.inc_by(out.len() as u64);
         }
         if session.closing() {
@@ -128,6 +128,13 @@ async fn serve_frames(ctx: &Ctx, mut stream: TcpStream, cancel: &CancellationTok
         }
         hold(&mut session, cancel).await;
     }
+}
+
+/// Write a whole response; a client that stops reading for the idle timeout is dropped rather
+/// than holding the connection's task and buffers forever.
+async fn write(stream: &mut TcpStream, out: &[u8], within: std::time::Duration) -> Result<(), ConnError> {
+    tokio::time::timeout(within, stream.write_all(out)).await.map_err(|_| ConnError::Idle)??;
+    Ok(())
 }
 
 /// Wait out what the last request cost over quota (nothing to wait for when it was within);
