@@ -117,7 +117,9 @@ pub async fn handle(ctx: &Ctx, version: i16, req: FetchRequest) -> FetchResponse
 
 fn partition_data(partition: i32, g: Got) -> PartitionData {
     crate::metrics::global().records_fetched.inc_by(g.records.len() as u64);
-    let mut records = BytesMut::new();
+    // Sized up front (`record_size` counts per-record framing too) so encoding does not regrow.
+    let size: usize = g.records.iter().map(|(_, r)| record_size(r)).sum();
+    let mut records = BytesMut::with_capacity(batch::HEADER_LEN + size);
     batch::encode(&mut records, &g.records);
     PartitionData::default()
         .with_partition_index(partition)
