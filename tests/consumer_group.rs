@@ -8,8 +8,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,6 +21,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
 use common::kelp::Kelp;
+use common::python::PythonConsumer;
 
 const PARTITIONS: i32 = 4;
 /// Kept small so that a member that vanishes is noticed quickly (Kafka's minimum is 6 s).
@@ -350,74 +349,6 @@ async fn committed_offsets_resume_exactly_and_survive_a_kelp_restart() {
     assert!(kelp.stop().await);
 }
 
-/// A kafka-python consumer in its own process; prints its assignment as a JSON list each
-/// time it changes.
-const KAFKA_PYTHON_CONSUMER: &str = r#"
-import json, sys
-from kafka import KafkaConsumer
-bootstrap, topic, group = sys.argv[1:4]
-c = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group, client_id="kafka-python",
-                  session_timeout_ms=6000, heartbeat_interval_ms=1000, max_poll_interval_ms=10000,
-                  auto_offset_reset="earliest", enable_auto_commit=False)
-last = None
-while True:
-    c.poll(timeout_ms=200)
-    now = sorted(tp.partition for tp in c.assignment())
-    if now != last:
-        print(json.dumps(now), flush=True)
-        last = now
-"#;
-
-struct PythonConsumer {
-    child: Child,
-    assignment: Arc<Mutex<BTreeSet<i32>>>,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl PythonConsumer {
-    fn start(bootstrap: &str, topic: &str, group: &str) -> PythonConsumer {
-        let mut child = Command::new("python3")
-            .args(["-c", KAFKA_PYTHON_CONSUMER, bootstrap, topic, group])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("python3 runs (scripts/install-deps.sh installs it and kafka-python)");
-        let assignment = Arc::new(Mutex::new(BTreeSet::new()));
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let (a, out) = (Arc::clone(&assignment), child.stdout.take().expect("stdout"));
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                let parts: BTreeSet<i32> =
-                    line.trim_matches(['[', ']']).split(',').filter_map(|s| s.trim().parse().ok()).collect();
-                *a.lock().unwrap() = parts;
-            }
-        });
-        let (e, err) = (Arc::clone(&stderr), child.stderr.take().expect("stderr"));
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                let mut e = e.lock().unwrap();
-                e.push_str(&line);
-                e.push('\n');
-            }
-        });
-        PythonConsumer { child, assignment, stderr }
-    }
-
-    fn assignment(&mut self) -> BTreeSet<i32> {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            panic!("kafka-python consumer exited ({status}):\n{}", self.stderr.lock().unwrap());
-        }
-        self.assignment.lock().unwrap().clone()
-    }
-}
-
-impl Drop for PythonConsumer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_python_and_librdkafka_share_a_group_and_a_crashed_member_is_replaced() {
     let seaweedfs = common::seaweedfs().await;
@@ -426,15 +357,15 @@ async fn kafka_python_and_librdkafka_share_a_group_and_a_crashed_member_is_repla
     let group = common::unique_name("g");
     create_topic(&kelp.bootstrap(), &topic, PARTITIONS).await;
 
-    let python = Arc::new(Mutex::new(PythonConsumer::start(&kelp.bootstrap(), &topic, &group)));
+    let python = Arc::new(PythonConsumer::start(&kelp.bootstrap(), &topic, &group));
     let rd = Member::start(consumer_config(&kelp.bootstrap(), &group, "range"), &topic);
     let started = Instant::now();
     let py = Arc::clone(&python);
-    let split = wait_for_split("kafka-python + librdkafka", || vec![py.lock().unwrap().assignment(), rd.assignment()]).await;
+    let split = wait_for_split("kafka-python + librdkafka", || vec![py.assignment(), rd.assignment()]).await;
     eprintln!("kafka-python {:?} and librdkafka {:?} split the partitions after {:?}", split[0], split[1], started.elapsed());
 
     // kafka-python dies without leaving: its session (6 s) must run out first.
-    python.lock().unwrap().child.kill().expect("kill kafka-python");
+    python.kill();
     let took = wait_for_all("after kafka-python was killed", &rd).await;
     eprintln!("after a member was killed, the survivor owned all partitions in {took:?}");
     assert!(took >= Duration::from_secs(5), "the dead member's session is honoured: {took:?}");

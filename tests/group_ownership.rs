@@ -11,8 +11,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -32,6 +30,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
 use common::kelp::{Kelp, KelpProcess};
+use common::python::PythonConsumer;
 use common::raw::Raw;
 
 const LEASE_MS: &str = "3000";
@@ -207,59 +206,6 @@ fn check_no_committed_redelivery(log: &[Event]) -> BTreeMap<i32, BTreeSet<i64>> 
         }
     }
     delivered
-}
-
-/// A kafka-python consumer in its own process (killed to simulate a member crash); prints its
-/// assignment as a JSON list each time it changes.
-const KAFKA_PYTHON_CONSUMER: &str = r#"
-import json, sys
-from kafka import KafkaConsumer
-bootstrap, topic, group = sys.argv[1:4]
-c = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group, client_id="kafka-python",
-                  session_timeout_ms=6000, heartbeat_interval_ms=1000, max_poll_interval_ms=10000,
-                  auto_offset_reset="earliest", enable_auto_commit=False)
-last = None
-while True:
-    c.poll(timeout_ms=200)
-    now = sorted(tp.partition for tp in c.assignment())
-    if now != last:
-        print(json.dumps(now), flush=True)
-        last = now
-"#;
-
-struct PythonConsumer {
-    child: Child,
-    assignment: Arc<Mutex<BTreeSet<i32>>>,
-}
-
-impl PythonConsumer {
-    fn start(bootstrap: &str, topic: &str, group: &str) -> PythonConsumer {
-        let mut child = Command::new("python3")
-            .args(["-c", KAFKA_PYTHON_CONSUMER, bootstrap, topic, group])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("python3 runs (scripts/install-deps.sh installs it and kafka-python)");
-        let assignment = Arc::new(Mutex::new(BTreeSet::new()));
-        let (a, out) = (Arc::clone(&assignment), child.stdout.take().expect("stdout"));
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                *a.lock().unwrap() = line.trim_matches(['[', ']']).split(',').filter_map(|s| s.trim().parse().ok()).collect();
-            }
-        });
-        PythonConsumer { child, assignment }
-    }
-
-    fn assignment(&self) -> BTreeSet<i32> {
-        self.assignment.lock().unwrap().clone()
-    }
-}
-
-impl Drop for PythonConsumer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

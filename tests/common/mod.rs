@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod kelp;
+pub mod python;
 pub mod raw;
 pub mod seaweedfs;
 
