@@ -827,6 +827,11 @@ mod tests {
 
     /// A coordinator whose filer refuses connections.
     async fn unreachable() -> (Coordinator, CancellationToken) {
+        unreachable_with(Settings::default()).await
+    }
+
+    /// Like [`unreachable`], with the given settings.
+    async fn unreachable_with(settings: Settings) -> (Coordinator, CancellationToken) {
         let seaweed = Seaweed::connect(SeaweedOptions {
             master: "127.0.0.1:1".into(),
             filer: Some("127.0.0.1:1".into()),
@@ -836,7 +841,7 @@ mod tests {
         .await
         .expect("options are valid");
         let cancel = CancellationToken::new();
-        let c = Coordinator::start(seaweed, "/kelp".into(), Settings::default(), cancel.clone(), &TaskTracker::new());
+        let c = Coordinator::start(seaweed, "/kelp".into(), settings, cancel.clone(), &TaskTracker::new());
         (c, cancel)
     }
 
@@ -875,18 +880,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_shared_kelp_serves_a_group_only_while_its_lease_is_valid() {
-        let seaweed = Seaweed::connect(SeaweedOptions {
-            master: "127.0.0.1:1".into(),
-            filer: Some("127.0.0.1:1".into()),
-            namespace: "kafka".into(),
-            call_timeout: Duration::from_millis(500),
-        })
-        .await
-        .expect("options are valid");
         let ownership = Ownership { owner_id: lease::owner_id("127.0.0.1:9093", "me"), lease: Duration::from_secs(2) };
-        let settings = Settings { ownership: Some(ownership), ..Settings::default() };
-        let cancel = CancellationToken::new();
-        let c = Coordinator::start(seaweed, "/kelp".into(), settings, cancel.clone(), &TaskTracker::new());
+        let (c, cancel) = unreachable_with(Settings { ownership: Some(ownership), ..Settings::default() }).await;
 
         // The filer cannot be asked who owns the group: retriable, and nothing is served
         // from this kelp's memory meanwhile.
