@@ -12,10 +12,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 
 use common::kelp::Kelp;
 
@@ -109,24 +106,7 @@ async fn sigterm_during_steady_produce_loses_no_acknowledged_record() {
 
     // Every acknowledged record is there, read through a fresh kelp.
     let kelp = Kelp::start(&seaweedfs, &[]).await;
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", kelp.bootstrap())
-        .set("group.id", "unused")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..2 {
-        tpl.add_partition_offset(&topic, p, Offset::Beginning).unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
-    let mut seen = HashSet::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !acked.is_subset(&seen) && Instant::now() < deadline {
-        if let Some(m) = consumer.poll(Duration::from_millis(300)) {
-            seen.insert(String::from_utf8(m.unwrap().payload().unwrap().to_vec()).unwrap());
-        }
-    }
+    let seen = common::clients::read_values(&kelp.bootstrap(), &topic, 2, |seen| acked.is_subset(seen));
     let lost: Vec<&String> = acked.difference(&seen).collect();
     assert!(lost.is_empty(), "{} acknowledged records lost: {lost:?}", lost.len());
     assert!(kelp.stop().await);

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,10 +14,7 @@ use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 
 use common::kelp::Kelp;
 use common::raw::Raw;
@@ -78,23 +74,7 @@ async fn a_broker_restart_is_survived_by_a_producing_client() {
     all.dedup();
     assert_eq!(all.len(), 1000, "every record has its own offset");
 
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", kelp.bootstrap())
-        .set("group.id", "unused")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(&topic, 0, Offset::Beginning).unwrap();
-    consumer.assign(&tpl).unwrap();
-    let mut seen = HashSet::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while seen.len() < 1000 && std::time::Instant::now() < deadline {
-        if let Some(m) = consumer.poll(Duration::from_millis(500)) {
-            let m = m.expect("consume");
-            seen.insert(String::from_utf8(m.payload().unwrap().to_vec()).unwrap());
-        }
-    }
+    let seen = common::clients::read_values(&kelp.bootstrap(), &topic, 1, |seen| seen.len() >= 1000);
     let missing: Vec<usize> = (0..1000).filter(|i| !seen.contains(&format!("value-{i}"))).collect();
     assert!(missing.is_empty(), "acknowledged records missing after the restart: {missing:?}");
     assert!(kelp.stop().await);

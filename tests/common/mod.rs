@@ -4,6 +4,7 @@
 //! Every test binary compiles this module with `mod common;` and uses only part of it.
 #![allow(dead_code)]
 
+pub mod clients;
 pub mod kelp;
 pub mod python;
 pub mod raw;
