@@ -3,12 +3,8 @@
 //! The .proto files are parsed with `protox` (pure Rust), so building kelp needs no system
 //! `protoc`. Only clients are generated: kelp never serves these services.
 
-const PROTOS: &[&str] = &[
-    "proto/mq_schema.proto",
-    "proto/mq_broker.proto",
-    "proto/filer.proto",
-    "proto/master.proto",
-];
+const PROTOS: &[&str] =
+    &["proto/mq_schema.proto", "proto/mq_broker.proto", "proto/filer.proto", "proto/master.proto"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for proto in PROTOS {

@@ -41,7 +41,10 @@ use kelp::embedded::SeaweedFs;
 use kelp::seaweed::{Message, Seaweed, SeaweedOptions};
 
 #[derive(Parser, Debug, Clone)]
-#[command(name = "bench", about = "kelp vs direct gRPC vs SeaweedFS's Go Kafka gateway, on one local SeaweedFS")]
+#[command(
+    name = "bench",
+    about = "kelp vs direct gRPC vs SeaweedFS's Go Kafka gateway, on one local SeaweedFS"
+)]
 struct Opts {
     /// Records per case (one case = one record size and one codec).
     #[arg(long, default_value_t = 50_000)]
@@ -113,9 +116,10 @@ struct Opts {
 /// compression has something to do but no two nearby records are identical.
 fn payloads(size: usize, count: usize) -> Vec<Bytes> {
     const WORDS: &[&str] = &[
-        "user", "order", "click", "view", "cart", "checkout", "session", "device", "mobile", "desktop", "berlin", "paris",
-        "tokyo", "lima", "amount", "currency", "EUR", "USD", "true", "false", "null", "status", "ok", "pending", "failed",
-        "retry", "region", "eu-west", "us-east", "ap-south", "latency", "bytes",
+        "user", "order", "click", "view", "cart", "checkout", "session", "device", "mobile",
+        "desktop", "berlin", "paris", "tokyo", "lima", "amount", "currency", "EUR", "USD", "true",
+        "false", "null", "status", "ok", "pending", "failed", "retry", "region", "eu-west",
+        "us-east", "ap-south", "latency", "bytes",
     ];
     let mut state: u64 = 0x9E37_79B9_7F4A_7C15 ^ size as u64;
     let mut next = move || {
@@ -129,7 +133,13 @@ fn payloads(size: usize, count: usize) -> Vec<Bytes> {
             let mut s = format!("{{\"id\":{i},\"seq\":{},", next() % 1_000_000);
             while s.len() < size {
                 let r = next();
-                let _ = write!(s, "\"{}\":\"{}-{}\",", WORDS[(r % 32) as usize], WORDS[((r >> 8) % 32) as usize], (r >> 16) % 10_000);
+                let _ = write!(
+                    s,
+                    "\"{}\":\"{}-{}\",",
+                    WORDS[(r % 32) as usize],
+                    WORDS[((r >> 8) % 32) as usize],
+                    (r >> 16) % 10_000
+                );
             }
             s.truncate(size);
             Bytes::from(s)
@@ -227,7 +237,9 @@ impl Proc {
 /// The process whose command line contains every one of `needles`.
 fn find_pid(needles: &[&str]) -> Option<u32> {
     for e in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
         let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { continue };
         let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
         if needles.iter().all(|n| cmd.contains(n)) {
@@ -266,7 +278,8 @@ struct Snapshot {
 
 fn host_jiffies() -> Option<(f64, f64)> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let v: Vec<f64> = stat.lines().next()?.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let v: Vec<f64> =
+        stat.lines().next()?.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
     // user nice system idle iowait irq softirq steal ...
     let total: f64 = v.iter().take(8).sum();
     let idle = v.get(3)? + v.get(4).copied().unwrap_or(0.0);
@@ -302,7 +315,13 @@ fn cores(a: &Snapshot, b: &Snapshot) -> Cores {
         (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => Some((b1 - b0) / (t1 - t0) * ncpu),
         _ => None,
     };
-    Cores { target: d(a.target, b.target), broker: d(a.broker, b.broker), server: d(a.server, b.server), client: d(a.client, b.client), host }
+    Cores {
+        target: d(a.target, b.target),
+        broker: d(a.broker, b.broker),
+        server: d(a.server, b.server),
+        client: d(a.client, b.client),
+        host,
+    }
 }
 
 // === result rows ===
@@ -351,12 +370,19 @@ fn share(records: usize, partitions: u32, partition: u32) -> usize {
     records / p + usize::from((partition as usize) < records % p)
 }
 
-fn messages(payloads: &[Bytes], partition: u32, partitions: u32, from: usize, to: usize) -> Vec<Message> {
+fn messages(
+    payloads: &[Bytes],
+    partition: u32,
+    partitions: u32,
+    from: usize,
+    to: usize,
+) -> Vec<Message> {
     // The n-th record of a partition is record n * partitions + partition overall.
     (from..to)
         .map(|n| Message {
             key: Bytes::new(),
-            value: payloads[(n * partitions as usize + partition as usize) % payloads.len()].clone(),
+            value: payloads[(n * partitions as usize + partition as usize) % payloads.len()]
+                .clone(),
             ts_ns: 0,
         })
         .collect()
@@ -379,7 +405,8 @@ async fn direct_produce(
         if serial {
             // One publish at a time, partition after partition: how kelp serves one
             // connection whose Produce requests each carry every partition.
-            let rounds = (0..parts).map(|p| share(records, parts, p).div_ceil(batch)).max().unwrap_or(0);
+            let rounds =
+                (0..parts).map(|p| share(records, parts, p).div_ceil(batch)).max().unwrap_or(0);
             for r in 0..rounds {
                 for p in 0..parts {
                     let n = share(records, parts, p);
@@ -400,7 +427,8 @@ async fn direct_produce(
             let n = share(records, parts, p);
             let next = Arc::new(AtomicUsize::new(0));
             for _ in 0..o.direct_in_flight.max(1) {
-                let (sw, topic, payloads, next, lat) = (sw.clone(), topic.to_string(), payloads.clone(), next.clone(), lat.clone());
+                let (sw, topic, payloads, next, lat) =
+                    (sw.clone(), topic.to_string(), payloads.clone(), next.clone(), lat.clone());
                 tasks.spawn(async move {
                     loop {
                         let from = next.fetch_add(batch, Ordering::Relaxed);
@@ -463,16 +491,24 @@ async fn direct_consume(sw: &Seaweed, topic: &str, o: &Opts) -> Result<Rate, Str
         Ok::<_, String>((records, bytes))
     };
     match tokio::time::timeout(Duration::from_secs(o.phase_timeout), work).await {
-        Ok(Ok((records, bytes))) => Ok(Rate { records, bytes, secs: start.elapsed().as_secs_f64() }),
+        Ok(Ok((records, bytes))) => {
+            Ok(Rate { records, bytes, secs: start.elapsed().as_secs_f64() })
+        }
         Ok(Err(e)) => Err(e),
         Err(_) => Err(format!("consume timed out after {} s", o.phase_timeout)),
     }
 }
 
-async fn direct_low_load(sw: &Seaweed, topic: &str, payloads: &[Bytes], n: usize) -> Result<Vec<Duration>, String> {
+async fn direct_low_load(
+    sw: &Seaweed,
+    topic: &str,
+    payloads: &[Bytes],
+    n: usize,
+) -> Result<Vec<Duration>, String> {
     let mut lat = Vec::with_capacity(n);
     for i in 0..n {
-        let m = Message { key: Bytes::new(), value: payloads[i % payloads.len()].clone(), ts_ns: 0 };
+        let m =
+            Message { key: Bytes::new(), value: payloads[i % payloads.len()].clone(), ts_ns: 0 };
         let t = Instant::now();
         tokio::time::timeout(Duration::from_secs(10), sw.publish(topic, 0, vec![m]))
             .await
@@ -483,7 +519,14 @@ async fn direct_low_load(sw: &Seaweed, topic: &str, payloads: &[Bytes], n: usize
     Ok(lat)
 }
 
-async fn run_direct(sw: &Seaweed, o: &Opts, serial: bool, rows: &mut Vec<Row>, low: &mut Vec<LowLoad>, others: Others) {
+async fn run_direct(
+    sw: &Seaweed,
+    o: &Opts,
+    serial: bool,
+    rows: &mut Vec<Row>,
+    low: &mut Vec<LowLoad>,
+    others: Others,
+) {
     let target = if serial { "direct-serial" } else { "direct" };
     for &size in &o.sizes {
         let mut row = Row { target: target.into(), size, codec: "-".into(), ..Row::default() };
@@ -497,7 +540,8 @@ async fn run_direct(sw: &Seaweed, o: &Opts, serial: bool, rows: &mut Vec<Row>, l
         }
         // Warm-up, untimed: one record per partition opens the publish streams.
         for p in 0..o.partitions {
-            if let Err(e) = sw.publish(&topic, p, messages(&payloads, p, o.partitions, 0, 1)).await {
+            if let Err(e) = sw.publish(&topic, p, messages(&payloads, p, o.partitions, 0, 1)).await
+            {
                 row.notes.push(format!("warm-up: {e}"));
             }
         }
@@ -505,7 +549,8 @@ async fn run_direct(sw: &Seaweed, o: &Opts, serial: bool, rows: &mut Vec<Row>, l
         match direct_produce(sw, &topic, o, payloads.clone(), serial).await {
             Ok((rate, lat)) => {
                 let c = cores(&before, &snapshot(None, Some(others)));
-                row.broker_cpu_produce = c.broker.map(|b| b * rate.secs / (rate.bytes as f64 / 1e6));
+                row.broker_cpu_produce =
+                    c.broker.map(|b| b * rate.secs / (rate.bytes as f64 / 1e6));
                 row.cores_produce = Some(c);
                 row.produce = Some(rate);
                 row.lat = percentiles(lat);
@@ -526,7 +571,12 @@ async fn run_direct(sw: &Seaweed, o: &Opts, serial: bool, rows: &mut Vec<Row>, l
                 Err(e) => Err(format!("create topic: {e}")),
             };
             low.push(match r {
-                Ok(v) => LowLoad { target: target.into(), size, lat: percentiles(v), note: String::new() },
+                Ok(v) => LowLoad {
+                    target: target.into(),
+                    size,
+                    lat: percentiles(v),
+                    note: String::new(),
+                },
                 Err(e) => LowLoad { target: target.into(), size, lat: None, note: e },
             });
         }
@@ -550,7 +600,11 @@ struct Timed(Arc<Deliveries>);
 impl ClientContext for Timed {
     fn log(&self, _: rdkafka::config::RDKafkaLogLevel, _: &str, _: &str) {}
     fn error(&self, error: KafkaError, reason: &str) {
-        self.0.first_error.lock().unwrap().get_or_insert_with(|| format!("client error: {error}: {reason}"));
+        self.0
+            .first_error
+            .lock()
+            .unwrap()
+            .get_or_insert_with(|| format!("client error: {error}: {reason}"));
     }
 }
 
@@ -563,7 +617,11 @@ impl ProducerContext for Timed {
                 self.0.ok.fetch_add(1, Ordering::Release);
             }
             Err((e, _)) => {
-                self.0.first_error.lock().unwrap().get_or_insert_with(|| format!("delivery failed: {e}"));
+                self.0
+                    .first_error
+                    .lock()
+                    .unwrap()
+                    .get_or_insert_with(|| format!("delivery failed: {e}"));
                 self.0.failed.fetch_add(1, Ordering::Release);
             }
         }
@@ -632,16 +690,25 @@ fn kafka_produce(job: &ProduceJob, payloads: &[Bytes]) -> Result<Produced, Strin
     let done = || d.ok.load(Ordering::Acquire) + d.failed.load(Ordering::Acquire);
     let warm = if job.warmup { job.partitions as usize } else { 0 };
     let timed_out = |what: &str| {
-        let err = d.first_error.lock().unwrap().clone().map(|e| format!("; {e}")).unwrap_or_default();
+        let err =
+            d.first_error.lock().unwrap().clone().map(|e| format!("; {e}")).unwrap_or_default();
         let ok = d.ok.load(Ordering::Acquire);
-        format!("{what} timed out after {} s: {} of {} records acknowledged{err}", job.timeout.as_secs(), ok.saturating_sub(warm), job.records)
+        format!(
+            "{what} timed out after {} s: {} of {} records acknowledged{err}",
+            job.timeout.as_secs(),
+            ok.saturating_sub(warm),
+            job.records
+        )
     };
     let send = |i: usize, payload: &[u8]| -> Result<(), String> {
         let partition = i % job.partitions as usize;
         let producer = &producers[partition % producers.len()];
-        let mut rec = BaseRecord::<(), [u8], Box<Instant>>::with_opaque_to(&job.topic, Box::new(Instant::now()))
-            .partition(partition as i32)
-            .payload(payload);
+        let mut rec = BaseRecord::<(), [u8], Box<Instant>>::with_opaque_to(
+            &job.topic,
+            Box::new(Instant::now()),
+        )
+        .partition(partition as i32)
+        .payload(payload);
         loop {
             match producer.send(rec) {
                 Ok(()) => return Ok(()),
@@ -671,7 +738,10 @@ fn kafka_produce(job: &ProduceJob, payloads: &[Bytes]) -> Result<Produced, Strin
         }
         wait_all(warm, "warm-up")?;
         if d.failed.load(Ordering::Acquire) > 0 {
-            return Err(format!("warm-up failed: {}", d.first_error.lock().unwrap().clone().unwrap_or_default()));
+            return Err(format!(
+                "warm-up failed: {}",
+                d.first_error.lock().unwrap().clone().unwrap_or_default()
+            ));
         }
         d.lat.lock().unwrap().clear();
         let before = snapshot(job.proc, job.others);
@@ -758,8 +828,15 @@ fn kafka_consume(
             break Ok((Rate { records, bytes, secs }, served(metrics_before, after, secs)));
         }
         if start.elapsed() > timeout {
-            let why = first_poll_error.clone().or_else(|| errors.lock().unwrap().clone()).map(|e| format!("; {e}")).unwrap_or_default();
-            break Err(format!("consume timed out after {} s: {records} of {expected} records{why}", timeout.as_secs()));
+            let why = first_poll_error
+                .clone()
+                .or_else(|| errors.lock().unwrap().clone())
+                .map(|e| format!("; {e}"))
+                .unwrap_or_default();
+            break Err(format!(
+                "consume timed out after {} s: {records} of {expected} records{why}",
+                timeout.as_secs()
+            ));
         }
         match consumer.poll(Duration::from_millis(200)) {
             None => {}
@@ -781,7 +858,12 @@ fn kafka_consume(
     result
 }
 
-async fn kafka_create_topic(bootstrap: &str, topic: &str, partitions: u32, timeout: Duration) -> Result<(), String> {
+async fn kafka_create_topic(
+    bootstrap: &str,
+    topic: &str,
+    partitions: u32,
+    timeout: Duration,
+) -> Result<(), String> {
     let admin: AdminClient<Quiet> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create_with_context(Quiet::default())
@@ -792,14 +874,21 @@ async fn kafka_create_topic(bootstrap: &str, topic: &str, partitions: u32, timeo
     let r = match tokio::time::timeout(timeout + Duration::from_secs(5), call).await {
         Err(_) => Err(format!("CreateTopics timed out after {} s", timeout.as_secs())),
         Ok(Err(e)) => Err(format!("CreateTopics: {e}")),
-        Ok(Ok(results)) => results.into_iter().try_for_each(|r| r.map(|_| ()).map_err(|(t, code)| format!("CreateTopics {t}: {code}"))),
+        Ok(Ok(results)) => results.into_iter().try_for_each(|r| {
+            r.map(|_| ()).map_err(|(t, code)| format!("CreateTopics {t}: {code}"))
+        }),
     };
     drop_in_background(admin);
     r
 }
 
 /// Wait until `topic` is visible in Metadata with all its partitions (led by someone).
-fn wait_metadata(bootstrap: &str, topic: &str, partitions: u32, timeout: Duration) -> Result<(), String> {
+fn wait_metadata(
+    bootstrap: &str,
+    topic: &str,
+    partitions: u32,
+    timeout: Duration,
+) -> Result<(), String> {
     let consumer: BaseConsumer<Quiet> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("allow.auto.create.topics", "false")
@@ -812,8 +901,16 @@ fn wait_metadata(bootstrap: &str, topic: &str, partitions: u32, timeout: Duratio
             Ok(md) => {
                 let t = md.topics().iter().find(|t| t.name() == topic);
                 match t {
-                    Some(t) if t.error().is_none() && t.partitions().len() as u32 >= partitions => break Ok(()),
-                    Some(t) => last = format!("metadata: {} partitions, error {:?}", t.partitions().len(), t.error()),
+                    Some(t) if t.error().is_none() && t.partitions().len() as u32 >= partitions => {
+                        break Ok(());
+                    }
+                    Some(t) => {
+                        last = format!(
+                            "metadata: {} partitions, error {:?}",
+                            t.partitions().len(),
+                            t.error()
+                        )
+                    }
                     None => last = "metadata: topic missing".into(),
                 }
             }
@@ -841,15 +938,26 @@ struct Endpoint {
     perf: bool,
 }
 
-async fn blocking<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> Result<T, String> + Send + 'static) -> Result<T, String> {
-    match tokio::time::timeout(limit + Duration::from_secs(15), tokio::task::spawn_blocking(f)).await {
+async fn blocking<T: Send + 'static>(
+    limit: Duration,
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    match tokio::time::timeout(limit + Duration::from_secs(15), tokio::task::spawn_blocking(f))
+        .await
+    {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => Err(format!("panicked: {e}")),
         Err(_) => Err("did not return in time".into()),
     }
 }
 
-async fn run_kafka(ep: &Endpoint, o: &Opts, rows: &mut Vec<Row>, low: &mut Vec<LowLoad>, others: Others) {
+async fn run_kafka(
+    ep: &Endpoint,
+    o: &Opts,
+    rows: &mut Vec<Row>,
+    low: &mut Vec<LowLoad>,
+    others: Others,
+) {
     let timeout = Duration::from_secs(o.phase_timeout);
     // After a case in which nothing could be produced, the rest are skipped: each would
     // only wait out its timeouts again.
@@ -857,19 +965,26 @@ async fn run_kafka(ep: &Endpoint, o: &Opts, rows: &mut Vec<Row>, low: &mut Vec<L
     for &size in &o.sizes {
         let payloads = Arc::new(payloads(size, 1024));
         for codec in &o.codecs {
-            let mut row = Row { target: ep.name.into(), size, codec: codec.clone(), ..Row::default() };
+            let mut row =
+                Row { target: ep.name.into(), size, codec: codec.clone(), ..Row::default() };
             if broken {
                 row.notes.push("skipped after the failure above".into());
                 rows.push(row);
                 continue;
             }
             eprintln!("bench: {}, {size} B records, {codec}", ep.name);
-            let topic = format!("{}bench-{}-{size}-{codec}-{}", ep.topic_prefix, ep.name, std::process::id());
+            let topic = format!(
+                "{}bench-{}-{size}-{codec}-{}",
+                ep.topic_prefix,
+                ep.name,
+                std::process::id()
+            );
             if let Err(e) = kafka_create_topic(&ep.bootstrap, &topic, o.partitions, timeout).await {
                 row.notes.push(e);
             }
             let (bs, t, parts) = (ep.bootstrap.clone(), topic.clone(), o.partitions);
-            if let Err(e) = blocking(timeout, move || wait_metadata(&bs, &t, parts, timeout)).await {
+            if let Err(e) = blocking(timeout, move || wait_metadata(&bs, &t, parts, timeout)).await
+            {
                 row.notes.push(format!("topic not usable: {e}"));
                 rows.push(row);
                 broken = true;
@@ -915,13 +1030,22 @@ async fn run_kafka(ep: &Endpoint, o: &Opts, rows: &mut Vec<Row>, low: &mut Vec<L
             if row.produce.is_some() {
                 let cpu_before = ep.proc.and_then(|p| p.cpu_secs());
                 // The warm-up put one more record in every partition.
-                let (bs, t, parts, n) = (ep.bootstrap.clone(), topic.clone(), o.partitions, o.records + o.partitions as usize);
+                let (bs, t, parts, n) = (
+                    ep.bootstrap.clone(),
+                    topic.clone(),
+                    o.partitions,
+                    o.records + o.partitions as usize,
+                );
                 let admin = ep.admin;
                 let perf = match (ep.perf, ep.proc) {
-                    (true, Some(p)) => start_perf(o, p.pid, &format!("{size}-{codec}-consume")).await,
+                    (true, Some(p)) => {
+                        start_perf(o, p.pid, &format!("{size}-{codec}-consume")).await
+                    }
                     _ => Guard(None),
                 };
-                let consumed = blocking(timeout, move || kafka_consume(&bs, &t, parts, n, timeout, admin)).await;
+                let consumed =
+                    blocking(timeout, move || kafka_consume(&bs, &t, parts, n, timeout, admin))
+                        .await;
                 drop(perf);
                 match consumed {
                     Ok((rate, served)) => {
@@ -939,7 +1063,8 @@ async fn run_kafka(ep: &Endpoint, o: &Opts, rows: &mut Vec<Row>, low: &mut Vec<L
             rows.push(row);
         }
         if o.latency_records > 0 && !broken {
-            let topic = format!("{}bench-{}-lat-{size}-{}", ep.topic_prefix, ep.name, std::process::id());
+            let topic =
+                format!("{}bench-{}-lat-{size}-{}", ep.topic_prefix, ep.name, std::process::id());
             let r = async {
                 kafka_create_topic(&ep.bootstrap, &topic, 1, timeout).await.ok();
                 let (bs, t) = (ep.bootstrap.clone(), topic.clone());
@@ -964,7 +1089,12 @@ async fn run_kafka(ep: &Endpoint, o: &Opts, rows: &mut Vec<Row>, low: &mut Vec<L
             }
             .await;
             low.push(match r {
-                Ok(p) => LowLoad { target: ep.name.into(), size, lat: percentiles(p.lat), note: String::new() },
+                Ok(p) => LowLoad {
+                    target: ep.name.into(),
+                    size,
+                    lat: percentiles(p.lat),
+                    note: String::new(),
+                },
                 Err(e) => LowLoad { target: ep.name.into(), size, lat: None, note: e },
             });
         }
@@ -976,9 +1106,15 @@ async fn run_kafka(ep: &Endpoint, o: &Opts, rows: &mut Vec<Row>, low: &mut Vec<L
 async fn gateway_topic_checks(bootstrap: &str, partitions: u32) -> Vec<(String, String)> {
     let limit = Duration::from_secs(10);
     let mut out = Vec::new();
-    for name in [format!("bench-plain-{}", std::process::id()), format!("_bench-underscore-{}", std::process::id())] {
+    for name in [
+        format!("bench-plain-{}", std::process::id()),
+        format!("_bench-underscore-{}", std::process::id()),
+    ] {
         let created = kafka_create_topic(bootstrap, &name, partitions, limit).await;
-        out.push((format!("CreateTopics `{name}`"), created.map_or_else(|e| format!("fails: {e}"), |()| "ok".into())));
+        out.push((
+            format!("CreateTopics `{name}`"),
+            created.map_or_else(|e| format!("fails: {e}"), |()| "ok".into()),
+        ));
         let job = ProduceJob {
             bootstrap: bootstrap.to_string(),
             topic: name.clone(),
@@ -994,8 +1130,12 @@ async fn gateway_topic_checks(bootstrap: &str, partitions: u32) -> Vec<(String, 
             producers: 1,
             admin: None,
         };
-        let produced = blocking(limit, move || kafka_produce(&job, &[Bytes::from_static(b"probe")])).await;
-        out.push((format!("produce 1 record to `{name}`"), produced.map_or_else(|e| format!("fails: {e}"), |_| "ok".into())));
+        let produced =
+            blocking(limit, move || kafka_produce(&job, &[Bytes::from_static(b"probe")])).await;
+        out.push((
+            format!("produce 1 record to `{name}`"),
+            produced.map_or_else(|e| format!("fails: {e}"), |_| "ok".into()),
+        ));
     }
     out
 }
@@ -1006,7 +1146,19 @@ async fn start_perf(o: &Opts, pid: u32, phase: &str) -> Guard {
     let Some(prefix) = &o.perf else { return Guard(None) };
     let out = format!("{}-{phase}.data", prefix.display());
     let child = Command::new("perf")
-        .args(["record", "-e", "cpu-clock", "-F", &o.perf_freq.to_string(), "--call-graph", &o.perf_call_graph, "-p", &pid.to_string(), "-o", &out])
+        .args([
+            "record",
+            "-e",
+            "cpu-clock",
+            "-F",
+            &o.perf_freq.to_string(),
+            "--call-graph",
+            &o.perf_call_graph,
+            "-p",
+            &pid.to_string(),
+            "-o",
+            &out,
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -1036,7 +1188,10 @@ fn scrape_requests(admin: SocketAddr, api: &str) -> Option<(f64, f64)> {
     s.read_to_string(&mut body).ok()?;
     let value = |name: &str| {
         let key = format!("kelp_request_duration_seconds_{name}{{api=\"{api}\"}} ");
-        body.lines().find_map(|l| l.strip_prefix(&key)).and_then(|v| v.trim().parse::<f64>().ok()).unwrap_or(0.0)
+        body.lines()
+            .find_map(|l| l.strip_prefix(&key))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
     };
     Some((value("count"), value("sum")))
 }
@@ -1094,14 +1249,25 @@ fn open_idle(addr: SocketAddr, n: usize) -> (Vec<TcpStream>, Option<String>) {
     (conns, None)
 }
 
-async fn memory_check(name: &str, addr: SocketAddr, proc: Option<Proc>, idle_rss_kib: Option<u64>, n: usize) -> Memory {
+async fn memory_check(
+    name: &str,
+    addr: SocketAddr,
+    proc: Option<Proc>,
+    idle_rss_kib: Option<u64>,
+    n: usize,
+) -> Memory {
     let mut m = Memory { target: name.into(), idle_rss_kib, ..Memory::default() };
     if n == 0 {
         return m;
     }
     eprintln!("bench: {name}, {n} idle connections");
     m.before_kib = proc.and_then(|p| p.rss_kib());
-    let (conns, err) = match tokio::time::timeout(Duration::from_secs(120), tokio::task::spawn_blocking(move || open_idle(addr, n))).await {
+    let (conns, err) = match tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::task::spawn_blocking(move || open_idle(addr, n)),
+    )
+    .await
+    {
         Ok(Ok(r)) => r,
         _ => (Vec::new(), Some("did not finish in 120 s".into())),
     };
@@ -1116,14 +1282,21 @@ async fn memory_check(name: &str, addr: SocketAddr, proc: Option<Proc>, idle_rss
 // === processes ===
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
 }
 
 fn port_free(port: u16) -> bool {
     TcpListener::bind(("127.0.0.1", port)).is_ok()
 }
 
-async fn wait_accepting(addr: SocketAddr, child: &mut Child, deadline: Duration) -> Result<(), String> {
+async fn wait_accepting(
+    addr: SocketAddr,
+    child: &mut Child,
+    deadline: Duration,
+) -> Result<(), String> {
     let start = Instant::now();
     loop {
         if let Ok(Some(status)) = child.try_wait() {
@@ -1145,7 +1318,10 @@ struct Guard(Option<Child>);
 impl Drop for Guard {
     fn drop(&mut self) {
         if let Some(mut c) = self.0.take() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
             let start = Instant::now();
             while start.elapsed() < Duration::from_secs(5) {
                 if let Ok(Some(_)) = c.try_wait() {
@@ -1203,11 +1379,21 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> String {
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())))
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
         .unwrap_or_else(|| "unknown".into());
     let mem = std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("MemTotal:").and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())))
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("MemTotal:")
+                    .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+            })
+        })
         .map_or("unknown".into(), |k| format!("{:.1} GiB", k / 1024.0 / 1024.0));
     let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
     format!("{nproc} CPUs ({cpu}), {mem} RAM")
@@ -1223,7 +1409,16 @@ fn command_output(cmd: &str, args: &[&str]) -> String {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn report(o: &Opts, rows: &[Row], low: &[LowLoad], mem: &[Memory], checks: &[(String, String)], started: &str, weed: &str, kelp_mode: &str) -> String {
+fn report(
+    o: &Opts,
+    rows: &[Row],
+    low: &[LowLoad],
+    mem: &[Memory],
+    checks: &[(String, String)],
+    started: &str,
+    weed: &str,
+    kelp_mode: &str,
+) -> String {
     let mut s = String::new();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let _ = writeln!(s, "## kelp benchmark\n");
@@ -1235,7 +1430,13 @@ fn report(o: &Opts, rows: &[Row], low: &[LowLoad], mem: &[Memory], checks: &[(St
         s,
         "- load: {} records per case, {} partitions, {} producer connection(s), acks=all, linger.ms={}, at most {} records unacknowledged; \
          direct: {} records per publish, {} publishes in flight per partition\n",
-        o.records, o.partitions, o.producers, o.linger_ms, o.window, o.direct_batch, o.direct_in_flight
+        o.records,
+        o.partitions,
+        o.producers,
+        o.linger_ms,
+        o.window,
+        o.direct_batch,
+        o.direct_in_flight
     );
     let _ = writeln!(s, "### Throughput (MB = 10^6 bytes of record values)\n");
     let _ = writeln!(
@@ -1263,8 +1464,13 @@ fn report(o: &Opts, rows: &[Row], low: &[LowLoad], mem: &[Memory], checks: &[(St
             r.notes.join("; ").replace('|', "/"),
         );
     }
-    let find = |t: &str, size: usize, codec: Option<&str>| rows.iter().find(|r| r.target == t && r.size == size && codec.is_none_or(|c| r.codec == c));
-    let _ = writeln!(s, "\n### Ratios (kelp ÷ other; throughput: higher is better, latency and CPU: lower is better)\n");
+    let find = |t: &str, size: usize, codec: Option<&str>| {
+        rows.iter().find(|r| r.target == t && r.size == size && codec.is_none_or(|c| r.codec == c))
+    };
+    let _ = writeln!(
+        s,
+        "\n### Ratios (kelp ÷ other; throughput: higher is better, latency and CPU: lower is better)\n"
+    );
     let _ = writeln!(
         s,
         "| record | codec | produce kelp/direct | consume kelp/direct | produce kelp/gateway | consume kelp/gateway | p50 kelp/gateway | CPU/MB produce kelp/gateway | CPU/MB consume kelp/gateway |"
@@ -1311,7 +1517,10 @@ fn report(o: &Opts, rows: &[Row], low: &[LowLoad], mem: &[Memory], checks: &[(St
     if !with_cores.is_empty() {
         let ncpu = std::thread::available_parallelism().map_or(0, |n| n.get());
         let _ = writeln!(s, "\n### Where the CPU went while producing (cores busy, of {ncpu})\n");
-        let _ = writeln!(s, "| target | record | codec | kelp or gateway | mq.broker | weed server (master, volume, filer) | clients (this process) | whole host |");
+        let _ = writeln!(
+            s,
+            "| target | record | codec | kelp or gateway | mq.broker | weed server (master, volume, filer) | clients (this process) | whole host |"
+        );
         let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
         for r in with_cores {
             let c = r.cores_produce.unwrap_or_default();
@@ -1335,7 +1544,8 @@ fn report(o: &Opts, rows: &[Row], low: &[LowLoad], mem: &[Memory], checks: &[(St
              SeaweedFS client for the direct ones."
         );
     }
-    let internals: Vec<&Row> = rows.iter().filter(|r| r.served_produce.is_some() || r.served_fetch.is_some()).collect();
+    let internals: Vec<&Row> =
+        rows.iter().filter(|r| r.served_produce.is_some() || r.served_fetch.is_some()).collect();
     if !internals.is_empty() {
         let _ = writeln!(s, "\n### Inside kelp (its request metrics over each timed phase)\n");
         let _ = writeln!(
@@ -1344,9 +1554,14 @@ fn report(o: &Opts, rows: &[Row], low: &[LowLoad], mem: &[Memory], checks: &[(St
         );
         let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
         for r in internals {
-            let mean = |v: Option<Served>| v.filter(|v| v.requests > 0.0).map(|v| v.busy / v.requests * 1e3);
+            let mean = |v: Option<Served>| {
+                v.filter(|v| v.requests > 0.0).map(|v| v.busy / v.requests * 1e3)
+            };
             let busy = |v: Option<Served>| v.map(|v| v.busy / v.wall.max(1e-9) * 100.0);
-            let per = r.served_produce.filter(|v| v.requests > 0.0).and_then(|v| Some(r.produce?.records as f64 / v.requests));
+            let per = r
+                .served_produce
+                .filter(|v| v.requests > 0.0)
+                .and_then(|v| Some(r.produce?.records as f64 / v.requests));
             let _ = writeln!(
                 s,
                 "| {} B | {} | {} | {} | {} | {} | {} | {} | {} |",
@@ -1370,20 +1585,36 @@ fn report(o: &Opts, rows: &[Row], low: &[LowLoad], mem: &[Memory], checks: &[(St
         );
     }
     if !low.is_empty() {
-        let _ = writeln!(s, "\n### Produce latency at low load (one record at a time, linger.ms=0, 1 partition)\n");
+        let _ = writeln!(
+            s,
+            "\n### Produce latency at low load (one record at a time, linger.ms=0, 1 partition)\n"
+        );
         let _ = writeln!(s, "| target | record | p50 ms | p99 ms | notes |");
         let _ = writeln!(s, "|---|---|---|---|---|");
         for l in low {
-            let _ = writeln!(s, "| {} | {} B | {} | {} | {} |", l.target, l.size, ms(l.lat.map(|l| l.p50)), ms(l.lat.map(|l| l.p99)), l.note.replace('|', "/"));
+            let _ = writeln!(
+                s,
+                "| {} | {} B | {} | {} | {} |",
+                l.target,
+                l.size,
+                ms(l.lat.map(|l| l.p50)),
+                ms(l.lat.map(|l| l.p99)),
+                l.note.replace('|', "/")
+            );
         }
     }
     if !mem.is_empty() {
         let _ = writeln!(s, "\n### Memory (RSS)\n");
-        let _ = writeln!(s, "| target | idle RSS MiB | before idle connections MiB | connections open | after MiB | KiB per connection | notes |");
+        let _ = writeln!(
+            s,
+            "| target | idle RSS MiB | before idle connections MiB | connections open | after MiB | KiB per connection | notes |"
+        );
         let _ = writeln!(s, "|---|---|---|---|---|---|---|");
         for m in mem {
             let per = match (m.before_kib, m.after_kib) {
-                (Some(b), Some(a)) if m.opened > 0 => format!("{:.1}", (a as f64 - b as f64) / m.opened as f64),
+                (Some(b), Some(a)) if m.opened > 0 => {
+                    format!("{:.1}", (a as f64 - b as f64) / m.opened as f64)
+                }
                 _ => "—".into(),
             };
             let _ = writeln!(
@@ -1415,7 +1646,10 @@ fn report(o: &Opts, rows: &[Row], low: &[LowLoad], mem: &[Memory], checks: &[(St
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let o = Opts::parse();
-    anyhow::ensure!(o.partitions >= 1 && o.records >= o.partitions as usize, "need at least one record per partition");
+    anyhow::ensure!(
+        o.partitions >= 1 && o.records >= o.partitions as usize,
+        "need at least one record per partition"
+    );
     let started = command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
     let t0 = Instant::now();
     let wants = |t: &str| o.targets.iter().any(|x| x == t);
@@ -1424,9 +1658,19 @@ async fn main() -> anyhow::Result<()> {
     let seaweedfs = SeaweedFs::start(Duration::from_secs(90)).await?;
     let addrs = seaweedfs.addrs().clone();
     let weed = SeaweedFs::find_weed()?;
-    let weed_version = command_output(&weed.to_string_lossy(), &["version"]).lines().next().unwrap_or_default().to_string();
+    let weed_version = command_output(&weed.to_string_lossy(), &["version"])
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
     let broker_port = addrs.broker.rsplit(':').next().unwrap_or_default().to_string();
-    let master_port = addrs.master.rsplit(':').next().and_then(|p| p.split('.').next()).unwrap_or_default().to_string();
+    let master_port = addrs
+        .master
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.split('.').next())
+        .unwrap_or_default()
+        .to_string();
     let others = Others {
         broker: find_pid(&["mq.broker", &format!("-port={broker_port}")]).map(Proc::new),
         server: find_pid(&["server", &format!("-master.port={master_port}")]).map(Proc::new),
@@ -1488,10 +1732,17 @@ async fn main() -> anyhow::Result<()> {
                     .spawn()?;
                 let pid = child.id();
                 guard.0 = Some(child);
-                if let Err(e) = wait_accepting(addr, guard.0.as_mut().expect("kelp child"), Duration::from_secs(30)).await {
+                if let Err(e) = wait_accepting(
+                    addr,
+                    guard.0.as_mut().expect("kelp child"),
+                    Duration::from_secs(30),
+                )
+                .await
+                {
                     anyhow::bail!("kelp {e}\n{}", log_tail(&log, 20));
                 }
-                kelp_mode = format!("release binary {} (pid {pid}, measured from /proc)", bin.display());
+                kelp_mode =
+                    format!("release binary {} (pid {pid}, measured from /proc)", bin.display());
                 Some(Proc::new(pid))
             }
             None => {
@@ -1502,10 +1753,20 @@ async fn main() -> anyhow::Result<()> {
                 None
             }
         };
-        let ep = Endpoint { name: "kelp", bootstrap: addr.to_string(), proc, topic_prefix: "", admin, perf: o.perf.is_some() };
+        let ep = Endpoint {
+            name: "kelp",
+            bootstrap: addr.to_string(),
+            proc,
+            topic_prefix: "",
+            admin,
+            perf: o.perf.is_some(),
+        };
         // Idle RSS: after one client looked at the cluster.
         let bs = ep.bootstrap.clone();
-        let _ = blocking(Duration::from_secs(10), move || wait_metadata(&bs, "none-such", 0, Duration::from_secs(5)).or(Ok(()))).await;
+        let _ = blocking(Duration::from_secs(10), move || {
+            wait_metadata(&bs, "none-such", 0, Duration::from_secs(5)).or(Ok(()))
+        })
+        .await;
         let idle = proc.and_then(|p| p.rss_kib());
         // Memory first, on a fresh process: after the load, freed heap would hide it.
         mem.push(memory_check("kelp", addr, proc, idle, o.idle_connections).await);
@@ -1527,7 +1788,9 @@ async fn main() -> anyhow::Result<()> {
             });
         } else {
             if port != 9093 {
-                eprintln!("bench: the gateway advertises 127.0.0.1:9093 whatever it listens on; expect failures on port {port}");
+                eprintln!(
+                    "bench: the gateway advertises 127.0.0.1:9093 whatever it listens on; expect failures on port {port}"
+                );
             }
             let log = dir.path().join("gateway.log");
             let child = Command::new(&weed)
@@ -1545,19 +1808,38 @@ async fn main() -> anyhow::Result<()> {
             let pid = child.id();
             let mut guard = Guard(Some(child));
             let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-            match wait_accepting(addr, guard.0.as_mut().expect("gateway child"), Duration::from_secs(30)).await {
+            match wait_accepting(
+                addr,
+                guard.0.as_mut().expect("gateway child"),
+                Duration::from_secs(30),
+            )
+            .await
+            {
                 Err(e) => rows.push(Row {
                     target: "gateway".into(),
-                    notes: vec![format!("did not start: {e}: {}", log_tail(&log, 5).replace('\n', " / "))],
+                    notes: vec![format!(
+                        "did not start: {e}: {}",
+                        log_tail(&log, 5).replace('\n', " / ")
+                    )],
                     ..Row::default()
                 }),
                 Ok(()) => {
                     let proc = Some(Proc::new(pid));
                     let bs = addr.to_string();
-                    let _ = blocking(Duration::from_secs(10), move || wait_metadata(&bs, "none-such", 0, Duration::from_secs(5)).or(Ok(()))).await;
+                    let _ = blocking(Duration::from_secs(10), move || {
+                        wait_metadata(&bs, "none-such", 0, Duration::from_secs(5)).or(Ok(()))
+                    })
+                    .await;
                     let idle = proc.and_then(|p| p.rss_kib());
                     checks.extend(gateway_topic_checks(&addr.to_string(), o.partitions).await);
-                    let ep = Endpoint { name: "gateway", bootstrap: addr.to_string(), proc, topic_prefix: "_", admin: None, perf: false };
+                    let ep = Endpoint {
+                        name: "gateway",
+                        bootstrap: addr.to_string(),
+                        proc,
+                        topic_prefix: "_",
+                        admin: None,
+                        perf: false,
+                    };
                     mem.push(memory_check("gateway", addr, proc, idle, o.idle_connections).await);
                     run_kafka(&ep, &o, &mut rows, &mut low, others).await;
                 }
@@ -1576,4 +1858,3 @@ async fn main() -> anyhow::Result<()> {
     drop(seaweedfs);
     Ok(())
 }
-

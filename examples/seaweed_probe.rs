@@ -59,21 +59,12 @@ async fn all(master: &str) {
     // Topic lifecycle.
     assert_eq!(sw.partition_count(&topic).await.unwrap(), None);
     sw.create_topic(&topic, 3).await.unwrap();
-    assert!(is_kafka(
-        &sw.create_topic(&topic, 3).await,
-        ResponseError::TopicAlreadyExists
-    ));
+    assert!(is_kafka(&sw.create_topic(&topic, 3).await, ResponseError::TopicAlreadyExists));
     assert_eq!(sw.partition_count(&topic).await.unwrap(), Some(3));
     let listed = sw.list_topics().await.unwrap();
     assert!(listed.contains(&(topic.clone(), 3)), "{listed:?}");
-    assert!(is_kafka(
-        &sw.add_partitions(&topic, 4).await,
-        ResponseError::InvalidRequest
-    ));
-    assert!(is_kafka(
-        &sw.add_partitions(&topic, 3).await,
-        ResponseError::InvalidPartitions
-    ));
+    assert!(is_kafka(&sw.add_partitions(&topic, 4).await, ResponseError::InvalidRequest));
+    assert!(is_kafka(&sw.add_partitions(&topic, 3).await, ResponseError::InvalidPartitions));
     assert!(is_kafka(
         &sw.publish(&topic, 3, vec![msg(0)]).await,
         ResponseError::UnknownTopicOrPartition
@@ -106,12 +97,7 @@ async fn all(master: &str) {
         acked.extend(t.await.unwrap());
     }
     acked.sort_by_key(|(o, _)| *o);
-    println!(
-        "published 1000 in {:?}; offsets {}..={}",
-        t0.elapsed(),
-        acked[0].0,
-        acked[999].0
-    );
+    println!("published 1000 in {:?}; offsets {}..={}", t0.elapsed(), acked[0].0, acked[999].0);
     assert_eq!(acked[0].0, 2, "two markers first");
     assert!(acked.windows(2).all(|w| w[1].0 == w[0].0 + 1));
 
@@ -119,10 +105,7 @@ async fn all(master: &str) {
     let mut got = Vec::new();
     let mut next = 0;
     while got.len() < 1000 {
-        let f = sw
-            .fetch(&topic, 1, next, 64 * 1024, Duration::from_millis(100), 1)
-            .await
-            .unwrap();
+        let f = sw.fetch(&topic, 1, next, 64 * 1024, Duration::from_millis(100), 1).await.unwrap();
         assert!(!f.messages.is_empty());
         next = f.messages.last().unwrap().0 + 1;
         assert_eq!(f.log_start_offset, 2);
@@ -139,10 +122,7 @@ async fn all(master: &str) {
 
     // Waiting: nothing arrives → returns after max_wait; a publish wakes it early.
     let t0 = Instant::now();
-    let f = sw
-        .fetch(&topic, 1, 1002, 1024, Duration::from_millis(500), 1)
-        .await
-        .unwrap();
+    let f = sw.fetch(&topic, 1, 1002, 1024, Duration::from_millis(500), 1).await.unwrap();
     assert!(f.messages.is_empty());
     println!("empty long poll took {:?}", t0.elapsed());
     assert!(t0.elapsed() >= Duration::from_millis(450));
@@ -153,10 +133,7 @@ async fn all(master: &str) {
         sw2.publish(&topic2, 1, vec![msg(1000)]).await.unwrap()
     });
     let t0 = Instant::now();
-    let f = sw
-        .fetch(&topic, 1, 1002, 1024, Duration::from_secs(5), 1)
-        .await
-        .unwrap();
+    let f = sw.fetch(&topic, 1, 1002, 1024, Duration::from_secs(5), 1).await.unwrap();
     println!(
         "woken fetch took {:?}, got {:?}",
         t0.elapsed(),
@@ -165,10 +142,7 @@ async fn all(master: &str) {
     assert_eq!(publisher.await.unwrap(), vec![1002]);
     assert_eq!(f.messages.len(), 1);
     assert!(t0.elapsed() < Duration::from_secs(2));
-    let f = sw
-        .fetch(&topic, 1, 1003, 1024, Duration::ZERO, 0)
-        .await
-        .unwrap();
+    let f = sw.fetch(&topic, 1, 1003, 1024, Duration::ZERO, 0).await.unwrap();
     assert!(f.messages.is_empty() && f.high_water_mark == 1003);
     assert!(is_kafka(
         &sw.fetch(&topic, 1, 1004, 1024, Duration::ZERO, 1).await,
@@ -184,10 +158,7 @@ async fn all(master: &str) {
     drop(sw);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let sw = connect(master).await;
-    let f = sw
-        .fetch(&topic, 1, 0, 1 << 20, Duration::from_millis(100), 1)
-        .await
-        .unwrap();
+    let f = sw.fetch(&topic, 1, 0, 1 << 20, Duration::from_millis(100), 1).await.unwrap();
     println!(
         "after reconnect: {} records from {:?}, hwm {}",
         f.messages.len(),
@@ -200,17 +171,8 @@ async fn all(master: &str) {
     // Delete and re-create: a new incarnation, empty.
     sw.delete_topic(&topic).await.unwrap();
     assert_eq!(sw.partition_count(&topic).await.unwrap(), None);
-    assert!(is_kafka(
-        &sw.delete_topic(&topic).await,
-        ResponseError::UnknownTopicOrPartition
-    ));
-    assert!(
-        !sw.list_topics()
-            .await
-            .unwrap()
-            .iter()
-            .any(|(t, _)| *t == topic)
-    );
+    assert!(is_kafka(&sw.delete_topic(&topic).await, ResponseError::UnknownTopicOrPartition));
+    assert!(!sw.list_topics().await.unwrap().iter().any(|(t, _)| *t == topic));
     assert!(is_kafka(
         &sw.publish(&topic, 1, vec![msg(0)]).await,
         ResponseError::UnknownTopicOrPartition
@@ -218,10 +180,7 @@ async fn all(master: &str) {
     sw.create_topic(&topic, 2).await.unwrap();
     assert_eq!(sw.partition_count(&topic).await.unwrap(), Some(2));
     assert_eq!(sw.publish(&topic, 1, vec![msg(7)]).await.unwrap(), vec![2]);
-    let f = sw
-        .fetch(&topic, 1, 0, 1 << 20, Duration::ZERO, 1)
-        .await
-        .unwrap();
+    let f = sw.fetch(&topic, 1, 0, 1 << 20, Duration::ZERO, 1).await.unwrap();
     assert_eq!(f.messages.len(), 1);
     assert_eq!(f.messages[0].1.value, msg(7).value);
     println!("delete/recreate ok");
@@ -232,36 +191,17 @@ async fn all(master: &str) {
     let path = format!("{dir}/groups/g1/state");
     assert_eq!(sw.filer_get(&path).await.unwrap(), None);
     sw.filer_put(&path, b"one").await.unwrap();
-    assert_eq!(
-        sw.filer_get(&path).await.unwrap().as_deref(),
-        Some(&b"one"[..])
-    );
+    assert_eq!(sw.filer_get(&path).await.unwrap().as_deref(), Some(&b"one"[..]));
     sw.filer_put(&path, b"two").await.unwrap();
-    assert_eq!(
-        sw.filer_get(&path).await.unwrap().as_deref(),
-        Some(&b"two"[..])
-    );
+    assert_eq!(sw.filer_get(&path).await.unwrap().as_deref(), Some(&b"two"[..]));
     assert!(!sw.filer_create(&path, b"three").await.unwrap());
-    assert!(
-        sw.filer_create(&format!("{dir}/groups/g1/other"), b"")
-            .await
-            .unwrap()
-    );
+    assert!(sw.filer_create(&format!("{dir}/groups/g1/other"), b"").await.unwrap());
     assert_eq!(
-        sw.filer_get(&format!("{dir}/groups/g1/other"))
-            .await
-            .unwrap()
-            .as_deref(),
+        sw.filer_get(&format!("{dir}/groups/g1/other")).await.unwrap().as_deref(),
         Some(&b""[..])
     );
-    assert_eq!(
-        sw.filer_list(&format!("{dir}/groups/g1")).await.unwrap(),
-        vec!["other", "state"]
-    );
-    assert_eq!(
-        sw.filer_list(&format!("{dir}/nope")).await.unwrap(),
-        Vec::<String>::new()
-    );
+    assert_eq!(sw.filer_list(&format!("{dir}/groups/g1")).await.unwrap(), vec!["other", "state"]);
+    assert_eq!(sw.filer_list(&format!("{dir}/nope")).await.unwrap(), Vec::<String>::new());
     sw.filer_delete(&path).await.unwrap();
     sw.filer_delete(&path).await.unwrap();
     assert_eq!(sw.filer_get(&path).await.unwrap(), None);
@@ -284,9 +224,8 @@ async fn bulk(master: &str) {
         tasks.push(tokio::spawn(async move {
             let mut acked = Vec::new();
             for b in 0..25usize {
-                let batch: Vec<Message> = (0..250)
-                    .map(|i| msg(t * 1_000_000 + b * 1000 + i))
-                    .collect();
+                let batch: Vec<Message> =
+                    (0..250).map(|i| msg(t * 1_000_000 + b * 1000 + i)).collect();
                 let offs = sw.publish(&topic, 0, batch.clone()).await.unwrap();
                 acked.extend(offs.into_iter().zip(batch));
             }
@@ -381,14 +320,8 @@ async fn spread(master: &str) {
     let topic = format!("spread-{}", std::process::id());
     sw.create_topic(&topic, 8).await.unwrap();
     for p in 0..8u32 {
-        let offs = sw
-            .publish(&topic, p, (0..10).map(msg).collect())
-            .await
-            .unwrap();
-        let f = sw
-            .fetch(&topic, p, 0, 1 << 20, Duration::ZERO, 1)
-            .await
-            .unwrap();
+        let offs = sw.publish(&topic, p, (0..10).map(msg).collect()).await.unwrap();
+        let f = sw.fetch(&topic, p, 0, 1 << 20, Duration::ZERO, 1).await.unwrap();
         assert_eq!(f.messages.len(), 10, "partition {p}");
         assert_eq!(f.messages[0].0, offs[0]);
     }
@@ -408,10 +341,9 @@ async fn moves(master: &str) {
             let r = sw.publish(&topic, p, vec![msg(0)]).await;
             line.push_str(&match r {
                 Ok(o) => format!(" {p}:{}", o[0]),
-                Err(e) => format!(
-                    " {p}:ERR({})",
-                    format!("{e}").chars().take(40).collect::<String>()
-                ),
+                Err(e) => {
+                    format!(" {p}:ERR({})", format!("{e}").chars().take(40).collect::<String>())
+                }
             });
         }
         println!("{:>5.1}s{line}", t0.elapsed().as_secs_f32());
@@ -419,10 +351,7 @@ async fn moves(master: &str) {
     }
     for p in 0..8u32 {
         let f = sw.fetch(&topic, p, 0, 1 << 20, Duration::ZERO, 1).await;
-        println!(
-            "partition {p}: {:?}",
-            f.map(|f| (f.messages.len(), f.high_water_mark))
-        );
+        println!("partition {p}: {:?}", f.map(|f| (f.messages.len(), f.high_water_mark)));
     }
 }
 
@@ -446,10 +375,7 @@ async fn restart(master: &str) {
         tokio::time::sleep(Duration::from_millis(1000)).await;
     }
     let f = sw.fetch(&topic, 0, 0, 1 << 20, Duration::ZERO, 1).await;
-    println!(
-        "fetched: {:?}",
-        f.map(|f| f.messages.into_iter().map(|m| m.0).collect::<Vec<_>>())
-    );
+    println!("fetched: {:?}", f.map(|f| f.messages.into_iter().map(|m| m.0).collect::<Vec<_>>()));
 }
 
 #[tokio::main]

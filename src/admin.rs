@@ -38,7 +38,12 @@ impl Readiness {
     }
 }
 
-pub async fn serve(listener: TcpListener, ready: Readiness, cancel: CancellationToken, tracker: TaskTracker) {
+pub async fn serve(
+    listener: TcpListener,
+    ready: Readiness,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
     loop {
         let stream = tokio::select! {
             _ = cancel.cancelled() => return,

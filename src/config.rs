@@ -203,7 +203,8 @@ impl Config {
             config: Config,
         }
         use clap::Parser;
-        let args = std::iter::once(std::ffi::OsString::from("kelp")).chain(args.into_iter().map(Into::into));
+        let args = std::iter::once(std::ffi::OsString::from("kelp"))
+            .chain(args.into_iter().map(Into::into));
         Wrapper::try_parse_from(args).map(|w| w.config)
     }
 }
@@ -278,7 +279,8 @@ impl WebhookConfig {
             config: WebhookConfig,
         }
         use clap::Parser;
-        let args = std::iter::once(std::ffi::OsString::from("kelp")).chain(args.into_iter().map(Into::into));
+        let args = std::iter::once(std::ffi::OsString::from("kelp"))
+            .chain(args.into_iter().map(Into::into));
         Wrapper::try_parse_from(args).map(|w| w.config)
     }
 }
@@ -295,7 +297,11 @@ mod tests {
         assert_eq!(c.namespace, "kafka");
         assert_eq!(c.filer_root, "/kelp");
         assert_eq!(c.max_message_bytes, 1_048_588);
-        assert_eq!((c.peer_listen, c.group_lease_ms), (None, 10_000), "one kelp owns every group unless peers are configured");
+        assert_eq!(
+            (c.peer_listen, c.group_lease_ms),
+            (None, 10_000),
+            "one kelp owns every group unless peers are configured"
+        );
     }
 
     #[test]

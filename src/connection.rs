@@ -48,7 +48,11 @@ const READ_CHUNK: usize = 256 * 1024;
 
 /// Serve one connection until the peer closes it, it breaks the protocol, it idles out, or
 /// kelp shuts down (the request in progress is answered first).
-pub async fn serve(ctx: &Ctx, stream: TcpStream, cancel: &CancellationToken) -> Result<(), ConnError> {
+pub async fn serve(
+    ctx: &Ctx,
+    stream: TcpStream,
+    cancel: &CancellationToken,
+) -> Result<(), ConnError> {
     let metrics = crate::metrics::global();
     metrics.connections.inc();
     metrics.connections_active.inc();
@@ -57,7 +61,11 @@ pub async fn serve(ctx: &Ctx, stream: TcpStream, cancel: &CancellationToken) -> 
     r
 }
 
-async fn serve_frames(ctx: &Ctx, mut stream: TcpStream, cancel: &CancellationToken) -> Result<(), ConnError> {
+async fn serve_frames(
+    ctx: &Ctx,
+    mut stream: TcpStream,
+    cancel: &CancellationToken,
+) -> Result<(), ConnError> {
     let metrics = crate::metrics::global();
     let max = ctx.config.max_frame_bytes;
     let mut session = Session::new(ctx);
@@ -112,14 +120,18 @@ async fn serve_frames(ctx: &Ctx, mut stream: TcpStream, cancel: &CancellationTok
         if !session.may_send(request.api_key) {
             return Err(ConnError::Unauthenticated(request.api_key));
         }
-        let (key, version, correlation_id) = (request.api_key, request.version, request.header.correlation_id);
+        let (key, version, correlation_id) =
+            (request.api_key, request.version, request.header.correlation_id);
         let span = debug_span!("request", api = ?key, version, correlation_id);
-        let answer = api::dispatch_client(ctx, &mut session, request, 4 + frame.len()).instrument(span).await;
+        let answer = api::dispatch_client(ctx, &mut session, request, 4 + frame.len())
+            .instrument(span)
+            .await;
         if answer.hold_before_reply {
             hold(&mut session, cancel).await;
         }
         if let Some(reply) = answer.reply {
-            let out = protocol::encode_response(key, version, correlation_id, &reply).map_err(ConnError::Encode)?;
+            let out = protocol::encode_response(key, version, correlation_id, &reply)
+                .map_err(ConnError::Encode)?;
             write(&mut stream, &out, ctx.config.idle_timeout()).await?;
             metrics.bytes_sent.inc_by(out.len() as u64);
         }
@@ -132,7 +144,11 @@ async fn serve_frames(ctx: &Ctx, mut stream: TcpStream, cancel: &CancellationTok
 
 /// Write a whole response; a client that stops reading for the idle timeout is dropped rather
 /// than holding the connection's task and buffers forever.
-async fn write(stream: &mut TcpStream, out: &[u8], within: std::time::Duration) -> Result<(), ConnError> {
+async fn write(
+    stream: &mut TcpStream,
+    out: &[u8],
+    within: std::time::Duration,
+) -> Result<(), ConnError> {
     tokio::time::timeout(within, stream.write_all(out)).await.map_err(|_| ConnError::Idle)??;
     Ok(())
 }

@@ -257,9 +257,7 @@ impl SeaweedFs {
     /// Kills the broker at once (SIGKILL), as a crash would. A no-op when it is not running.
     pub async fn kill_broker(&mut self) -> anyhow::Result<()> {
         if let Some(mut child) = self.broker.take() {
-            stop_child_async(&mut child, Duration::ZERO)
-                .await
-                .context("killing weed mq.broker")?;
+            stop_child_async(&mut child, Duration::ZERO).await.context("killing weed mq.broker")?;
         }
         Ok(())
     }
@@ -274,9 +272,7 @@ impl SeaweedFs {
             bail!("weed mq.broker is already running");
         }
         self.broker = Some(self.spawn("broker.log", &broker_args(&self.ports))?);
-        Ok(self
-            .wait_for(Instant::now() + deadline, Stage::Broker)
-            .await?)
+        Ok(self.wait_for(Instant::now() + deadline, Stage::Broker).await?)
     }
 
     /// Whether the master currently lists a broker at [`EmbeddedAddrs::broker`].
@@ -290,13 +286,11 @@ impl SeaweedFs {
     /// [`STOP_GRACE`]; measured: either a few milliseconds or the full grace, depending on
     /// whether the filer hit its 15 s stall (see the module docs). Idempotent.
     pub fn kill_all(&mut self) {
-        let mut children: Vec<(&str, Child)> = [
-            ("weed mq.broker", self.broker.take()),
-            ("weed server", self.server.take()),
-        ]
-        .into_iter()
-        .filter_map(|(name, child)| child.map(|c| (name, c)))
-        .collect();
+        let mut children: Vec<(&str, Child)> =
+            [("weed mq.broker", self.broker.take()), ("weed server", self.server.take())]
+                .into_iter()
+                .filter_map(|(name, child)| child.map(|c| (name, c)))
+                .collect();
         for (name, child) in &mut children {
             if let Err(e) = sigterm(child) {
                 tracing::warn!(process = *name, error = %e, "SIGTERM failed");
@@ -309,11 +303,9 @@ impl SeaweedFs {
             }
         }
         let p = &self.ports;
-        for (kind, port) in [
-            ("master", p.master_grpc),
-            ("volume", p.volume_grpc),
-            ("filer", p.filer_grpc),
-        ] {
+        for (kind, port) in
+            [("master", p.master_grpc), ("volume", p.volume_grpc), ("filer", p.filer_grpc)]
+        {
             // Only this instance used this port, so the socket named after it is ours.
             let _ = fs::remove_file(format!("/tmp/seaweedfs-{kind}-grpc-{port}.sock"));
         }
@@ -347,10 +339,7 @@ impl SeaweedFs {
         tcp_accepts(self.ports.filer_grpc).await?;
         let filers = list_cluster_nodes(self.ports.master_grpc, "filer").await?;
         let want = format!("{HOST}:{}", self.ports.filer_http);
-        if !filers
-            .iter()
-            .any(|a| a == &want || a.starts_with(&format!("{want}.")))
-        {
+        if !filers.iter().any(|a| a == &want || a.starts_with(&format!("{want}."))) {
             bail!("the master lists no filer at {want} (it lists {filers:?})");
         }
         Ok(())
@@ -404,14 +393,12 @@ impl SeaweedFs {
 
     /// Describes the first child that has exited, if any (and forgets it).
     fn exited_child(&mut self) -> anyhow::Result<Option<String>> {
-        for (name, slot) in [
-            ("weed server", &mut self.server),
-            ("weed mq.broker", &mut self.broker),
-        ] {
+        for (name, slot) in
+            [("weed server", &mut self.server), ("weed mq.broker", &mut self.broker)]
+        {
             if let Some(child) = slot
-                && let Some(status) = child
-                    .try_wait()
-                    .with_context(|| format!("checking {name}"))?
+                && let Some(status) =
+                    child.try_wait().with_context(|| format!("checking {name}"))?
             {
                 *slot = None;
                 return Ok(Some(format!("{name} exited ({status})")));
@@ -458,13 +445,8 @@ impl Ports {
 /// between; with kernel-chosen ephemeral ports that is rare, and it shows up as a child that
 /// exits early with "address already in use" in its log.
 fn pick_free_ports(n: usize) -> io::Result<Vec<u16>> {
-    let listeners = (0..n)
-        .map(|_| TcpListener::bind((HOST, 0)))
-        .collect::<io::Result<Vec<_>>>()?;
-    listeners
-        .iter()
-        .map(|l| l.local_addr().map(|a| a.port()))
-        .collect()
+    let listeners = (0..n).map(|_| TcpListener::bind((HOST, 0))).collect::<io::Result<Vec<_>>>()?;
+    listeners.iter().map(|l| l.local_addr().map(|a| a.port())).collect()
 }
 
 /// Arguments for `weed server`: master + volume + filer, every port explicit, nothing else
@@ -534,9 +516,8 @@ fn locate_weed(lookup: &WeedLookup<'_>) -> anyhow::Result<PathBuf> {
     }
     let mut searched = Vec::new();
 
-    let path_dirs: Vec<PathBuf> = (lookup.env)("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
+    let path_dirs: Vec<PathBuf> =
+        (lookup.env)("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
     for dir in &path_dirs {
         let candidate = dir.join("weed");
         if (lookup.is_executable)(&candidate) {
@@ -545,11 +526,7 @@ fn locate_weed(lookup: &WeedLookup<'_>) -> anyhow::Result<PathBuf> {
     }
     searched.push(format!(
         "PATH ({})",
-        path_dirs
-            .iter()
-            .map(|d| d.display().to_string())
-            .collect::<Vec<_>>()
-            .join(":")
+        path_dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(":")
     ));
 
     match (lookup.python_scripts_dir)() {
@@ -585,10 +562,7 @@ fn locate_weed(lookup: &WeedLookup<'_>) -> anyhow::Result<PathBuf> {
 /// `python3 -c "import sysconfig; print(sysconfig.get_path('scripts'))"`, or None.
 fn python_scripts_dir() -> Option<PathBuf> {
     let out = Command::new("python3")
-        .args([
-            "-c",
-            "import sysconfig; print(sysconfig.get_path('scripts'))",
-        ])
+        .args(["-c", "import sysconfig; print(sysconfig.get_path('scripts'))"])
         .stdin(Stdio::null())
         .stderr(Stdio::null())
         .output()
@@ -665,28 +639,15 @@ async fn list_cluster_nodes(master_grpc: u16, client_type: &str) -> anyhow::Resu
         .await
         .with_context(|| format!("connecting to the master's gRPC port {master_grpc}"))?;
     let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready()
-        .await
-        .context("master gRPC channel not ready")?;
+    grpc.ready().await.context("master gRPC channel not ready")?;
     let codec =
         tonic_prost::ProstCodec::<ListClusterNodesRequest, ListClusterNodesResponse>::default();
-    let request = tonic::Request::new(ListClusterNodesRequest {
-        client_type: client_type.into(),
-    });
+    let request = tonic::Request::new(ListClusterNodesRequest { client_type: client_type.into() });
     let response = grpc
-        .unary(
-            request,
-            tonic::codegen::http::uri::PathAndQuery::from_static(METHOD),
-            codec,
-        )
+        .unary(request, tonic::codegen::http::uri::PathAndQuery::from_static(METHOD), codec)
         .await
         .with_context(|| format!("master ListClusterNodes({client_type})"))?;
-    Ok(response
-        .into_inner()
-        .cluster_nodes
-        .into_iter()
-        .map(|n| n.address)
-        .collect())
+    Ok(response.into_inner().cluster_nodes.into_iter().map(|n| n.address).collect())
 }
 
 // === stopping children ===
@@ -740,10 +701,7 @@ fn log_section(path: &Path, name: &str) -> String {
     let tail = read_tail(path, 64 * 1024)
         .map(|text| last_lines(&text, LOG_TAIL_LINES))
         .unwrap_or_else(|e| format!("(cannot read: {e})"));
-    format!(
-        "--- {name}: last {LOG_TAIL_LINES} lines of {} ---\n{tail}",
-        path.display()
-    )
+    format!("--- {name}: last {LOG_TAIL_LINES} lines of {} ---\n{tail}", path.display())
 }
 
 /// The last `max` bytes of a file, lossily decoded.
@@ -815,10 +773,7 @@ mod tests {
             "-ip.bind=127.0.0.1",
             "-dir=/d/data",
         ] {
-            assert!(
-                server.iter().any(|a| a == flag),
-                "missing {flag} in {server:?}"
-            );
+            assert!(server.iter().any(|a| a == flag), "missing {flag} in {server:?}");
         }
         let broker = broker_args(&ports());
         assert_eq!(
@@ -886,10 +841,7 @@ mod tests {
         let f = fake(&["/py/bin/weed", "/home/u/.local/bin/weed"]);
         assert_eq!(f.locate().unwrap(), PathBuf::from("/py/bin/weed"));
         let f = fake(&["/home/u/.local/bin/weed"]);
-        assert_eq!(
-            f.locate().unwrap(),
-            PathBuf::from("/home/u/.local/bin/weed")
-        );
+        assert_eq!(f.locate().unwrap(), PathBuf::from("/home/u/.local/bin/weed"));
     }
 
     #[test]
@@ -908,10 +860,7 @@ mod tests {
         f.python = None;
         f.env.remove("HOME");
         let err = f.locate().unwrap_err().to_string();
-        assert!(
-            err.contains("python3 not runnable") && err.contains("HOME unset"),
-            "{err}"
-        );
+        assert!(err.contains("python3 not runnable") && err.contains("HOME unset"), "{err}");
     }
 
     #[test]

@@ -29,22 +29,13 @@ pub enum Error {
     Kafka(ResponseError),
     /// A SeaweedFS MQ broker call failed or the broker could not be reached.
     #[error("seaweedfs broker {op}: {code:?} {message}")]
-    Broker {
-        op: &'static str,
-        code: tonic::Code,
-        message: String,
-    },
+    Broker { op: &'static str, code: tonic::Code, message: String },
     /// The broker answered but reported an error of its own in the response body.
     #[error("seaweedfs broker {op} answered error {message}")]
     BrokerReply { op: &'static str, message: String },
     /// A SeaweedFS filer call failed or the filer could not be reached.
     #[error("seaweedfs filer {op} {path}: {code:?} {message}")]
-    Filer {
-        op: &'static str,
-        path: String,
-        code: tonic::Code,
-        message: String,
-    },
+    Filer { op: &'static str, path: String, code: tonic::Code, message: String },
     /// No broker is known for the topic (master has none registered, or lookup is empty).
     #[error("no seaweedfs broker available for {op}")]
     NoBroker { op: &'static str },
@@ -100,11 +91,7 @@ mod tests {
     use ResponseError as E;
 
     fn broker() -> Error {
-        Error::Broker {
-            op: "publish",
-            code: tonic::Code::Unavailable,
-            message: "down".into(),
-        }
+        Error::Broker { op: "publish", code: tonic::Code::Unavailable, message: "down".into() }
     }
     fn filer() -> Error {
         Error::Filer {
@@ -122,13 +109,29 @@ mod tests {
             (Error::kafka(E::IllegalGeneration), ApiKind::Group, E::IllegalGeneration),
             (broker(), ApiKind::Data, E::NotLeaderOrFollower),
             (broker(), ApiKind::Group, E::CoordinatorNotAvailable),
-            (Error::BrokerReply { op: "fetch", message: "x".into() }, ApiKind::Data, E::NotLeaderOrFollower),
+            (
+                Error::BrokerReply { op: "fetch", message: "x".into() },
+                ApiKind::Data,
+                E::NotLeaderOrFollower,
+            ),
             (Error::NoBroker { op: "lookup" }, ApiKind::Data, E::NotLeaderOrFollower),
             (filer(), ApiKind::Data, E::KafkaStorageError),
             (filer(), ApiKind::Group, E::CoordinatorNotAvailable),
-            (Error::Timeout { op: "fetch", after: Duration::from_secs(1) }, ApiKind::Data, E::RequestTimedOut),
-            (Error::Timeout { op: "lease", after: Duration::from_secs(1) }, ApiKind::Group, E::CoordinatorNotAvailable),
-            (Error::Corrupt { path: "/p".into(), why: "x".into() }, ApiKind::Group, E::CoordinatorLoadInProgress),
+            (
+                Error::Timeout { op: "fetch", after: Duration::from_secs(1) },
+                ApiKind::Data,
+                E::RequestTimedOut,
+            ),
+            (
+                Error::Timeout { op: "lease", after: Duration::from_secs(1) },
+                ApiKind::Group,
+                E::CoordinatorNotAvailable,
+            ),
+            (
+                Error::Corrupt { path: "/p".into(), why: "x".into() },
+                ApiKind::Group,
+                E::CoordinatorLoadInProgress,
+            ),
         ];
         for (err, kind, want) in table {
             assert_eq!(err.code(kind), want, "{err} as {kind:?}");
@@ -138,7 +141,12 @@ mod tests {
     #[test]
     fn upstream_trouble_is_always_retriable() {
         for kind in [ApiKind::Data, ApiKind::Group] {
-            for err in [broker(), filer(), Error::NoBroker { op: "x" }, Error::Timeout { op: "x", after: Duration::ZERO }] {
+            for err in [
+                broker(),
+                filer(),
+                Error::NoBroker { op: "x" },
+                Error::Timeout { op: "x", after: Duration::ZERO },
+            ] {
                 assert!(err.code(kind).is_retriable(), "{err} as {kind:?} must be retriable");
             }
         }

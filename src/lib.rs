@@ -87,14 +87,20 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     })
     .await
     .context("connecting to SeaweedFS")?;
-    let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
     let kafka_addr = listener.local_addr()?;
     let (advertised_host, advertised_port) = advertised(&config, kafka_addr)?;
     // Every listener is bound before any task is spawned, so a failed bind leaves nothing
     // running behind.
     let admin_listener = match config.admin_listen {
         None => None,
-        Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| format!("binding {} ({})", addr, config::ENV_ADMIN_LISTEN))?),
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {} ({})", addr, config::ENV_ADMIN_LISTEN))?,
+        ),
     };
     let peer = peer::bind(&config).await?;
     let cancel = CancellationToken::new();
@@ -111,7 +117,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         None => None,
     };
     let quotas = quota::Quotas::start(
-        quota::Options { seaweed: seaweed.clone(), filer_root: config.filer_root.clone(), file: config.quotas_file.clone() },
+        quota::Options {
+            seaweed: seaweed.clone(),
+            filer_root: config.filer_root.clone(),
+            file: config.quotas_file.clone(),
+        },
         cancel.clone(),
         &tracker,
     )
@@ -119,7 +129,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let ctx = Arc::new(Ctx {
         topics: topics::Topics::new(seaweed.clone(), config.namespace.clone()),
         producers: producers::Producers::default(),
-        groups: group::Coordinator::start(seaweed.clone(), config.filer_root.clone(), group_settings, cancel.clone(), &tracker),
+        groups: group::Coordinator::start(
+            seaweed.clone(),
+            config.filer_root.clone(),
+            group_settings,
+            cancel.clone(),
+            &tracker,
+        ),
         peers: peer::Peers::new(&config, cancel.clone()),
         quotas,
         sasl,
@@ -184,7 +200,9 @@ pub async fn wait_for_seaweedfs(config: &Config, deadline: Duration) -> anyhow::
     loop {
         match seaweed.ping().await {
             Ok(()) => return Ok(()),
-            Err(e) if start.elapsed() >= deadline => return Err(anyhow::anyhow!("SeaweedFS did not answer within {deadline:?}: {e}")),
+            Err(e) if start.elapsed() >= deadline => {
+                return Err(anyhow::anyhow!("SeaweedFS did not answer within {deadline:?}: {e}"));
+            }
             Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
         }
     }
@@ -194,10 +212,12 @@ fn advertised(config: &Config, bound: SocketAddr) -> anyhow::Result<(String, i32
     match &config.advertised_listener {
         None => Ok((bound.ip().to_string(), i32::from(bound.port()))),
         Some(s) => {
-            let (host, port) = s
-                .rsplit_once(':')
-                .with_context(|| format!("{}: expected host:port, got {s:?}", config::ENV_ADVERTISED_LISTENER))?;
-            let port: u16 = port.parse().with_context(|| format!("{}: bad port in {s:?}", config::ENV_ADVERTISED_LISTENER))?;
+            let (host, port) = s.rsplit_once(':').with_context(|| {
+                format!("{}: expected host:port, got {s:?}", config::ENV_ADVERTISED_LISTENER)
+            })?;
+            let port: u16 = port.parse().with_context(|| {
+                format!("{}: bad port in {s:?}", config::ENV_ADVERTISED_LISTENER)
+            })?;
             Ok((host.to_string(), i32::from(port)))
         }
     }

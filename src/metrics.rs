@@ -102,30 +102,71 @@ impl Metrics {
             registry: Registry::default(),
         };
         registry.register("requests", "Kafka requests answered, by API", m.requests.clone());
-        registry.register("request_duration_seconds", "Time to answer a Kafka request, by API", m.request_duration.clone());
-        registry.register("connections_active", "Open Kafka connections", m.connections_active.clone());
+        registry.register(
+            "request_duration_seconds",
+            "Time to answer a Kafka request, by API",
+            m.request_duration.clone(),
+        );
+        registry.register(
+            "connections_active",
+            "Open Kafka connections",
+            m.connections_active.clone(),
+        );
         registry.register("connections", "Kafka connections accepted", m.connections.clone());
-        registry.register("received_bytes", "Bytes read from Kafka clients", m.bytes_received.clone());
+        registry.register(
+            "received_bytes",
+            "Bytes read from Kafka clients",
+            m.bytes_received.clone(),
+        );
         registry.register("sent_bytes", "Bytes written to Kafka clients", m.bytes_sent.clone());
-        registry.register("produced_records", "Records stored in SeaweedFS for producers", m.records_produced.clone());
-        registry.register("fetched_records", "Records returned to consumers", m.records_fetched.clone());
-        registry.register("upstream_duration_seconds", "Time of SeaweedFS calls, by service and method", m.upstream_duration.clone());
-        registry.register("upstream_errors", "Failed SeaweedFS calls, by service and method", m.upstream_errors.clone());
+        registry.register(
+            "produced_records",
+            "Records stored in SeaweedFS for producers",
+            m.records_produced.clone(),
+        );
+        registry.register(
+            "fetched_records",
+            "Records returned to consumers",
+            m.records_fetched.clone(),
+        );
+        registry.register(
+            "upstream_duration_seconds",
+            "Time of SeaweedFS calls, by service and method",
+            m.upstream_duration.clone(),
+        );
+        registry.register(
+            "upstream_errors",
+            "Failed SeaweedFS calls, by service and method",
+            m.upstream_errors.clone(),
+        );
         registry.register(
             "quota_throttle_seconds",
             "Throttle time given to clients over quota (count = throttled responses), by quota and entity shape",
             m.quota_throttle.clone(),
         );
-        registry.register("quota_bytes", "Bytes metered against a byte-rate quota, by quota and entity shape", m.quota_bytes.clone());
-        registry.register("quota_rules", "Client-quota entities in force, by source", m.quota_rules.clone());
-        registry.register("sasl_authentications", "SASL logins, by mechanism and outcome", m.sasl_authentications.clone());
+        registry.register(
+            "quota_bytes",
+            "Bytes metered against a byte-rate quota, by quota and entity shape",
+            m.quota_bytes.clone(),
+        );
+        registry.register(
+            "quota_rules",
+            "Client-quota entities in force, by source",
+            m.quota_rules.clone(),
+        );
+        registry.register(
+            "sasl_authentications",
+            "SASL logins, by mechanism and outcome",
+            m.sasl_authentications.clone(),
+        );
         Metrics { registry, ..m }
     }
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
         out
     }
 
@@ -135,7 +176,13 @@ impl Metrics {
         self.request_duration.get_or_create(&labels).observe(took.as_secs_f64());
     }
 
-    pub fn observe_upstream(&self, service: &'static str, method: &'static str, took: Duration, ok: bool) {
+    pub fn observe_upstream(
+        &self,
+        service: &'static str,
+        method: &'static str,
+        took: Duration,
+        ok: bool,
+    ) {
         let labels = UpstreamLabels { service, method };
         self.upstream_duration.get_or_create(&labels).observe(took.as_secs_f64());
         if !ok {
@@ -146,7 +193,9 @@ impl Metrics {
 
 impl Metrics {
     pub fn observe_throttle(&self, quota: &'static str, entity: &'static str, throttle: Duration) {
-        self.quota_throttle.get_or_create(&QuotaLabels { quota, entity }).observe(throttle.as_secs_f64());
+        self.quota_throttle
+            .get_or_create(&QuotaLabels { quota, entity })
+            .observe(throttle.as_secs_f64());
     }
 
     pub fn observe_quota_bytes(&self, quota: &'static str, entity: &'static str, bytes: u64) {

@@ -59,7 +59,14 @@ pub fn new_producer_id() -> i64 {
 }
 
 impl Producers {
-    pub fn check(&self, pid: i64, epoch: i16, topic: &str, partition: i32, first_seq: i32) -> Check {
+    pub fn check(
+        &self,
+        pid: i64,
+        epoch: i16,
+        topic: &str,
+        partition: i32,
+        first_seq: i32,
+    ) -> Check {
         let table = self.table.lock().expect("producers lock");
         let Some(state) = table.get(&(pid, topic.to_string(), partition)) else {
             return Check::Append;
@@ -80,7 +87,16 @@ impl Producers {
         Check::Append
     }
 
-    pub fn record(&self, pid: i64, epoch: i16, topic: &str, partition: i32, first_seq: i32, count: i32, base_offset: i64) {
+    pub fn record(
+        &self,
+        pid: i64,
+        epoch: i16,
+        topic: &str,
+        partition: i32,
+        first_seq: i32,
+        count: i32,
+        base_offset: i64,
+    ) {
         let now = Instant::now();
         let mut table = self.table.lock().expect("producers lock");
         if table.len() >= MAX_ENTRIES {
@@ -102,7 +118,11 @@ impl Producers {
         if state.recent.len() == REMEMBERED_BATCHES {
             state.recent.pop_front();
         }
-        state.recent.push_back(Appended { first_seq, last_seq: first_seq.wrapping_add(count - 1), base_offset });
+        state.recent.push_back(Appended {
+            first_seq,
+            last_seq: first_seq.wrapping_add(count - 1),
+            base_offset,
+        });
     }
 }
 
@@ -126,7 +146,10 @@ mod tests {
     fn gaps_and_old_epochs_are_refused() {
         let p = Producers::default();
         p.record(7, 1, "t", 0, 0, 10, 0);
-        assert_eq!(p.check(7, 1, "t", 0, 11), Check::Reject(ResponseError::OutOfOrderSequenceNumber));
+        assert_eq!(
+            p.check(7, 1, "t", 0, 11),
+            Check::Reject(ResponseError::OutOfOrderSequenceNumber)
+        );
         assert_eq!(p.check(7, 0, "t", 0, 10), Check::Reject(ResponseError::InvalidProducerEpoch));
         assert_eq!(p.check(7, 2, "t", 0, 0), Check::Append);
         assert_eq!(p.check(7, 1, "t", 1, 55), Check::Append, "other partitions are independent");
@@ -138,7 +161,10 @@ mod tests {
         for i in 0..6 {
             p.record(1, 0, "t", 0, i * 2, 2, i64::from(i) * 2);
         }
-        assert_eq!(p.check(1, 0, "t", 0, 0), Check::Reject(ResponseError::OutOfOrderSequenceNumber));
+        assert_eq!(
+            p.check(1, 0, "t", 0, 0),
+            Check::Reject(ResponseError::OutOfOrderSequenceNumber)
+        );
         assert_eq!(p.check(1, 0, "t", 0, 2), Check::Duplicate(2));
     }
 

@@ -12,7 +12,12 @@ use crate::connection;
 use crate::shutdown::{CancellationToken, TaskTracker};
 
 /// Accept until `cancel` fires. Each connection holds one permit of the connection limit.
-pub async fn serve(ctx: Arc<Ctx>, listener: TcpListener, cancel: CancellationToken, tracker: TaskTracker) {
+pub async fn serve(
+    ctx: Arc<Ctx>,
+    listener: TcpListener,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
     let limit = Arc::new(Semaphore::new(ctx.config.max_connections as usize));
     loop {
         let permit = tokio::select! {

@@ -12,7 +12,8 @@ use crate::quota;
 use crate::sasl::{self, Exchange, Outcome};
 
 /// APIs a connection may send before it has authenticated, when SASL is on.
-const BEFORE_AUTHENTICATION: &[ApiKey] = &[ApiKey::ApiVersions, ApiKey::SaslHandshake, ApiKey::SaslAuthenticate];
+const BEFORE_AUTHENTICATION: &[ApiKey] =
+    &[ApiKey::ApiVersions, ApiKey::SaslHandshake, ApiKey::SaslAuthenticate];
 
 /// Why a connection's SASL exchange ended it.
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +32,12 @@ pub struct Session {
 
 impl Session {
     pub fn new(ctx: &Ctx) -> Session {
-        Session { sasl: ctx.sasl.as_ref().map(|_| Exchange::default()), principal: None, close: false, quota: quota::Conn::default() }
+        Session {
+            sasl: ctx.sasl.as_ref().map(|_| Exchange::default()),
+            principal: None,
+            close: false,
+            quota: quota::Conn::default(),
+        }
     }
 
     /// A session that needs no authentication (requests kelp relays to itself).
@@ -73,7 +79,11 @@ impl Session {
 
     /// SaslHandshake: `Err` with the Kafka code when SASL is off, the exchange is past the
     /// handshake, or the mechanism is not offered.
-    pub fn handshake(&mut self, mechanism: &str, version: i16) -> Result<(), kafka_protocol::ResponseError> {
+    pub fn handshake(
+        &mut self,
+        mechanism: &str,
+        version: i16,
+    ) -> Result<(), kafka_protocol::ResponseError> {
         use kafka_protocol::ResponseError as E;
         let exchange = self.sasl.as_mut().ok_or(E::IllegalSaslState)?;
         let mechanism = sasl::Mechanism::from_name(mechanism).ok_or(E::UnsupportedSaslMechanism)?;
@@ -82,7 +92,11 @@ impl Session {
 
     /// SaslAuthenticate: one message of the agreed mechanism. `Err` carries the Kafka code
     /// (and the connection is closed after the response on an authentication failure).
-    pub fn authenticate(&mut self, ctx: &Ctx, message: &[u8]) -> Result<Vec<u8>, kafka_protocol::ResponseError> {
+    pub fn authenticate(
+        &mut self,
+        ctx: &Ctx,
+        message: &[u8],
+    ) -> Result<Vec<u8>, kafka_protocol::ResponseError> {
         use kafka_protocol::ResponseError as E;
         let (Some(exchange), Some(shared)) = (self.sasl.as_mut(), ctx.sasl.as_ref()) else {
             return Err(E::IllegalSaslState);
@@ -129,7 +143,11 @@ impl Session {
                 Ok(reply)
             }
             Outcome::Failed(why) => {
-                tracing::info!(mechanism = mechanism.unwrap_or("none"), reason = why, "SASL authentication failed");
+                tracing::info!(
+                    mechanism = mechanism.unwrap_or("none"),
+                    reason = why,
+                    "SASL authentication failed"
+                );
                 count(false);
                 Err(SaslFailed(why))
             }

@@ -68,7 +68,12 @@ impl Topics {
 
     /// Like [`partitions`](Self::partitions), creating the topic with `default` partitions
     /// when it is missing and `create` is set. Another kelp creating it first is fine.
-    pub async fn ensure(&self, topic: &str, create: bool, default: u32) -> Result<Option<u32>, Error> {
+    pub async fn ensure(
+        &self,
+        topic: &str,
+        create: bool,
+        default: u32,
+    ) -> Result<Option<u32>, Error> {
         if let Some(n) = self.partitions(topic).await? {
             return Ok(Some(n));
         }
@@ -141,6 +146,9 @@ mod tests {
         assert_ne!(topic_id("kafka", "t"), topic_id("other", "t"));
         assert!(!topic_id("kafka", "t").is_nil());
         // Golden value: ids are visible to clients and must not change between releases.
-        assert_eq!(topic_id("kafka", "t").to_string(), Uuid::new_v5(&Uuid::NAMESPACE_URL, b"kelp/kafka/t").to_string());
+        assert_eq!(
+            topic_id("kafka", "t").to_string(),
+            Uuid::new_v5(&Uuid::NAMESPACE_URL, b"kelp/kafka/t").to_string()
+        );
     }
 }

@@ -15,8 +15,14 @@ use crate::shutdown::CancellationToken;
 /// Poll `path` every `every` until `cancel`; call `apply` with the text whenever the bytes
 /// differ from the last ones seen (`applied` is what the caller already loaded). `apply`
 /// returns why it refused the text; the previous state then stays.
-pub async fn poll<F>(path: PathBuf, every: Duration, applied: Vec<u8>, cancel: CancellationToken, what: &'static str, mut apply: F)
-where
+pub async fn poll<F>(
+    path: PathBuf,
+    every: Duration,
+    applied: Vec<u8>,
+    cancel: CancellationToken,
+    what: &'static str,
+    mut apply: F,
+) where
     F: FnMut(&str) -> Result<(), String> + Send + 'static,
 {
     let span = info_span!("watch", file = %path.display(), what);
@@ -35,7 +41,9 @@ where
                 continue;
             }
             match &now {
-                Err(kind) => warn!(error = %kind, "cannot read the file; keeping the rules in force"),
+                Err(kind) => {
+                    warn!(error = %kind, "cannot read the file; keeping the rules in force")
+                }
                 Ok(bytes) => match std::str::from_utf8(bytes) {
                     Err(_) => warn!("the file is not UTF-8; keeping the rules in force"),
                     Ok(text) => {
@@ -72,12 +80,21 @@ mod tests {
         let shared = rules.clone();
         let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let seen = calls.clone();
-        let task = tokio::spawn(poll(path.clone(), Duration::from_millis(10), first.as_bytes().to_vec(), cancel.clone(), "quotas", move |text| {
-            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            *shared.lock().unwrap() = Rules::parse_file(text)?;
-            Ok(())
-        }));
-        let rate = |rules: &Mutex<Rules>| rules.lock().unwrap().iter().next().and_then(|(_, l)| l.get(Kind::Request));
+        let task = tokio::spawn(poll(
+            path.clone(),
+            Duration::from_millis(10),
+            first.as_bytes().to_vec(),
+            cancel.clone(),
+            "quotas",
+            move |text| {
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                *shared.lock().unwrap() = Rules::parse_file(text)?;
+                Ok(())
+            },
+        ));
+        let rate = |rules: &Mutex<Rules>| {
+            rules.lock().unwrap().iter().next().and_then(|(_, l)| l.get(Kind::Request))
+        };
         // Wait (bounded) until the watcher has handed over one more version of the file.
         let handed_over = |before: usize| {
             let calls = calls.clone();

@@ -29,8 +29,9 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 pub use inject::{
-    CONTAINER_NAME, INJECT_ANNOTATION, INJECTED_ANNOTATION, InjectSettings, NATIVE_SIDECAR_MIN_MINOR, Outcome,
-    escape_pointer, mutate, native_sidecar, parse_kube_version, review,
+    CONTAINER_NAME, INJECT_ANNOTATION, INJECTED_ANNOTATION, InjectSettings,
+    NATIVE_SIDECAR_MIN_MINOR, Outcome, escape_pointer, mutate, native_sidecar, parse_kube_version,
+    review,
 };
 pub use tls::{ReloadingCert, provider as tls_provider};
 
@@ -86,9 +87,12 @@ pub async fn run(config: WebhookConfig, stop: impl Future<Output = ()>) -> anyho
 /// wrong with the configuration fails here, before the listener accepts anything.
 pub async fn start(config: WebhookConfig) -> anyhow::Result<RunningWebhook> {
     let settings = Arc::new(InjectSettings::from_config(&config)?);
-    let cert = ReloadingCert::load(&config.tls_cert, &config.tls_key).context("loading the webhook certificate")?;
+    let cert = ReloadingCert::load(&config.tls_cert, &config.tls_key)
+        .context("loading the webhook certificate")?;
     let acceptor = TlsAcceptor::from(Arc::new(tls::server_config(cert.clone())?));
-    let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -99,7 +103,13 @@ pub async fn start(config: WebhookConfig) -> anyhow::Result<RunningWebhook> {
 }
 
 /// Accept until `cancel` fires; one task per connection, bounded by [`MAX_CONNECTIONS`].
-async fn serve(listener: TcpListener, acceptor: TlsAcceptor, settings: Arc<InjectSettings>, cancel: CancellationToken, tracker: TaskTracker) {
+async fn serve(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    settings: Arc<InjectSettings>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let permit = tokio::select! {
@@ -131,7 +141,12 @@ async fn serve(listener: TcpListener, acceptor: TlsAcceptor, settings: Arc<Injec
     }
 }
 
-async fn connection(stream: tokio::net::TcpStream, acceptor: TlsAcceptor, settings: Arc<InjectSettings>, cancel: CancellationToken) {
+async fn connection(
+    stream: tokio::net::TcpStream,
+    acceptor: TlsAcceptor,
+    settings: Arc<InjectSettings>,
+    cancel: CancellationToken,
+) {
     let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => return debug!(error = %e, "tls handshake failed"),
@@ -155,7 +170,10 @@ async fn connection(stream: tokio::net::TcpStream, acceptor: TlsAcceptor, settin
     }
 }
 
-async fn handle(req: Request<Incoming>, settings: Arc<InjectSettings>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    req: Request<Incoming>,
+    settings: Arc<InjectSettings>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     Ok(match (req.method(), req.uri().path()) {
         (&Method::GET, "/livez" | "/readyz") => plain(StatusCode::OK, "ok\n"),
         (&Method::POST, MUTATE_PATH) => {
@@ -174,7 +192,9 @@ async fn handle(req: Request<Incoming>, settings: Arc<InjectSettings>) -> Result
                 .body(Full::new(Bytes::from(body)))
                 .expect("a response with a known status and header is valid")
         }
-        (_, MUTATE_PATH | "/livez" | "/readyz") => plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
+        (_, MUTATE_PATH | "/livez" | "/readyz") => {
+            plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+        }
         _ => plain(StatusCode::NOT_FOUND, "not found\n"),
     })
 }
@@ -191,7 +211,9 @@ fn review_and_log(request: &Value, settings: &InjectSettings) -> (Value, Outcome
     match &outcome {
         Outcome::Injected { native } => info!(namespace, pod = name, native, "kelp injected"),
         Outcome::Skipped(reason) => debug!(namespace, pod = name, reason, "pod left alone"),
-        Outcome::Failed(why) => warn!(namespace, pod = name, error = why.as_str(), "pod admitted without kelp"),
+        Outcome::Failed(why) => {
+            warn!(namespace, pod = name, error = why.as_str(), "pod admitted without kelp")
+        }
     }
     (response, outcome)
 }

@@ -16,7 +16,10 @@ async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("admin connect");
     s.write_all(format!("GET {path} HTTP/1.0\r\nHost: kelp\r\n\r\n").as_bytes()).await.unwrap();
     let mut buf = String::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut buf)).await.expect("admin answers").unwrap();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut buf))
+        .await
+        .expect("admin answers")
+        .unwrap();
     let status = buf.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("status line");
     let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     (status, body)
@@ -34,7 +37,16 @@ async fn readyz_waits_for_seaweedfs_and_metrics_count_requests() {
 
     let a = seaweedfs.addrs().clone();
     let config = kelp::config::Config::from_args([
-        "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--master", &a.master, "--filer", &a.filer, "--upstream-timeout-ms", "2000",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--master",
+        &a.master,
+        "--filer",
+        &a.filer,
+        "--upstream-timeout-ms",
+        "2000",
     ])
     .unwrap();
     let running = kelp::start(config).await.expect("kelp starts without SeaweedFS's broker");
@@ -58,7 +70,8 @@ async fn readyz_waits_for_seaweedfs_and_metrics_count_requests() {
     let n0 = sample(&before, series).unwrap_or(0.0);
     let mut c = Raw::connect(running.kafka_addr).await;
     for _ in 0..3 {
-        c.call(ApiKey::ApiVersions, 3, RequestKind::ApiVersions(ApiVersionsRequest::default())).await;
+        c.call(ApiKey::ApiVersions, 3, RequestKind::ApiVersions(ApiVersionsRequest::default()))
+            .await;
     }
     let (status, after) = get(admin, "/metrics").await;
     assert_eq!(status, 200);
@@ -66,9 +79,17 @@ async fn readyz_waits_for_seaweedfs_and_metrics_count_requests() {
     assert!(sample(&after, "kelp_connections_active").unwrap() >= 1.0);
     assert!(sample(&after, "kelp_received_bytes_total").unwrap() > 0.0);
     assert!(sample(&after, "kelp_sent_bytes_total").unwrap() > 0.0);
-    assert!(after.contains("api=\"ApiVersions\"} ") && after.contains("kelp_request_duration_seconds_bucket{le="));
+    assert!(
+        after.contains("api=\"ApiVersions\"} ")
+            && after.contains("kelp_request_duration_seconds_bucket{le=")
+    );
     // SeaweedFS calls are timed, and the ones made while the broker was down counted as errors.
-    assert!(after.contains("kelp_upstream_duration_seconds_count{service=\"broker\",method=\"FindBrokerLeader\"}"), "{after}");
+    assert!(
+        after.contains(
+            "kelp_upstream_duration_seconds_count{service=\"broker\",method=\"FindBrokerLeader\"}"
+        ),
+        "{after}"
+    );
     assert!(after.contains("kelp_upstream_errors_total{service=\"broker\""), "{after}");
     // Every sample line parses as `series value`.
     for line in after.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {

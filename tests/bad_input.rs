@@ -6,7 +6,9 @@ mod common;
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ProduceRequest, RequestKind, ResponseKind, TopicName};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ProduceRequest, RequestKind, ResponseKind, TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
 
 use common::kelp::Kelp;
@@ -15,7 +17,10 @@ use common::raw::Raw;
 /// A healthy connection still gets ApiVersions answered.
 async fn still_serving(kelp: &Kelp) {
     let mut c = Raw::connect(kelp.addr).await;
-    match c.call(ApiKey::ApiVersions, 3, RequestKind::ApiVersions(ApiVersionsRequest::default())).await {
+    match c
+        .call(ApiKey::ApiVersions, 3, RequestKind::ApiVersions(ApiVersionsRequest::default()))
+        .await
+    {
         ResponseKind::ApiVersions(r) => assert_eq!(r.error_code, 0),
         other => panic!("unexpected {other:?}"),
     }
@@ -27,11 +32,14 @@ fn batch(value_len: usize) -> Bytes {
 
 async fn produce_code(kelp: &Kelp, topic: &str, records: Bytes) -> i16 {
     let mut c = Raw::connect(kelp.addr).await;
-    let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(10_000).with_topic_data(vec![
-        TopicProduceData::default()
-            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-            .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(records))]),
-    ]);
+    let req =
+        ProduceRequest::default().with_acks(-1).with_timeout_ms(10_000).with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partition_data(vec![
+                    PartitionProduceData::default().with_index(0).with_records(Some(records)),
+                ]),
+        ]);
     match c.call(ApiKey::Produce, 9, RequestKind::Produce(req)).await {
         ResponseKind::Produce(r) => r.responses[0].partition_responses[0].error_code,
         other => panic!("unexpected {other:?}"),
@@ -62,7 +70,8 @@ async fn every_class_of_bad_input_gets_an_error_or_a_closed_connection() {
 
     // A truncated frame: the peer half-closes in the middle of a request.
     let mut c = Raw::connect(kelp.addr).await;
-    let frame = c.frame(ApiKey::ApiVersions, 3, &RequestKind::ApiVersions(ApiVersionsRequest::default()));
+    let frame =
+        c.frame(ApiKey::ApiVersions, 3, &RequestKind::ApiVersions(ApiVersionsRequest::default()));
     c.send_bytes(&frame[..frame.len() - 3]).await;
     c.stream.shutdown().await.unwrap();
     assert!(c.closed().await, "truncated frame closes the connection");
@@ -123,19 +132,34 @@ async fn every_class_of_bad_input_gets_an_error_or_a_closed_connection() {
     let mut bad = good.to_vec();
     let last = bad.len() - 1;
     bad[last] ^= 0x55;
-    assert_eq!(produce_code(&kelp, &topic, Bytes::from(bad)).await, ResponseError::CorruptMessage.code());
+    assert_eq!(
+        produce_code(&kelp, &topic, Bytes::from(bad)).await,
+        ResponseError::CorruptMessage.code()
+    );
     // Bytes that are no batch at all: an old magic byte, then garbage behind a v2 magic.
-    assert_eq!(produce_code(&kelp, &topic, Bytes::from_static(&[0u8; 70])).await, ResponseError::InvalidRecord.code());
+    assert_eq!(
+        produce_code(&kelp, &topic, Bytes::from_static(&[0u8; 70])).await,
+        ResponseError::InvalidRecord.code()
+    );
     let mut garbage = vec![0xabu8; 70];
     garbage[8..12].copy_from_slice(&58i32.to_be_bytes());
     garbage[16] = 2;
-    assert_eq!(produce_code(&kelp, &topic, Bytes::from(garbage)).await, ResponseError::CorruptMessage.code());
+    assert_eq!(
+        produce_code(&kelp, &topic, Bytes::from(garbage)).await,
+        ResponseError::CorruptMessage.code()
+    );
     // A batch over the configured maximum.
-    assert_eq!(produce_code(&kelp, &topic, batch(20_000)).await, ResponseError::MessageTooLarge.code());
+    assert_eq!(
+        produce_code(&kelp, &topic, batch(20_000)).await,
+        ResponseError::MessageTooLarge.code()
+    );
     // A good batch after all that is stored at offset 0: nothing bad was stored.
     assert_eq!(produce_code(&kelp, &topic, good).await, 0);
     // An unknown topic.
-    assert_eq!(produce_code(&kelp, "no-such-topic-here", batch(1)).await, ResponseError::UnknownTopicOrPartition.code());
+    assert_eq!(
+        produce_code(&kelp, "no-such-topic-here", batch(1)).await,
+        ResponseError::UnknownTopicOrPartition.code()
+    );
 
     still_serving(&kelp).await;
     assert!(kelp.stop().await);

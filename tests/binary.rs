@@ -54,13 +54,21 @@ async fn sigterm_during_steady_produce_loses_no_acknowledged_record() {
     let a = seaweedfs.addrs().clone();
     let (kafka, admin) = (free_port(), free_port());
     let mut child = Command::new(KELP)
-        .args(["serve", "--listen", &format!("127.0.0.1:{kafka}"), "--admin-listen", &format!("127.0.0.1:{admin}")])
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{kafka}"),
+            "--admin-listen",
+            &format!("127.0.0.1:{admin}"),
+        ])
         .args(["--master", &a.master, "--filer", &a.filer, "--shutdown-grace-ms", "10000"])
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     common::eventually(|| async {
-        let s = tokio::net::TcpStream::connect(("127.0.0.1", admin)).await.map_err(|e| e.to_string())?;
+        let s = tokio::net::TcpStream::connect(("127.0.0.1", admin))
+            .await
+            .map_err(|e| e.to_string())?;
         drop(s);
         let ok = reqwest_like_get(admin, "/readyz").await;
         if ok { Ok(()) } else { Err("not ready".to_string()) }
@@ -88,7 +96,9 @@ async fn sigterm_during_steady_produce_loses_no_acknowledged_record() {
             signalled = true;
         }
         let v = format!("r{i}");
-        if let Ok(f) = producer.send_result(FutureRecord::<(), _>::to(&topic).partition((i % 2) as i32).payload(&v)) {
+        if let Ok(f) = producer
+            .send_result(FutureRecord::<(), _>::to(&topic).partition((i % 2) as i32).payload(&v))
+        {
             pending.push((v, f));
         }
         i += 1;
@@ -100,13 +110,15 @@ async fn sigterm_during_steady_produce_loses_no_acknowledged_record() {
             acked.insert(v);
         }
     }
-    let status = wait_exit(&mut child, Duration::from_secs(15)).expect("kelp exits within the grace period");
+    let status =
+        wait_exit(&mut child, Duration::from_secs(15)).expect("kelp exits within the grace period");
     assert!(status.success(), "{status:?}");
     assert!(acked.len() > 50, "only {} records acknowledged before SIGTERM", acked.len());
 
     // Every acknowledged record is there, read through a fresh kelp.
     let kelp = Kelp::start(&seaweedfs, &[]).await;
-    let seen = common::clients::read_values(&kelp.bootstrap(), &topic, 2, |seen| acked.is_subset(seen));
+    let seen =
+        common::clients::read_values(&kelp.bootstrap(), &topic, 2, |seen| acked.is_subset(seen));
     let lost: Vec<&String> = acked.difference(&seen).collect();
     assert!(lost.is_empty(), "{} acknowledged records lost: {lost:?}", lost.len());
     assert!(kelp.stop().await);
@@ -140,7 +152,11 @@ fn kelp_dev_serves_kafka_and_stops_seaweedfs_on_sigterm() {
     while Instant::now() < end {
         let out = Command::new("kcat").args(["-b", &bootstrap, "-L", "-m", "2"]).output().unwrap();
         if out.status.success() {
-            let mut p = Command::new("kcat").args(["-b", &bootstrap, "-P", "-t", "dev-smoke"]).stdin(Stdio::piped()).spawn().unwrap();
+            let mut p = Command::new("kcat")
+                .args(["-b", &bootstrap, "-P", "-t", "dev-smoke"])
+                .stdin(Stdio::piped())
+                .spawn()
+                .unwrap();
             use std::io::Write;
             p.stdin.take().unwrap().write_all(b"hello\n").unwrap();
             produced = p.wait().unwrap().success();
@@ -149,12 +165,24 @@ fn kelp_dev_serves_kafka_and_stops_seaweedfs_on_sigterm() {
         std::thread::sleep(Duration::from_millis(500));
     }
     assert!(produced, "kelp dev did not serve Kafka within 90 s");
-    let out = Command::new("kcat").args(["-b", &bootstrap, "-C", "-t", "dev-smoke", "-o", "beginning", "-e"]).output().unwrap();
+    let out = Command::new("kcat")
+        .args(["-b", &bootstrap, "-C", "-t", "dev-smoke", "-o", "beginning", "-e"])
+        .output()
+        .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "hello");
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
-    let status = wait_exit(&mut child, Duration::from_secs(30)).expect("kelp dev exits after SIGTERM");
+    let status =
+        wait_exit(&mut child, Duration::from_secs(30)).expect("kelp dev exits after SIGTERM");
     assert!(status.success(), "{status:?}");
     // The throw-away SeaweedFS went with it: its temporary directory is gone.
-    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with("kelp-seaweedfs")).collect();
-    assert!(left.is_empty(), "left behind: {:?}", left.iter().map(|e| e.path()).collect::<Vec<_>>());
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("kelp-seaweedfs"))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "left behind: {:?}",
+        left.iter().map(|e| e.path()).collect::<Vec<_>>()
+    );
 }

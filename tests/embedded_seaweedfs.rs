@@ -19,10 +19,7 @@ fn http_addr(seaweed_addr: &str) -> SocketAddr {
 }
 
 async fn accepts(addr: SocketAddr) -> Result<(), String> {
-    TcpStream::connect(addr)
-        .await
-        .map(drop)
-        .map_err(|e| format!("{addr}: {e}"))
+    TcpStream::connect(addr).await.map(drop).map_err(|e| format!("{addr}: {e}"))
 }
 
 async fn refuses(addr: SocketAddr) -> Result<(), String> {
@@ -36,9 +33,7 @@ async fn refuses(addr: SocketAddr) -> Result<(), String> {
 async fn starts_and_restarts_the_broker() {
     let mut fs = seaweedfs().await;
     let broker = http_addr(&fs.addrs().broker);
-    accepts(broker)
-        .await
-        .expect("the broker accepts TCP once started");
+    accepts(broker).await.expect("the broker accepts TCP once started");
     assert!(
         fs.master_lists_broker().await.expect("the master answers"),
         "the master lists the broker once started\n{}",
@@ -56,12 +51,8 @@ async fn starts_and_restarts_the_broker() {
     })
     .await;
 
-    fs.start_broker(Duration::from_secs(60))
-        .await
-        .expect("the broker starts again");
-    accepts(broker)
-        .await
-        .expect("the restarted broker accepts TCP on the same port");
+    fs.start_broker(Duration::from_secs(60)).await.expect("the broker starts again");
+    accepts(broker).await.expect("the restarted broker accepts TCP on the same port");
     assert!(
         fs.master_lists_broker().await.expect("the master answers"),
         "the master lists the restarted broker"

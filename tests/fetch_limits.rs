@@ -14,22 +14,44 @@ use common::kelp::Kelp;
 use common::raw::Raw;
 
 fn batch(n: usize, size: usize) -> Bytes {
-    common::raw::batch_of((0..n).map(|i| (None, Bytes::from(vec![b'a' + (i % 26) as u8; size]), 1)).collect())
+    common::raw::batch_of(
+        (0..n).map(|i| (None, Bytes::from(vec![b'a' + (i % 26) as u8; size]), 1)).collect(),
+    )
 }
 
 async fn produce(c: &mut Raw, topic: &str, records: Bytes) {
-    let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(10_000).with_topic_data(vec![TopicProduceData::default()
-        .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-        .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(records))])]);
-    let ResponseKind::Produce(r) = c.call(ApiKey::Produce, 9, RequestKind::Produce(req)).await else { panic!() };
+    let req =
+        ProduceRequest::default().with_acks(-1).with_timeout_ms(10_000).with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partition_data(vec![
+                    PartitionProduceData::default().with_index(0).with_records(Some(records)),
+                ]),
+        ]);
+    let ResponseKind::Produce(r) = c.call(ApiKey::Produce, 9, RequestKind::Produce(req)).await
+    else {
+        panic!()
+    };
     assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
 }
 
 fn fetch(topic: &str, offset: i64, max_wait: i32, partition_max: i32, max: i32) -> RequestKind {
     RequestKind::Fetch(
-        FetchRequest::default().with_max_wait_ms(max_wait).with_min_bytes(1).with_max_bytes(max).with_session_epoch(-1).with_topics(vec![FetchTopic::default()
-            .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
-            .with_partitions(vec![FetchPartition::default().with_partition(0).with_fetch_offset(offset).with_partition_max_bytes(partition_max)])]),
+        FetchRequest::default()
+            .with_max_wait_ms(max_wait)
+            .with_min_bytes(1)
+            .with_max_bytes(max)
+            .with_session_epoch(-1)
+            .with_topics(vec![
+                FetchTopic::default()
+                    .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+                    .with_partitions(vec![
+                        FetchPartition::default()
+                            .with_partition(0)
+                            .with_fetch_offset(offset)
+                            .with_partition_max_bytes(partition_max),
+                    ]),
+            ]),
     )
 }
 
@@ -38,7 +60,12 @@ fn offsets(r: &ResponseKind) -> Vec<i64> {
     let p = &r.responses[0].partitions[0];
     assert_eq!(p.error_code, 0);
     let mut records = p.records.clone().unwrap_or_default();
-    RecordBatchDecoder::decode_all(&mut records).unwrap().into_iter().flat_map(|s| s.records).map(|r| r.offset).collect()
+    RecordBatchDecoder::decode_all(&mut records)
+        .unwrap()
+        .into_iter()
+        .flat_map(|s| s.records)
+        .map(|r| r.offset)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,7 +95,11 @@ async fn fetch_waits_for_new_records_and_respects_byte_limits() {
     let all = offsets(&c.call(ApiKey::Fetch, 12, fetch(&topic, 1, 0, 1 << 20, 1 << 20)).await);
     assert_eq!(all, (1..101).collect::<Vec<i64>>());
     let part = offsets(&c.call(ApiKey::Fetch, 12, fetch(&topic, 1, 0, 5_000, 1 << 20)).await);
-    assert!(!part.is_empty() && part.len() < 10, "partition_max_bytes 5000 gave {} records", part.len());
+    assert!(
+        !part.is_empty() && part.len() < 10,
+        "partition_max_bytes 5000 gave {} records",
+        part.len()
+    );
     assert_eq!(part[0], 1);
     let one = offsets(&c.call(ApiKey::Fetch, 12, fetch(&topic, 1, 0, 1 << 20, 1)).await);
     assert_eq!(one, vec![1], "max_bytes smaller than a record still returns the first record");

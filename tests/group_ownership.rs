@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
-use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
@@ -47,13 +49,21 @@ async fn peer_kelp(seaweedfs: &SeaweedFs) -> Kelp {
 /// kelp's own filer client, to look at leases the way kelp sees them.
 async fn seaweed(seaweedfs: &SeaweedFs) -> Seaweed {
     let a = seaweedfs.addrs();
-    let opts = SeaweedOptions { master: a.master.clone(), filer: Some(a.filer.clone()), namespace: "kafka".into(), call_timeout: Duration::from_secs(5) };
+    let opts = SeaweedOptions {
+        master: a.master.clone(),
+        filer: Some(a.filer.clone()),
+        namespace: "kafka".into(),
+        call_timeout: Duration::from_secs(5),
+    };
     Seaweed::connect(opts).await.expect("options are valid")
 }
 
 /// The peer address of the kelp that owns `group` now, if any.
 async fn owner_of(sw: &Seaweed, group: &str) -> Option<String> {
-    let owner = sw.filer_lock_owner(&layout::group_owner_lock(layout::DEFAULT_FILER_ROOT, group)).await.expect("the filer answers");
+    let owner = sw
+        .filer_lock_owner(&layout::group_owner_lock(layout::DEFAULT_FILER_ROOT, group))
+        .await
+        .expect("the filer answers");
     owner.map(|o| o.split(' ').next().expect("peer address").to_string())
 }
 
@@ -73,9 +83,15 @@ async fn produce(bootstrap: &str, topic: &str, partitions: i32, per_partition: u
     let mut pending = Vec::new();
     for partition in 0..partitions {
         for i in 0..per_partition {
-            let (p, topic, value) = (p.clone(), topic.to_string(), format!("{tag}-p{partition}-{i}"));
+            let (p, topic, value) =
+                (p.clone(), topic.to_string(), format!("{tag}-p{partition}-{i}"));
             pending.push(async move {
-                p.send(FutureRecord::<(), _>::to(&topic).partition(partition).payload(&value), Duration::from_secs(60)).await.expect("delivered");
+                p.send(
+                    FutureRecord::<(), _>::to(&topic).partition(partition).payload(&value),
+                    Duration::from_secs(60),
+                )
+                .await
+                .expect("delivered");
             });
         }
     }
@@ -99,9 +115,17 @@ fn consumer_config(bootstrap: &str, group: &str, reset: &str) -> ClientConfig {
 /// What the consumers of one test did, in the order it happened.
 #[derive(Debug, Clone)]
 enum Event {
-    Delivered { member: usize, partition: i32, offset: i64 },
+    Delivered {
+        member: usize,
+        partition: i32,
+        offset: i64,
+    },
     /// A synchronous commit of `next` for `partition` was acknowledged.
-    Committed { member: usize, partition: i32, next: i64 },
+    Committed {
+        member: usize,
+        partition: i32,
+        next: i64,
+    },
 }
 
 type Log = Arc<Mutex<Vec<Event>>>;
@@ -126,18 +150,31 @@ impl Member {
                 match consumer.poll(Duration::from_millis(100)) {
                     Some(Ok(m)) => {
                         let (partition, offset) = (m.partition(), m.offset());
-                        log.lock().unwrap().push(Event::Delivered { member: id, partition, offset });
+                        log.lock().unwrap().push(Event::Delivered {
+                            member: id,
+                            partition,
+                            offset,
+                        });
                         if commit {
                             match consumer.commit_message(&m, CommitMode::Sync) {
-                                Ok(()) => log.lock().unwrap().push(Event::Committed { member: id, partition, next: offset + 1 }),
-                                Err(e) => eprintln!("member {id}: commit of p{partition} o{offset} failed: {e}"),
+                                Ok(()) => log.lock().unwrap().push(Event::Committed {
+                                    member: id,
+                                    partition,
+                                    next: offset + 1,
+                                }),
+                                Err(e) => eprintln!(
+                                    "member {id}: commit of p{partition} o{offset} failed: {e}"
+                                ),
                             }
                         }
                     }
                     Some(Err(e)) => eprintln!("member {id}: {e}"),
                     None => {}
                 }
-                let now = consumer.assignment().map(|tpl| tpl.elements().iter().map(|e| e.partition()).collect()).unwrap_or_default();
+                let now = consumer
+                    .assignment()
+                    .map(|tpl| tpl.elements().iter().map(|e| e.partition()).collect())
+                    .unwrap_or_default();
                 *a.lock().unwrap() = now;
             }
         });
@@ -170,7 +207,11 @@ impl Drop for Member {
 }
 
 /// Wait until the assignments are non-empty, disjoint and cover `0..partitions`.
-async fn wait_for_split(what: &str, partitions: i32, assignments: impl Fn() -> Vec<BTreeSet<i32>>) -> Vec<BTreeSet<i32>> {
+async fn wait_for_split(
+    what: &str,
+    partitions: i32,
+    assignments: impl Fn() -> Vec<BTreeSet<i32>>,
+) -> Vec<BTreeSet<i32>> {
     let all: BTreeSet<i32> = (0..partitions).collect();
     common::eventually(|| {
         let a = assignments();
@@ -178,7 +219,11 @@ async fn wait_for_split(what: &str, partitions: i32, assignments: impl Fn() -> V
         async move {
             let union: BTreeSet<i32> = a.iter().flatten().copied().collect();
             let total: usize = a.iter().map(BTreeSet::len).sum();
-            if a.iter().all(|s| !s.is_empty()) && union == all && total == all.len() { Ok(a) } else { Err(format!("{what}: assignments {a:?}")) }
+            if a.iter().all(|s| !s.is_empty()) && union == all && total == all.len() {
+                Ok(a)
+            } else {
+                Err(format!("{what}: assignments {a:?}"))
+            }
         }
     })
     .await
@@ -194,7 +239,10 @@ fn check_no_committed_redelivery(log: &[Event]) -> BTreeMap<i32, BTreeSet<i64>> 
         match *e {
             Event::Delivered { member, partition, offset } => {
                 let (c, by) = committed.get(&partition).copied().unwrap_or((0, member));
-                assert!(offset >= c, "event {i}: member {member} got p{partition} o{offset} after member {by} committed o{c}");
+                assert!(
+                    offset >= c,
+                    "event {i}: member {member} got p{partition} o{offset} after member {by} committed o{c}"
+                );
                 delivered.entry(partition).or_default().insert(offset);
             }
             Event::Committed { member, partition, next } => {
@@ -226,9 +274,15 @@ async fn the_filer_lock_behaves_as_group_leases_need() {
     // Held: another owner is told who holds it; the holder renews with its token and gets a
     // new one; the old token no longer renews.
     assert_eq!(sw.filer_lock(&name, 2, "", b).await.unwrap(), LockAnswer::HeldBy(a.into()));
-    let LockAnswer::Granted { token: t2 } = sw.filer_lock(&name, 2, &t1, a).await.unwrap() else { panic!("renewal refused") };
+    let LockAnswer::Granted { token: t2 } = sw.filer_lock(&name, 2, &t1, a).await.unwrap() else {
+        panic!("renewal refused")
+    };
     assert_ne!(t1, t2, "each renewal hands out a new token");
-    assert_eq!(sw.filer_lock(&name, 2, &t1, a).await.unwrap(), LockAnswer::HeldBy(a.into()), "a stale token does not renew");
+    assert_eq!(
+        sw.filer_lock(&name, 2, &t1, a).await.unwrap(),
+        LockAnswer::HeldBy(a.into()),
+        "a stale token does not renew"
+    );
     assert_eq!(sw.filer_lock_owner(&name).await.unwrap().as_deref(), Some(a));
 
     // Not renewed: it expires 2 s after the last renewal, and then it is free for anyone; the
@@ -242,7 +296,9 @@ async fn the_filer_lock_behaves_as_group_leases_need() {
     })
     .await;
     let expired_after = renewed.elapsed();
-    eprintln!("an unrenewed 2 s lock was granted elsewhere {expired_after:?} after its last renewal");
+    eprintln!(
+        "an unrenewed 2 s lock was granted elsewhere {expired_after:?} after its last renewal"
+    );
     assert!(expired_after >= Duration::from_millis(1_900), "{expired_after:?}");
     assert_eq!(sw.filer_lock(&name, 2, &t2, a).await.unwrap(), LockAnswer::HeldBy(b.into()));
 
@@ -257,21 +313,41 @@ async fn members_on_three_kelps_split_partitions_and_take_over_from_a_crashed_or
     const PARTITIONS: i32 = 6;
     let seaweedfs = common::seaweedfs().await;
     let sw = seaweed(&seaweedfs).await;
-    let kelps = [peer_kelp(&seaweedfs).await, peer_kelp(&seaweedfs).await, peer_kelp(&seaweedfs).await];
+    let kelps =
+        [peer_kelp(&seaweedfs).await, peer_kelp(&seaweedfs).await, peer_kelp(&seaweedfs).await];
     let topic = common::unique_name("owned");
     let group = common::unique_name("g");
     create_topic(&kelps[0].bootstrap(), &topic, PARTITIONS).await;
     let log: Log = Arc::default();
 
     // Three members, each on its own kelp; the first to ask owns the group.
-    let a = Member::start(0, consumer_config(&kelps[0].bootstrap(), &group, "earliest"), &topic, Arc::clone(&log), false);
-    let b = Member::start(1, consumer_config(&kelps[1].bootstrap(), &group, "earliest"), &topic, Arc::clone(&log), false);
+    let a = Member::start(
+        0,
+        consumer_config(&kelps[0].bootstrap(), &group, "earliest"),
+        &topic,
+        Arc::clone(&log),
+        false,
+    );
+    let b = Member::start(
+        1,
+        consumer_config(&kelps[1].bootstrap(), &group, "earliest"),
+        &topic,
+        Arc::clone(&log),
+        false,
+    );
     let c = PythonConsumer::start(&kelps[2].bootstrap(), &topic, &group);
     let started = Instant::now();
-    let split = wait_for_split("three members", PARTITIONS, || vec![a.assignment(), b.assignment(), c.assignment()]).await;
-    eprintln!("three members on three kelps split the partitions {split:?} after {:?}", started.elapsed());
+    let split = wait_for_split("three members", PARTITIONS, || {
+        vec![a.assignment(), b.assignment(), c.assignment()]
+    })
+    .await;
+    eprintln!(
+        "three members on three kelps split the partitions {split:?} after {:?}",
+        started.elapsed()
+    );
     let owner = owner_of(&sw, &group).await.expect("somebody owns the group");
-    let peers: Vec<String> = kelps.iter().map(|k| k.peer.expect("peer listener").to_string()).collect();
+    let peers: Vec<String> =
+        kelps.iter().map(|k| k.peer.expect("peer listener").to_string()).collect();
     assert!(peers.contains(&owner), "the owner {owner} is one of the kelps {peers:?}");
 
     // Records produced now are each read once, by the member that owns their partition.
@@ -296,16 +372,24 @@ async fn members_on_three_kelps_split_partitions_and_take_over_from_a_crashed_or
     let got = delivered();
     assert_eq!(got.len(), want, "no record read twice: {got:?}");
     for (member, partition, _) in &got {
-        assert!(split[*member].contains(partition), "member {member} read partition {partition} it does not own: {split:?}");
+        assert!(
+            split[*member].contains(partition),
+            "member {member} read partition {partition} it does not own: {split:?}"
+        );
     }
 
     // The kafka-python member crashes: its session (6 s) runs out at the owner, the others
     // rejoin and split its partitions.
     let crashed = Instant::now();
     drop(c);
-    let after_crash = wait_for_split("after a member crashed", PARTITIONS, || vec![a.assignment(), b.assignment()]).await;
+    let after_crash = wait_for_split("after a member crashed", PARTITIONS, || {
+        vec![a.assignment(), b.assignment()]
+    })
+    .await;
     let took = crashed.elapsed();
-    eprintln!("after a member crashed, the other two split the partitions {after_crash:?} in {took:?}");
+    eprintln!(
+        "after a member crashed, the other two split the partitions {after_crash:?} in {took:?}"
+    );
     assert!(took >= Duration::from_secs(5), "the crashed member's session is honoured: {took:?}");
     assert!(took < Duration::from_secs(20), "session timeout + one rebalance: {took:?}");
 
@@ -314,7 +398,9 @@ async fn members_on_three_kelps_split_partitions_and_take_over_from_a_crashed_or
     b.close().await;
     wait_for_split("after a member left", PARTITIONS, || vec![a.assignment()]).await;
     let took = left.elapsed();
-    eprintln!("after a member left through a forwarding kelp, the survivor owned all partitions in {took:?}");
+    eprintln!(
+        "after a member left through a forwarding kelp, the survivor owned all partitions in {took:?}"
+    );
     assert!(took < Duration::from_secs(8), "rebalance after LeaveGroup took {took:?}");
     a.close().await;
     for k in kelps {
@@ -328,7 +414,8 @@ async fn a_crashed_owner_hands_the_group_over_and_members_resume_from_committed_
     let seaweedfs = common::seaweedfs().await;
     let sw = seaweed(&seaweedfs).await;
     // The owner-to-be runs as its own process, so that it can be killed without warning.
-    let mut doomed = KelpProcess::start(KELP_BIN, &seaweedfs, true, &["--group-lease-ms", LEASE_MS]).await;
+    let mut doomed =
+        KelpProcess::start(KELP_BIN, &seaweedfs, true, &["--group-lease-ms", LEASE_MS]).await;
     let kelps = [peer_kelp(&seaweedfs).await, peer_kelp(&seaweedfs).await];
     let topic = common::unique_name("failover");
     let group = common::unique_name("g");
@@ -336,17 +423,44 @@ async fn a_crashed_owner_hands_the_group_over_and_members_resume_from_committed_
     let log: Log = Arc::default();
 
     // The member on the doomed kelp joins first, so that kelp owns the group.
-    let m0 = Member::start(0, consumer_config(&doomed.bootstrap(), &group, "earliest"), &topic, Arc::clone(&log), true);
+    let m0 = Member::start(
+        0,
+        consumer_config(&doomed.bootstrap(), &group, "earliest"),
+        &topic,
+        Arc::clone(&log),
+        true,
+    );
     wait_for_split("first member", PARTITIONS, || vec![m0.assignment()]).await;
-    assert_eq!(owner_of(&sw, &group).await, Some(doomed.peer.expect("peer").to_string()), "the first kelp asked owns the group");
-    let m1 = Member::start(1, consumer_config(&kelps[0].bootstrap(), &group, "earliest"), &topic, Arc::clone(&log), true);
-    let m2 = Member::start(2, consumer_config(&kelps[1].bootstrap(), &group, "earliest"), &topic, Arc::clone(&log), true);
-    let split = wait_for_split("three members", PARTITIONS, || vec![m0.assignment(), m1.assignment(), m2.assignment()]).await;
+    assert_eq!(
+        owner_of(&sw, &group).await,
+        Some(doomed.peer.expect("peer").to_string()),
+        "the first kelp asked owns the group"
+    );
+    let m1 = Member::start(
+        1,
+        consumer_config(&kelps[0].bootstrap(), &group, "earliest"),
+        &topic,
+        Arc::clone(&log),
+        true,
+    );
+    let m2 = Member::start(
+        2,
+        consumer_config(&kelps[1].bootstrap(), &group, "earliest"),
+        &topic,
+        Arc::clone(&log),
+        true,
+    );
+    let split = wait_for_split("three members", PARTITIONS, || {
+        vec![m0.assignment(), m1.assignment(), m2.assignment()]
+    })
+    .await;
     eprintln!("three members split {split:?}");
 
     // Everything produced so far is read and committed record by record.
     produce(&kelps[0].bootstrap(), &topic, PARTITIONS, 10, "before").await;
-    let committed_count = |log: &Log| log.lock().unwrap().iter().filter(|e| matches!(e, Event::Committed { .. })).count();
+    let committed_count = |log: &Log| {
+        log.lock().unwrap().iter().filter(|e| matches!(e, Event::Committed { .. })).count()
+    };
     common::eventually(|| {
         let n = committed_count(&log);
         async move { if n >= 40 { Ok(()) } else { Err(format!("{n} of 40 records committed")) } }
@@ -373,14 +487,23 @@ async fn a_crashed_owner_hands_the_group_over_and_members_resume_from_committed_
     .await;
     let owner_after = killed.elapsed();
     let peers: Vec<String> = kelps.iter().map(|k| k.peer.expect("peer").to_string()).collect();
-    assert!(peers.contains(&new_owner), "a surviving kelp owns the group: {new_owner} in {peers:?}");
-    let split = wait_for_split("after the owner crashed", PARTITIONS, || vec![m1.assignment(), m2.assignment()]).await;
+    assert!(
+        peers.contains(&new_owner),
+        "a surviving kelp owns the group: {new_owner} in {peers:?}"
+    );
+    let split = wait_for_split("after the owner crashed", PARTITIONS, || {
+        vec![m1.assignment(), m2.assignment()]
+    })
+    .await;
     let rebalanced_after = killed.elapsed();
     eprintln!(
         "owner killed: {new_owner} owned the group after {owner_after:?}; the two surviving members split {split:?} after {rebalanced_after:?} \
          (lease {LEASE_MS} ms, session {SESSION_TIMEOUT_MS} ms)"
     );
-    assert!(owner_after < Duration::from_secs(3 + 3), "lease + a few renewal periods: {owner_after:?}");
+    assert!(
+        owner_after < Duration::from_secs(3 + 3),
+        "lease + a few renewal periods: {owner_after:?}"
+    );
 
     // Every record is read: none skipped, and none read again once its commit was
     // acknowledged.
@@ -388,7 +511,9 @@ async fn a_crashed_owner_hands_the_group_over_and_members_resume_from_committed_
         let log = log.lock().unwrap().clone();
         async move {
             let delivered = check_no_committed_redelivery(&log);
-            let complete = (0..PARTITIONS).all(|p| delivered.get(&p).is_some_and(|s| *s == (0..20).collect::<BTreeSet<i64>>()));
+            let complete = (0..PARTITIONS).all(|p| {
+                delivered.get(&p).is_some_and(|s| *s == (0..20).collect::<BTreeSet<i64>>())
+            });
             if complete { Ok(()) } else { Err(format!("delivered so far: {delivered:?}")) }
         }
     })
@@ -419,8 +544,20 @@ async fn restarting_every_kelp_keeps_committed_offsets_and_releases_leases() {
     create_topic(&kelps[0].bootstrap(), &topic, PARTITIONS).await;
     produce(&kelps[0].bootstrap(), &topic, PARTITIONS, 5, "first").await;
     let log: Log = Arc::default();
-    let a = Member::start(0, consumer_config(&kelps[0].bootstrap(), &group, "earliest"), &topic, Arc::clone(&log), true);
-    let b = Member::start(1, consumer_config(&kelps[1].bootstrap(), &group, "earliest"), &topic, Arc::clone(&log), true);
+    let a = Member::start(
+        0,
+        consumer_config(&kelps[0].bootstrap(), &group, "earliest"),
+        &topic,
+        Arc::clone(&log),
+        true,
+    );
+    let b = Member::start(
+        1,
+        consumer_config(&kelps[1].bootstrap(), &group, "earliest"),
+        &topic,
+        Arc::clone(&log),
+        true,
+    );
     common::eventually(|| {
         let delivered = check_no_committed_redelivery(&log.lock().unwrap());
         async move {
@@ -455,25 +592,42 @@ async fn restarting_every_kelp_keeps_committed_offsets_and_releases_leases() {
     for k in &kelps {
         let (bootstrap, topic, group) = (k.bootstrap(), topic.clone(), group.clone());
         let committed = tokio::task::spawn_blocking(move || {
-            let consumer: BaseConsumer = consumer_config(&bootstrap, &group, "latest").create().expect("consumer");
+            let consumer: BaseConsumer =
+                consumer_config(&bootstrap, &group, "latest").create().expect("consumer");
             let mut tpl = TopicPartitionList::new();
             for p in 0..PARTITIONS {
                 tpl.add_partition(&topic, p);
             }
-            let got = consumer.committed_offsets(tpl, Duration::from_secs(30)).expect("OffsetFetch");
+            let got =
+                consumer.committed_offsets(tpl, Duration::from_secs(30)).expect("OffsetFetch");
             got.elements().iter().map(|e| (e.partition(), e.offset())).collect::<Vec<_>>()
         })
         .await
         .unwrap();
-        assert_eq!(committed, expected.iter().map(|(p, o)| (*p, Offset::Offset(*o))).collect::<Vec<_>>());
+        assert_eq!(
+            committed,
+            expected.iter().map(|(p, o)| (*p, Offset::Offset(*o))).collect::<Vec<_>>()
+        );
     }
 
     // Members on the new kelps (starting at "latest" when nothing is committed) read exactly
     // the records produced after the commits.
     produce(&kelps[1].bootstrap(), &topic, PARTITIONS, 3, "second").await;
     let log: Log = Arc::default();
-    let a = Member::start(0, consumer_config(&kelps[0].bootstrap(), &group, "latest"), &topic, Arc::clone(&log), true);
-    let b = Member::start(1, consumer_config(&kelps[1].bootstrap(), &group, "latest"), &topic, Arc::clone(&log), true);
+    let a = Member::start(
+        0,
+        consumer_config(&kelps[0].bootstrap(), &group, "latest"),
+        &topic,
+        Arc::clone(&log),
+        true,
+    );
+    let b = Member::start(
+        1,
+        consumer_config(&kelps[1].bootstrap(), &group, "latest"),
+        &topic,
+        Arc::clone(&log),
+        true,
+    );
     common::eventually(|| {
         let delivered = check_no_committed_redelivery(&log.lock().unwrap());
         async move {
@@ -485,7 +639,11 @@ async fn restarting_every_kelp_keeps_committed_offsets_and_releases_leases() {
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     let delivered = check_no_committed_redelivery(&log.lock().unwrap());
     for p in 0..PARTITIONS {
-        assert_eq!(delivered[&p], (expected[&p]..8).collect::<BTreeSet<i64>>(), "partition {p} resumed at its committed offset");
+        assert_eq!(
+            delivered[&p],
+            (expected[&p]..8).collect::<BTreeSet<i64>>(),
+            "partition {p} resumed at its committed offset"
+        );
     }
     a.close().await;
     b.close().await;
@@ -515,7 +673,11 @@ mod wire {
             .with_member_id(s(member))
             .with_protocol_type(s("consumer"))
             .with_protocols(vec![JoinGroupRequestProtocol::default().with_name(s("range"))]);
-        let ResponseKind::JoinGroup(r) = c.call(ApiKey::JoinGroup, version, RequestKind::JoinGroup(req)).await else { panic!() };
+        let ResponseKind::JoinGroup(r) =
+            c.call(ApiKey::JoinGroup, version, RequestKind::JoinGroup(req)).await
+        else {
+            panic!()
+        };
         r
     }
 
@@ -525,14 +687,26 @@ mod wire {
         assert_eq!(first.error_code, ResponseError::MemberIdRequired.code());
         let r = join(c, 9, group, &first.member_id).await;
         assert_eq!(r.error_code, 0);
-        let sync = SyncGroupRequest::default().with_group_id(gid(group)).with_generation_id(r.generation_id).with_member_id(r.member_id.clone());
-        let ResponseKind::SyncGroup(sr) = c.call(ApiKey::SyncGroup, 5, RequestKind::SyncGroup(sync)).await else { panic!() };
+        let sync = SyncGroupRequest::default()
+            .with_group_id(gid(group))
+            .with_generation_id(r.generation_id)
+            .with_member_id(r.member_id.clone());
+        let ResponseKind::SyncGroup(sr) =
+            c.call(ApiKey::SyncGroup, 5, RequestKind::SyncGroup(sync)).await
+        else {
+            panic!()
+        };
         assert_eq!(sr.error_code, 0);
         (r.member_id.to_string(), r.generation_id)
     }
 
     fn heartbeat(group: &str, member: &str, generation: i32) -> RequestKind {
-        RequestKind::Heartbeat(HeartbeatRequest::default().with_group_id(gid(group)).with_generation_id(generation).with_member_id(s(member)))
+        RequestKind::Heartbeat(
+            HeartbeatRequest::default()
+                .with_group_id(gid(group))
+                .with_generation_id(generation)
+                .with_member_id(s(member)),
+        )
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -555,70 +729,155 @@ mod wire {
 
         // Heartbeat at every version through the other kelp: the owner's verdicts.
         for v in 0..=4 {
-            let ResponseKind::Heartbeat(r) = via_other.call(ApiKey::Heartbeat, v, heartbeat(&group, &member, generation)).await else { panic!() };
+            let ResponseKind::Heartbeat(r) =
+                via_other.call(ApiKey::Heartbeat, v, heartbeat(&group, &member, generation)).await
+            else {
+                panic!()
+            };
             assert_eq!(r.error_code, 0, "Heartbeat v{v}");
-            let ResponseKind::Heartbeat(r) = via_other.call(ApiKey::Heartbeat, v, heartbeat(&group, &member, generation + 1)).await else { panic!() };
+            let ResponseKind::Heartbeat(r) = via_other
+                .call(ApiKey::Heartbeat, v, heartbeat(&group, &member, generation + 1))
+                .await
+            else {
+                panic!()
+            };
             assert_eq!(r.error_code, ResponseError::IllegalGeneration.code(), "Heartbeat v{v}");
         }
 
         // OffsetCommit is validated by the owner; OffsetFetch reads what it stored.
         let commit = |generation: i32, offset: i64| {
             RequestKind::OffsetCommit(
-                OffsetCommitRequest::default().with_group_id(gid(&group)).with_generation_id_or_member_epoch(generation).with_member_id(s(&member)).with_topics(vec![
-                    OffsetCommitRequestTopic::default()
-                        .with_name(TopicName(s(&topic)))
-                        .with_partitions(vec![OffsetCommitRequestPartition::default().with_partition_index(1).with_committed_offset(offset)]),
-                ]),
+                OffsetCommitRequest::default()
+                    .with_group_id(gid(&group))
+                    .with_generation_id_or_member_epoch(generation)
+                    .with_member_id(s(&member))
+                    .with_topics(vec![
+                        OffsetCommitRequestTopic::default()
+                            .with_name(TopicName(s(&topic)))
+                            .with_partitions(vec![
+                                OffsetCommitRequestPartition::default()
+                                    .with_partition_index(1)
+                                    .with_committed_offset(offset),
+                            ]),
+                    ]),
             )
         };
-        let ResponseKind::OffsetCommit(r) = via_other.call(ApiKey::OffsetCommit, 8, commit(generation, 42)).await else { panic!() };
+        let ResponseKind::OffsetCommit(r) =
+            via_other.call(ApiKey::OffsetCommit, 8, commit(generation, 42)).await
+        else {
+            panic!()
+        };
         assert_eq!(r.topics[0].partitions[0].error_code, 0);
-        let ResponseKind::OffsetCommit(r) = via_other.call(ApiKey::OffsetCommit, 2, commit(generation + 3, 43)).await else { panic!() };
+        let ResponseKind::OffsetCommit(r) =
+            via_other.call(ApiKey::OffsetCommit, 2, commit(generation + 3, 43)).await
+        else {
+            panic!()
+        };
         assert_eq!(r.topics[0].partitions[0].error_code, ResponseError::IllegalGeneration.code());
-        let fetch = OffsetFetchRequest::default()
-            .with_group_id(gid(&group))
-            .with_topics(Some(vec![OffsetFetchRequestTopic::default().with_name(TopicName(s(&topic))).with_partition_indexes(vec![1])]));
-        let ResponseKind::OffsetFetch(r) = via_other.call(ApiKey::OffsetFetch, 5, RequestKind::OffsetFetch(fetch)).await else { panic!() };
+        let fetch =
+            OffsetFetchRequest::default().with_group_id(gid(&group)).with_topics(Some(vec![
+                OffsetFetchRequestTopic::default()
+                    .with_name(TopicName(s(&topic)))
+                    .with_partition_indexes(vec![1]),
+            ]));
+        let ResponseKind::OffsetFetch(r) =
+            via_other.call(ApiKey::OffsetFetch, 5, RequestKind::OffsetFetch(fetch)).await
+        else {
+            panic!()
+        };
         assert_eq!((r.error_code, r.topics[0].partitions[0].committed_offset), (0, 42));
 
         // DescribeGroups naming a remote, a local and an unknown group: each answered where
         // it lives, in the request's order.
         let unknown = common::unique_name("nobody");
-        let describe = DescribeGroupsRequest::default().with_groups(vec![gid(&group), gid(&local), gid(&unknown)]);
-        let ResponseKind::DescribeGroups(r) = via_other.call(ApiKey::DescribeGroups, 5, RequestKind::DescribeGroups(describe)).await else { panic!() };
-        let got: Vec<(&str, i16, &str, usize)> = r.groups.iter().map(|g| (g.group_id.0.as_str(), g.error_code, g.group_state.as_str(), g.members.len())).collect();
-        assert_eq!(got, vec![(group.as_str(), 0, "Stable", 1), (local.as_str(), 0, "Stable", 1), (unknown.as_str(), 0, "Dead", 0)]);
+        let describe = DescribeGroupsRequest::default().with_groups(vec![
+            gid(&group),
+            gid(&local),
+            gid(&unknown),
+        ]);
+        let ResponseKind::DescribeGroups(r) =
+            via_other.call(ApiKey::DescribeGroups, 5, RequestKind::DescribeGroups(describe)).await
+        else {
+            panic!()
+        };
+        let got: Vec<(&str, i16, &str, usize)> = r
+            .groups
+            .iter()
+            .map(|g| (g.group_id.0.as_str(), g.error_code, g.group_state.as_str(), g.members.len()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (group.as_str(), 0, "Stable", 1),
+                (local.as_str(), 0, "Stable", 1),
+                (unknown.as_str(), 0, "Dead", 0)
+            ]
+        );
         assert_eq!(r.groups[0].members[0].member_id.as_str(), member);
         assert_eq!(r.groups[1].members[0].member_id.as_str(), local_member);
 
         // The owner's peer listener serves the group; another kelp's peer listener refuses it
         // (NOT_COORDINATOR), and refuses non-group APIs by closing the connection.
         let mut owner_peer = Raw::connect(owner.peer.unwrap()).await;
-        let ResponseKind::Heartbeat(r) = owner_peer.call(ApiKey::Heartbeat, 4, heartbeat(&group, &member, generation)).await else { panic!() };
+        let ResponseKind::Heartbeat(r) =
+            owner_peer.call(ApiKey::Heartbeat, 4, heartbeat(&group, &member, generation)).await
+        else {
+            panic!()
+        };
         assert_eq!(r.error_code, 0);
         let mut other_peer = Raw::connect(other.peer.unwrap()).await;
-        let ResponseKind::Heartbeat(r) = other_peer.call(ApiKey::Heartbeat, 4, heartbeat(&group, &member, generation)).await else { panic!() };
+        let ResponseKind::Heartbeat(r) =
+            other_peer.call(ApiKey::Heartbeat, 4, heartbeat(&group, &member, generation)).await
+        else {
+            panic!()
+        };
         assert_eq!(r.error_code, ResponseError::NotCoordinator.code());
-        let frame = other_peer.frame(ApiKey::Metadata, 12, &RequestKind::Metadata(MetadataRequest::default()));
+        let frame = other_peer.frame(
+            ApiKey::Metadata,
+            12,
+            &RequestKind::Metadata(MetadataRequest::default()),
+        );
         other_peer.send_bytes(&frame).await;
-        assert!(other_peer.read_frame().await.is_none(), "Metadata on the peer listener closes the connection");
+        assert!(
+            other_peer.read_frame().await.is_none(),
+            "Metadata on the peer listener closes the connection"
+        );
 
         // LeaveGroup through the other kelp empties the group; DeleteGroups of both groups
         // through it deletes each where it lives (the local one still has its member).
-        let leave = LeaveGroupRequest::default().with_group_id(gid(&group)).with_member_id(s(&member));
-        let ResponseKind::LeaveGroup(r) = via_other.call(ApiKey::LeaveGroup, 1, RequestKind::LeaveGroup(leave)).await else { panic!() };
+        let leave =
+            LeaveGroupRequest::default().with_group_id(gid(&group)).with_member_id(s(&member));
+        let ResponseKind::LeaveGroup(r) =
+            via_other.call(ApiKey::LeaveGroup, 1, RequestKind::LeaveGroup(leave)).await
+        else {
+            panic!()
+        };
         assert_eq!(r.error_code, 0);
-        let delete = DeleteGroupsRequest::default().with_groups_names(vec![gid(&group), gid(&local)]);
-        let ResponseKind::DeleteGroups(r) = via_other.call(ApiKey::DeleteGroups, 2, RequestKind::DeleteGroups(delete)).await else { panic!() };
-        let got: Vec<(&str, i16)> = r.results.iter().map(|g| (g.group_id.0.as_str(), g.error_code)).collect();
-        assert_eq!(got, vec![(group.as_str(), 0), (local.as_str(), ResponseError::NonEmptyGroup.code())]);
+        let delete =
+            DeleteGroupsRequest::default().with_groups_names(vec![gid(&group), gid(&local)]);
+        let ResponseKind::DeleteGroups(r) =
+            via_other.call(ApiKey::DeleteGroups, 2, RequestKind::DeleteGroups(delete)).await
+        else {
+            panic!()
+        };
+        let got: Vec<(&str, i16)> =
+            r.results.iter().map(|g| (g.group_id.0.as_str(), g.error_code)).collect();
+        assert_eq!(
+            got,
+            vec![(group.as_str(), 0), (local.as_str(), ResponseError::NonEmptyGroup.code())]
+        );
 
         // A stopped owner answers nothing: the other kelp says COORDINATOR_NOT_AVAILABLE,
         // then takes the group over once the lease is released (graceful stop releases).
         assert!(owner.stop().await);
-        let ResponseKind::Heartbeat(r) = via_other.call(ApiKey::Heartbeat, 4, heartbeat(&group, &member, generation)).await else { panic!() };
+        let ResponseKind::Heartbeat(r) =
+            via_other.call(ApiKey::Heartbeat, 4, heartbeat(&group, &member, generation)).await
+        else {
+            panic!()
+        };
         assert!(
-            [ResponseError::CoordinatorNotAvailable.code(), ResponseError::UnknownMemberId.code()].contains(&r.error_code),
+            [ResponseError::CoordinatorNotAvailable.code(), ResponseError::UnknownMemberId.code()]
+                .contains(&r.error_code),
             "retriable while nobody owns it, then unknown at the new owner: {}",
             r.error_code
         );

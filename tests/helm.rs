@@ -57,18 +57,29 @@ fn keys_of(values: &Value, section: &str) -> BTreeSet<String> {
 #[test]
 fn values_yaml_has_exactly_one_key_per_setting() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("helm/kelp/values.yaml");
-    let values: Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).expect("values.yaml parses");
+    let values: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).expect("values.yaml parses");
     let settings = declared_settings();
     assert!(settings.len() >= 20, "found {settings:?}");
 
     for section in ["config", "webhook.config"] {
-        let expected: BTreeSet<String> =
-            settings.iter().map(|e| values_key(e)).filter(|(s, _)| *s == section).map(|(_, k)| k).collect();
+        let expected: BTreeSet<String> = settings
+            .iter()
+            .map(|e| values_key(e))
+            .filter(|(s, _)| *s == section)
+            .map(|(_, k)| k)
+            .collect();
         let present = keys_of(&values, section);
         let missing: Vec<_> = expected.difference(&present).collect();
         let unknown: Vec<_> = present.difference(&expected).collect();
-        assert!(missing.is_empty(), "settings without a key under {section} in values.yaml: {missing:?}");
-        assert!(unknown.is_empty(), "keys under {section} in values.yaml that are no KELP_* setting: {unknown:?}");
+        assert!(
+            missing.is_empty(),
+            "settings without a key under {section} in values.yaml: {missing:?}"
+        );
+        assert!(
+            unknown.is_empty(),
+            "keys under {section} in values.yaml that are no KELP_* setting: {unknown:?}"
+        );
     }
 }
 
@@ -91,6 +102,10 @@ fn chart_renders_lints_and_validates_against_kubernetes_schemas() {
         .expect("python3 runs (scripts/install-deps.sh installs what the chart test needs)");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "render_and_validate.py failed ({}):\n{stdout}\n{stderr}", output.status);
+    assert!(
+        output.status.success(),
+        "render_and_validate.py failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
     assert!(stdout.contains("0 failed"), "{stdout}");
 }

@@ -3,8 +3,8 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::io::Write;
+use std::process::{Command, Stdio};
 
 use common::kelp::Kelp;
 
@@ -55,7 +55,8 @@ print(json.dumps({'acked': acked, 'got': got}))
     assert_eq!(acked.len(), N);
     // Offsets acknowledged per partition are 0, 1, 2, ... in send order.
     for p in 0..2 {
-        let offs: Vec<i64> = acked.iter().filter(|a| a[0] == p).map(|a| a[1].as_i64().unwrap()).collect();
+        let offs: Vec<i64> =
+            acked.iter().filter(|a| a[0] == p).map(|a| a[1].as_i64().unwrap()).collect();
         assert_eq!(offs, (0..offs.len() as i64).collect::<Vec<_>>(), "partition {p}");
     }
     let got = v["got"].as_array().unwrap();
@@ -69,7 +70,11 @@ print(json.dumps({'acked': acked, 'got': got}))
         assert_eq!(g["k"], want_key, "record {i}");
         assert_eq!(g["v"], serde_json::Value::from(want_value), "record {i}");
         assert_eq!(g["t"].as_i64().unwrap(), 1_600_000_000_000 + i as i64, "record {i} timestamp");
-        let want_headers = if i % 3 == 0 { serde_json::json!([["h", "1"], ["h", "2"]]) } else { serde_json::json!([]) };
+        let want_headers = if i % 3 == 0 {
+            serde_json::json!([["h", "1"], ["h", "2"]])
+        } else {
+            serde_json::json!([])
+        };
         assert_eq!(g["h"], want_headers, "record {i} headers");
     }
     assert!(kelp.stop().await);
@@ -85,7 +90,21 @@ async fn kcat_produces_and_consumes_keys_headers_and_auto_creates_the_topic() {
         input.push_str(&format!("key{i}:value {i}\n"));
     }
     let mut child = Command::new("kcat")
-        .args(["-b", &kelp.bootstrap(), "-P", "-t", &topic, "-K", ":", "-H", "source=kcat", "-z", "snappy", "-X", "acks=all"])
+        .args([
+            "-b",
+            &kelp.bootstrap(),
+            "-P",
+            "-t",
+            &topic,
+            "-K",
+            ":",
+            "-H",
+            "source=kcat",
+            "-z",
+            "snappy",
+            "-X",
+            "acks=all",
+        ])
         .stdin(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -95,7 +114,18 @@ async fn kcat_produces_and_consumes_keys_headers_and_auto_creates_the_topic() {
     assert!(out.status.success(), "kcat -P failed: {}", String::from_utf8_lossy(&out.stderr));
 
     let out = Command::new("kcat")
-        .args(["-b", &kelp.bootstrap(), "-C", "-t", &topic, "-o", "beginning", "-e", "-f", "%p|%o|%k|%s|%h\n"])
+        .args([
+            "-b",
+            &kelp.bootstrap(),
+            "-C",
+            "-t",
+            &topic,
+            "-o",
+            "beginning",
+            "-e",
+            "-f",
+            "%p|%o|%k|%s|%h\n",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "kcat -C failed: {}", String::from_utf8_lossy(&out.stderr));

@@ -42,16 +42,24 @@ fn record(i: usize) -> Sent {
     let headers = match i % 4 {
         0 => vec![],
         1 => vec![("trace".to_string(), Some(format!("t{i}").into_bytes()))],
-        2 => vec![("dup".to_string(), Some(b"a".to_vec())), ("dup".to_string(), Some(b"b".to_vec())), ("null".to_string(), None)],
+        2 => vec![
+            ("dup".to_string(), Some(b"a".to_vec())),
+            ("dup".to_string(), Some(b"b".to_vec())),
+            ("null".to_string(), None),
+        ],
         _ => vec![("empty".to_string(), Some(Vec::new()))],
     };
     Sent { key, value, headers, timestamp: 1_700_000_000_000 + i as i64 }
 }
 
 pub async fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", bootstrap).create().expect("admin client");
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", bootstrap).create().expect("admin client");
     let res = admin
-        .create_topics(&[NewTopic::new(name, partitions, TopicReplication::Fixed(1))], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))))
+        .create_topics(
+            &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        )
         .await
         .expect("create_topics call");
     for r in res {
@@ -71,7 +79,12 @@ fn producer(bootstrap: &str, codec: &str, acks: &str) -> FutureProducer {
 }
 
 /// Produce `records` to `topic`, partition chosen round-robin by index; returns (partition, offset) per record.
-async fn produce_all(p: &FutureProducer, topic: &str, records: &[Sent], first_index: usize) -> Vec<(i32, i64)> {
+async fn produce_all(
+    p: &FutureProducer,
+    topic: &str,
+    records: &[Sent],
+    first_index: usize,
+) -> Vec<(i32, i64)> {
     let futures: Vec<_> = records
         .iter()
         .enumerate()
@@ -80,8 +93,10 @@ async fn produce_all(p: &FutureProducer, topic: &str, records: &[Sent], first_in
             for (k, v) in &r.headers {
                 headers = headers.insert(Header { key: k, value: v.as_deref() });
             }
-            let mut fr: FutureRecord<'_, [u8], [u8]> =
-                FutureRecord::to(topic).partition(((first_index + i) % PARTITIONS as usize) as i32).timestamp(r.timestamp).headers(headers);
+            let mut fr: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic)
+                .partition(((first_index + i) % PARTITIONS as usize) as i32)
+                .timestamp(r.timestamp)
+                .headers(headers);
             if let Some(k) = &r.key {
                 fr = fr.key(k.as_slice());
             }
@@ -168,7 +183,11 @@ async fn librdkafka_round_trip_with_every_codec_keeps_records_offsets_and_order(
     for (p, offsets) in &acked_by_partition {
         let mut sorted = offsets.clone();
         sorted.sort();
-        assert_eq!(sorted, (0..offsets.len() as i64).collect::<Vec<_>>(), "acked offsets of partition {p}");
+        assert_eq!(
+            sorted,
+            (0..offsets.len() as i64).collect::<Vec<_>>(),
+            "acked offsets of partition {p}"
+        );
     }
 
     let got = consume_all(&kelp.bootstrap(), &topic, total);

@@ -49,18 +49,25 @@ fn path_of(f: &tempfile::NamedTempFile) -> String {
 fn produce_req(topic: &str, value_len: usize, acks: i16) -> ProduceRequest {
     let batch = batch_of(vec![(None, Bytes::from(vec![b'x'; value_len]), 1_700_000_000_000)]);
     ProduceRequest::default().with_acks(acks).with_timeout_ms(30_000).with_topic_data(vec![
-        TopicProduceData::default()
-            .with_name(TopicName(s(topic)))
-            .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(batch))]),
+        TopicProduceData::default().with_name(TopicName(s(topic))).with_partition_data(vec![
+            PartitionProduceData::default().with_index(0).with_records(Some(batch)),
+        ]),
     ])
 }
 
 fn fetch_req(topic: &str) -> FetchRequest {
-    FetchRequest::default().with_max_wait_ms(0).with_min_bytes(1).with_max_bytes(10 * 1024 * 1024).with_topics(vec![
-        FetchTopic::default().with_topic(TopicName(s(topic))).with_partitions(vec![
-            FetchPartition::default().with_partition(0).with_fetch_offset(0).with_partition_max_bytes(10 * 1024 * 1024),
-        ]),
-    ])
+    FetchRequest::default()
+        .with_max_wait_ms(0)
+        .with_min_bytes(1)
+        .with_max_bytes(10 * 1024 * 1024)
+        .with_topics(vec![
+            FetchTopic::default().with_topic(TopicName(s(topic))).with_partitions(vec![
+                FetchPartition::default()
+                    .with_partition(0)
+                    .with_fetch_offset(0)
+                    .with_partition_max_bytes(10 * 1024 * 1024),
+            ]),
+        ])
 }
 
 async fn produce(c: &mut Raw, version: i16, req: ProduceRequest) -> ProduceResponse {
@@ -100,13 +107,21 @@ fn rd_producer(bootstrap: &str, client_id: &str) -> FutureProducer {
 
 /// Keep `p` busy with `value_len`-byte records until `until`, with at most `window` records
 /// awaiting delivery; returns the time (since `t0`) and size of every delivered record.
-async fn produce_flat_out(p: FutureProducer, topic: String, value_len: usize, window: usize, t0: Instant, until: Instant) -> Vec<(Duration, usize)> {
+async fn produce_flat_out(
+    p: FutureProducer,
+    topic: String,
+    value_len: usize,
+    window: usize,
+    t0: Instant,
+    until: Instant,
+) -> Vec<(Duration, usize)> {
     let permits = Arc::new(tokio::sync::Semaphore::new(window));
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let value = vec![b'v'; value_len];
     while Instant::now() < until {
         let permit = permits.clone().acquire_owned().await.expect("semaphore open");
-        let record: FutureRecord<'_, (), [u8]> = FutureRecord::to(&topic).partition(0).payload(&value);
+        let record: FutureRecord<'_, (), [u8]> =
+            FutureRecord::to(&topic).partition(0).payload(&value);
         let delivery = match p.send_result(record) {
             Ok(d) => d,
             Err((e, _)) => panic!("enqueue: {e}"),
@@ -132,20 +147,32 @@ async fn produce_flat_out(p: FutureProducer, topic: String, value_len: usize, wi
 async fn librdkafka_producer_is_held_to_its_byte_rate_and_other_clients_are_not() {
     const RATE: f64 = 256.0 * 1024.0;
     let seaweedfs = common::seaweedfs().await;
-    let quotas = file_with(&format!("quotas:\n  - client-id: limited\n    producer_byte_rate: {RATE}\n"));
+    let quotas =
+        file_with(&format!("quotas:\n  - client-id: limited\n    producer_byte_rate: {RATE}\n"));
     let kelp = Kelp::start(&seaweedfs, &["--quotas-file", &path_of(&quotas)]).await;
     let topic = common::unique_name("rate");
     common::create_topic_raw(kelp.addr, &topic, 1).await;
 
     let t0 = Instant::now();
-    let limited = tokio::spawn(produce_flat_out(rd_producer(&kelp.bootstrap(), "limited"), topic.clone(), 1000, 256, t0, t0 + Duration::from_secs(13)));
+    let limited = tokio::spawn(produce_flat_out(
+        rd_producer(&kelp.bootstrap(), "limited"),
+        topic.clone(),
+        1000,
+        256,
+        t0,
+        t0 + Duration::from_secs(13),
+    ));
     // Four seconds in, an unlimited client sends 8 MB through the same kelp.
     tokio::time::sleep(Duration::from_secs(4)).await;
     let free_start = Instant::now();
     let p = rd_producer(&kelp.bootstrap(), "free");
     let value = vec![b'f'; 1000];
     let deliveries: Vec<_> = (0..8000)
-        .map(|_| p.send_result(FutureRecord::<(), [u8]>::to(&topic).partition(0).payload(&value)).map_err(|(e, _)| e).expect("queued"))
+        .map(|_| {
+            p.send_result(FutureRecord::<(), [u8]>::to(&topic).partition(0).payload(&value))
+                .map_err(|(e, _)| e)
+                .expect("queued")
+        })
         .collect();
     for d in deliveries {
         d.await.expect("report").map_err(|(e, _)| e).expect("delivered");
@@ -154,8 +181,12 @@ async fn librdkafka_producer_is_held_to_its_byte_rate_and_other_clients_are_not(
 
     let got = limited.await.expect("limited producer task");
     // Steady state: skip the first bucket (one second of rate) and the start-up.
-    let window: Vec<_> = got.iter().filter(|(t, _)| *t >= Duration::from_millis(2500) && *t <= Duration::from_secs(13)).collect();
-    let (first, last) = (window.first().expect("deliveries").0, window.last().expect("deliveries").0);
+    let window: Vec<_> = got
+        .iter()
+        .filter(|(t, _)| *t >= Duration::from_millis(2500) && *t <= Duration::from_secs(13))
+        .collect();
+    let (first, last) =
+        (window.first().expect("deliveries").0, window.last().expect("deliveries").0);
     let bytes: usize = window.iter().skip(1).map(|(_, n)| n).sum();
     let sustained = bytes as f64 / (last - first).as_secs_f64();
     eprintln!(
@@ -166,7 +197,10 @@ async fn librdkafka_producer_is_held_to_its_byte_rate_and_other_clients_are_not(
         free_rate
     );
     assert!((last - first) >= Duration::from_secs(10), "measured over {:?}", last - first);
-    assert!((sustained - RATE).abs() <= 0.15 * RATE, "sustained {sustained:.0} B/s against a limit of {RATE}");
+    assert!(
+        (sustained - RATE).abs() <= 0.15 * RATE,
+        "sustained {sustained:.0} B/s against a limit of {RATE}"
+    );
     assert!(free_rate >= 4.0 * RATE, "the unlimited client ran at {free_rate:.0} B/s");
     kelp.stop().await;
 }
@@ -194,14 +228,21 @@ async fn throttle_time_is_in_responses_and_old_versions_wait_for_theirs() {
     let r = produce(&mut c, 9, produce_req(&topic, 48 * 1024, 1)).await;
     let answered = sent.elapsed();
     assert!((200..=800).contains(&r.throttle_time_ms), "throttle {} ms", r.throttle_time_ms);
-    assert!(answered < Duration::from_millis(r.throttle_time_ms as u64), "v9 answered after {answered:?}");
+    assert!(
+        answered < Duration::from_millis(r.throttle_time_ms as u64),
+        "v9 answered after {answered:?}"
+    );
     // Produce v5 predates KIP-219: the same overdraft is answered only after the throttle
     // (kelp first waits out the previous one before reading this request).
     let sent = Instant::now();
     let r = produce(&mut c, 5, produce_req(&topic, 48 * 1024, 1)).await;
     let answered = sent.elapsed();
     assert!(r.throttle_time_ms > 0);
-    assert!(answered >= Duration::from_millis(r.throttle_time_ms as u64).mul_f64(0.9), "v5 answered after {answered:?}, throttle {} ms", r.throttle_time_ms);
+    assert!(
+        answered >= Duration::from_millis(r.throttle_time_ms as u64).mul_f64(0.9),
+        "v5 answered after {answered:?}, throttle {} ms",
+        r.throttle_time_ms
+    );
 
     // Fetch v12 at 16 KiB/s from a topic of 1 KiB records: data first (capped to the bucket),
     // then an empty answer carrying the throttle.
@@ -217,8 +258,17 @@ async fn throttle_time_is_in_responses_and_old_versions_wait_for_theirs() {
     let mut fetched = 0usize;
     let started = Instant::now();
     for _ in 0..4 {
-        let ResponseKind::Fetch(r) = c.call(ApiKey::Fetch, 12, RequestKind::Fetch(fetch_req(&topic))).await else { panic!() };
-        let size: usize = r.responses.iter().flat_map(|t| &t.partitions).map(|p| p.records.as_ref().map_or(0, |b| b.len())).sum();
+        let ResponseKind::Fetch(r) =
+            c.call(ApiKey::Fetch, 12, RequestKind::Fetch(fetch_req(&topic))).await
+        else {
+            panic!()
+        };
+        let size: usize = r
+            .responses
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .map(|p| p.records.as_ref().map_or(0, |b| b.len()))
+            .sum();
         assert!(size <= 16 * 1024, "a response fits the consumer's bucket ({size} bytes)");
         fetched += size;
         if r.throttle_time_ms > 0 && r.responses.is_empty() {
@@ -235,16 +285,31 @@ async fn throttle_time_is_in_responses_and_old_versions_wait_for_theirs() {
     let started = Instant::now();
     let mut throttled = 0;
     for _ in 0..10 {
-        let ResponseKind::Metadata(r) = c.call(ApiKey::Metadata, 12, RequestKind::Metadata(MetadataRequest::default().with_topics(Some(vec![])))).await else {
+        let ResponseKind::Metadata(r) = c
+            .call(
+                ApiKey::Metadata,
+                12,
+                RequestKind::Metadata(MetadataRequest::default().with_topics(Some(vec![]))),
+            )
+            .await
+        else {
             panic!()
         };
         throttled += usize::from(r.throttle_time_ms > 0);
     }
     assert!(throttled >= 3, "{throttled} of 10 metadata requests throttled");
-    assert!(started.elapsed() >= Duration::from_millis(800), "10 requests in {:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(800),
+        "10 requests in {:?}",
+        started.elapsed()
+    );
     // ApiVersions is exempt and an unlimited client id is not held.
     let mut c = connect_as(&kelp, "someone-else").await;
-    let ResponseKind::Produce(r) = c.call(ApiKey::Produce, 9, RequestKind::Produce(produce_req(&topic, 200 * 1024, 1))).await else { panic!() };
+    let ResponseKind::Produce(r) =
+        c.call(ApiKey::Produce, 9, RequestKind::Produce(produce_req(&topic, 200 * 1024, 1))).await
+    else {
+        panic!()
+    };
     assert_eq!(r.throttle_time_ms, 0);
     kelp.stop().await;
 }
@@ -252,7 +317,13 @@ async fn throttle_time_is_in_responses_and_old_versions_wait_for_theirs() {
 // === a client that ignores throttling ===
 
 /// One request frame with the header `client_id`.
-fn frame(key: ApiKey, version: i16, correlation_id: i32, client_id: &str, req: &RequestKind) -> Bytes {
+fn frame(
+    key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    client_id: &str,
+    req: &RequestKind,
+) -> Bytes {
     let mut body = BytesMut::new();
     RequestHeader::default()
         .with_request_api_key(key as i16)
@@ -272,7 +343,8 @@ fn frame(key: ApiKey, version: i16, correlation_id: i32, client_id: &str, req: &
 async fn a_client_that_ignores_throttling_is_held_to_the_rate() {
     const RATE: f64 = 128.0 * 1024.0;
     let seaweedfs = common::seaweedfs().await;
-    let quotas = file_with(&format!("quotas:\n  - client-id: greedy\n    producer_byte_rate: {RATE}\n"));
+    let quotas =
+        file_with(&format!("quotas:\n  - client-id: greedy\n    producer_byte_rate: {RATE}\n"));
     let kelp = Kelp::start(&seaweedfs, &["--quotas-file", &path_of(&quotas)]).await;
     let topic = common::unique_name("greedy");
     common::create_topic_raw(kelp.addr, &topic, 1).await;
@@ -285,11 +357,23 @@ async fn a_client_that_ignores_throttling_is_held_to_the_rate() {
     let mut total = 0usize;
     let mut frames = Vec::new();
     for i in 0..requests {
-        let f = frame(ApiKey::Produce, 9, i, "greedy", &RequestKind::Produce(produce_req(&topic, 32 * 1024, 0)));
+        let f = frame(
+            ApiKey::Produce,
+            9,
+            i,
+            "greedy",
+            &RequestKind::Produce(produce_req(&topic, 32 * 1024, 0)),
+        );
         total += f.len();
         frames.push(f);
     }
-    frames.push(frame(ApiKey::Metadata, 12, 1000, "greedy", &RequestKind::Metadata(MetadataRequest::default().with_topics(Some(vec![])))));
+    frames.push(frame(
+        ApiKey::Metadata,
+        12,
+        1000,
+        "greedy",
+        &RequestKind::Metadata(MetadataRequest::default().with_topics(Some(vec![]))),
+    ));
     let started = Instant::now();
     let writer = tokio::spawn(async move {
         for f in frames {
@@ -298,7 +382,10 @@ async fn a_client_that_ignores_throttling_is_held_to_the_rate() {
         wr
     });
     let mut len = [0u8; 4];
-    tokio::time::timeout(Duration::from_secs(30), rd.read_exact(&mut len)).await.expect("metadata in time").expect("read");
+    tokio::time::timeout(Duration::from_secs(30), rd.read_exact(&mut len))
+        .await
+        .expect("metadata in time")
+        .expect("read");
     let took = started.elapsed();
     let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
     rd.read_exact(&mut body).await.expect("read body");
@@ -310,7 +397,10 @@ async fn a_client_that_ignores_throttling_is_held_to_the_rate() {
     // Held to the rate: never faster than the limit allows (15% slack for the burst bucket).
     // Slower only means a busy machine, so the upper bound just proves progress.
     let took_s = took.as_secs_f64();
-    assert!(took_s >= 0.85 * expected && took_s <= 3.0 * expected, "{total} bytes took {took:?}, expected {expected:.2} s");
+    assert!(
+        took_s >= 0.85 * expected && took_s <= 3.0 * expected,
+        "{total} bytes took {took:?}, expected {expected:.2} s"
+    );
 
     // acks=1, pipelined without reading: every answer beyond the bucket carries a throttle,
     // and the whole lot still takes as long as the rate says.
@@ -319,7 +409,13 @@ async fn a_client_that_ignores_throttling_is_held_to_the_rate() {
     let mut frames = Vec::new();
     let mut total = 0usize;
     for i in 0..16 {
-        let f = frame(ApiKey::Produce, 9, i, "greedy", &RequestKind::Produce(produce_req(&topic, 32 * 1024, 1)));
+        let f = frame(
+            ApiKey::Produce,
+            9,
+            i,
+            "greedy",
+            &RequestKind::Produce(produce_req(&topic, 32 * 1024, 1)),
+        );
         total += f.len();
         frames.push(f);
     }
@@ -335,26 +431,39 @@ async fn a_client_that_ignores_throttling_is_held_to_the_rate() {
     let mut throttles = Vec::new();
     for i in 0..16 {
         let mut len = [0u8; 4];
-        tokio::time::timeout(Duration::from_secs(30), rd.read_exact(&mut len)).await.expect("answer in time").expect("read");
+        tokio::time::timeout(Duration::from_secs(30), rd.read_exact(&mut len))
+            .await
+            .expect("answer in time")
+            .expect("read");
         let mut body = Bytes::from({
             let mut b = vec![0u8; i32::from_be_bytes(len) as usize];
             rd.read_exact(&mut b).await.expect("read body");
             b
         });
-        let header = <ResponseHeader as kafka_protocol::protocol::Decodable>::decode(&mut body, ApiKey::Produce.response_header_version(9)).expect("header");
+        let header = <ResponseHeader as kafka_protocol::protocol::Decodable>::decode(
+            &mut body,
+            ApiKey::Produce.response_header_version(9),
+        )
+        .expect("header");
         assert_eq!(header.correlation_id, i);
-        let r = <ProduceResponse as kafka_protocol::protocol::Decodable>::decode(&mut body, 9).expect("produce response");
+        let r = <ProduceResponse as kafka_protocol::protocol::Decodable>::decode(&mut body, 9)
+            .expect("produce response");
         throttles.push(r.throttle_time_ms);
     }
     let took = started.elapsed();
     let _wr = writer.await.expect("writer");
     let expected = (total as f64 - RATE) / RATE;
-    eprintln!("acks=1 pipelined: {total} bytes in {took:?} ({expected:.2} s expected); throttles {throttles:?}");
+    eprintln!(
+        "acks=1 pipelined: {total} bytes in {took:?} ({expected:.2} s expected); throttles {throttles:?}"
+    );
     assert!(throttles.iter().filter(|t| **t > 0).count() >= 10, "{throttles:?}");
     // The last answer is written before its own hold: a little under the full time.
     let last_hold = f64::from(*throttles.last().unwrap()) / 1000.0;
     let held = took.as_secs_f64() + last_hold;
-    assert!(held >= 0.85 * expected && held <= 3.0 * expected, "took {took:?}, expected {expected:.2} s");
+    assert!(
+        held >= 0.85 * expected && held <= 3.0 * expected,
+        "took {took:?}, expected {expected:.2} s"
+    );
     kelp.stop().await;
 }
 
@@ -362,24 +471,47 @@ async fn a_client_that_ignores_throttling_is_held_to_the_rate() {
 
 fn alter_entry(client_id: Option<&str>, ops: Vec<(&str, f64, bool)>) -> EntryData {
     EntryData::default()
-        .with_entity(vec![EntityData::default().with_entity_type(s("client-id")).with_entity_name(client_id.map(s))])
-        .with_ops(ops.into_iter().map(|(k, v, r)| OpData::default().with_key(s(k)).with_value(v).with_remove(r)).collect())
+        .with_entity(vec![
+            EntityData::default()
+                .with_entity_type(s("client-id"))
+                .with_entity_name(client_id.map(s)),
+        ])
+        .with_ops(
+            ops.into_iter()
+                .map(|(k, v, r)| OpData::default().with_key(s(k)).with_value(v).with_remove(r))
+                .collect(),
+        )
 }
 
 async fn alter(c: &mut Raw, version: i16, req: AlterClientQuotasRequest) -> Vec<i16> {
-    let ResponseKind::AlterClientQuotas(r) = c.call(ApiKey::AlterClientQuotas, version, RequestKind::AlterClientQuotas(req)).await else { panic!() };
+    let ResponseKind::AlterClientQuotas(r) =
+        c.call(ApiKey::AlterClientQuotas, version, RequestKind::AlterClientQuotas(req)).await
+    else {
+        panic!()
+    };
     r.entries.iter().map(|e| e.error_code).collect()
 }
 
 /// The quotas DescribeClientQuotas reports for client id `name` (exact match).
 async fn described(c: &mut Raw, version: i16, name: &str) -> Vec<(String, f64)> {
-    let req = DescribeClientQuotasRequest::default()
-        .with_components(vec![ComponentData::default().with_entity_type(s("client-id")).with_match_type(0).with_match(Some(s(name)))]);
-    let ResponseKind::DescribeClientQuotas(r) = c.call(ApiKey::DescribeClientQuotas, version, RequestKind::DescribeClientQuotas(req)).await else {
+    let req = DescribeClientQuotasRequest::default().with_components(vec![
+        ComponentData::default()
+            .with_entity_type(s("client-id"))
+            .with_match_type(0)
+            .with_match(Some(s(name))),
+    ]);
+    let ResponseKind::DescribeClientQuotas(r) =
+        c.call(ApiKey::DescribeClientQuotas, version, RequestKind::DescribeClientQuotas(req)).await
+    else {
         panic!()
     };
     assert_eq!(r.error_code, 0, "{:?}", r.error_message);
-    r.entries.unwrap_or_default().into_iter().flat_map(|e| e.values).map(|v| (v.key.to_string(), v.value)).collect()
+    r.entries
+        .unwrap_or_default()
+        .into_iter()
+        .flat_map(|e| e.values)
+        .map(|v| (v.key.to_string(), v.value))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -408,11 +540,18 @@ async fn a_quota_altered_on_one_kelp_applies_on_another() {
     let codes = alter(
         &mut ca,
         1,
-        AlterClientQuotasRequest::default().with_entries(vec![alter_entry(Some(&client), vec![("producer_byte_rate", 32768.0, false)])]),
+        AlterClientQuotasRequest::default().with_entries(vec![alter_entry(
+            Some(&client),
+            vec![("producer_byte_rate", 32768.0, false)],
+        )]),
     )
     .await;
     assert_eq!(codes, vec![0]);
-    assert_eq!(described(&mut ca, 1, &client).await, vec![("producer_byte_rate".to_string(), 32768.0)], "applied at once where altered");
+    assert_eq!(
+        described(&mut ca, 1, &client).await,
+        vec![("producer_byte_rate".to_string(), 32768.0)],
+        "applied at once where altered"
+    );
 
     // Kelp b reads it from the filer within its refresh period.
     let seen = Instant::now();
@@ -435,17 +574,38 @@ async fn a_quota_altered_on_one_kelp_applies_on_another() {
     assert!(r.throttle_time_ms > 0, "second kelp did not throttle");
 
     // Removing it on b (v0) reaches a.
-    let codes = alter(&mut cb, 0, AlterClientQuotasRequest::default().with_entries(vec![alter_entry(Some(&client), vec![("producer_byte_rate", 0.0, true)])])).await;
+    let codes = alter(
+        &mut cb,
+        0,
+        AlterClientQuotasRequest::default().with_entries(vec![alter_entry(
+            Some(&client),
+            vec![("producer_byte_rate", 0.0, true)],
+        )]),
+    )
+    .await;
     assert_eq!(codes, vec![0]);
     let a_addr = a.addr;
     common::eventually(|| {
         let client = client.clone();
-        async move { if described(&mut Raw::connect(a_addr).await, 1, &client).await.is_empty() { Ok(()) } else { Err("still on the first kelp") } }
+        async move {
+            if described(&mut Raw::connect(a_addr).await, 1, &client).await.is_empty() {
+                Ok(())
+            } else {
+                Err("still on the first kelp")
+            }
+        }
     })
     .await;
 
     // Without SASL, the SASL APIs say so.
-    let ResponseKind::SaslHandshake(r) = ca.call(ApiKey::SaslHandshake, 1, RequestKind::SaslHandshake(SaslHandshakeRequest::default().with_mechanism(s("PLAIN")))).await else {
+    let ResponseKind::SaslHandshake(r) = ca
+        .call(
+            ApiKey::SaslHandshake,
+            1,
+            RequestKind::SaslHandshake(SaslHandshakeRequest::default().with_mechanism(s("PLAIN"))),
+        )
+        .await
+    else {
         panic!()
     };
     assert_eq!(r.error_code, ResponseError::IllegalSaslState.code());
@@ -472,11 +632,9 @@ async fn the_quotas_file_is_reread_and_a_bad_version_keeps_the_rules() {
     };
     rewrite(&mut quotas, "quotas:\n  - client-id: app\n    producer_byte_rate: 2048\n");
     let addr = kelp.addr;
-    common::eventually(|| {
-        async move {
-            let q = described(&mut Raw::connect(addr).await, 1, "app").await;
-            if q == vec![("producer_byte_rate".to_string(), 2048.0)] { Ok(()) } else { Err(q) }
-        }
+    common::eventually(|| async move {
+        let q = described(&mut Raw::connect(addr).await, 1, "app").await;
+        if q == vec![("producer_byte_rate".to_string(), 2048.0)] { Ok(()) } else { Err(q) }
     })
     .await;
     // An invalid file is ignored: the rules stay as they were.
@@ -488,7 +646,8 @@ async fn the_quotas_file_is_reread_and_a_bad_version_keeps_the_rules() {
 
 // === SASL ===
 
-const USERS: &str = "users:\n  alice:\n    password: alice-secret\n  bob:\n    password: bob-secret\n";
+const USERS: &str =
+    "users:\n  alice:\n    password: alice-secret\n  bob:\n    password: bob-secret\n";
 
 fn rd_sasl(bootstrap: &str, mechanism: &str, user: &str, password: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
@@ -508,8 +667,13 @@ async fn librdkafka_logs_in_with_plain_and_scram_and_a_wrong_password_is_refused
     let kelp = Kelp::start(&seaweedfs, &["--sasl-users-file", &path_of(&users)]).await;
     let topic = common::unique_name("sasl");
 
-    for (mechanism, user, password) in [("PLAIN", "alice", "alice-secret"), ("SCRAM-SHA-256", "bob", "bob-secret"), ("SCRAM-SHA-512", "alice", "alice-secret")] {
-        let p: FutureProducer = rd_sasl(&kelp.bootstrap(), mechanism, user, password).create().expect("producer");
+    for (mechanism, user, password) in [
+        ("PLAIN", "alice", "alice-secret"),
+        ("SCRAM-SHA-256", "bob", "bob-secret"),
+        ("SCRAM-SHA-512", "alice", "alice-secret"),
+    ] {
+        let p: FutureProducer =
+            rd_sasl(&kelp.bootstrap(), mechanism, user, password).create().expect("producer");
         let d = p
             .send(FutureRecord::<(), str>::to(&topic).payload(mechanism), Duration::from_secs(15))
             .await
@@ -518,28 +682,49 @@ async fn librdkafka_logs_in_with_plain_and_scram_and_a_wrong_password_is_refused
         assert!(d.offset >= 0);
         p.flush(Duration::from_secs(5)).expect("flush");
     }
-    for (mechanism, user, password) in [("PLAIN", "alice", "wrong"), ("SCRAM-SHA-256", "bob", "wrong"), ("SCRAM-SHA-512", "mallory", "x")] {
-        let consumer: BaseConsumer = rd_sasl(&kelp.bootstrap(), mechanism, user, password).create().expect("consumer");
+    for (mechanism, user, password) in [
+        ("PLAIN", "alice", "wrong"),
+        ("SCRAM-SHA-256", "bob", "wrong"),
+        ("SCRAM-SHA-512", "mallory", "x"),
+    ] {
+        let consumer: BaseConsumer =
+            rd_sasl(&kelp.bootstrap(), mechanism, user, password).create().expect("consumer");
         let r = consumer.fetch_metadata(None, Duration::from_secs(3));
         eprintln!("{mechanism} as {user} with a wrong password: {:?}", r.as_ref().err());
         assert!(r.is_err(), "{mechanism} as {user} with a wrong password got metadata");
     }
     // A client without SASL gets nothing either.
-    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", kelp.bootstrap()).create().expect("consumer");
+    let consumer: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", kelp.bootstrap()).create().expect("consumer");
     let r = consumer.fetch_metadata(None, Duration::from_secs(3));
     eprintln!("without SASL: {:?}", r.as_ref().err());
     assert!(r.is_err(), "metadata without logging in");
     // The failures were kelp's refusals, not time-outs.
     let scraped = kelp::metrics::global().render();
     for m in ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] {
-        assert!(scraped.contains(&format!("kelp_sasl_authentications_total{{mechanism=\"{m}\",outcome=\"failed\"}}")), "{m}: {scraped}");
-        assert!(scraped.contains(&format!("kelp_sasl_authentications_total{{mechanism=\"{m}\",outcome=\"ok\"}}")), "{m}: {scraped}");
+        assert!(
+            scraped.contains(&format!(
+                "kelp_sasl_authentications_total{{mechanism=\"{m}\",outcome=\"failed\"}}"
+            )),
+            "{m}: {scraped}"
+        );
+        assert!(
+            scraped.contains(&format!(
+                "kelp_sasl_authentications_total{{mechanism=\"{m}\",outcome=\"ok\"}}"
+            )),
+            "{m}: {scraped}"
+        );
     }
     kelp.stop().await;
 }
 
 /// A SCRAM client's final message and the server signature it expects.
-fn scram_final(hash: Hash, password: &str, client_first_bare: &str, server_first: &str) -> (String, Vec<u8>) {
+fn scram_final(
+    hash: Hash,
+    password: &str,
+    client_first_bare: &str,
+    server_first: &str,
+) -> (String, Vec<u8>) {
     let fields: Vec<&str> = server_first.split(',').collect();
     let nonce = fields[0].strip_prefix("r=").expect("r=");
     let salt = B64.decode(fields[1].strip_prefix("s=").expect("s=")).expect("salt");
@@ -555,7 +740,16 @@ fn scram_final(hash: Hash, password: &str, client_first_bare: &str, server_first
 }
 
 async fn handshake(c: &mut Raw, version: i16, mechanism: &str) -> SaslHandshakeResponse {
-    match c.call(ApiKey::SaslHandshake, version, RequestKind::SaslHandshake(SaslHandshakeRequest::default().with_mechanism(s(mechanism)))).await {
+    match c
+        .call(
+            ApiKey::SaslHandshake,
+            version,
+            RequestKind::SaslHandshake(
+                SaslHandshakeRequest::default().with_mechanism(s(mechanism)),
+            ),
+        )
+        .await
+    {
         ResponseKind::SaslHandshake(r) => r,
         other => panic!("unexpected {other:?}"),
     }
@@ -574,16 +768,33 @@ async fn create_topic_as(addr: std::net::SocketAddr, topic: &str, user: &str, pa
     use kafka_protocol::messages::create_topics_request::CreatableTopic;
     let mut c = Raw::connect(addr).await;
     assert_eq!(handshake(&mut c, 1, "PLAIN").await.error_code, 0);
-    assert_eq!(authenticate(&mut c, 1, format!("\0{user}\0{password}").as_bytes()).await.error_code, 0);
-    let req = CreateTopicsRequest::default()
-        .with_timeout_ms(30_000)
-        .with_topics(vec![CreatableTopic::default().with_name(TopicName(s(topic))).with_num_partitions(1).with_replication_factor(-1)]);
-    let ResponseKind::CreateTopics(r) = c.call(ApiKey::CreateTopics, 7, RequestKind::CreateTopics(req)).await else { panic!() };
+    assert_eq!(
+        authenticate(&mut c, 1, format!("\0{user}\0{password}").as_bytes()).await.error_code,
+        0
+    );
+    let req = CreateTopicsRequest::default().with_timeout_ms(30_000).with_topics(vec![
+        CreatableTopic::default()
+            .with_name(TopicName(s(topic)))
+            .with_num_partitions(1)
+            .with_replication_factor(-1),
+    ]);
+    let ResponseKind::CreateTopics(r) =
+        c.call(ApiKey::CreateTopics, 7, RequestKind::CreateTopics(req)).await
+    else {
+        panic!()
+    };
     assert_eq!(r.topics[0].error_code, 0, "{:?}", r.topics[0].error_message);
 }
 
 async fn metadata_ok(c: &mut Raw) {
-    let ResponseKind::Metadata(_) = c.call(ApiKey::Metadata, 12, RequestKind::Metadata(MetadataRequest::default().with_topics(Some(vec![])))).await else {
+    let ResponseKind::Metadata(_) = c
+        .call(
+            ApiKey::Metadata,
+            12,
+            RequestKind::Metadata(MetadataRequest::default().with_topics(Some(vec![]))),
+        )
+        .await
+    else {
         panic!()
     };
 }
@@ -593,13 +804,23 @@ async fn sasl_at_every_advertised_version_and_user_quotas() {
     let seaweedfs = common::seaweedfs().await;
     let users = file_with(USERS);
     let quotas = file_with("quotas:\n  - user: alice\n    producer_byte_rate: 32768\n");
-    let kelp = Kelp::start(&seaweedfs, &["--sasl-users-file", &path_of(&users), "--quotas-file", &path_of(&quotas)]).await;
+    let kelp = Kelp::start(
+        &seaweedfs,
+        &["--sasl-users-file", &path_of(&users), "--quotas-file", &path_of(&quotas)],
+    )
+    .await;
     let topic = common::unique_name("sasl-raw");
-    let mechanisms = |r: &SaslHandshakeResponse| r.mechanisms.iter().map(|m| m.to_string()).collect::<Vec<_>>();
+    let mechanisms =
+        |r: &SaslHandshakeResponse| r.mechanisms.iter().map(|m| m.to_string()).collect::<Vec<_>>();
 
     // Before logging in: ApiVersions yes, anything else closes the connection.
     let mut c = Raw::connect(kelp.addr).await;
-    let ResponseKind::ApiVersions(v) = c.call(ApiKey::ApiVersions, 3, RequestKind::ApiVersions(ApiVersionsRequest::default())).await else { panic!() };
+    let ResponseKind::ApiVersions(v) = c
+        .call(ApiKey::ApiVersions, 3, RequestKind::ApiVersions(ApiVersionsRequest::default()))
+        .await
+    else {
+        panic!()
+    };
     assert_eq!(v.error_code, 0);
     let f = c.frame(ApiKey::Metadata, 12, &RequestKind::Metadata(MetadataRequest::default()));
     c.send_bytes(&f).await;
@@ -608,13 +829,20 @@ async fn sasl_at_every_advertised_version_and_user_quotas() {
     // SaslHandshake v0, then bare PLAIN token.
     let mut c = Raw::connect(kelp.addr).await;
     let r = handshake(&mut c, 0, "PLAIN").await;
-    assert_eq!((r.error_code, mechanisms(&r)), (0, vec!["PLAIN".to_string(), "SCRAM-SHA-256".into(), "SCRAM-SHA-512".into()]));
+    assert_eq!(
+        (r.error_code, mechanisms(&r)),
+        (0, vec!["PLAIN".to_string(), "SCRAM-SHA-256".into(), "SCRAM-SHA-512".into()])
+    );
     let token = b"\0alice\0alice-secret";
     let mut f = BytesMut::new();
     f.put_i32(token.len() as i32);
     f.extend_from_slice(token);
     c.send_bytes(&f).await;
-    assert_eq!(c.read_frame().await.expect("token reply"), Bytes::new(), "PLAIN answers an empty token");
+    assert_eq!(
+        c.read_frame().await.expect("token reply"),
+        Bytes::new(),
+        "PLAIN answers an empty token"
+    );
     metadata_ok(&mut c).await;
 
     // v0 with a wrong password: the connection closes without a token.
@@ -639,10 +867,15 @@ async fn sasl_at_every_advertised_version_and_user_quotas() {
     let r = authenticate(&mut c, 0, b"\0bob\0bob-secret").await;
     assert_eq!(r.error_code, 0, "{:?}", r.error_message);
     metadata_ok(&mut c).await;
-    assert_eq!(handshake(&mut c, 1, "PLAIN").await.error_code, ResponseError::IllegalSaslState.code());
+    assert_eq!(
+        handshake(&mut c, 1, "PLAIN").await.error_code,
+        ResponseError::IllegalSaslState.code()
+    );
 
     // SaslAuthenticate v1 (SCRAM-SHA-256) and v2 (SCRAM-SHA-512), checking the server's proof.
-    for (version, mechanism, hash) in [(1, "SCRAM-SHA-256", Hash::Sha256), (2, "SCRAM-SHA-512", Hash::Sha512)] {
+    for (version, mechanism, hash) in
+        [(1, "SCRAM-SHA-256", Hash::Sha256), (2, "SCRAM-SHA-512", Hash::Sha512)]
+    {
         let mut c = Raw::connect(kelp.addr).await;
         assert_eq!(handshake(&mut c, 1, mechanism).await.error_code, 0);
         let first_bare = "n=bob,r=clientnonce123";
@@ -662,23 +895,40 @@ async fn sasl_at_every_advertised_version_and_user_quotas() {
     let mut c = Raw::connect(kelp.addr).await;
     assert_eq!(handshake(&mut c, 1, "SCRAM-SHA-256").await.error_code, 0);
     let r = authenticate(&mut c, 2, b"n,,n=bob,r=abc").await;
-    let (last, _) = scram_final(Hash::Sha256, "not-bobs", "n=bob,r=abc", std::str::from_utf8(&r.auth_bytes).unwrap());
+    let (last, _) = scram_final(
+        Hash::Sha256,
+        "not-bobs",
+        "n=bob,r=abc",
+        std::str::from_utf8(&r.auth_bytes).unwrap(),
+    );
     let r = authenticate(&mut c, 2, last.as_bytes()).await;
     assert_eq!(r.error_code, ResponseError::SaslAuthenticationFailed.code());
     assert!(c.closed().await);
 
     // The authenticated user is the quota's user: alice is limited, bob is not.
     create_topic_as(kelp.addr, &topic, "bob", "bob-secret").await;
-    for (user, password, limited) in [("alice", "alice-secret", true), ("bob", "bob-secret", false)] {
+    for (user, password, limited) in [("alice", "alice-secret", true), ("bob", "bob-secret", false)]
+    {
         let mut c = Raw::connect(kelp.addr).await;
         assert_eq!(handshake(&mut c, 1, "PLAIN").await.error_code, 0);
-        assert_eq!(authenticate(&mut c, 2, format!("\0{user}\0{password}").as_bytes()).await.error_code, 0);
+        assert_eq!(
+            authenticate(&mut c, 2, format!("\0{user}\0{password}").as_bytes()).await.error_code,
+            0
+        );
         produce(&mut c, 9, produce_req(&topic, 24 * 1024, 1)).await;
         let r = produce(&mut c, 9, produce_req(&topic, 24 * 1024, 1)).await;
         assert_eq!(r.throttle_time_ms > 0, limited, "{user}: throttle {}", r.throttle_time_ms);
     }
     let scraped = kelp::metrics::global().render();
-    assert!(scraped.contains("kelp_sasl_authentications_total{mechanism=\"SCRAM-SHA-512\",outcome=\"ok\"}"), "{scraped}");
-    assert!(scraped.contains("kelp_quota_throttle_seconds_count{quota=\"produce\",entity=\"user\"}"), "{scraped}");
+    assert!(
+        scraped.contains(
+            "kelp_sasl_authentications_total{mechanism=\"SCRAM-SHA-512\",outcome=\"ok\"}"
+        ),
+        "{scraped}"
+    );
+    assert!(
+        scraped.contains("kelp_quota_throttle_seconds_count{quota=\"produce\",entity=\"user\"}"),
+        "{scraped}"
+    );
     kelp.stop().await;
 }

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::config::ClientConfig;
@@ -34,12 +34,15 @@ async fn send(p: &FutureProducer, topic: &str, range: std::ops::Range<usize>) ->
     let futures: Vec<_> = range
         .map(|i| {
             let v = format!("value-{i}");
-            p.send_result(FutureRecord::<(), _>::to(topic).partition(0).payload(&v)).map_err(|(e, _)| e).expect("queued")
+            p.send_result(FutureRecord::<(), _>::to(topic).partition(0).payload(&v))
+                .map_err(|(e, _)| e)
+                .expect("queued")
         })
         .collect();
     let mut offsets = Vec::new();
     for f in futures {
-        let d = f.await.expect("report").map_err(|(e, _)| e).expect("delivered despite the restart");
+        let d =
+            f.await.expect("report").map_err(|(e, _)| e).expect("delivered despite the restart");
         offsets.push(d.offset);
     }
     offsets
@@ -67,14 +70,18 @@ async fn a_broker_restart_is_survived_by_a_producing_client() {
     });
     tokio::time::sleep(Duration::from_secs(2)).await;
     seaweedfs.start_broker(Duration::from_secs(60)).await.expect("broker restarts");
-    let after = tokio::time::timeout(Duration::from_secs(120), during).await.expect("delivered in time").unwrap();
+    let after = tokio::time::timeout(Duration::from_secs(120), during)
+        .await
+        .expect("delivered in time")
+        .unwrap();
 
     let mut all: Vec<i64> = before.iter().chain(after.iter()).copied().collect();
     all.sort();
     all.dedup();
     assert_eq!(all.len(), 1000, "every record has its own offset");
 
-    let seen = common::clients::read_values(&kelp.bootstrap(), &topic, 1, |seen| seen.len() >= 1000);
+    let seen =
+        common::clients::read_values(&kelp.bootstrap(), &topic, 1, |seen| seen.len() >= 1000);
     let missing: Vec<usize> = (0..1000).filter(|i| !seen.contains(&format!("value-{i}"))).collect();
     assert!(missing.is_empty(), "acknowledged records missing after the restart: {missing:?}");
     assert!(kelp.stop().await);
@@ -89,27 +96,53 @@ async fn an_unreachable_seaweedfs_gives_retriable_codes() {
     // Nothing listens on these ports.
     let dead = |p: u16| format!("127.0.0.1:{p}.{}", p + 1);
     let config = kelp::config::Config::from_args([
-        "--listen", "127.0.0.1:0", "--master", &dead(9), "--filer", &dead(11), "--upstream-timeout-ms", "1000",
+        "--listen",
+        "127.0.0.1:0",
+        "--master",
+        &dead(9),
+        "--filer",
+        &dead(11),
+        "--upstream-timeout-ms",
+        "1000",
     ])
     .unwrap();
     let running = kelp::start(config).await.expect("kelp starts without SeaweedFS");
     let mut c = Raw::connect(running.kafka_addr).await;
     let name = TopicName(StrBytes::from_static_str("t"));
 
-    let req = MetadataRequest::default().with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(name.clone()))]));
-    let ResponseKind::Metadata(r) = c.call(ApiKey::Metadata, 12, RequestKind::Metadata(req)).await else { panic!() };
+    let req = MetadataRequest::default()
+        .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(name.clone()))]));
+    let ResponseKind::Metadata(r) = c.call(ApiKey::Metadata, 12, RequestKind::Metadata(req)).await
+    else {
+        panic!()
+    };
     let code = ResponseError::try_from_code(r.topics[0].error_code).expect("an error");
     assert!(code.is_retriable(), "Metadata: {code:?}");
 
-    let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(5000).with_topic_data(vec![TopicProduceData::default()
-        .with_name(name.clone())
-        .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(batch()))])]);
-    let ResponseKind::Produce(r) = c.call(ApiKey::Produce, 9, RequestKind::Produce(req)).await else { panic!() };
-    let code = ResponseError::try_from_code(r.responses[0].partition_responses[0].error_code).expect("an error");
+    let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(5000).with_topic_data(vec![
+        TopicProduceData::default().with_name(name.clone()).with_partition_data(vec![
+            PartitionProduceData::default().with_index(0).with_records(Some(batch())),
+        ]),
+    ]);
+    let ResponseKind::Produce(r) = c.call(ApiKey::Produce, 9, RequestKind::Produce(req)).await
+    else {
+        panic!()
+    };
+    let code = ResponseError::try_from_code(r.responses[0].partition_responses[0].error_code)
+        .expect("an error");
     assert!(code.is_retriable(), "Produce: {code:?}");
 
-    let req = CreateTopicsRequest::default().with_timeout_ms(5000).with_topics(vec![CreatableTopic::default().with_name(name.clone()).with_num_partitions(1).with_replication_factor(1)]);
-    let ResponseKind::CreateTopics(r) = c.call(ApiKey::CreateTopics, 7, RequestKind::CreateTopics(req)).await else { panic!() };
+    let req = CreateTopicsRequest::default().with_timeout_ms(5000).with_topics(vec![
+        CreatableTopic::default()
+            .with_name(name.clone())
+            .with_num_partitions(1)
+            .with_replication_factor(1),
+    ]);
+    let ResponseKind::CreateTopics(r) =
+        c.call(ApiKey::CreateTopics, 7, RequestKind::CreateTopics(req)).await
+    else {
+        panic!()
+    };
     let code = ResponseError::try_from_code(r.topics[0].error_code).expect("an error");
     assert!(code.is_retriable(), "CreateTopics: {code:?}");
     assert_ne!(code, ResponseError::UnknownServerError);
@@ -134,24 +167,40 @@ async fn offsets_continue_in_order_across_a_kelp_restart() {
     // A fetch at the end is no error: the consumer just waits for more.
     let fetch = |offset: i64| {
         use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-        FetchRequest::default().with_max_wait_ms(0).with_max_bytes(1 << 20).with_session_epoch(-1).with_topics(vec![FetchTopic::default()
-            .with_topic(name.clone())
-            .with_partitions(vec![FetchPartition::default().with_partition(0).with_fetch_offset(offset).with_partition_max_bytes(1 << 20)])])
+        FetchRequest::default()
+            .with_max_wait_ms(0)
+            .with_max_bytes(1 << 20)
+            .with_session_epoch(-1)
+            .with_topics(vec![
+                FetchTopic::default().with_topic(name.clone()).with_partitions(vec![
+                    FetchPartition::default()
+                        .with_partition(0)
+                        .with_fetch_offset(offset)
+                        .with_partition_max_bytes(1 << 20),
+                ]),
+            ])
     };
-    let ResponseKind::Fetch(r) = c.call(ApiKey::Fetch, 12, RequestKind::Fetch(fetch(10))).await else { panic!() };
+    let ResponseKind::Fetch(r) = c.call(ApiKey::Fetch, 12, RequestKind::Fetch(fetch(10))).await
+    else {
+        panic!()
+    };
     assert_eq!(r.responses[0].partitions[0].error_code, 0, "fetch at the end after a restart");
     assert_eq!(r.responses[0].partitions[0].high_watermark, 10);
 
     let p = producer(&kelp.bootstrap());
     let after = send(&p, &topic, 10..15).await;
-    let ResponseKind::Fetch(r) = c.call(ApiKey::Fetch, 12, RequestKind::Fetch(fetch(0))).await else { panic!() };
+    let ResponseKind::Fetch(r) = c.call(ApiKey::Fetch, 12, RequestKind::Fetch(fetch(0))).await
+    else {
+        panic!()
+    };
     let mut records = r.responses[0].partitions[0].records.clone().unwrap();
-    let got: Vec<(i64, Bytes)> = kafka_protocol::records::RecordBatchDecoder::decode_all(&mut records)
-        .unwrap()
-        .into_iter()
-        .flat_map(|s| s.records)
-        .map(|r| (r.offset, r.value.unwrap()))
-        .collect();
+    let got: Vec<(i64, Bytes)> =
+        kafka_protocol::records::RecordBatchDecoder::decode_all(&mut records)
+            .unwrap()
+            .into_iter()
+            .flat_map(|s| s.records)
+            .map(|r| (r.offset, r.value.unwrap()))
+            .collect();
     // Values come back in order, each at the offset its producer was told.
     let values: Vec<Bytes> = got.iter().map(|(_, v)| v.clone()).collect();
     let want: Vec<Bytes> = (0..15).map(|i| Bytes::from(format!("value-{i}"))).collect();

@@ -30,7 +30,11 @@ fn range(key: ApiKey) -> std::ops::RangeInclusive<i16> {
 }
 
 fn v2_batch(value: &str, timestamp: i64) -> Bytes {
-    common::raw::batch_of(vec![(Some(Bytes::from_static(b"k")), Bytes::copy_from_slice(value.as_bytes()), timestamp)])
+    common::raw::batch_of(vec![(
+        Some(Bytes::from_static(b"k")),
+        Bytes::copy_from_slice(value.as_bytes()),
+        timestamp,
+    )])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -41,10 +45,17 @@ async fn every_advertised_version_of_every_api_answers_correctly() {
 
     // ApiVersions: the table equals protocol::versions at every version.
     for v in range(ApiKey::ApiVersions) {
-        let ResponseKind::ApiVersions(r) = c.call(ApiKey::ApiVersions, v, RequestKind::ApiVersions(ApiVersionsRequest::default())).await else { panic!() };
+        let ResponseKind::ApiVersions(r) = c
+            .call(ApiKey::ApiVersions, v, RequestKind::ApiVersions(ApiVersionsRequest::default()))
+            .await
+        else {
+            panic!()
+        };
         assert_eq!(r.error_code, 0);
-        let got: Vec<(i16, i16, i16)> = r.api_keys.iter().map(|k| (k.api_key, k.min_version, k.max_version)).collect();
-        let want: Vec<(i16, i16, i16)> = SUPPORTED.iter().map(|s| (s.key as i16, s.min, s.max)).collect();
+        let got: Vec<(i16, i16, i16)> =
+            r.api_keys.iter().map(|k| (k.api_key, k.min_version, k.max_version)).collect();
+        let want: Vec<(i16, i16, i16)> =
+            SUPPORTED.iter().map(|s| (s.key as i16, s.min, s.max)).collect();
         assert_eq!(got, want, "ApiVersions v{v}");
     }
 
@@ -52,17 +63,41 @@ async fn every_advertised_version_of_every_api_answers_correctly() {
     let mut topics = Vec::new();
     for v in range(ApiKey::CreateTopics) {
         let t = common::unique_name(&format!("ct{v}"));
-        let req = CreateTopicsRequest::default()
-            .with_timeout_ms(30_000)
-            .with_topics(vec![CreatableTopic::default().with_name(name(&t)).with_num_partitions(2).with_replication_factor(1)]);
-        let ResponseKind::CreateTopics(r) = c.call(ApiKey::CreateTopics, v, RequestKind::CreateTopics(req.clone())).await else { panic!() };
+        let req = CreateTopicsRequest::default().with_timeout_ms(30_000).with_topics(vec![
+            CreatableTopic::default()
+                .with_name(name(&t))
+                .with_num_partitions(2)
+                .with_replication_factor(1),
+        ]);
+        let ResponseKind::CreateTopics(r) =
+            c.call(ApiKey::CreateTopics, v, RequestKind::CreateTopics(req.clone())).await
+        else {
+            panic!()
+        };
         assert_eq!(r.topics[0].error_code, 0, "CreateTopics v{v}: {:?}", r.topics[0].error_message);
-        let ResponseKind::CreateTopics(r) = c.call(ApiKey::CreateTopics, v, RequestKind::CreateTopics(req)).await else { panic!() };
-        assert_eq!(r.topics[0].error_code, ResponseError::TopicAlreadyExists.code(), "CreateTopics v{v} twice");
+        let ResponseKind::CreateTopics(r) =
+            c.call(ApiKey::CreateTopics, v, RequestKind::CreateTopics(req)).await
+        else {
+            panic!()
+        };
+        assert_eq!(
+            r.topics[0].error_code,
+            ResponseError::TopicAlreadyExists.code(),
+            "CreateTopics v{v} twice"
+        );
         topics.push(t);
     }
-    let bad = CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default().with_name(name("bad name!")).with_num_partitions(1).with_replication_factor(1)]);
-    let ResponseKind::CreateTopics(r) = c.call(ApiKey::CreateTopics, 7, RequestKind::CreateTopics(bad)).await else { panic!() };
+    let bad = CreateTopicsRequest::default().with_topics(vec![
+        CreatableTopic::default()
+            .with_name(name("bad name!"))
+            .with_num_partitions(1)
+            .with_replication_factor(1),
+    ]);
+    let ResponseKind::CreateTopics(r) =
+        c.call(ApiKey::CreateTopics, 7, RequestKind::CreateTopics(bad)).await
+    else {
+        panic!()
+    };
     assert_eq!(r.topics[0].error_code, ResponseError::InvalidTopicException.code());
 
     // Metadata at every version: kelp leads both partitions of the topic.
@@ -72,8 +107,14 @@ async fn every_advertised_version_of_every_api_answers_correctly() {
         if v >= 10 {
             topic = topic.with_topic_id(uuid::Uuid::nil());
         }
-        let req = MetadataRequest::default().with_topics(Some(vec![topic])).with_allow_auto_topic_creation(v < 4);
-        let ResponseKind::Metadata(r) = c.call(ApiKey::Metadata, v, RequestKind::Metadata(req)).await else { panic!() };
+        let req = MetadataRequest::default()
+            .with_topics(Some(vec![topic]))
+            .with_allow_auto_topic_creation(v < 4);
+        let ResponseKind::Metadata(r) =
+            c.call(ApiKey::Metadata, v, RequestKind::Metadata(req)).await
+        else {
+            panic!()
+        };
         assert_eq!(r.brokers.len(), 1, "Metadata v{v}");
         assert_eq!(r.brokers[0].port, i32::from(kelp.addr.port()));
         assert_eq!(r.topics.len(), 1);
@@ -82,14 +123,24 @@ async fn every_advertised_version_of_every_api_answers_correctly() {
         assert!(r.topics[0].partitions.iter().all(|p| p.leader_id == r.brokers[0].node_id));
     }
     // Unknown topic with auto-creation off.
-    let req = MetadataRequest::default().with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(name("never-created")))]));
-    let ResponseKind::Metadata(r) = c.call(ApiKey::Metadata, 12, RequestKind::Metadata(req)).await else { panic!() };
+    let req = MetadataRequest::default().with_topics(Some(vec![
+        MetadataRequestTopic::default().with_name(Some(name("never-created"))),
+    ]));
+    let ResponseKind::Metadata(r) = c.call(ApiKey::Metadata, 12, RequestKind::Metadata(req)).await
+    else {
+        panic!()
+    };
     assert_eq!(r.topics[0].error_code, ResponseError::UnknownTopicOrPartition.code());
 
     // Produce at every version, one record each, to partition 1 of `t`.
     let topic_id = {
-        let req = MetadataRequest::default().with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(name(t)))]));
-        let ResponseKind::Metadata(r) = c.call(ApiKey::Metadata, 12, RequestKind::Metadata(req)).await else { panic!() };
+        let req = MetadataRequest::default()
+            .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(name(t)))]));
+        let ResponseKind::Metadata(r) =
+            c.call(ApiKey::Metadata, 12, RequestKind::Metadata(req)).await
+        else {
+            panic!()
+        };
         r.topics[0].topic_id
     };
     let mut expected = Vec::new();
@@ -98,18 +149,38 @@ async fn every_advertised_version_of_every_api_answers_correctly() {
         let ts = 1_600_000_000_000 + i64::from(v);
         let offset = if v < 3 {
             let mut set = Vec::new();
-            kelp::records::legacy::encode_message(&mut set, if v == 0 { 0 } else { 1 }, ts, Some(b"k"), Some(value.as_bytes()));
+            kelp::records::legacy::encode_message(
+                &mut set,
+                if v == 0 { 0 } else { 1 },
+                ts,
+                Some(b"k"),
+                Some(value.as_bytes()),
+            );
             let req = kelp::protocol::legacy_produce::ProduceRequest {
                 acks: -1,
                 timeout_ms: 10_000,
-                topics: vec![kelp::protocol::legacy_produce::TopicData { name: t.clone(), partitions: vec![(1, Some(Bytes::from(set)))] }],
+                topics: vec![kelp::protocol::legacy_produce::TopicData {
+                    name: t.clone(),
+                    partitions: vec![(1, Some(Bytes::from(set)))],
+                }],
             };
             legacy_produce(&mut c, v, &req).await
         } else {
-            let mut td = TopicProduceData::default().with_partition_data(vec![PartitionProduceData::default().with_index(1).with_records(Some(v2_batch(&value, ts)))]);
+            let mut td = TopicProduceData::default().with_partition_data(vec![
+                PartitionProduceData::default()
+                    .with_index(1)
+                    .with_records(Some(v2_batch(&value, ts))),
+            ]);
             td = if v >= 13 { td.with_topic_id(topic_id) } else { td.with_name(name(t)) };
-            let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(10_000).with_topic_data(vec![td]);
-            let ResponseKind::Produce(r) = c.call(ApiKey::Produce, v, RequestKind::Produce(req)).await else { panic!() };
+            let req = ProduceRequest::default()
+                .with_acks(-1)
+                .with_timeout_ms(10_000)
+                .with_topic_data(vec![td]);
+            let ResponseKind::Produce(r) =
+                c.call(ApiKey::Produce, v, RequestKind::Produce(req)).await
+            else {
+                panic!()
+            };
             let p = &r.responses[0].partition_responses[0];
             assert_eq!(p.error_code, 0, "Produce v{v}: {:?}", p.error_message);
             p.base_offset
@@ -120,10 +191,22 @@ async fn every_advertised_version_of_every_api_answers_correctly() {
 
     // Fetch at every version from offset 0 returns every record with its offset.
     for v in range(ApiKey::Fetch) {
-        let mut ft = FetchTopic::default().with_partitions(vec![FetchPartition::default().with_partition(1).with_fetch_offset(0).with_partition_max_bytes(1 << 20)]);
+        let mut ft = FetchTopic::default().with_partitions(vec![
+            FetchPartition::default()
+                .with_partition(1)
+                .with_fetch_offset(0)
+                .with_partition_max_bytes(1 << 20),
+        ]);
         ft = if v >= 13 { ft.with_topic_id(topic_id) } else { ft.with_topic(name(t)) };
-        let req = FetchRequest::default().with_max_wait_ms(100).with_min_bytes(1).with_max_bytes(1 << 20).with_session_epoch(-1).with_topics(vec![ft]);
-        let ResponseKind::Fetch(r) = c.call(ApiKey::Fetch, v, RequestKind::Fetch(req)).await else { panic!() };
+        let req = FetchRequest::default()
+            .with_max_wait_ms(100)
+            .with_min_bytes(1)
+            .with_max_bytes(1 << 20)
+            .with_session_epoch(-1)
+            .with_topics(vec![ft]);
+        let ResponseKind::Fetch(r) = c.call(ApiKey::Fetch, v, RequestKind::Fetch(req)).await else {
+            panic!()
+        };
         let p = &r.responses[0].partitions[0];
         assert_eq!(p.error_code, 0, "Fetch v{v}");
         assert_eq!(p.high_watermark, expected.len() as i64, "Fetch v{v} hwm");
@@ -132,26 +215,52 @@ async fn every_advertised_version_of_every_api_answers_correctly() {
         let got: Vec<(i64, String, i64)> = sets
             .iter()
             .flat_map(|s| s.records.iter())
-            .map(|r| (r.offset, String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap(), r.timestamp))
+            .map(|r| {
+                (
+                    r.offset,
+                    String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap(),
+                    r.timestamp,
+                )
+            })
             .collect();
-        let want: Vec<(i64, String, i64)> = expected.iter().enumerate().map(|(i, (v, ts))| (i as i64, v.clone(), *ts)).collect();
+        let want: Vec<(i64, String, i64)> =
+            expected.iter().enumerate().map(|(i, (v, ts))| (i as i64, v.clone(), *ts)).collect();
         assert_eq!(got, want, "Fetch v{v}");
     }
     // Fetch beyond the end: OFFSET_OUT_OF_RANGE.
-    let req = FetchRequest::default().with_max_wait_ms(0).with_max_bytes(1 << 20).with_session_epoch(-1).with_topics(vec![FetchTopic::default()
-        .with_topic(name(t))
-        .with_partitions(vec![FetchPartition::default().with_partition(1).with_fetch_offset(1000).with_partition_max_bytes(1 << 20)])]);
-    let ResponseKind::Fetch(r) = c.call(ApiKey::Fetch, 12, RequestKind::Fetch(req)).await else { panic!() };
+    let req = FetchRequest::default()
+        .with_max_wait_ms(0)
+        .with_max_bytes(1 << 20)
+        .with_session_epoch(-1)
+        .with_topics(vec![
+            FetchTopic::default().with_topic(name(t)).with_partitions(vec![
+                FetchPartition::default()
+                    .with_partition(1)
+                    .with_fetch_offset(1000)
+                    .with_partition_max_bytes(1 << 20),
+            ]),
+        ]);
+    let ResponseKind::Fetch(r) = c.call(ApiKey::Fetch, 12, RequestKind::Fetch(req)).await else {
+        panic!()
+    };
     assert_eq!(r.responses[0].partitions[0].error_code, ResponseError::OffsetOutOfRange.code());
 
     // ListOffsets at every version: earliest, latest, by timestamp.
     let n = expected.len() as i64;
     for v in range(ApiKey::ListOffsets) {
-        for (ts, want) in [(-2i64, 0i64), (-1, n), (1_600_000_000_005, 5), (1_700_000_000_000, -1)] {
-            let req = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![ListOffsetsTopic::default()
-                .with_name(name(t))
-                .with_partitions(vec![ListOffsetsPartition::default().with_partition_index(1).with_timestamp(ts)])]);
-            let ResponseKind::ListOffsets(r) = c.call(ApiKey::ListOffsets, v, RequestKind::ListOffsets(req)).await else { panic!() };
+        for (ts, want) in [(-2i64, 0i64), (-1, n), (1_600_000_000_005, 5), (1_700_000_000_000, -1)]
+        {
+            let req =
+                ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![
+                    ListOffsetsTopic::default().with_name(name(t)).with_partitions(vec![
+                        ListOffsetsPartition::default().with_partition_index(1).with_timestamp(ts),
+                    ]),
+                ]);
+            let ResponseKind::ListOffsets(r) =
+                c.call(ApiKey::ListOffsets, v, RequestKind::ListOffsets(req)).await
+            else {
+                panic!()
+            };
             let p = &r.topics[0].partitions[0];
             assert_eq!(p.error_code, 0, "ListOffsets v{v} ts {ts}");
             assert_eq!(p.offset, want, "ListOffsets v{v} ts {ts}");
@@ -161,10 +270,18 @@ async fn every_advertised_version_of_every_api_answers_correctly() {
     // DescribeConfigs at every version.
     for v in range(ApiKey::DescribeConfigs) {
         let req = DescribeConfigsRequest::default().with_resources(vec![
-            DescribeConfigsResource::default().with_resource_type(2).with_resource_name(StrBytes::from_string(t.clone())),
-            DescribeConfigsResource::default().with_resource_type(2).with_resource_name(StrBytes::from_static_str("nope-nope")),
+            DescribeConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_string(t.clone())),
+            DescribeConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_static_str("nope-nope")),
         ]);
-        let ResponseKind::DescribeConfigs(r) = c.call(ApiKey::DescribeConfigs, v, RequestKind::DescribeConfigs(req)).await else { panic!() };
+        let ResponseKind::DescribeConfigs(r) =
+            c.call(ApiKey::DescribeConfigs, v, RequestKind::DescribeConfigs(req)).await
+        else {
+            panic!()
+        };
         assert_eq!(r.results[0].error_code, 0, "DescribeConfigs v{v}");
         assert!(r.results[0].configs.iter().any(|c| c.name.as_str() == "max.message.bytes"));
         assert_eq!(r.results[1].error_code, ResponseError::UnknownTopicOrPartition.code());
@@ -172,7 +289,16 @@ async fn every_advertised_version_of_every_api_answers_correctly() {
 
     // DescribeCluster at every version.
     for v in range(ApiKey::DescribeCluster) {
-        let ResponseKind::DescribeCluster(r) = c.call(ApiKey::DescribeCluster, v, RequestKind::DescribeCluster(DescribeClusterRequest::default())).await else { panic!() };
+        let ResponseKind::DescribeCluster(r) = c
+            .call(
+                ApiKey::DescribeCluster,
+                v,
+                RequestKind::DescribeCluster(DescribeClusterRequest::default()),
+            )
+            .await
+        else {
+            panic!()
+        };
         assert_eq!(r.error_code, 0);
         assert_eq!(r.brokers.len(), 1);
         assert_eq!(r.brokers[0].port, i32::from(kelp.addr.port()));
@@ -180,8 +306,15 @@ async fn every_advertised_version_of_every_api_answers_correctly() {
 
     // InitProducerId at every version.
     for v in range(ApiKey::InitProducerId) {
-        let req = InitProducerIdRequest::default().with_transaction_timeout_ms(60_000).with_producer_id(ProducerId(-1)).with_producer_epoch(-1);
-        let ResponseKind::InitProducerId(r) = c.call(ApiKey::InitProducerId, v, RequestKind::InitProducerId(req)).await else { panic!() };
+        let req = InitProducerIdRequest::default()
+            .with_transaction_timeout_ms(60_000)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1);
+        let ResponseKind::InitProducerId(r) =
+            c.call(ApiKey::InitProducerId, v, RequestKind::InitProducerId(req)).await
+        else {
+            panic!()
+        };
         assert_eq!(r.error_code, 0);
         assert!(r.producer_id.0 > 0, "InitProducerId v{v}");
     }
@@ -189,18 +322,31 @@ async fn every_advertised_version_of_every_api_answers_correctly() {
     // CreatePartitions at every version: either SeaweedFS grows the topic or kelp says clearly why not.
     for v in range(ApiKey::CreatePartitions) {
         let t = &topics[v as usize % topics.len()];
-        let req = CreatePartitionsRequest::default().with_timeout_ms(30_000).with_topics(vec![CreatePartitionsTopic::default().with_name(name(t)).with_count(4)]);
-        let ResponseKind::CreatePartitions(r) = c.call(ApiKey::CreatePartitions, v, RequestKind::CreatePartitions(req)).await else { panic!() };
+        let req = CreatePartitionsRequest::default()
+            .with_timeout_ms(30_000)
+            .with_topics(vec![CreatePartitionsTopic::default().with_name(name(t)).with_count(4)]);
+        let ResponseKind::CreatePartitions(r) =
+            c.call(ApiKey::CreatePartitions, v, RequestKind::CreatePartitions(req)).await
+        else {
+            panic!()
+        };
         let res = &r.results[0];
         assert!(
-            res.error_code == 0 || (res.error_code == ResponseError::InvalidRequest.code() && res.error_message.is_some()),
+            res.error_code == 0
+                || (res.error_code == ResponseError::InvalidRequest.code()
+                    && res.error_message.is_some()),
             "CreatePartitions v{v}: {} {:?}",
             res.error_code,
             res.error_message
         );
         // Shrinking is always refused.
-        let req = CreatePartitionsRequest::default().with_topics(vec![CreatePartitionsTopic::default().with_name(name(t)).with_count(1)]);
-        let ResponseKind::CreatePartitions(r) = c.call(ApiKey::CreatePartitions, v, RequestKind::CreatePartitions(req)).await else { panic!() };
+        let req = CreatePartitionsRequest::default()
+            .with_topics(vec![CreatePartitionsTopic::default().with_name(name(t)).with_count(1)]);
+        let ResponseKind::CreatePartitions(r) =
+            c.call(ApiKey::CreatePartitions, v, RequestKind::CreatePartitions(req)).await
+        else {
+            panic!()
+        };
         assert_eq!(r.results[0].error_code, ResponseError::InvalidPartitions.code());
     }
 
@@ -209,22 +355,44 @@ async fn every_advertised_version_of_every_api_answers_correctly() {
         let t = &topics[i];
         let req = if v >= 6 {
             let id = kelp::topics::topic_id("kafka", t);
-            DeleteTopicsRequest::default().with_topics(vec![DeleteTopicState::default().with_topic_id(id)])
+            DeleteTopicsRequest::default()
+                .with_topics(vec![DeleteTopicState::default().with_topic_id(id)])
         } else {
             DeleteTopicsRequest::default().with_topic_names(vec![name(t)])
         };
-        let ResponseKind::DeleteTopics(r) = c.call(ApiKey::DeleteTopics, v, RequestKind::DeleteTopics(req.clone())).await else { panic!() };
+        let ResponseKind::DeleteTopics(r) =
+            c.call(ApiKey::DeleteTopics, v, RequestKind::DeleteTopics(req.clone())).await
+        else {
+            panic!()
+        };
         assert_eq!(r.responses[0].error_code, 0, "DeleteTopics v{v}");
-        let ResponseKind::DeleteTopics(r) = c.call(ApiKey::DeleteTopics, v, RequestKind::DeleteTopics(req)).await else { panic!() };
+        let ResponseKind::DeleteTopics(r) =
+            c.call(ApiKey::DeleteTopics, v, RequestKind::DeleteTopics(req)).await
+        else {
+            panic!()
+        };
         assert_ne!(r.responses[0].error_code, 0, "DeleteTopics v{v} twice");
-        let req = MetadataRequest::default().with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(name(t)))]));
-        let ResponseKind::Metadata(r) = c.call(ApiKey::Metadata, 12, RequestKind::Metadata(req)).await else { panic!() };
-        assert_eq!(r.topics[0].error_code, ResponseError::UnknownTopicOrPartition.code(), "deleted by DeleteTopics v{v}");
+        let req = MetadataRequest::default()
+            .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(name(t)))]));
+        let ResponseKind::Metadata(r) =
+            c.call(ApiKey::Metadata, 12, RequestKind::Metadata(req)).await
+        else {
+            panic!()
+        };
+        assert_eq!(
+            r.topics[0].error_code,
+            ResponseError::UnknownTopicOrPartition.code(),
+            "deleted by DeleteTopics v{v}"
+        );
     }
     assert!(kelp.stop().await);
 }
 
-async fn legacy_produce(c: &mut Raw, version: i16, req: &kelp::protocol::legacy_produce::ProduceRequest) -> i64 {
+async fn legacy_produce(
+    c: &mut Raw,
+    version: i16,
+    req: &kelp::protocol::legacy_produce::ProduceRequest,
+) -> i64 {
     use bytes::{Buf, BufMut};
     let mut body = BytesMut::new();
     RequestHeader::default()

@@ -35,12 +35,19 @@ fn sidecar_file(volumes: Value) -> String {
 
 fn settings_for(kube_version: &str) -> InjectSettings {
     let native = native_sidecar(NativeSidecar::Auto, Some(kube_version)).expect("a valid version");
-    InjectSettings::from_sidecar_json(&sidecar_file(json!([])), native, "KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092").unwrap()
+    InjectSettings::from_sidecar_json(
+        &sidecar_file(json!([])),
+        native,
+        "KAFKA_BOOTSTRAP_SERVERS",
+        "127.0.0.1:9092",
+    )
+    .unwrap()
 }
 
 /// The sidecar container as the webhook adds it.
 fn kelp_container(native: bool) -> Value {
-    let mut c = serde_json::from_str::<Value>(&sidecar_file(json!([]))).unwrap()["container"].clone();
+    let mut c =
+        serde_json::from_str::<Value>(&sidecar_file(json!([]))).unwrap()["container"].clone();
     if native {
         c["restartPolicy"] = json!("Always");
     }
@@ -103,7 +110,8 @@ fn patch_of(response: &Value) -> Vec<Value> {
     assert_eq!(r["allowed"], true);
     assert_eq!(r["patchType"], "JSONPatch", "{response}");
     assert!(r.get("warnings").is_none(), "{response}");
-    let bytes = base64::engine::general_purpose::STANDARD.decode(r["patch"].as_str().unwrap()).unwrap();
+    let bytes =
+        base64::engine::general_purpose::STANDARD.decode(r["patch"].as_str().unwrap()).unwrap();
     serde_json::from_slice(&bytes).unwrap()
 }
 
@@ -255,9 +263,15 @@ fn opt_in_value_is_case_insensitive() {
 fn already_injected_pod_is_not_injected_again() {
     let settings = settings_for("v1.29.0");
     let mut by_hand_container = app_pod();
-    by_hand_container["spec"]["containers"].as_array_mut().unwrap().push(json!({ "name": "kelp", "image": "kelp:0.1.0" }));
+    by_hand_container["spec"]["containers"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({ "name": "kelp", "image": "kelp:0.1.0" }));
     let mut by_hand_native = app_pod();
-    by_hand_native["spec"]["initContainers"].as_array_mut().unwrap().push(json!({ "name": "kelp", "restartPolicy": "Always" }));
+    by_hand_native["spec"]["initContainers"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({ "name": "kelp", "restartPolicy": "Always" }));
     let mut marked = app_pod();
     marked["metadata"]["annotations"]["kelp.io/injected"] = json!("true");
     for pod in [by_hand_container, by_hand_native, marked] {
@@ -283,7 +297,10 @@ fn applying_the_patch_gives_an_injected_pod_that_a_second_review_leaves_alone() 
             assert_eq!(spec["containers"][1]["name"], "kelp");
             assert!(spec["containers"][1].get("restartPolicy").is_none());
         }
-        assert_eq!(spec["containers"][0]["env"], json!([{ "name": "LOG_LEVEL", "value": "info" }, bootstrap()]));
+        assert_eq!(
+            spec["containers"][0]["env"],
+            json!([{ "name": "LOG_LEVEL", "value": "info" }, bootstrap()])
+        );
         assert_eq!(injected["metadata"]["annotations"]["kelp.io/injected"], "true");
         let (response, outcome) = review(&admission_review(injected), &settings);
         assert_untouched(&response);
@@ -295,7 +312,13 @@ fn applying_the_patch_gives_an_injected_pod_that_a_second_review_leaves_alone() 
 fn volumes_and_a_short_grace_period_are_patched_too() {
     let volumes = json!([{ "name": "kelp-quotas", "configMap": { "name": "kelp-quotas" } }]);
     let sidecar = sidecar_file(volumes.clone());
-    let settings = InjectSettings::from_sidecar_json(&sidecar, true, "KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092").unwrap();
+    let settings = InjectSettings::from_sidecar_json(
+        &sidecar,
+        true,
+        "KAFKA_BOOTSTRAP_SERVERS",
+        "127.0.0.1:9092",
+    )
+    .unwrap();
     let kelp = {
         let mut c = serde_json::from_str::<Value>(&sidecar).unwrap()["container"].clone();
         c["restartPolicy"] = json!("Always");
@@ -335,7 +358,13 @@ fn volumes_and_a_short_grace_period_are_patched_too() {
 
 #[test]
 fn the_bootstrap_variable_name_and_value_are_configurable() {
-    let settings = InjectSettings::from_sidecar_json(&sidecar_file(json!([])), false, "SPRING_KAFKA_BOOTSTRAP_SERVERS", "localhost:19092").unwrap();
+    let settings = InjectSettings::from_sidecar_json(
+        &sidecar_file(json!([])),
+        false,
+        "SPRING_KAFKA_BOOTSTRAP_SERVERS",
+        "localhost:19092",
+    )
+    .unwrap();
     let ops = patch_of(&mutate(&admission_review(app_pod()), &settings));
     assert_eq!(
         ops[0],
@@ -348,8 +377,11 @@ fn other_requests_are_allowed_untouched() {
     let settings = settings_for("v1.29.0");
     let mut update = admission_review(app_pod());
     update["request"]["operation"] = json!("UPDATE");
-    let mut deployment = admission_review(json!({ "metadata": { "annotations": { "kelp.io/inject": "true" } }, "spec": {} }));
-    deployment["request"]["kind"] = json!({ "group": "apps", "version": "v1", "kind": "Deployment" });
+    let mut deployment = admission_review(
+        json!({ "metadata": { "annotations": { "kelp.io/inject": "true" } }, "spec": {} }),
+    );
+    deployment["request"]["kind"] =
+        json!({ "group": "apps", "version": "v1", "kind": "Deployment" });
     let mut ephemeral = admission_review(app_pod());
     ephemeral["request"]["subResource"] = json!("ephemeralcontainers");
     for r in [update, deployment, ephemeral] {
@@ -427,7 +459,11 @@ fn plain_text(line: &str) -> String {
     out
 }
 
-async fn https_request(addr: std::net::SocketAddr, ca: &CertificateDer<'static>, request: String) -> (u16, String) {
+async fn https_request(
+    addr: std::net::SocketAddr,
+    ca: &CertificateDer<'static>,
+    request: String,
+) -> (u16, String) {
     let mut roots = RootCertStore::empty();
     roots.add(ca.clone()).unwrap();
     let config = ClientConfig::builder_with_provider(kelp::webhook::tls_provider())
@@ -436,7 +472,10 @@ async fn https_request(addr: std::net::SocketAddr, ca: &CertificateDer<'static>,
         .with_root_certificates(roots)
         .with_no_client_auth();
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut tls = TlsConnector::from(Arc::new(config)).connect(ServerName::try_from("localhost").unwrap(), tcp).await.expect("the webhook's certificate verifies");
+    let mut tls = TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .expect("the webhook's certificate verifies");
     tls.write_all(request.as_bytes()).await.unwrap();
     let mut raw = Vec::new();
     tls.read_to_end(&mut raw).await.unwrap();
@@ -483,7 +522,10 @@ async fn kelp_webhook_answers_an_admission_review_over_tls() {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             let line = plain_text(&line);
             if line.contains("serving webhook") {
-                let addr = line.split_whitespace().find_map(|w| w.strip_prefix("addr=")).map(str::to_string);
+                let addr = line
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("addr="))
+                    .map(str::to_string);
                 let _ = tx.send(addr);
             }
         }
@@ -499,7 +541,12 @@ async fn kelp_webhook_answers_an_admission_review_over_tls() {
     };
 
     let ca = cert.cert.der().clone();
-    let (status, body) = https_request(addr, &ca, "GET /livez HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".into()).await;
+    let (status, body) = https_request(
+        addr,
+        &ca,
+        "GET /livez HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".into(),
+    )
+    .await;
     assert_eq!((status, body.as_str()), (200, "ok\n"));
 
     let review_body = admission_review(app_pod()).to_string();
@@ -542,5 +589,8 @@ fn a_renewed_certificate_is_picked_up_and_a_broken_one_ignored() {
     assert!(cert.reload(), "a renewal is picked up");
     std::fs::write(&key_path, "half-written").unwrap();
     assert!(!cert.reload(), "a broken pair keeps the previous certificate");
-    assert!(kelp::webhook::ReloadingCert::load(&cert_path, &key_path).is_err(), "but fails a start");
+    assert!(
+        kelp::webhook::ReloadingCert::load(&cert_path, &key_path).is_err(),
+        "but fails a start"
+    );
 }

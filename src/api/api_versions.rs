@@ -9,7 +9,12 @@ use crate::protocol::versions::SUPPORTED;
 fn table() -> Vec<ApiVersion> {
     SUPPORTED
         .iter()
-        .map(|s| ApiVersion::default().with_api_key(s.key as i16).with_min_version(s.min).with_max_version(s.max))
+        .map(|s| {
+            ApiVersion::default()
+                .with_api_key(s.key as i16)
+                .with_min_version(s.min)
+                .with_max_version(s.max)
+        })
         .collect()
 }
 

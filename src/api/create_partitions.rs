@@ -18,20 +18,37 @@ pub async fn handle(ctx: &Ctx, req: CreatePartitionsRequest) -> CreatePartitions
         let result = CreatePartitionsTopicResult::default().with_name(t.name);
         results.push(match outcome {
             Ok(()) => result,
-            Err((code, msg)) => result.with_error_code(code.code()).with_error_message(Some(StrBytes::from_string(msg))),
+            Err((code, msg)) => result
+                .with_error_code(code.code())
+                .with_error_message(Some(StrBytes::from_string(msg))),
         });
     }
     CreatePartitionsResponse::default().with_results(results)
 }
 
-async fn grow(ctx: &Ctx, name: &str, count: i32, validate_only: bool) -> Result<(), (ResponseError, String)> {
+async fn grow(
+    ctx: &Ctx,
+    name: &str,
+    count: i32,
+    validate_only: bool,
+) -> Result<(), (ResponseError, String)> {
     let current = match ctx.topics.partitions(name).await {
         Ok(Some(n)) => n as i32,
-        Ok(None) => return Err((ResponseError::UnknownTopicOrPartition, format!("topic '{name}' does not exist"))),
+        Ok(None) => {
+            return Err((
+                ResponseError::UnknownTopicOrPartition,
+                format!("topic '{name}' does not exist"),
+            ));
+        }
         Err(e) => return Err((e.code(ApiKind::Data), "SeaweedFS did not answer; retry".into())),
     };
     if count <= current || count > MAX_PARTITIONS {
-        return Err((ResponseError::InvalidPartitions, format!("topic has {current} partitions; the new count must be larger and at most {MAX_PARTITIONS}")));
+        return Err((
+            ResponseError::InvalidPartitions,
+            format!(
+                "topic has {current} partitions; the new count must be larger and at most {MAX_PARTITIONS}"
+            ),
+        ));
     }
     if validate_only {
         return Ok(());

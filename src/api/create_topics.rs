@@ -17,13 +17,23 @@ pub async fn handle(ctx: &Ctx, _version: i16, req: CreateTopicsRequest) -> Creat
     let mut results = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let name = t.name.0.to_string();
-        let partitions = if t.num_partitions == -1 { ctx.config.default_partitions } else { t.num_partitions };
+        let partitions =
+            if t.num_partitions == -1 { ctx.config.default_partitions } else { t.num_partitions };
         let outcome = if !is_valid_name(&name) {
-            Err((ResponseError::InvalidTopicException, "topic names are 1-249 characters of [a-zA-Z0-9._-]".to_string()))
+            Err((
+                ResponseError::InvalidTopicException,
+                "topic names are 1-249 characters of [a-zA-Z0-9._-]".to_string(),
+            ))
         } else if !(1..=MAX_PARTITIONS).contains(&partitions) {
-            Err((ResponseError::InvalidPartitions, format!("partitions must be between 1 and {MAX_PARTITIONS}")))
+            Err((
+                ResponseError::InvalidPartitions,
+                format!("partitions must be between 1 and {MAX_PARTITIONS}"),
+            ))
         } else if !t.assignments.is_empty() {
-            Err((ResponseError::InvalidReplicaAssignment, "SeaweedFS places partitions itself".to_string()))
+            Err((
+                ResponseError::InvalidReplicaAssignment,
+                "SeaweedFS places partitions itself".to_string(),
+            ))
         } else {
             create(ctx, &name, partitions as u32, req.validate_only).await
         };
@@ -31,7 +41,11 @@ pub async fn handle(ctx: &Ctx, _version: i16, req: CreateTopicsRequest) -> Creat
             .with_name(t.name)
             .with_topic_id(ctx.topics.id(&name))
             .with_num_partitions(partitions)
-            .with_replication_factor(if t.replication_factor == -1 { 1 } else { t.replication_factor });
+            .with_replication_factor(if t.replication_factor == -1 {
+                1
+            } else {
+                t.replication_factor
+            });
         results.push(match outcome {
             Ok(()) => result,
             Err((code, msg)) => result
@@ -44,7 +58,12 @@ pub async fn handle(ctx: &Ctx, _version: i16, req: CreateTopicsRequest) -> Creat
     CreateTopicsResponse::default().with_topics(results)
 }
 
-async fn create(ctx: &Ctx, name: &str, partitions: u32, validate_only: bool) -> Result<(), (ResponseError, String)> {
+async fn create(
+    ctx: &Ctx,
+    name: &str,
+    partitions: u32,
+    validate_only: bool,
+) -> Result<(), (ResponseError, String)> {
     let exists = ctx.topics.partitions(name).await.map_err(upstream)?;
     if exists.is_some() {
         return Err((ResponseError::TopicAlreadyExists, format!("topic '{name}' already exists")));

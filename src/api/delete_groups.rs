@@ -10,7 +10,11 @@ pub async fn handle(ctx: &Ctx, req: DeleteGroupsRequest) -> DeleteGroupsResponse
     let mut results = Vec::with_capacity(req.groups_names.len());
     for group_id in req.groups_names {
         let r = ctx.groups.delete(&group_id.0).await;
-        results.push(DeletableGroupResult::default().with_group_id(group_id).with_error_code(r.err().map_or(0, |e| e.code())));
+        results.push(
+            DeletableGroupResult::default()
+                .with_group_id(group_id)
+                .with_error_code(r.err().map_or(0, |e| e.code())),
+        );
     }
     DeleteGroupsResponse::default().with_results(results)
 }

@@ -1,7 +1,9 @@
 //! DescribeConfigs: the (read-only) settings kelp applies to topics and to itself as a broker.
 
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult};
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
+};
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 use kafka_protocol::protocol::StrBytes;
 
@@ -37,25 +39,49 @@ fn topic_configs(ctx: &Ctx) -> Vec<Entry> {
 
 fn broker_configs(ctx: &Ctx) -> Vec<Entry> {
     vec![
-        ("auto.create.topics.enable", ctx.config.auto_create_topics.to_string(), TYPE_BOOLEAN, SOURCE_STATIC),
+        (
+            "auto.create.topics.enable",
+            ctx.config.auto_create_topics.to_string(),
+            TYPE_BOOLEAN,
+            SOURCE_STATIC,
+        ),
         ("message.max.bytes", ctx.config.max_message_bytes.to_string(), TYPE_INT, SOURCE_STATIC),
         ("num.partitions", ctx.config.default_partitions.to_string(), TYPE_INT, SOURCE_STATIC),
-        ("socket.request.max.bytes", ctx.config.max_frame_bytes.to_string(), TYPE_INT, SOURCE_STATIC),
-        ("connections.max.idle.ms", ctx.config.idle_timeout_ms.to_string(), TYPE_LONG, SOURCE_STATIC),
+        (
+            "socket.request.max.bytes",
+            ctx.config.max_frame_bytes.to_string(),
+            TYPE_INT,
+            SOURCE_STATIC,
+        ),
+        (
+            "connections.max.idle.ms",
+            ctx.config.idle_timeout_ms.to_string(),
+            TYPE_LONG,
+            SOURCE_STATIC,
+        ),
     ]
 }
 
-pub async fn handle(ctx: &Ctx, _version: i16, req: DescribeConfigsRequest) -> DescribeConfigsResponse {
+pub async fn handle(
+    ctx: &Ctx,
+    _version: i16,
+    req: DescribeConfigsRequest,
+) -> DescribeConfigsResponse {
     let mut results = Vec::with_capacity(req.resources.len());
     for r in req.resources {
-        let result = DescribeConfigsResult::default().with_resource_type(r.resource_type).with_resource_name(r.resource_name.clone());
+        let result = DescribeConfigsResult::default()
+            .with_resource_type(r.resource_type)
+            .with_resource_name(r.resource_name.clone());
         let entries = match r.resource_type {
             RESOURCE_TOPIC => match ctx.topics.partitions(&r.resource_name).await {
                 Ok(Some(_)) => Ok(topic_configs(ctx)),
                 Ok(None) => Err(ResponseError::UnknownTopicOrPartition),
                 Err(e) => Err(e.code(ApiKind::Data)),
             },
-            RESOURCE_BROKER if r.resource_name.is_empty() || r.resource_name.as_str() == ctx.config.node_id.to_string() => {
+            RESOURCE_BROKER
+                if r.resource_name.is_empty()
+                    || r.resource_name.as_str() == ctx.config.node_id.to_string() =>
+            {
                 Ok(broker_configs(ctx))
             }
             RESOURCE_BROKER => Err(ResponseError::InvalidRequest),
@@ -66,7 +92,11 @@ pub async fn handle(ctx: &Ctx, _version: i16, req: DescribeConfigsRequest) -> De
             Ok(entries) => {
                 let configs = entries
                     .into_iter()
-                    .filter(|(name, ..)| r.configuration_keys.as_ref().is_none_or(|keys| keys.is_empty() || keys.iter().any(|k| k.as_str() == *name)))
+                    .filter(|(name, ..)| {
+                        r.configuration_keys.as_ref().is_none_or(|keys| {
+                            keys.is_empty() || keys.iter().any(|k| k.as_str() == *name)
+                        })
+                    })
                     .map(|(name, value, ty, source)| {
                         DescribeConfigsResourceResult::default()
                             .with_name(StrBytes::from_static_str(name))

@@ -16,7 +16,9 @@ pub async fn handle(ctx: &Ctx, version: i16, req: DescribeGroupsRequest) -> Desc
     let s = StrBytes::from_string;
     let mut groups = Vec::with_capacity(req.groups.len());
     for group_id in req.groups {
-        let base = DescribedGroup::default().with_group_id(group_id.clone()).with_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
+        let base = DescribedGroup::default()
+            .with_group_id(group_id.clone())
+            .with_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
         let described = match ctx.groups.describe(&group_id.0).await {
             Ok(Some(d)) => {
                 let members = d
@@ -25,7 +27,11 @@ pub async fn handle(ctx: &Ctx, version: i16, req: DescribeGroupsRequest) -> Desc
                     .map(|m| {
                         DescribedGroupMember::default()
                             .with_member_id(s(m.member_id))
-                            .with_group_instance_id(if version >= 4 { m.group_instance_id.map(s) } else { None })
+                            .with_group_instance_id(if version >= 4 {
+                                m.group_instance_id.map(s)
+                            } else {
+                                None
+                            })
                             .with_client_id(s(m.client_id))
                             .with_client_host(s(m.client_host))
                             .with_member_metadata(m.metadata)
@@ -38,7 +44,8 @@ pub async fn handle(ctx: &Ctx, version: i16, req: DescribeGroupsRequest) -> Desc
                     .with_members(members)
             }
             Ok(None) => {
-                let dead = base.with_group_state(StrBytes::from_static_str(GroupState::Dead.name()));
+                let dead =
+                    base.with_group_state(StrBytes::from_static_str(GroupState::Dead.name()));
                 if version >= 6 {
                     dead.with_error_code(ResponseError::GroupIdNotFound.code())
                         .with_error_message(Some(s(format!("Group {} not found.", &*group_id.0))))

@@ -59,13 +59,19 @@ pub async fn handle(ctx: &Ctx, version: i16, req: FetchRequest) -> FetchResponse
         let mut idx = Vec::new();
         for p in t.partitions {
             idx.push(wants.len());
-            wants.push(Want { topic: topic.clone(), partition: p.partition, offset: p.fetch_offset, max_bytes: p.partition_max_bytes });
+            wants.push(Want {
+                topic: topic.clone(),
+                partition: p.partition,
+                offset: p.fetch_offset,
+                max_bytes: p.partition_max_bytes,
+            });
         }
         topics.push((t.topic, t.topic_id, idx));
     }
 
     let mut got: Vec<Got> = join_all(wants.iter().map(|w| read(ctx, w, Duration::ZERO))).await;
-    let enough = |got: &[Got]| got.iter().map(|g| g.bytes).sum::<usize>() >= req.min_bytes.max(1) as usize;
+    let enough =
+        |got: &[Got]| got.iter().map(|g| g.bytes).sum::<usize>() >= req.min_bytes.max(1) as usize;
     let any_error = |got: &[Got]| got.iter().any(|g| g.code.is_some());
     if !enough(&got) && !any_error(&got) && !max_wait.is_zero() {
         let remaining = max_wait.saturating_sub(started.elapsed());
@@ -107,9 +113,17 @@ pub async fn handle(ctx: &Ctx, version: i16, req: FetchRequest) -> FetchResponse
         .map(|(name, id, idx)| {
             let partitions = idx
                 .into_iter()
-                .map(|i| partition_data(wants[i].partition, got[i].take().expect("each partition answered once")))
+                .map(|i| {
+                    partition_data(
+                        wants[i].partition,
+                        got[i].take().expect("each partition answered once"),
+                    )
+                })
                 .collect();
-            FetchableTopicResponse::default().with_topic(name).with_topic_id(id).with_partitions(partitions)
+            FetchableTopicResponse::default()
+                .with_topic(name)
+                .with_topic_id(id)
+                .with_partitions(partitions)
         })
         .collect();
     FetchResponse::default().with_responses(responses)
@@ -133,7 +147,8 @@ fn partition_data(partition: i32, g: Got) -> PartitionData {
 }
 
 fn record_size(r: &Record) -> usize {
-    let h: usize = r.headers.iter().map(|(k, v)| k.len() + v.as_ref().map_or(0, |v| v.len()) + 4).sum();
+    let h: usize =
+        r.headers.iter().map(|(k, v)| k.len() + v.as_ref().map_or(0, |v| v.len()) + 4).sum();
     r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len()) + h + 16
 }
 
@@ -151,7 +166,13 @@ async fn read(ctx: &Ctx, w: &Want, wait: Duration) -> Got {
     match fetched {
         Ok(Fetched { messages, high_water_mark, log_start_offset }) => {
             if w.offset > high_water_mark || w.offset < log_start_offset {
-                return Got { code: Some(ResponseError::OffsetOutOfRange), high_watermark: high_water_mark, log_start: log_start_offset, records: Vec::new(), bytes: 0 };
+                return Got {
+                    code: Some(ResponseError::OffsetOutOfRange),
+                    high_watermark: high_water_mark,
+                    log_start: log_start_offset,
+                    records: Vec::new(),
+                    bytes: 0,
+                };
             }
             let records: Vec<(i64, Record)> = messages
                 .iter()
@@ -159,7 +180,13 @@ async fn read(ctx: &Ctx, w: &Want, wait: Duration) -> Got {
                 .map(|(o, m)| (*o, envelope::from_message(m)))
                 .collect();
             let bytes = records.iter().map(|(_, r)| record_size(r)).sum();
-            Got { code: None, high_watermark: high_water_mark, log_start: log_start_offset, records, bytes }
+            Got {
+                code: None,
+                high_watermark: high_water_mark,
+                log_start: log_start_offset,
+                records,
+                bytes,
+            }
         }
         Err(e) => {
             tracing::debug!(error = %e, "fetch failed");

@@ -17,11 +17,16 @@ pub const KEY_TYPE_GROUP: i8 = 0;
 
 pub fn handle(ctx: &Ctx, version: i16, req: FindCoordinatorRequest) -> FindCoordinatorResponse {
     if version >= 4 {
-        let coordinators = req.coordinator_keys.into_iter().map(|key| answer(ctx, req.key_type, key)).collect();
+        let coordinators =
+            req.coordinator_keys.into_iter().map(|key| answer(ctx, req.key_type, key)).collect();
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
     let c = answer(ctx, req.key_type, req.key);
-    let mut resp = FindCoordinatorResponse::default().with_error_code(c.error_code).with_node_id(c.node_id).with_host(c.host).with_port(c.port);
+    let mut resp = FindCoordinatorResponse::default()
+        .with_error_code(c.error_code)
+        .with_node_id(c.node_id)
+        .with_host(c.host)
+        .with_port(c.port);
     if version >= 1 {
         resp = resp.with_error_message(c.error_message);
     }
@@ -35,9 +40,13 @@ fn answer(ctx: &Ctx, key_type: i8, key: StrBytes) -> Coordinator {
         // retriable code, as a cluster without a transaction coordinator would answer).
         return c
             .with_error_code(ResponseError::CoordinatorNotAvailable.code())
-            .with_error_message(Some(StrBytes::from_static_str("kelp coordinates consumer groups only")))
+            .with_error_message(Some(StrBytes::from_static_str(
+                "kelp coordinates consumer groups only",
+            )))
             .with_node_id(BrokerId(-1))
             .with_port(-1);
     }
-    c.with_node_id(BrokerId(ctx.config.node_id)).with_host(ctx.host()).with_port(ctx.advertised_port)
+    c.with_node_id(BrokerId(ctx.config.node_id))
+        .with_host(ctx.host())
+        .with_port(ctx.advertised_port)
 }

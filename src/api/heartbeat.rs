@@ -11,7 +11,9 @@ pub async fn handle(ctx: &Ctx, req: HeartbeatRequest) -> HeartbeatResponse {
         Err(ResponseError::InvalidGroupId)
     } else {
         let instance = req.group_instance_id.as_ref().map(|s| s.to_string());
-        ctx.groups.heartbeat(&group_id, &req.member_id, instance.as_deref(), req.generation_id).await
+        ctx.groups
+            .heartbeat(&group_id, &req.member_id, instance.as_deref(), req.generation_id)
+            .await
     };
     HeartbeatResponse::default().with_error_code(r.err().map_or(0, |e| e.code()))
 }

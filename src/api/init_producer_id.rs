@@ -15,10 +15,11 @@ pub fn handle(_ctx: &Ctx, req: InitProducerIdRequest) -> InitProducerIdResponse 
             .with_producer_epoch(-1);
     }
     // A producer re-initialising with its id (KIP-360) gets the next epoch of the same id.
-    let (id, epoch) = if req.producer_id.0 >= 0 && req.producer_epoch >= 0 && req.producer_epoch < i16::MAX {
-        (req.producer_id.0, req.producer_epoch + 1)
-    } else {
-        (new_producer_id(), 0)
-    };
+    let (id, epoch) =
+        if req.producer_id.0 >= 0 && req.producer_epoch >= 0 && req.producer_epoch < i16::MAX {
+            (req.producer_id.0, req.producer_epoch + 1)
+        } else {
+            (new_producer_id(), 0)
+        };
     InitProducerIdResponse::default().with_producer_id(ProducerId(id)).with_producer_epoch(epoch)
 }

@@ -11,7 +11,12 @@ use kafka_protocol::protocol::StrBytes;
 use super::Ctx;
 use crate::group::{JoinReply, JoinRequest, Protocol};
 
-pub async fn handle(ctx: &Ctx, header: &RequestHeader, version: i16, req: JoinGroupRequest) -> JoinGroupResponse {
+pub async fn handle(
+    ctx: &Ctx,
+    header: &RequestHeader,
+    version: i16,
+    req: JoinGroupRequest,
+) -> JoinGroupResponse {
     let member_id = req.member_id.to_string();
     let group_id = req.group_id.0.to_string();
     if group_id.is_empty() {
@@ -19,11 +24,21 @@ pub async fn handle(ctx: &Ctx, header: &RequestHeader, version: i16, req: JoinGr
     }
     let settings = ctx.groups.settings();
     let session = Duration::from_millis(req.session_timeout_ms.max(0) as u64);
-    if req.session_timeout_ms < 0 || session < settings.min_session_timeout || session > settings.max_session_timeout {
-        return response(version, JoinReply::error(&member_id, ResponseError::InvalidSessionTimeout));
+    if req.session_timeout_ms < 0
+        || session < settings.min_session_timeout
+        || session > settings.max_session_timeout
+    {
+        return response(
+            version,
+            JoinReply::error(&member_id, ResponseError::InvalidSessionTimeout),
+        );
     }
     // v0 has no rebalance timeout; the session timeout served for both.
-    let rebalance = if version == 0 || req.rebalance_timeout_ms < 0 { session } else { Duration::from_millis(req.rebalance_timeout_ms as u64) };
+    let rebalance = if version == 0 || req.rebalance_timeout_ms < 0 {
+        session
+    } else {
+        Duration::from_millis(req.rebalance_timeout_ms as u64)
+    };
     let join = JoinRequest {
         member_id,
         group_instance_id: req.group_instance_id.map(|s| s.to_string()),
@@ -32,7 +47,11 @@ pub async fn handle(ctx: &Ctx, header: &RequestHeader, version: i16, req: JoinGr
         session_timeout: session,
         rebalance_timeout: rebalance,
         protocol_type: req.protocol_type.to_string(),
-        protocols: req.protocols.into_iter().map(|p| Protocol { name: p.name.to_string(), metadata: p.metadata }).collect(),
+        protocols: req
+            .protocols
+            .into_iter()
+            .map(|p| Protocol { name: p.name.to_string(), metadata: p.metadata })
+            .collect(),
         // KIP-394: from v4 a first join gets MEMBER_ID_REQUIRED and an id to come back with.
         require_known_member_id: version >= 4,
         supports_skip_assignment: version >= 9,
@@ -69,7 +88,11 @@ fn response(version: i16, r: JoinReply) -> JoinGroupResponse {
                 .map(|m| {
                     JoinGroupResponseMember::default()
                         .with_member_id(s(m.member_id))
-                        .with_group_instance_id(if version >= 5 { m.group_instance_id.map(s) } else { None })
+                        .with_group_instance_id(if version >= 5 {
+                            m.group_instance_id.map(s)
+                        } else {
+                            None
+                        })
                         .with_metadata(m.metadata)
                 })
                 .collect(),

@@ -10,17 +10,25 @@ use super::Ctx;
 pub async fn handle(ctx: &Ctx, version: i16, req: LeaveGroupRequest) -> LeaveGroupResponse {
     let group_id = req.group_id.0.to_string();
     let leaving: Vec<(String, Option<String>)> = if version >= 3 {
-        req.members.iter().map(|m| (m.member_id.to_string(), m.group_instance_id.as_ref().map(|s| s.to_string()))).collect()
+        req.members
+            .iter()
+            .map(|m| (m.member_id.to_string(), m.group_instance_id.as_ref().map(|s| s.to_string())))
+            .collect()
     } else {
         vec![(req.member_id.to_string(), None)]
     };
-    let result = if group_id.is_empty() { Err(ResponseError::InvalidGroupId) } else { ctx.groups.leave(&group_id, &leaving).await };
+    let result = if group_id.is_empty() {
+        Err(ResponseError::InvalidGroupId)
+    } else {
+        ctx.groups.leave(&group_id, &leaving).await
+    };
     let results = match result {
         Err(code) => return LeaveGroupResponse::default().with_error_code(code.code()),
         Ok(r) => r,
     };
     if version < 3 {
-        return LeaveGroupResponse::default().with_error_code(results.first().and_then(|r| r.err()).map_or(0, |e| e.code()));
+        return LeaveGroupResponse::default()
+            .with_error_code(results.first().and_then(|r| r.err()).map_or(0, |e| e.code()));
     }
     let members = req
         .members

@@ -21,13 +21,17 @@ pub async fn handle(ctx: &Ctx, version: i16, req: ListGroupsRequest) -> ListGrou
         }
     };
     // Unknown state names match nothing, as in Kafka.
-    let states: Vec<Option<GroupState>> = req.states_filter.iter().map(|s| GroupState::parse(s)).collect();
-    let type_ok = req.types_filter.is_empty() || req.types_filter.iter().any(|t| t.eq_ignore_ascii_case(GROUP_TYPE));
+    let states: Vec<Option<GroupState>> =
+        req.states_filter.iter().map(|s| GroupState::parse(s)).collect();
+    let type_ok = req.types_filter.is_empty()
+        || req.types_filter.iter().any(|t| t.eq_ignore_ascii_case(GROUP_TYPE));
     let listed = groups
         .into_iter()
         .filter(|(_, state, _)| type_ok && (states.is_empty() || states.contains(&Some(*state))))
         .map(|(id, state, protocol_type)| {
-            let mut g = ListedGroup::default().with_group_id(GroupId(StrBytes::from_string(id))).with_protocol_type(StrBytes::from_string(protocol_type));
+            let mut g = ListedGroup::default()
+                .with_group_id(GroupId(StrBytes::from_string(id)))
+                .with_protocol_type(StrBytes::from_string(protocol_type));
             if version >= 4 {
                 g = g.with_group_state(StrBytes::from_static_str(state.name()));
             }

@@ -6,7 +6,9 @@
 //! partition; Kafka makes the same assumption through its time index.
 
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 use super::Ctx;
@@ -26,20 +28,28 @@ pub async fn handle(ctx: &Ctx, _version: i16, req: ListOffsetsRequest) -> ListOf
         let name = t.name.0.to_string();
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
-            let resp = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
+            let resp =
+                ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
             let resp = match lookup(ctx, &name, p.partition_index, p.timestamp).await {
                 Ok((timestamp, offset)) => resp.with_timestamp(timestamp).with_offset(offset),
                 Err(code) => resp.with_error_code(code.code()).with_timestamp(-1).with_offset(-1),
             };
             partitions.push(resp);
         }
-        topics.push(ListOffsetsTopicResponse::default().with_name(t.name).with_partitions(partitions));
+        topics.push(
+            ListOffsetsTopicResponse::default().with_name(t.name).with_partitions(partitions),
+        );
     }
     ListOffsetsResponse::default().with_topics(topics)
 }
 
 /// (timestamp, offset) for one partition.
-async fn lookup(ctx: &Ctx, topic: &str, partition: i32, timestamp: i64) -> Result<(i64, i64), ResponseError> {
+async fn lookup(
+    ctx: &Ctx,
+    topic: &str,
+    partition: i32,
+    timestamp: i64,
+) -> Result<(i64, i64), ResponseError> {
     match ctx.topics.partitions(topic).await {
         Ok(Some(n)) if partition >= 0 && (partition as u32) < n => {}
         Ok(_) => return Err(ResponseError::UnknownTopicOrPartition),
@@ -79,7 +89,15 @@ async fn lookup(ctx: &Ctx, topic: &str, partition: i32, timestamp: i64) -> Resul
 }
 
 /// The timestamp of the record at `offset`, `None` if there is none there.
-async fn timestamp_at(ctx: &Ctx, topic: &str, partition: u32, offset: i64) -> Result<Option<i64>, Error> {
+async fn timestamp_at(
+    ctx: &Ctx,
+    topic: &str,
+    partition: u32,
+    offset: i64,
+) -> Result<Option<i64>, Error> {
     let f = ctx.seaweed.fetch(topic, partition, offset, 1, std::time::Duration::ZERO, 1).await?;
-    Ok(f.messages.iter().find(|(o, _)| *o >= offset).map(|(_, m)| envelope::from_message(m).timestamp_ms))
+    Ok(f.messages
+        .iter()
+        .find(|(o, _)| *o >= offset)
+        .map(|(_, m)| envelope::from_message(m).timestamp_ms))
 }

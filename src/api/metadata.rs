@@ -1,7 +1,9 @@
 //! Metadata: kelp is the only broker and leads every partition; topics come from SeaweedFS.
 
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
@@ -16,10 +18,13 @@ pub async fn handle(ctx: &Ctx, version: i16, req: MetadataRequest) -> MetadataRe
     let wanted: Option<Vec<(Option<String>, Uuid)>> = match req.topics {
         None => None,
         Some(t) if t.is_empty() && version == 0 => None,
-        Some(t) => Some(t.into_iter().map(|t| (t.name.map(|n| n.0.to_string()), t.topic_id)).collect()),
+        Some(t) => {
+            Some(t.into_iter().map(|t| (t.name.map(|n| n.0.to_string()), t.topic_id)).collect())
+        }
     };
     // Before v4 a Metadata request always allowed auto-creation.
-    let allow_create = ctx.config.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
+    let allow_create =
+        ctx.config.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
     let default = ctx.config.default_partitions as u32;
 
     let mut topics = Vec::new();
@@ -49,7 +54,11 @@ pub async fn handle(ctx: &Ctx, version: i16, req: MetadataRequest) -> MetadataRe
                     },
                 };
                 if !is_valid_name(&name) {
-                    topics.push(error_topic(Some(&name), Uuid::nil(), ResponseError::InvalidTopicException));
+                    topics.push(error_topic(
+                        Some(&name),
+                        Uuid::nil(),
+                        ResponseError::InvalidTopicException,
+                    ));
                     continue;
                 }
                 let r = match ctx.topics.ensure(&name, allow_create, default).await {
@@ -69,7 +78,12 @@ pub async fn handle(ctx: &Ctx, version: i16, req: MetadataRequest) -> MetadataRe
 
 fn base(ctx: &Ctx, me: BrokerId) -> MetadataResponse {
     MetadataResponse::default()
-        .with_brokers(vec![MetadataResponseBroker::default().with_node_id(me).with_host(ctx.host()).with_port(ctx.advertised_port)])
+        .with_brokers(vec![
+            MetadataResponseBroker::default()
+                .with_node_id(me)
+                .with_host(ctx.host())
+                .with_port(ctx.advertised_port),
+        ])
         .with_cluster_id(Some(StrBytes::from_string(ctx.cluster_id.clone())))
         .with_controller_id(me)
         .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
@@ -83,7 +97,12 @@ fn error_topic(name: Option<&str>, id: Uuid, code: ResponseError) -> MetadataRes
         .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
 }
 
-fn topic(ctx: &Ctx, me: BrokerId, name: &str, partitions: Result<u32, ResponseError>) -> MetadataResponseTopic {
+fn topic(
+    ctx: &Ctx,
+    me: BrokerId,
+    name: &str,
+    partitions: Result<u32, ResponseError>,
+) -> MetadataResponseTopic {
     let n = match partitions {
         Ok(n) => n,
         Err(code) => return error_topic(Some(name), Uuid::nil(), code),

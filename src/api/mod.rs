@@ -9,10 +9,10 @@ pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
 pub mod delete_topics;
-pub mod describe_groups;
-pub mod describe_cluster;
 pub mod describe_client_quotas;
+pub mod describe_cluster;
 pub mod describe_configs;
+pub mod describe_groups;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
@@ -85,12 +85,18 @@ pub struct Answer {
 /// Answer one request of an application's connection: the session supplies the SASL state
 /// and the client's quotas, and keeps what the request cost over quota (`Session::hold`).
 /// `request_bytes` is the size of the request frame (what a produce quota meters).
-pub async fn dispatch_client(ctx: &Ctx, session: &mut Session, mut request: Request, request_bytes: usize) -> Answer {
+pub async fn dispatch_client(
+    ctx: &Ctx,
+    session: &mut Session,
+    mut request: Request,
+    request_bytes: usize,
+) -> Answer {
     let (key, version) = (request.api_key, request.version);
     let (conn, user) = session.quota_and_user();
     let governing = ctx.quotas.prepare(conn, user, &mut request);
     let reply = dispatch_from(ctx, request, Origin::Client, session).await;
-    let (reply, hold_before_reply) = ctx.quotas.settle(&mut session.quota, &governing, key, version, request_bytes, reply);
+    let (reply, hold_before_reply) =
+        ctx.quotas.settle(&mut session.quota, &governing, key, version, request_bytes, reply);
     Answer { reply, hold_before_reply }
 }
 
@@ -108,7 +114,12 @@ enum Origin {
     Peer,
 }
 
-async fn dispatch_from(ctx: &Ctx, request: Request, origin: Origin, session: &mut Session) -> Option<Reply> {
+async fn dispatch_from(
+    ctx: &Ctx,
+    request: Request,
+    origin: Origin,
+    session: &mut Session,
+) -> Option<Reply> {
     let started = std::time::Instant::now();
     let api = api_name(request.api_key);
     let reply = route(ctx, request, origin, session).await;
@@ -118,28 +129,40 @@ async fn dispatch_from(ctx: &Ctx, request: Request, origin: Origin, session: &mu
 
 /// The API's name as a metrics label: one of the advertised APIs (a closed set).
 fn api_name(key: ApiKey) -> &'static str {
-    static NAMES: std::sync::LazyLock<Vec<(ApiKey, &'static str)>> = std::sync::LazyLock::new(|| {
-        crate::protocol::versions::SUPPORTED
-            .iter()
-            .map(|s| (s.key, &*Box::leak(format!("{:?}", s.key).into_boxed_str())))
-            .collect()
-    });
+    static NAMES: std::sync::LazyLock<Vec<(ApiKey, &'static str)>> =
+        std::sync::LazyLock::new(|| {
+            crate::protocol::versions::SUPPORTED
+                .iter()
+                .map(|s| (s.key, &*Box::leak(format!("{:?}", s.key).into_boxed_str())))
+                .collect()
+        });
     NAMES.iter().find(|(k, _)| *k == key).map_or("other", |(_, n)| *n)
 }
 
-async fn route(ctx: &Ctx, request: Request, origin: Origin, session: &mut Session) -> Option<Reply> {
+async fn route(
+    ctx: &Ctx,
+    request: Request,
+    origin: Origin,
+    session: &mut Session,
+) -> Option<Reply> {
     let version = request.version;
     let kind = match request.body {
-        Body::ApiVersionsTooNew => return Some(ResponseKind::ApiVersions(api_versions::too_new()).into()),
-        Body::LegacyProduce(req) => return produce::handle_legacy(ctx, version, req).await.map(Reply::LegacyProduce),
+        Body::ApiVersionsTooNew => {
+            return Some(ResponseKind::ApiVersions(api_versions::too_new()).into());
+        }
+        Body::LegacyProduce(req) => {
+            return produce::handle_legacy(ctx, version, req).await.map(Reply::LegacyProduce);
+        }
         Body::Kind(kind) => kind,
     };
     // A group request whose group another kelp owns is answered by that kelp.
     let kind = match origin {
-        Origin::Client => match crate::peer::forward::route(ctx, &request.header, version, kind).await {
-            Ok(response) => return Some(response.into()),
-            Err(kind) => kind,
-        },
+        Origin::Client => {
+            match crate::peer::forward::route(ctx, &request.header, version, kind).await {
+                Ok(response) => return Some(response.into()),
+                Err(kind) => kind,
+            }
+        }
         Origin::Peer => kind,
     };
     let response = match kind {
@@ -147,28 +170,68 @@ async fn route(ctx: &Ctx, request: Request, origin: Origin, session: &mut Sessio
         RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(ctx, version, r).await),
         RequestKind::Produce(r) => ResponseKind::Produce(produce::handle(ctx, version, r).await?),
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(ctx, version, r).await),
-        RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(list_offsets::handle(ctx, version, r).await),
-        RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(create_topics::handle(ctx, version, r).await),
-        RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(delete_topics::handle(ctx, version, r).await),
-        RequestKind::CreatePartitions(r) => ResponseKind::CreatePartitions(create_partitions::handle(ctx, r).await),
-        RequestKind::DescribeConfigs(r) => ResponseKind::DescribeConfigs(describe_configs::handle(ctx, version, r).await),
-        RequestKind::DescribeCluster(r) => ResponseKind::DescribeCluster(describe_cluster::handle(ctx, r)),
-        RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(init_producer_id::handle(ctx, r)),
-        RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(find_coordinator::handle(ctx, version, r)),
-        RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(join_group::handle(ctx, &request.header, version, r).await),
+        RequestKind::ListOffsets(r) => {
+            ResponseKind::ListOffsets(list_offsets::handle(ctx, version, r).await)
+        }
+        RequestKind::CreateTopics(r) => {
+            ResponseKind::CreateTopics(create_topics::handle(ctx, version, r).await)
+        }
+        RequestKind::DeleteTopics(r) => {
+            ResponseKind::DeleteTopics(delete_topics::handle(ctx, version, r).await)
+        }
+        RequestKind::CreatePartitions(r) => {
+            ResponseKind::CreatePartitions(create_partitions::handle(ctx, r).await)
+        }
+        RequestKind::DescribeConfigs(r) => {
+            ResponseKind::DescribeConfigs(describe_configs::handle(ctx, version, r).await)
+        }
+        RequestKind::DescribeCluster(r) => {
+            ResponseKind::DescribeCluster(describe_cluster::handle(ctx, r))
+        }
+        RequestKind::InitProducerId(r) => {
+            ResponseKind::InitProducerId(init_producer_id::handle(ctx, r))
+        }
+        RequestKind::FindCoordinator(r) => {
+            ResponseKind::FindCoordinator(find_coordinator::handle(ctx, version, r))
+        }
+        RequestKind::JoinGroup(r) => {
+            ResponseKind::JoinGroup(join_group::handle(ctx, &request.header, version, r).await)
+        }
         RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(sync_group::handle(ctx, r).await),
         RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(heartbeat::handle(ctx, r).await),
-        RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(leave_group::handle(ctx, version, r).await),
-        RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(offset_commit::handle(ctx, version, r).await),
-        RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(offset_fetch::handle(ctx, version, r).await),
-        RequestKind::DescribeGroups(r) => ResponseKind::DescribeGroups(describe_groups::handle(ctx, version, r).await),
-        RequestKind::ListGroups(r) => ResponseKind::ListGroups(list_groups::handle(ctx, version, r).await),
-        RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(delete_groups::handle(ctx, r).await),
-        RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(offset_delete::handle(ctx, r).await),
-        RequestKind::SaslHandshake(r) => ResponseKind::SaslHandshake(sasl_handshake::handle(ctx, session, version, r)),
-        RequestKind::SaslAuthenticate(r) => ResponseKind::SaslAuthenticate(sasl_authenticate::handle(ctx, session, r)),
-        RequestKind::DescribeClientQuotas(r) => ResponseKind::DescribeClientQuotas(describe_client_quotas::handle(ctx, r)),
-        RequestKind::AlterClientQuotas(r) => ResponseKind::AlterClientQuotas(alter_client_quotas::handle(ctx, r).await),
+        RequestKind::LeaveGroup(r) => {
+            ResponseKind::LeaveGroup(leave_group::handle(ctx, version, r).await)
+        }
+        RequestKind::OffsetCommit(r) => {
+            ResponseKind::OffsetCommit(offset_commit::handle(ctx, version, r).await)
+        }
+        RequestKind::OffsetFetch(r) => {
+            ResponseKind::OffsetFetch(offset_fetch::handle(ctx, version, r).await)
+        }
+        RequestKind::DescribeGroups(r) => {
+            ResponseKind::DescribeGroups(describe_groups::handle(ctx, version, r).await)
+        }
+        RequestKind::ListGroups(r) => {
+            ResponseKind::ListGroups(list_groups::handle(ctx, version, r).await)
+        }
+        RequestKind::DeleteGroups(r) => {
+            ResponseKind::DeleteGroups(delete_groups::handle(ctx, r).await)
+        }
+        RequestKind::OffsetDelete(r) => {
+            ResponseKind::OffsetDelete(offset_delete::handle(ctx, r).await)
+        }
+        RequestKind::SaslHandshake(r) => {
+            ResponseKind::SaslHandshake(sasl_handshake::handle(ctx, session, version, r))
+        }
+        RequestKind::SaslAuthenticate(r) => {
+            ResponseKind::SaslAuthenticate(sasl_authenticate::handle(ctx, session, r))
+        }
+        RequestKind::DescribeClientQuotas(r) => {
+            ResponseKind::DescribeClientQuotas(describe_client_quotas::handle(ctx, r))
+        }
+        RequestKind::AlterClientQuotas(r) => {
+            ResponseKind::AlterClientQuotas(alter_client_quotas::handle(ctx, r).await)
+        }
         _ => {
             // decode_request only lets through APIs listed in protocol::versions, and every
             // row there has an arm above (checked by a test); reaching this is a kelp bug.

@@ -6,7 +6,9 @@
 //! at v9 (clients negotiate down).
 
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
 use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 
 use super::Ctx;
@@ -25,7 +27,11 @@ pub async fn handle(ctx: &Ctx, version: i16, req: OffsetCommitRequest) -> Offset
     let mut commits = Vec::new();
     for t in req.topics {
         let name = t.name.0.to_string();
-        let known = if is_valid_name(&name) { ctx.topics.partitions(&name).await.map_err(|e| e.code(ApiKind::Group)) } else { Ok(None) };
+        let known = if is_valid_name(&name) {
+            ctx.topics.partitions(&name).await.map_err(|e| e.code(ApiKind::Group))
+        } else {
+            Ok(None)
+        };
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
             let metadata = p.committed_metadata.map(|m| m.to_string()).unwrap_or_default();
@@ -36,7 +42,16 @@ pub async fn handle(ctx: &Ctx, version: i16, req: OffsetCommitRequest) -> Offset
                         Err(ResponseError::OffsetMetadataTooLarge)
                     } else {
                         let leader_epoch = if version >= 6 { p.committed_leader_epoch } else { -1 };
-                        commits.push((name.clone(), p.partition_index, Committed { offset: p.committed_offset, leader_epoch, metadata, commit_timestamp_ms: now }));
+                        commits.push((
+                            name.clone(),
+                            p.partition_index,
+                            Committed {
+                                offset: p.committed_offset,
+                                leader_epoch,
+                                metadata,
+                                commit_timestamp_ms: now,
+                            },
+                        ));
                         Ok(commits.len() - 1)
                     }
                 }
@@ -51,7 +66,15 @@ pub async fn handle(ctx: &Ctx, version: i16, req: OffsetCommitRequest) -> Offset
     } else {
         let member_id = req.member_id.to_string();
         let instance = req.group_instance_id.as_ref().map(|s| s.to_string());
-        ctx.groups.commit_offsets(&group_id, &member_id, instance.as_deref(), req.generation_id_or_member_epoch, commits).await
+        ctx.groups
+            .commit_offsets(
+                &group_id,
+                &member_id,
+                instance.as_deref(),
+                req.generation_id_or_member_epoch,
+                commits,
+            )
+            .await
     };
     let topics = slots
         .into_iter()
@@ -60,7 +83,9 @@ pub async fn handle(ctx: &Ctx, version: i16, req: OffsetCommitRequest) -> Offset
                 .into_iter()
                 .map(|(index, slot)| {
                     let r = slot.and_then(|i| results[i]);
-                    OffsetCommitResponsePartition::default().with_partition_index(index).with_error_code(r.err().map_or(0, |e| e.code()))
+                    OffsetCommitResponsePartition::default()
+                        .with_partition_index(index)
+                        .with_error_code(r.err().map_or(0, |e| e.code()))
                 })
                 .collect();
             OffsetCommitResponseTopic::default().with_name(name).with_partitions(partitions)

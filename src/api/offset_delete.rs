@@ -2,14 +2,19 @@
 //! group; for a live consumer group only for topics no member subscribes to
 //! (GROUP_SUBSCRIBED_TO_TOPIC otherwise, read from each member's ConsumerProtocolSubscription).
 
-use kafka_protocol::messages::offset_delete_response::{OffsetDeleteResponsePartition, OffsetDeleteResponseTopic};
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
 use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
 
 use super::Ctx;
 
 pub async fn handle(ctx: &Ctx, req: OffsetDeleteRequest) -> OffsetDeleteResponse {
-    let topics: Vec<(String, Vec<i32>)> =
-        req.topics.iter().map(|t| (t.name.0.to_string(), t.partitions.iter().map(|p| p.partition_index).collect())).collect();
+    let topics: Vec<(String, Vec<i32>)> = req
+        .topics
+        .iter()
+        .map(|t| (t.name.0.to_string(), t.partitions.iter().map(|p| p.partition_index).collect()))
+        .collect();
     let results = match ctx.groups.delete_offsets(&req.group_id.0, topics).await {
         Err(code) => return OffsetDeleteResponse::default().with_error_code(code.code()),
         Ok(r) => r,
@@ -21,7 +26,11 @@ pub async fn handle(ctx: &Ctx, req: OffsetDeleteRequest) -> OffsetDeleteResponse
         .map(|(t, (_, partitions))| {
             let partitions = partitions
                 .into_iter()
-                .map(|(index, r)| OffsetDeleteResponsePartition::default().with_partition_index(index).with_error_code(r.err().map_or(0, |e| e.code())))
+                .map(|(index, r)| {
+                    OffsetDeleteResponsePartition::default()
+                        .with_partition_index(index)
+                        .with_error_code(r.err().map_or(0, |e| e.code()))
+                })
                 .collect();
             OffsetDeleteResponseTopic::default().with_name(t.name).with_partitions(partitions)
         })

@@ -7,7 +7,8 @@
 //! or COORDINATOR_LOAD_IN_PROGRESS). v10 (topic ids) cannot be decoded by kafka-protocol 0.18.
 
 use kafka_protocol::messages::offset_fetch_response::{
-    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions, OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
 };
 use kafka_protocol::messages::{GroupId, OffsetFetchRequest, OffsetFetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
@@ -25,7 +26,11 @@ struct Partition {
 }
 
 /// One group's answer: group-level error code and per-topic partitions.
-async fn fetch_group(ctx: &Ctx, group_id: &str, topics: Option<Vec<(String, Vec<i32>)>>) -> (i16, Vec<(String, Vec<Partition>)>) {
+async fn fetch_group(
+    ctx: &Ctx,
+    group_id: &str,
+    topics: Option<Vec<(String, Vec<i32>)>>,
+) -> (i16, Vec<(String, Vec<Partition>)>) {
     let fetched = match ctx.groups.fetch_offsets(group_id, topics).await {
         Ok(f) => f,
         Err(e) => {
@@ -59,7 +64,9 @@ async fn fetch_group(ctx: &Ctx, group_id: &str, topics: Option<Vec<(String, Vec<
 pub async fn handle(ctx: &Ctx, version: i16, req: OffsetFetchRequest) -> OffsetFetchResponse {
     let name = |s: String| TopicName(StrBytes::from_string(s));
     if version < 8 {
-        let topics = req.topics.map(|ts| ts.into_iter().map(|t| (t.name.0.to_string(), t.partition_indexes)).collect());
+        let topics = req.topics.map(|ts| {
+            ts.into_iter().map(|t| (t.name.0.to_string(), t.partition_indexes)).collect()
+        });
         let (error, topics) = fetch_group(ctx, &req.group_id.0, topics).await;
         let topics = topics
             .into_iter()
@@ -84,7 +91,9 @@ pub async fn handle(ctx: &Ctx, version: i16, req: OffsetFetchRequest) -> OffsetF
     }
     let mut groups = Vec::with_capacity(req.groups.len());
     for g in req.groups {
-        let topics = g.topics.map(|ts| ts.into_iter().map(|t| (t.name.0.to_string(), t.partition_indexes)).collect());
+        let topics = g.topics.map(|ts| {
+            ts.into_iter().map(|t| (t.name.0.to_string(), t.partition_indexes)).collect()
+        });
         let (error, topics) = fetch_group(ctx, &g.group_id.0, topics).await;
         let topics = topics
             .into_iter()
@@ -103,7 +112,12 @@ pub async fn handle(ctx: &Ctx, version: i16, req: OffsetFetchRequest) -> OffsetF
                 OffsetFetchResponseTopics::default().with_name(name(t)).with_partitions(partitions)
             })
             .collect();
-        groups.push(OffsetFetchResponseGroup::default().with_group_id(GroupId(g.group_id.0)).with_topics(topics).with_error_code(error));
+        groups.push(
+            OffsetFetchResponseGroup::default()
+                .with_group_id(GroupId(g.group_id.0))
+                .with_topics(topics)
+                .with_error_code(error),
+        );
     }
     OffsetFetchResponse::default().with_groups(groups)
 }

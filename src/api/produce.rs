@@ -40,25 +40,34 @@ pub async fn handle(ctx: &Ctx, _version: i16, req: ProduceRequest) -> Option<Pro
         for p in t.partition_data {
             work.push((topics.len(), name.clone(), p.index, p.records));
         }
-        topics.push((TopicProduceResponse::default().with_name(t.name).with_topic_id(t.topic_id), Vec::with_capacity(n)));
+        topics.push((
+            TopicProduceResponse::default().with_name(t.name).with_topic_id(t.topic_id),
+            Vec::with_capacity(n),
+        ));
     }
-    let results = futures::future::join_all(work.into_iter().map(|(t, name, index, records)| async move {
-        let r = match &name {
-            Some(name) => partition(ctx, name, index, records, Framing::V2).await,
-            None => Err(ResponseError::UnknownTopicId),
-        };
-        (t, partition_response(index, r))
-    }))
-    .await;
+    let results =
+        futures::future::join_all(work.into_iter().map(|(t, name, index, records)| async move {
+            let r = match &name {
+                Some(name) => partition(ctx, name, index, records, Framing::V2).await,
+                None => Err(ResponseError::UnknownTopicId),
+            };
+            (t, partition_response(index, r))
+        }))
+        .await;
     for (t, r) in results {
         topics[t].1.push(r);
     }
-    let responses = topics.into_iter().map(|(t, parts)| t.with_partition_responses(parts)).collect();
+    let responses =
+        topics.into_iter().map(|(t, parts)| t.with_partition_responses(parts)).collect();
     (req.acks != 0).then(|| ProduceResponse::default().with_responses(responses))
 }
 
 /// Produce v0-v2 (message sets v0/v1).
-pub async fn handle_legacy(ctx: &Ctx, _version: i16, req: legacy::ProduceRequest) -> Option<legacy::ProduceResponse> {
+pub async fn handle_legacy(
+    ctx: &Ctx,
+    _version: i16,
+    req: legacy::ProduceRequest,
+) -> Option<legacy::ProduceResponse> {
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let mut partitions = Vec::with_capacity(t.partitions.len());
@@ -76,7 +85,10 @@ pub async fn handle_legacy(ctx: &Ctx, _version: i16, req: legacy::ProduceRequest
 }
 
 fn partition_response(index: i32, r: Result<i64, ResponseError>) -> PartitionProduceResponse {
-    let resp = PartitionProduceResponse::default().with_index(index).with_log_append_time_ms(-1).with_log_start_offset(-1);
+    let resp = PartitionProduceResponse::default()
+        .with_index(index)
+        .with_log_append_time_ms(-1)
+        .with_log_start_offset(-1);
     match r {
         Ok(base) => resp.with_base_offset(base),
         Err(code) => resp
@@ -105,7 +117,13 @@ fn batch_code(e: &BatchError) -> ResponseError {
 }
 
 /// Store one partition's records; the base offset on success.
-async fn partition(ctx: &Ctx, topic: &str, index: i32, records: Option<Bytes>, framing: Framing) -> Result<i64, ResponseError> {
+async fn partition(
+    ctx: &Ctx,
+    topic: &str,
+    index: i32,
+    records: Option<Bytes>,
+    framing: Framing,
+) -> Result<i64, ResponseError> {
     let count = match ctx.topics.partitions(topic).await {
         Ok(Some(n)) => n,
         Ok(None) => return Err(ResponseError::UnknownTopicOrPartition),
@@ -131,7 +149,8 @@ async fn partition(ctx: &Ctx, topic: &str, index: i32, records: Option<Bytes>, f
             batch::decode_all(records, limit).map_err(|e| batch_code(&e))?
         }
         Framing::Legacy => {
-            let records = crate::records::legacy::decode(records, limit).map_err(|e| batch_code(&e))?;
+            let records =
+                crate::records::legacy::decode(records, limit).map_err(|e| batch_code(&e))?;
             vec![batch::Batch {
                 producer_id: -1,
                 producer_epoch: -1,
@@ -155,7 +174,13 @@ async fn partition(ctx: &Ctx, topic: &str, index: i32, records: Option<Bytes>, f
         }
         let idempotent = b.producer_id >= 0 && b.base_sequence >= 0;
         if idempotent {
-            match ctx.producers.check(b.producer_id, b.producer_epoch, topic, index, b.base_sequence) {
+            match ctx.producers.check(
+                b.producer_id,
+                b.producer_epoch,
+                topic,
+                index,
+                b.base_sequence,
+            ) {
                 Check::Append => {}
                 Check::Duplicate(offset) => {
                     base.get_or_insert(offset);
@@ -174,7 +199,15 @@ async fn partition(ctx: &Ctx, topic: &str, index: i32, records: Option<Bytes>, f
         crate::metrics::global().records_produced.inc_by(offsets.len() as u64);
         let first = *offsets.first().ok_or(ResponseError::CorruptMessage)?;
         if idempotent {
-            ctx.producers.record(b.producer_id, b.producer_epoch, topic, index, b.base_sequence, n, first);
+            ctx.producers.record(
+                b.producer_id,
+                b.producer_epoch,
+                topic,
+                index,
+                b.base_sequence,
+                n,
+                first,
+            );
         }
         base.get_or_insert(first);
     }

@@ -11,14 +11,20 @@ use kafka_protocol::protocol::StrBytes;
 use super::Ctx;
 use crate::session::Session;
 
-pub fn handle(ctx: &Ctx, session: &mut Session, req: SaslAuthenticateRequest) -> SaslAuthenticateResponse {
+pub fn handle(
+    ctx: &Ctx,
+    session: &mut Session,
+    req: SaslAuthenticateRequest,
+) -> SaslAuthenticateResponse {
     match session.authenticate(ctx, &req.auth_bytes) {
         Ok(reply) => SaslAuthenticateResponse::default().with_auth_bytes(Bytes::from(reply)),
         Err(code) => {
             // One message for every failure: it must not tell a wrong password from an
             // unknown user.
             let message = match code {
-                ResponseError::SaslAuthenticationFailed => "Authentication failed: Invalid username or password",
+                ResponseError::SaslAuthenticationFailed => {
+                    "Authentication failed: Invalid username or password"
+                }
                 _ => "SaslAuthenticate is not expected now",
             };
             SaslAuthenticateResponse::default()

@@ -7,11 +7,18 @@ use kafka_protocol::protocol::StrBytes;
 use super::Ctx;
 use crate::session::Session;
 
-pub fn handle(ctx: &Ctx, session: &mut Session, version: i16, req: SaslHandshakeRequest) -> SaslHandshakeResponse {
+pub fn handle(
+    ctx: &Ctx,
+    session: &mut Session,
+    version: i16,
+    req: SaslHandshakeRequest,
+) -> SaslHandshakeResponse {
     // The offered mechanisms go into every answer (a client that asked for another one picks
     // from them); with SASL off there are none.
     let mechanisms = match ctx.sasl {
-        Some(_) => crate::sasl::MECHANISMS.iter().map(|m| StrBytes::from_static_str(m.name())).collect(),
+        Some(_) => {
+            crate::sasl::MECHANISMS.iter().map(|m| StrBytes::from_static_str(m.name())).collect()
+        }
         None => Vec::new(),
     };
     let resp = SaslHandshakeResponse::default().with_mechanisms(mechanisms);

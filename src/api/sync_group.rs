@@ -19,7 +19,11 @@ pub async fn handle(ctx: &Ctx, req: SyncGroupRequest) -> SyncGroupResponse {
         generation: req.generation_id,
         protocol_type: req.protocol_type.map(|s| s.to_string()),
         protocol_name: req.protocol_name.map(|s| s.to_string()),
-        assignments: req.assignments.into_iter().map(|a| (a.member_id.to_string(), a.assignment)).collect(),
+        assignments: req
+            .assignments
+            .into_iter()
+            .map(|a| (a.member_id.to_string(), a.assignment))
+            .collect(),
     };
     response(ctx.groups.sync(&group_id, sync).await)
 }

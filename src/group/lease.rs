@@ -193,8 +193,15 @@ mod tests {
     #[test]
     fn timing_rounds_up_to_whole_seconds_and_renews_three_times_per_lease() {
         let t = Timing::new(ms(10_000));
-        assert_eq!((t.lock_seconds, t.renew_every.as_millis(), t.margin, t.retry), (10, 3_333, ms(2_000), ms(500)));
-        assert_eq!(Timing::new(ms(2_500)).lock_seconds, 3, "the filer counts seconds: rounded up, never down");
+        assert_eq!(
+            (t.lock_seconds, t.renew_every.as_millis(), t.margin, t.retry),
+            (10, 3_333, ms(2_000), ms(500))
+        );
+        assert_eq!(
+            Timing::new(ms(2_500)).lock_seconds,
+            3,
+            "the filer counts seconds: rounded up, never down"
+        );
         assert_eq!(Timing::new(ms(1)).lock_seconds, 1);
         let t = Timing::new(ms(3_000));
         // Two renewals fit before the stop time, so one lost call never ends ownership.
@@ -281,7 +288,13 @@ mod tests {
         // A kelp restarted at the same address waits out its previous life's lease too.
         let previous_life = LockAnswer::HeldBy(owner_id("10.0.0.7:9093", "before"));
         assert_eq!(decide(previous_life, &me), Decision::Unavailable);
-        assert_eq!(decide(LockAnswer::HeldBy("broker_balancer".into()), &me), Decision::Unavailable);
-        assert_eq!(decide(LockAnswer::Refused("lock: non-empty token on a new lock".into()), &me), Decision::Unavailable);
+        assert_eq!(
+            decide(LockAnswer::HeldBy("broker_balancer".into()), &me),
+            Decision::Unavailable
+        );
+        assert_eq!(
+            decide(LockAnswer::Refused("lock: non-empty token on a new lock".into()), &me),
+            Decision::Unavailable
+        );
     }
 }

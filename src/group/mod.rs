@@ -42,7 +42,10 @@ use crate::seaweed::{LockAnswer, Seaweed, layout};
 use crate::shutdown::{CancellationToken, TaskTracker};
 pub use offsets::Committed;
 pub use ownership::Route;
-pub use state::{Description, Effect, Group, GroupState, JoinOutcome, JoinReply, JoinRequest, Protocol, Snapshot, SyncOutcome, SyncReply, SyncRequest};
+pub use state::{
+    Description, Effect, Group, GroupState, JoinOutcome, JoinReply, JoinRequest, Protocol,
+    Snapshot, SyncOutcome, SyncReply, SyncRequest,
+};
 
 /// Limits and timers of the coordinator. Defaults follow Kafka's broker defaults where Kafka
 /// has one.
@@ -173,17 +176,41 @@ impl Coordinator {
     /// coordinator again) so that draining connections does not wait for rebalances.
     /// With `settings.ownership`, a lease task runs on `tracker` too; on cancel it releases
     /// every lease this kelp holds.
-    pub fn start(seaweed: Seaweed, root: String, settings: Settings, cancel: CancellationToken, tracker: &TaskTracker) -> Coordinator {
-        let leases = settings.ownership.as_ref().map(|o| Arc::new(ownership::Leases::new(seaweed.clone(), root.clone(), o.owner_id.clone(), o.lease)));
-        let inner =
-            Inner { seaweed, root, settings, groups: Mutex::new(HashMap::new()), stopping: cancel.clone(), leases, tracker: tracker.clone() };
+    pub fn start(
+        seaweed: Seaweed,
+        root: String,
+        settings: Settings,
+        cancel: CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Coordinator {
+        let leases = settings.ownership.as_ref().map(|o| {
+            Arc::new(ownership::Leases::new(
+                seaweed.clone(),
+                root.clone(),
+                o.owner_id.clone(),
+                o.lease,
+            ))
+        });
+        let inner = Inner {
+            seaweed,
+            root,
+            settings,
+            groups: Mutex::new(HashMap::new()),
+            stopping: cancel.clone(),
+            leases,
+            tracker: tracker.clone(),
+        };
         let c = Coordinator { inner: Arc::new(inner) };
         let timer = c.clone();
         let timer_cancel = cancel.clone();
-        tracker.spawn(async move { timer.run_timer(timer_cancel).instrument(debug_span!("group_timer")).await });
+        tracker.spawn(async move {
+            timer.run_timer(timer_cancel).instrument(debug_span!("group_timer")).await
+        });
         if c.inner.leases.is_some() {
             let leases = c.clone();
-            tracker.spawn(async move { leases.run_leases(cancel).instrument(debug_span!("group_leases")).await });
+            tracker.spawn(async move {
+                leases.run_leases(cancel).instrument(debug_span!("group_leases")).await
+            });
         }
         c
     }
@@ -238,19 +265,30 @@ impl Coordinator {
         let root = &self.inner.root;
         let group = match store::load(seaweed, root, group_id).await? {
             Some(snapshot) => {
-                debug!(group = group_id, generation = snapshot.generation, members = snapshot.members.len(), "group loaded");
+                debug!(
+                    group = group_id,
+                    generation = snapshot.generation,
+                    members = snapshot.members.len(),
+                    "group loaded"
+                );
                 Group::from_snapshot(group_id, snapshot, now())
             }
             None if create => Group::new(group_id),
             None => {
-                if seaweed.filer_list(&layout::group_offsets_dir(root, group_id)).await?.is_empty() {
+                if seaweed.filer_list(&layout::group_offsets_dir(root, group_id)).await?.is_empty()
+                {
                     return Ok(false);
                 }
                 Group::new(group_id)
             }
         };
         let group = group.with_initial_rebalance_delay(self.inner.settings.initial_rebalance_delay);
-        self.inner.groups.lock().expect("groups lock").entry(group_id.to_string()).or_insert_with(|| Entry::new(group));
+        self.inner
+            .groups
+            .lock()
+            .expect("groups lock")
+            .entry(group_id.to_string())
+            .or_insert_with(|| Entry::new(group));
         Ok(true)
     }
 
@@ -311,7 +349,9 @@ impl Coordinator {
     }
 
     fn parked_wait(&self, rebalance_timeout: Duration) -> Duration {
-        rebalance_timeout.saturating_add(self.inner.settings.tick).saturating_add(self.inner.settings.wait_slack)
+        rebalance_timeout
+            .saturating_add(self.inner.settings.tick)
+            .saturating_add(self.inner.settings.wait_slack)
     }
 }
 
@@ -400,11 +440,16 @@ impl Coordinator {
         for (group, _) in &all {
             self.drop_group(group);
         }
-        let released = futures::future::join_all(all.iter().map(|(group, token)| leases.release(group, token))).await;
+        let released = futures::future::join_all(
+            all.iter().map(|(group, token)| leases.release(group, token)),
+        )
+        .await;
         for ((group, _), r) in all.iter().zip(released) {
             match r {
                 Ok(()) => debug!(group = %group, "group lease released"),
-                Err(e) => warn!(group = %group, error = %e, "releasing the group lease failed; it expires on its own"),
+                Err(e) => {
+                    warn!(group = %group, error = %e, "releasing the group lease failed; it expires on its own")
+                }
             }
         }
     }
@@ -476,18 +521,24 @@ impl Coordinator {
             return JoinReply::error(&member_id, group_code(&e));
         }
         let own_timeout = req.rebalance_timeout;
-        let parked = self.with_group(group_id, |entry| match self.not_stopping(|| entry.group.join(req, now())) {
-            None => Err(Box::new(JoinReply::error(&member_id, ResponseError::CoordinatorNotAvailable))),
-            Some(JoinOutcome::Reply(r)) => Err(Box::new(r)),
-            Some(JoinOutcome::Wait { member_id }) => {
-                // The join phase lasts up to the largest rebalance timeout in the group.
-                let wait = self.parked_wait(entry.group.rebalance_timeout().max(own_timeout));
-                let (tx, rx) = oneshot::channel();
-                if let Some(old) = entry.joins.insert(member_id.clone(), tx) {
-                    // The same member sent JoinGroup again; the older request is abandoned.
-                    let _ = old.send(JoinReply::error(&member_id, ResponseError::RebalanceInProgress));
+        let parked = self.with_group(group_id, |entry| {
+            match self.not_stopping(|| entry.group.join(req, now())) {
+                None => Err(Box::new(JoinReply::error(
+                    &member_id,
+                    ResponseError::CoordinatorNotAvailable,
+                ))),
+                Some(JoinOutcome::Reply(r)) => Err(Box::new(r)),
+                Some(JoinOutcome::Wait { member_id }) => {
+                    // The join phase lasts up to the largest rebalance timeout in the group.
+                    let wait = self.parked_wait(entry.group.rebalance_timeout().max(own_timeout));
+                    let (tx, rx) = oneshot::channel();
+                    if let Some(old) = entry.joins.insert(member_id.clone(), tx) {
+                        // The same member sent JoinGroup again; the older request is abandoned.
+                        let _ = old
+                            .send(JoinReply::error(&member_id, ResponseError::RebalanceInProgress));
+                    }
+                    Ok((member_id, rx, wait))
                 }
-                Ok((member_id, rx, wait))
             }
         });
         let (parked_id, rx, wait) = match parked {
@@ -559,32 +610,54 @@ impl Coordinator {
         let generation = snapshot.generation;
         let result = self.persist(group_id, &snapshot).await;
         match &result {
-            Ok(()) => info!(group = group_id, generation, members = snapshot.members.len(), "group generation stored"),
-            Err(e) => warn!(group = group_id, generation, error = %e, "storing group generation failed"),
+            Ok(()) => info!(
+                group = group_id,
+                generation,
+                members = snapshot.members.len(),
+                "group generation stored"
+            ),
+            Err(e) => {
+                warn!(group = group_id, generation, error = %e, "storing group generation failed")
+            }
         }
         let result = result.map_err(|e| group_code(&e));
-        self.with_group(group_id, |entry| entry.group.assignment_persisted(generation, result, now()));
+        self.with_group(group_id, |entry| {
+            entry.group.assignment_persisted(generation, result, now())
+        });
     }
 
     /// Heartbeat.
-    pub async fn heartbeat(&self, group_id: &str, member_id: &str, instance_id: Option<&str>, generation: i32) -> Result<(), ResponseError> {
+    pub async fn heartbeat(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+    ) -> Result<(), ResponseError> {
         match self.load(group_id, false).await {
             Ok(true) => {}
             Ok(false) => return Err(ResponseError::UnknownMemberId),
             Err(e) => return Err(group_code(&e)),
         }
-        self.with_group(group_id, |entry| entry.group.heartbeat(member_id, instance_id, generation, now()))
-            .unwrap_or(Err(ResponseError::CoordinatorNotAvailable))
+        self.with_group(group_id, |entry| {
+            entry.group.heartbeat(member_id, instance_id, generation, now())
+        })
+        .unwrap_or(Err(ResponseError::CoordinatorNotAvailable))
     }
 
     /// LeaveGroup for (member id, instance id) pairs; `Err` is a group-level error.
-    pub async fn leave(&self, group_id: &str, leaving: &[(String, Option<String>)]) -> Result<Vec<Result<(), ResponseError>>, ResponseError> {
+    pub async fn leave(
+        &self,
+        group_id: &str,
+        leaving: &[(String, Option<String>)],
+    ) -> Result<Vec<Result<(), ResponseError>>, ResponseError> {
         match self.load(group_id, false).await {
             Ok(true) => {}
             Ok(false) => return Ok(vec![Err(ResponseError::UnknownMemberId); leaving.len()]),
             Err(e) => return Err(group_code(&e)),
         }
-        self.with_group(group_id, |entry| entry.group.leave(leaving, now())).unwrap_or(Err(ResponseError::CoordinatorNotAvailable))
+        self.with_group(group_id, |entry| entry.group.leave(leaving, now()))
+            .unwrap_or(Err(ResponseError::CoordinatorNotAvailable))
     }
 }
 
@@ -610,7 +683,9 @@ impl Coordinator {
             Err(e) => return fail_all(group_code(&e)),
         }
         let valid = self
-            .with_group(group_id, |entry| entry.group.validate_commit(member_id, instance_id, generation, now()))
+            .with_group(group_id, |entry| {
+                entry.group.validate_commit(member_id, instance_id, generation, now())
+            })
             .unwrap_or(Err(ResponseError::CoordinatorNotAvailable));
         if let Err(code) = valid {
             return fail_all(code);
@@ -636,7 +711,11 @@ impl Coordinator {
 
     /// OffsetFetch: `topics = None` means every topic the group has offsets for. A partition
     /// whose offset could not be read carries the error; it is never reported as absent.
-    pub async fn fetch_offsets(&self, group_id: &str, topics: Option<Vec<(String, Vec<i32>)>>) -> Result<FetchedOffsets, Error> {
+    pub async fn fetch_offsets(
+        &self,
+        group_id: &str,
+        topics: Option<Vec<(String, Vec<i32>)>>,
+    ) -> Result<FetchedOffsets, Error> {
         let seaweed = &self.inner.seaweed;
         let root = &self.inner.root;
         let concurrency = self.inner.settings.io_concurrency.max(1);
@@ -650,20 +729,31 @@ impl Coordinator {
         };
         let mut out = Vec::with_capacity(wanted.len());
         for (topic, partitions) in wanted {
-            let fetched: Vec<(i32, Result<Option<Committed>, Error>)> = futures::stream::iter(partitions)
-                .map(|p| {
-                    let (c, group_id, topic) = (self.clone(), group_id.to_string(), topic.clone());
-                    async move {
-                        let r = match u32::try_from(p) {
-                            Ok(up) => offsets::fetch(&c.inner.seaweed, &c.inner.root, &group_id, &topic, up).await,
-                            Err(_) => Ok(None),
-                        };
-                        (p, r)
-                    }
-                })
-                .buffered(concurrency)
-                .collect()
-                .await;
+            let fetched: Vec<(i32, Result<Option<Committed>, Error>)> =
+                futures::stream::iter(partitions)
+                    .map(|p| {
+                        let (c, group_id, topic) =
+                            (self.clone(), group_id.to_string(), topic.clone());
+                        async move {
+                            let r = match u32::try_from(p) {
+                                Ok(up) => {
+                                    offsets::fetch(
+                                        &c.inner.seaweed,
+                                        &c.inner.root,
+                                        &group_id,
+                                        &topic,
+                                        up,
+                                    )
+                                    .await
+                                }
+                                Err(_) => Ok(None),
+                            };
+                            (p, r)
+                        }
+                    })
+                    .buffered(concurrency)
+                    .collect()
+                    .await;
             out.push((topic, fetched));
         }
         Ok(out)
@@ -693,7 +783,9 @@ impl Coordinator {
                 match g.state() {
                     GroupState::Dead => Err(ResponseError::GroupIdNotFound),
                     GroupState::Empty => Ok(Allowed::All),
-                    _ if g.protocol_type() == Some(state::CONSUMER_PROTOCOL_TYPE) => Ok(Allowed::Except(g.subscribed_topics())),
+                    _ if g.protocol_type() == Some(state::CONSUMER_PROTOCOL_TYPE) => {
+                        Ok(Allowed::Except(g.subscribed_topics()))
+                    }
                     _ => Err(ResponseError::NonEmptyGroup),
                 }
             })
@@ -712,7 +804,15 @@ impl Coordinator {
                 } else {
                     match u32::try_from(p) {
                         Err(_) => Ok(()),
-                        Ok(up) => offsets::delete(&self.inner.seaweed, &self.inner.root, group_id, &topic, up).await.map_err(|e| group_code(&e)),
+                        Ok(up) => offsets::delete(
+                            &self.inner.seaweed,
+                            &self.inner.root,
+                            group_id,
+                            &topic,
+                            up,
+                        )
+                        .await
+                        .map_err(|e| group_code(&e)),
                     }
                 };
                 results.push((p, r));
@@ -750,17 +850,20 @@ impl Coordinator {
         ids.extend(self.inner.groups.lock().expect("groups lock").keys().cloned());
         ids.sort();
         ids.dedup();
-        let listed: Vec<Result<Option<(GroupState, String)>, Error>> = futures::stream::iter(ids.clone())
-            .map(|id| {
-                let c = self.clone();
-                async move { c.list_one(&id).await }
-            })
-            .buffered(self.inner.settings.io_concurrency.max(1))
-            .collect()
-            .await;
+        let listed: Vec<Result<Option<(GroupState, String)>, Error>> =
+            futures::stream::iter(ids.clone())
+                .map(|id| {
+                    let c = self.clone();
+                    async move { c.list_one(&id).await }
+                })
+                .buffered(self.inner.settings.io_concurrency.max(1))
+                .collect()
+                .await;
         let mut out = Vec::new();
         for (id, listed) in ids.into_iter().zip(listed) {
-            if let Some((state, protocol_type)) = listed?.filter(|(state, _)| *state != GroupState::Dead) {
+            if let Some((state, protocol_type)) =
+                listed?.filter(|(state, _)| *state != GroupState::Dead)
+            {
                 out.push((id, state, protocol_type));
             }
         }
@@ -773,16 +876,25 @@ impl Coordinator {
             if !self.load(group_id, false).await? {
                 return Ok(None);
             }
-            return Ok(self.with_group(group_id, |e| (e.group.state(), e.group.protocol_type().unwrap_or_default().to_string())));
+            return Ok(self.with_group(group_id, |e| {
+                (e.group.state(), e.group.protocol_type().unwrap_or_default().to_string())
+            }));
         }
         let seaweed = &self.inner.seaweed;
         let root = &self.inner.root;
         Ok(match store::load(seaweed, root, group_id).await? {
             Some(s) => {
-                let state = if s.members.is_empty() { GroupState::Empty } else { GroupState::Stable };
+                let state =
+                    if s.members.is_empty() { GroupState::Empty } else { GroupState::Stable };
                 Some((state, s.protocol_type.unwrap_or_default()))
             }
-            None if seaweed.filer_list(&layout::group_offsets_dir(root, group_id)).await?.is_empty() => None,
+            None if seaweed
+                .filer_list(&layout::group_offsets_dir(root, group_id))
+                .await?
+                .is_empty() =>
+            {
+                None
+            }
             None => Some((GroupState::Empty, String::new())),
         })
     }
@@ -806,7 +918,8 @@ impl Coordinator {
         .unwrap_or(Err(ResponseError::GroupIdNotFound))?;
         // Requests arriving while the files go are told to retry (the group is Dead); the
         // entry leaves memory afterwards, so the next touch starts from what is stored.
-        let r = self.inner.seaweed.filer_delete(&layout::group_path(&self.inner.root, group_id)).await;
+        let r =
+            self.inner.seaweed.filer_delete(&layout::group_path(&self.inner.root, group_id)).await;
         self.inner.groups.lock().expect("groups lock").remove(group_id);
         r.map_err(|e| {
             warn!(group = group_id, error = %e, "deleting group failed");
@@ -841,7 +954,13 @@ mod tests {
         .await
         .expect("options are valid");
         let cancel = CancellationToken::new();
-        let c = Coordinator::start(seaweed, "/kelp".into(), settings, cancel.clone(), &TaskTracker::new());
+        let c = Coordinator::start(
+            seaweed,
+            "/kelp".into(),
+            settings,
+            cancel.clone(),
+            &TaskTracker::new(),
+        );
         (c, cancel)
     }
 
@@ -865,23 +984,41 @@ mod tests {
         let (c, cancel) = unreachable().await;
         let r = c.join("g", join_req()).await;
         assert_eq!(r.error, Some(ResponseError::CoordinatorNotAvailable));
-        let fetched = c.fetch_offsets("g", Some(vec![("t".into(), vec![0])])).await.expect("per-partition errors");
+        let fetched = c
+            .fetch_offsets("g", Some(vec![("t".into(), vec![0])]))
+            .await
+            .expect("per-partition errors");
         let (_, parts) = &fetched[0];
         let err = parts[0].1.as_ref().expect_err("a read failure is not 'no offset'");
         assert!(err.code(ApiKind::Group).is_retriable());
-        assert!(c.fetch_offsets("g", None).await.is_err(), "listing failed: an error, not an empty answer");
-        let committed = Committed { offset: 1, leader_epoch: -1, metadata: String::new(), commit_timestamp_ms: 0 };
+        assert!(
+            c.fetch_offsets("g", None).await.is_err(),
+            "listing failed: an error, not an empty answer"
+        );
+        let committed = Committed {
+            offset: 1,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_timestamp_ms: 0,
+        };
         let r = c.commit_offsets("g", "", None, -1, vec![("t".into(), 0, committed)]).await;
         assert_eq!(r, vec![Err(ResponseError::CoordinatorNotAvailable)]);
-        assert_eq!(c.heartbeat("g", "m", None, 1).await, Err(ResponseError::CoordinatorNotAvailable));
+        assert_eq!(
+            c.heartbeat("g", "m", None, 1).await,
+            Err(ResponseError::CoordinatorNotAvailable)
+        );
         assert!(c.list().await.is_err());
         cancel.cancel();
     }
 
     #[tokio::test]
     async fn a_shared_kelp_serves_a_group_only_while_its_lease_is_valid() {
-        let ownership = Ownership { owner_id: lease::owner_id("127.0.0.1:9093", "me"), lease: Duration::from_secs(2) };
-        let (c, cancel) = unreachable_with(Settings { ownership: Some(ownership), ..Settings::default() }).await;
+        let ownership = Ownership {
+            owner_id: lease::owner_id("127.0.0.1:9093", "me"),
+            lease: Duration::from_secs(2),
+        };
+        let (c, cancel) =
+            unreachable_with(Settings { ownership: Some(ownership), ..Settings::default() }).await;
 
         // The filer cannot be asked who owns the group: retriable, and nothing is served
         // from this kelp's memory meanwhile.
@@ -903,13 +1040,25 @@ mod tests {
         assert_eq!(first.error, None, "alone in the group: its generation at once");
         let second = tokio::spawn({
             let c = c.clone();
-            async move { c.join("g", JoinRequest { require_known_member_id: false, ..join_req() }).await }
+            async move {
+                c.join("g", JoinRequest { require_known_member_id: false, ..join_req() }).await
+            }
         });
-        let r = tokio::time::timeout(Duration::from_secs(5), second).await.expect("released when ownership ended").unwrap();
+        let r = tokio::time::timeout(Duration::from_secs(5), second)
+            .await
+            .expect("released when ownership ended")
+            .unwrap();
         let released_after = granted.elapsed();
         assert_eq!(r.error, Some(ResponseError::CoordinatorNotAvailable));
-        assert!(released_after >= Duration::from_millis(1_550) && released_after < Duration::from_millis(2_000), "{released_after:?}");
-        assert_eq!(c.heartbeat("g", &first.member_id, None, first.generation).await, Err(ResponseError::NotCoordinator));
+        assert!(
+            released_after >= Duration::from_millis(1_550)
+                && released_after < Duration::from_millis(2_000),
+            "{released_after:?}"
+        );
+        assert_eq!(
+            c.heartbeat("g", &first.member_id, None, first.generation).await,
+            Err(ResponseError::NotCoordinator)
+        );
         assert!(c.inner.groups.lock().unwrap().is_empty(), "the lost group's state is gone");
         cancel.cancel();
     }
@@ -930,7 +1079,14 @@ mod tests {
         let mut g = Group::new("g");
         let JoinOutcome::Wait { member_id: a } = g.join(short(join_req()), t0) else { panic!() };
         let _ = g.take_effects();
-        let sync = SyncRequest { member_id: a.clone(), group_instance_id: None, generation: 1, protocol_type: None, protocol_name: None, assignments: vec![] };
+        let sync = SyncRequest {
+            member_id: a.clone(),
+            group_instance_id: None,
+            generation: 1,
+            protocol_type: None,
+            protocol_name: None,
+            assignments: vec![],
+        };
         let SyncOutcome::Persist(_) = g.sync(sync, t0) else { panic!() };
         g.assignment_persisted(1, Ok(()), t0);
         let _ = g.take_effects();
@@ -941,7 +1097,11 @@ mod tests {
         assert_eq!(r.error, None);
         assert_eq!(r.generation, 2);
         assert_eq!(r.leader, r.member_id);
-        assert!(started.elapsed() < Duration::from_secs(2), "answered when a's session ended: {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "answered when a's session ended: {:?}",
+            started.elapsed()
+        );
 
         // A parked request is released (its waiter dropped) when kelp stops.
         let rx = c
@@ -952,7 +1112,8 @@ mod tests {
             })
             .unwrap();
         cancel.cancel();
-        let released = tokio::time::timeout(Duration::from_secs(2), rx).await.expect("released promptly");
+        let released =
+            tokio::time::timeout(Duration::from_secs(2), rx).await.expect("released promptly");
         assert!(released.is_err(), "the waiter was dropped");
     }
 }

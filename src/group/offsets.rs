@@ -55,7 +55,8 @@ pub fn encode(c: &Committed) -> String {
 pub fn decode(bytes: &[u8]) -> Result<Committed, String> {
     let mut lines = Lines::new(bytes, OFFSET_HEADER, OFFSET_VERSION)?;
     let mut offset = None;
-    let mut c = Committed { offset: -1, leader_epoch: -1, metadata: String::new(), commit_timestamp_ms: 0 };
+    let mut c =
+        Committed { offset: -1, leader_epoch: -1, metadata: String::new(), commit_timestamp_ms: 0 };
     while let Some((_, key, value)) = lines.next()? {
         match key {
             "offset" => offset = Some(number(key, value)?),
@@ -70,12 +71,27 @@ pub fn decode(bytes: &[u8]) -> Result<Committed, String> {
 }
 
 /// Store one committed offset; returns once the filer has it.
-pub async fn commit(seaweed: &Seaweed, root: &str, group: &str, topic: &str, partition: u32, c: &Committed) -> Result<(), Error> {
-    seaweed.filer_put(&layout::offsets_path(root, group, topic, partition), encode(c).as_bytes()).await
+pub async fn commit(
+    seaweed: &Seaweed,
+    root: &str,
+    group: &str,
+    topic: &str,
+    partition: u32,
+    c: &Committed,
+) -> Result<(), Error> {
+    seaweed
+        .filer_put(&layout::offsets_path(root, group, topic, partition), encode(c).as_bytes())
+        .await
 }
 
 /// The committed offset of one partition; `Ok(None)` only when the filer definitely has none.
-pub async fn fetch(seaweed: &Seaweed, root: &str, group: &str, topic: &str, partition: u32) -> Result<Option<Committed>, Error> {
+pub async fn fetch(
+    seaweed: &Seaweed,
+    root: &str,
+    group: &str,
+    topic: &str,
+    partition: u32,
+) -> Result<Option<Committed>, Error> {
     let path = layout::offsets_path(root, group, topic, partition);
     match seaweed.filer_get(&path).await? {
         None => Ok(None),
@@ -84,7 +100,12 @@ pub async fn fetch(seaweed: &Seaweed, root: &str, group: &str, topic: &str, part
 }
 
 /// Every (topic, partition) with a committed offset in `group`, sorted.
-pub async fn list(seaweed: &Seaweed, root: &str, group: &str, concurrency: usize) -> Result<Vec<(String, Vec<u32>)>, Error> {
+pub async fn list(
+    seaweed: &Seaweed,
+    root: &str,
+    group: &str,
+    concurrency: usize,
+) -> Result<Vec<(String, Vec<u32>)>, Error> {
     let topics: Vec<String> = seaweed
         .filer_list(&layout::group_offsets_dir(root, group))
         .await?
@@ -93,15 +114,17 @@ pub async fn list(seaweed: &Seaweed, root: &str, group: &str, concurrency: usize
         .collect();
     // Owned copies in each future: borrowed captures in buffered streams trip rustc's
     // `Send` inference for the connection task.
-    let dirs: Vec<(String, String)> = topics.into_iter().map(|t| (layout::topic_offsets_dir(root, group, &t), t)).collect();
+    let dirs: Vec<(String, String)> =
+        topics.into_iter().map(|t| (layout::topic_offsets_dir(root, group, &t), t)).collect();
     let listed: Vec<Result<(String, Vec<u32>), Error>> = futures::stream::iter(dirs)
         .map(|(dir, topic)| {
             let seaweed = seaweed.clone();
             async move {
-            let names = seaweed.filer_list(&dir).await?;
-            let mut partitions: Vec<u32> = names.iter().filter_map(|n| n.parse().ok()).collect();
-            partitions.sort_unstable();
-            Ok((topic, partitions))
+                let names = seaweed.filer_list(&dir).await?;
+                let mut partitions: Vec<u32> =
+                    names.iter().filter_map(|n| n.parse().ok()).collect();
+                partitions.sort_unstable();
+                Ok((topic, partitions))
             }
         })
         .buffered(concurrency.max(1))
@@ -114,7 +137,13 @@ pub async fn list(seaweed: &Seaweed, root: &str, group: &str, concurrency: usize
 }
 
 /// Remove one committed offset (nothing to remove is fine).
-pub async fn delete(seaweed: &Seaweed, root: &str, group: &str, topic: &str, partition: u32) -> Result<(), Error> {
+pub async fn delete(
+    seaweed: &Seaweed,
+    root: &str,
+    group: &str,
+    topic: &str,
+    partition: u32,
+) -> Result<(), Error> {
     seaweed.filer_delete(&layout::offsets_path(root, group, topic, partition)).await
 }
 
@@ -124,23 +153,45 @@ mod tests {
 
     #[test]
     fn offset_file_is_golden() {
-        let c = Committed { offset: 42, leader_epoch: -1, metadata: "hello world".into(), commit_timestamp_ms: 1_732_560_000_000 };
-        assert_eq!(encode(&c), "kelp-offset 1\noffset 42\nleader_epoch -1\ncommit_timestamp_ms 1732560000000\nmetadata hello%20world\n");
+        let c = Committed {
+            offset: 42,
+            leader_epoch: -1,
+            metadata: "hello world".into(),
+            commit_timestamp_ms: 1_732_560_000_000,
+        };
+        assert_eq!(
+            encode(&c),
+            "kelp-offset 1\noffset 42\nleader_epoch -1\ncommit_timestamp_ms 1732560000000\nmetadata hello%20world\n"
+        );
         let empty = Committed { metadata: String::new(), ..c };
-        assert_eq!(encode(&empty), "kelp-offset 1\noffset 42\nleader_epoch -1\ncommit_timestamp_ms 1732560000000\nmetadata\n");
+        assert_eq!(
+            encode(&empty),
+            "kelp-offset 1\noffset 42\nleader_epoch -1\ncommit_timestamp_ms 1732560000000\nmetadata\n"
+        );
     }
 
     #[test]
     fn offsets_round_trip() {
         for metadata in ["", "x", "multi\nline %", "ü"] {
-            let c = Committed { offset: 7, leader_epoch: 3, metadata: metadata.into(), commit_timestamp_ms: 1 };
+            let c = Committed {
+                offset: 7,
+                leader_epoch: 3,
+                metadata: metadata.into(),
+                commit_timestamp_ms: 1,
+            };
             assert_eq!(decode(encode(&c).as_bytes()).unwrap(), c);
         }
     }
 
     #[test]
     fn damaged_offsets_are_errors_not_absent() {
-        for bad in ["", "kelp-offset 1\n", "kelp-offset 1\noffset nope\n", "kelp-offset 9\noffset 1\n", "garbage"] {
+        for bad in [
+            "",
+            "kelp-offset 1\n",
+            "kelp-offset 1\noffset nope\n",
+            "kelp-offset 9\noffset 1\n",
+            "garbage",
+        ] {
             assert!(decode(bad.as_bytes()).is_err(), "{bad:?}");
         }
     }

@@ -77,7 +77,11 @@ impl Leases {
 
     /// Where `group`'s requests go, taking its lease when nobody holds it. The flag is true
     /// when the lease was just taken: whatever this kelp remembered of the group is stale.
-    pub async fn route(&self, group: &str, now: impl Fn() -> Instant) -> Result<(Route, bool), Error> {
+    pub async fn route(
+        &self,
+        group: &str,
+        now: impl Fn() -> Instant,
+    ) -> Result<(Route, bool), Error> {
         if let Some(r) = self.known(group, now()) {
             return Ok((r, false));
         }
@@ -91,16 +95,24 @@ impl Leases {
             Decision::Mine(token) => {
                 info!(group, "took ownership of the group");
                 let now = now();
-                self.held.lock().expect("leases lock").insert(group.to_string(), Held::granted(token, sent_at, now, &self.timing));
+                self.held
+                    .lock()
+                    .expect("leases lock")
+                    .insert(group.to_string(), Held::granted(token, sent_at, now, &self.timing));
                 (Route::Local, true)
             }
             Decision::Elsewhere(peer) => {
                 debug!(group, owner = %peer, "group owned by another kelp");
                 let until = now() + self.timing.lease();
-                self.remote.lock().expect("leases lock").insert(group.to_string(), (peer.clone(), until));
+                self.remote
+                    .lock()
+                    .expect("leases lock")
+                    .insert(group.to_string(), (peer.clone(), until));
                 (Route::Remote(peer), false)
             }
-            Decision::Unavailable => return Err(Error::Kafka(ResponseError::CoordinatorNotAvailable)),
+            Decision::Unavailable => {
+                return Err(Error::Kafka(ResponseError::CoordinatorNotAvailable));
+            }
         })
     }
 
@@ -128,7 +140,9 @@ impl Leases {
     /// Leases due for renewal at `now`, marked as being renewed: (group, token).
     pub fn start_renewals(&self, now: Instant) -> Vec<(String, String)> {
         let mut held = self.held.lock().expect("leases lock");
-        held.iter_mut().filter_map(|(g, h)| h.start_renewal(now).map(|token| (g.clone(), token))).collect()
+        held.iter_mut()
+            .filter_map(|(g, h)| h.start_renewal(now).map(|token| (g.clone(), token)))
+            .collect()
     }
 
     /// Renew `group`'s lease (a call to the filer); the caller reports the outcome.
@@ -163,7 +177,8 @@ impl Leases {
     /// Leases past their stop time (renewals failed for too long), no longer held.
     pub fn take_expired(&self, now: Instant) -> Vec<String> {
         let mut held = self.held.lock().expect("leases lock");
-        let expired: Vec<String> = held.iter().filter(|(_, h)| !h.is_valid(now)).map(|(g, _)| g.clone()).collect();
+        let expired: Vec<String> =
+            held.iter().filter(|(_, h)| !h.is_valid(now)).map(|(g, _)| g.clone()).collect();
         for g in &expired {
             held.remove(g);
         }
@@ -174,12 +189,20 @@ impl Leases {
     pub fn idle(&self, now: Instant) -> Vec<String> {
         let lease = self.timing.lease();
         let held = self.held.lock().expect("leases lock");
-        held.iter().filter(|(_, h)| !h.is_renewing() && h.idle_for(now) >= lease).map(|(g, _)| g.clone()).collect()
+        held.iter()
+            .filter(|(_, h)| !h.is_renewing() && h.idle_for(now) >= lease)
+            .map(|(g, _)| g.clone())
+            .collect()
     }
 
     /// Every lease, no longer held: (group, token). For shutdown.
     pub fn take_all(&self) -> Vec<(String, String)> {
-        self.held.lock().expect("leases lock").drain().map(|(g, h)| (g, h.token().to_string())).collect()
+        self.held
+            .lock()
+            .expect("leases lock")
+            .drain()
+            .map(|(g, h)| (g, h.token().to_string()))
+            .collect()
     }
 
     /// Release `group`'s lock held with `token`, so another kelp can take it at once.
@@ -190,7 +213,10 @@ impl Leases {
     /// Pretend a grant sent at `sent_at` succeeded (tests without a filer).
     #[cfg(test)]
     pub(crate) fn hold(&self, group: &str, token: &str, sent_at: Instant) {
-        self.held.lock().expect("leases lock").insert(group.to_string(), Held::granted(token.to_string(), sent_at, sent_at, &self.timing));
+        self.held.lock().expect("leases lock").insert(
+            group.to_string(),
+            Held::granted(token.to_string(), sent_at, sent_at, &self.timing),
+        );
     }
 
     async fn lock(&self, group: &str, token: &str) -> Result<LockAnswer, Error> {

@@ -180,7 +180,12 @@ pub struct SyncReply {
 
 impl SyncReply {
     pub fn error(code: ResponseError) -> SyncReply {
-        SyncReply { error: Some(code), protocol_type: None, protocol_name: None, assignment: Bytes::new() }
+        SyncReply {
+            error: Some(code),
+            protocol_type: None,
+            protocol_name: None,
+            assignment: Bytes::new(),
+        }
     }
 }
 
@@ -298,7 +303,11 @@ impl Member {
     }
 
     fn metadata_for(&self, protocol: &str) -> Bytes {
-        self.protocols.iter().find(|p| p.name == protocol).map(|p| p.metadata.clone()).unwrap_or_default()
+        self.protocols
+            .iter()
+            .find(|p| p.name == protocol)
+            .map(|p| p.metadata.clone())
+            .unwrap_or_default()
     }
 
     /// Its first choice among `candidates`.
@@ -401,7 +410,10 @@ impl Group {
                 },
             );
         }
-        g.leader = snapshot.leader.filter(|l| g.members.contains_key(l)).or_else(|| g.members.keys().next().cloned());
+        g.leader = snapshot
+            .leader
+            .filter(|l| g.members.contains_key(l))
+            .or_else(|| g.members.keys().next().cloned());
         g.protocol_name = Some(protocol);
         g.state = GroupState::Stable;
         g
@@ -556,12 +568,22 @@ impl Group {
     /// A JoinGroup arrives.
     pub fn join(&mut self, req: JoinRequest, now: Instant) -> JoinOutcome {
         if self.state == GroupState::Dead {
-            return JoinOutcome::Reply(JoinReply::error(&req.member_id, ResponseError::CoordinatorNotAvailable));
+            return JoinOutcome::Reply(JoinReply::error(
+                &req.member_id,
+                ResponseError::CoordinatorNotAvailable,
+            ));
         }
         if !self.supports_protocols(&req.protocol_type, &req.protocols) {
-            return JoinOutcome::Reply(JoinReply::error(&req.member_id, ResponseError::InconsistentGroupProtocol));
+            return JoinOutcome::Reply(JoinReply::error(
+                &req.member_id,
+                ResponseError::InconsistentGroupProtocol,
+            ));
         }
-        let outcome = if req.member_id == UNKNOWN_MEMBER_ID { self.join_new(req, now) } else { self.join_known(req, now) };
+        let outcome = if req.member_id == UNKNOWN_MEMBER_ID {
+            self.join_new(req, now)
+        } else {
+            self.join_known(req, now)
+        };
         if self.state == GroupState::PreparingRebalance {
             self.try_complete_join(now);
         }
@@ -627,11 +649,18 @@ impl Group {
                     JoinOutcome::Reply(self.join_reply(&id, false))
                 }
             }
-            GroupState::Empty | GroupState::Dead => JoinOutcome::Reply(JoinReply::error(&id, ResponseError::UnknownMemberId)),
+            GroupState::Empty | GroupState::Dead => {
+                JoinOutcome::Reply(JoinReply::error(&id, ResponseError::UnknownMemberId))
+            }
         }
     }
 
-    fn add_member_and_rebalance(&mut self, id: String, req: JoinRequest, now: Instant) -> JoinOutcome {
+    fn add_member_and_rebalance(
+        &mut self,
+        id: String,
+        req: JoinRequest,
+        now: Instant,
+    ) -> JoinOutcome {
         self.pending_members.remove(&id);
         if self.members.is_empty() {
             self.protocol_type = Some(req.protocol_type.clone());
@@ -662,14 +691,20 @@ impl Group {
         if self.state == GroupState::PreparingRebalance {
             // During the initial delay every newcomer buys the others a little more time.
             if let (Some(nb), Some(deadline)) = (self.join_not_before, self.join_deadline) {
-                self.join_not_before = Some(nb.max(now + self.initial_rebalance_delay).min(deadline));
+                self.join_not_before =
+                    Some(nb.max(now + self.initial_rebalance_delay).min(deadline));
             }
         }
         self.maybe_prepare_rebalance(now);
         JoinOutcome::Wait { member_id: id }
     }
 
-    fn update_member_and_rebalance(&mut self, id: &str, req: JoinRequest, now: Instant) -> JoinOutcome {
+    fn update_member_and_rebalance(
+        &mut self,
+        id: &str,
+        req: JoinRequest,
+        now: Instant,
+    ) -> JoinOutcome {
         let m = self.members.get_mut(id).expect("caller checked the member exists");
         m.protocols = req.protocols;
         m.session_timeout = req.session_timeout;
@@ -682,17 +717,29 @@ impl Group {
     /// KIP-345: a static member came back without its member id. The new id replaces the old
     /// one (whose requests are fenced); in a Stable group whose protocol choice does not change
     /// it keeps its assignment and nobody rebalances.
-    fn replace_static_member(&mut self, old_id: &str, new_id: String, req: JoinRequest, now: Instant) -> JoinOutcome {
+    fn replace_static_member(
+        &mut self,
+        old_id: &str,
+        new_id: String,
+        req: JoinRequest,
+        now: Instant,
+    ) -> JoinOutcome {
         let previous_leader = self.leader.clone().unwrap_or_default();
         let Some((index, _, mut m)) = self.members.shift_remove_full(old_id) else {
             // The mapping always points at a member; if not, treat it as a new static member.
             return self.add_member_and_rebalance(new_id, req, now);
         };
         if m.awaiting_join {
-            self.effects.push(Effect::Join { member_id: old_id.to_string(), reply: JoinReply::error(old_id, ResponseError::FencedInstanceId) });
+            self.effects.push(Effect::Join {
+                member_id: old_id.to_string(),
+                reply: JoinReply::error(old_id, ResponseError::FencedInstanceId),
+            });
         }
         if m.awaiting_sync {
-            self.effects.push(Effect::Sync { member_id: old_id.to_string(), reply: SyncReply::error(ResponseError::FencedInstanceId) });
+            self.effects.push(Effect::Sync {
+                member_id: old_id.to_string(),
+                reply: SyncReply::error(ResponseError::FencedInstanceId),
+            });
             m.awaiting_sync = false;
         }
         m.id = new_id.clone();
@@ -766,7 +813,11 @@ impl Group {
         let protocol = self.protocol_name.clone().unwrap_or_default();
         self.members
             .values()
-            .map(|m| JoinedMember { member_id: m.id.clone(), group_instance_id: m.instance_id.clone(), metadata: m.metadata_for(&protocol) })
+            .map(|m| JoinedMember {
+                member_id: m.id.clone(),
+                group_instance_id: m.instance_id.clone(),
+                metadata: m.metadata_for(&protocol),
+            })
             .collect()
     }
 
@@ -776,8 +827,12 @@ impl Group {
         let Some(first) = self.members.values().next() else {
             return String::new();
         };
-        let candidates: Vec<&str> =
-            first.protocols.iter().map(|p| p.name.as_str()).filter(|p| self.members.values().all(|m| m.supports(p))).collect();
+        let candidates: Vec<&str> = first
+            .protocols
+            .iter()
+            .map(|p| p.name.as_str())
+            .filter(|p| self.members.values().all(|m| m.supports(p)))
+            .collect();
         let mut votes: IndexMap<&str, usize> = IndexMap::new();
         for m in self.members.values() {
             if let Some(v) = m.vote(&candidates) {
@@ -798,7 +853,10 @@ impl Group {
 
 impl Group {
     fn maybe_prepare_rebalance(&mut self, now: Instant) {
-        if matches!(self.state, GroupState::Stable | GroupState::CompletingRebalance | GroupState::Empty) {
+        if matches!(
+            self.state,
+            GroupState::Stable | GroupState::CompletingRebalance | GroupState::Empty
+        ) {
             self.prepare_rebalance(now);
         }
     }
@@ -811,8 +869,9 @@ impl Group {
         self.pending_sync.clear();
         self.sync_deadline = None;
         let timeout = self.rebalance_timeout();
-        self.join_not_before = (self.state == GroupState::Empty && !self.initial_rebalance_delay.is_zero())
-            .then(|| now + self.initial_rebalance_delay.min(timeout));
+        self.join_not_before = (self.state == GroupState::Empty
+            && !self.initial_rebalance_delay.is_zero())
+        .then(|| now + self.initial_rebalance_delay.min(timeout));
         self.join_deadline = Some(now + timeout);
         self.state = GroupState::PreparingRebalance;
         self.try_complete_join(now);
@@ -842,7 +901,12 @@ impl Group {
     /// End the join phase: drop dynamic members that did not rejoin, open the next
     /// generation and answer every parked JoinGroup.
     fn complete_join(&mut self, now: Instant) {
-        let gone: Vec<String> = self.members.values().filter(|m| !m.awaiting_join && m.instance_id.is_none()).map(|m| m.id.clone()).collect();
+        let gone: Vec<String> = self
+            .members
+            .values()
+            .filter(|m| !m.awaiting_join && m.instance_id.is_none())
+            .map(|m| m.id.clone())
+            .collect();
         for id in gone {
             self.remove(&id);
         }
@@ -915,16 +979,24 @@ impl Group {
     fn remove_member_and_update_group(&mut self, id: &str, now: Instant) {
         if let Some(m) = self.members.get(id) {
             if m.awaiting_join {
-                self.effects.push(Effect::Join { member_id: id.to_string(), reply: JoinReply::error(UNKNOWN_MEMBER_ID, ResponseError::UnknownMemberId) });
+                self.effects.push(Effect::Join {
+                    member_id: id.to_string(),
+                    reply: JoinReply::error(UNKNOWN_MEMBER_ID, ResponseError::UnknownMemberId),
+                });
             }
             if m.awaiting_sync {
-                self.effects.push(Effect::Sync { member_id: id.to_string(), reply: SyncReply::error(ResponseError::UnknownMemberId) });
+                self.effects.push(Effect::Sync {
+                    member_id: id.to_string(),
+                    reply: SyncReply::error(ResponseError::UnknownMemberId),
+                });
             }
         }
         self.remove(id);
         match self.state {
             GroupState::Dead | GroupState::Empty => {}
-            GroupState::Stable | GroupState::CompletingRebalance => self.maybe_prepare_rebalance(now),
+            GroupState::Stable | GroupState::CompletingRebalance => {
+                self.maybe_prepare_rebalance(now)
+            }
             GroupState::PreparingRebalance => self.try_complete_join(now),
         }
     }
@@ -936,17 +1008,24 @@ impl Group {
             if m.awaiting_sync {
                 m.awaiting_sync = false;
                 m.touch(now);
-                self.effects.push(Effect::Sync { member_id: m.id.clone(), reply: SyncReply::error(code) });
+                self.effects
+                    .push(Effect::Sync { member_id: m.id.clone(), reply: SyncReply::error(code) });
             }
         }
     }
 
     /// Is `member_id` (with `instance_id`, if given) a current member? FENCED_INSTANCE_ID when
     /// the instance id now belongs to another member id (an older copy of a static member).
-    fn validate_member(&self, member_id: &str, instance_id: Option<&str>) -> Result<(), ResponseError> {
+    fn validate_member(
+        &self,
+        member_id: &str,
+        instance_id: Option<&str>,
+    ) -> Result<(), ResponseError> {
         if let Some(iid) = instance_id {
             match self.static_members.get(iid) {
-                Some(current) if current != member_id => return Err(ResponseError::FencedInstanceId),
+                Some(current) if current != member_id => {
+                    return Err(ResponseError::FencedInstanceId);
+                }
                 Some(_) => {}
                 None => return Err(ResponseError::UnknownMemberId),
             }
@@ -972,23 +1051,33 @@ impl Group {
         if req.generation != self.generation {
             return SyncOutcome::Reply(SyncReply::error(ResponseError::IllegalGeneration));
         }
-        let type_differs = req.protocol_type.as_ref().is_some_and(|t| self.protocol_type.as_ref() != Some(t));
-        let name_differs = req.protocol_name.as_ref().is_some_and(|n| self.protocol_name.as_ref() != Some(n));
+        let type_differs =
+            req.protocol_type.as_ref().is_some_and(|t| self.protocol_type.as_ref() != Some(t));
+        let name_differs =
+            req.protocol_name.as_ref().is_some_and(|n| self.protocol_name.as_ref() != Some(n));
         if type_differs || name_differs {
             return SyncOutcome::Reply(SyncReply::error(ResponseError::InconsistentGroupProtocol));
         }
         match self.state {
-            GroupState::Empty | GroupState::Dead => SyncOutcome::Reply(SyncReply::error(ResponseError::UnknownMemberId)),
-            GroupState::PreparingRebalance => SyncOutcome::Reply(SyncReply::error(ResponseError::RebalanceInProgress)),
+            GroupState::Empty | GroupState::Dead => {
+                SyncOutcome::Reply(SyncReply::error(ResponseError::UnknownMemberId))
+            }
+            GroupState::PreparingRebalance => {
+                SyncOutcome::Reply(SyncReply::error(ResponseError::RebalanceInProgress))
+            }
             GroupState::CompletingRebalance => {
                 self.members[&req.member_id].awaiting_sync = true;
                 self.pending_sync.remove(&req.member_id);
-                if self.leader.as_deref() != Some(req.member_id.as_str()) || self.proposed.is_some() {
+                if self.leader.as_deref() != Some(req.member_id.as_str()) || self.proposed.is_some()
+                {
                     return SyncOutcome::Wait;
                 }
                 // Members the leader left out get an empty assignment; unknown ids are ignored.
-                let mut assignment: HashMap<String, Bytes> =
-                    req.assignments.into_iter().filter(|(id, _)| self.members.contains_key(id)).collect();
+                let mut assignment: HashMap<String, Bytes> = req
+                    .assignments
+                    .into_iter()
+                    .filter(|(id, _)| self.members.contains_key(id))
+                    .collect();
                 for id in self.members.keys() {
                     assignment.entry(id.clone()).or_default();
                 }
@@ -1013,7 +1102,12 @@ impl Group {
     /// The leader's assignment for `generation` was persisted (`Ok`) or could not be
     /// (`Err(code)`, answered to every parked SyncGroup before a new rebalance). Ignored when
     /// the group has moved on meanwhile.
-    pub fn assignment_persisted(&mut self, generation: i32, result: Result<(), ResponseError>, now: Instant) {
+    pub fn assignment_persisted(
+        &mut self,
+        generation: i32,
+        result: Result<(), ResponseError>,
+        now: Instant,
+    ) {
         let proposed = match self.proposed.take() {
             Some((g, a)) if g == generation => a,
             other => {
@@ -1052,7 +1146,13 @@ impl Group {
     }
 
     /// A Heartbeat arrives. REBALANCE_IN_PROGRESS tells the member to rejoin.
-    pub fn heartbeat(&mut self, member_id: &str, instance_id: Option<&str>, generation: i32, now: Instant) -> Result<(), ResponseError> {
+    pub fn heartbeat(
+        &mut self,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        now: Instant,
+    ) -> Result<(), ResponseError> {
         if self.state == GroupState::Dead {
             return Err(ResponseError::CoordinatorNotAvailable);
         }
@@ -1079,7 +1179,11 @@ impl Group {
     /// A LeaveGroup for `leaving` = (member id, instance id) pairs (v3+ may batch them; an
     /// empty member id with an instance id removes that static member, as admin tools do).
     /// `Err` is a group-level error; otherwise one result per pair.
-    pub fn leave(&mut self, leaving: &[(String, Option<String>)], now: Instant) -> Result<Vec<Result<(), ResponseError>>, ResponseError> {
+    pub fn leave(
+        &mut self,
+        leaving: &[(String, Option<String>)],
+        now: Instant,
+    ) -> Result<Vec<Result<(), ResponseError>>, ResponseError> {
         if self.state == GroupState::Dead {
             return Err(ResponseError::CoordinatorNotAvailable);
         }
@@ -1097,7 +1201,8 @@ impl Group {
                 self.try_complete_join(now);
                 Ok(())
             } else {
-                self.validate_member(member_id, instance_id.as_deref()).map(|()| self.remove_member_and_update_group(member_id, now))
+                self.validate_member(member_id, instance_id.as_deref())
+                    .map(|()| self.remove_member_and_update_group(member_id, now))
             };
             results.push(r);
         }
@@ -1107,7 +1212,13 @@ impl Group {
     /// May this OffsetCommit go ahead? Generation -1 with no member is a standalone consumer
     /// (or admin tool) and may commit only while the group is Empty. A commit from a member
     /// also counts as a sign of life.
-    pub fn validate_commit(&mut self, member_id: &str, instance_id: Option<&str>, generation: i32, now: Instant) -> Result<(), ResponseError> {
+    pub fn validate_commit(
+        &mut self,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        now: Instant,
+    ) -> Result<(), ResponseError> {
         if self.state == GroupState::Dead {
             return Err(ResponseError::CoordinatorNotAvailable);
         }
@@ -1150,7 +1261,8 @@ impl Group {
             self.try_complete_join(now);
         }
 
-        let expired: Vec<String> = self.members.values().filter(|m| m.expired(now)).map(|m| m.id.clone()).collect();
+        let expired: Vec<String> =
+            self.members.values().filter(|m| m.expired(now)).map(|m| m.id.clone()).collect();
         for id in expired {
             self.remove_member_and_update_group(&id, now);
         }
@@ -1163,13 +1275,21 @@ impl Group {
             }
         }
 
-        if matches!(self.state, GroupState::CompletingRebalance | GroupState::Stable) && self.sync_deadline.is_some_and(|d| now >= d) {
+        if matches!(self.state, GroupState::CompletingRebalance | GroupState::Stable)
+            && self.sync_deadline.is_some_and(|d| now >= d)
+        {
             self.sync_deadline = None;
             if !self.pending_sync.is_empty() {
                 let late: Vec<String> = self.pending_sync.drain().collect();
                 for id in late {
                     if self.members.get(&id).is_some_and(|m| m.awaiting_join) {
-                        self.effects.push(Effect::Join { member_id: id.clone(), reply: JoinReply::error(UNKNOWN_MEMBER_ID, ResponseError::UnknownMemberId) });
+                        self.effects.push(Effect::Join {
+                            member_id: id.clone(),
+                            reply: JoinReply::error(
+                                UNKNOWN_MEMBER_ID,
+                                ResponseError::UnknownMemberId,
+                            ),
+                        });
                     }
                     self.remove(&id);
                 }

@@ -44,13 +44,25 @@ pub async fn load(seaweed: &Seaweed, root: &str, group: &str) -> Result<Option<S
     let path = layout::group_generation_path(root, group);
     match seaweed.filer_get(&path).await? {
         None => Ok(None),
-        Some(bytes) => decode_snapshot(&bytes).map(Some).map_err(|why| Error::Corrupt { path, why }),
+        Some(bytes) => {
+            decode_snapshot(&bytes).map(Some).map_err(|why| Error::Corrupt { path, why })
+        }
     }
 }
 
 /// Store `snapshot` as the group's generation (replacing the previous one).
-pub async fn save(seaweed: &Seaweed, root: &str, group: &str, snapshot: &Snapshot) -> Result<(), Error> {
-    seaweed.filer_put(&layout::group_generation_path(root, group), encode_snapshot(snapshot).as_bytes()).await
+pub async fn save(
+    seaweed: &Seaweed,
+    root: &str,
+    group: &str,
+    snapshot: &Snapshot,
+) -> Result<(), Error> {
+    seaweed
+        .filer_put(
+            &layout::group_generation_path(root, group),
+            encode_snapshot(snapshot).as_bytes(),
+        )
+        .await
 }
 
 pub fn encode_snapshot(s: &Snapshot) -> String {
@@ -82,11 +94,20 @@ pub fn encode_snapshot(s: &Snapshot) -> String {
 
 pub fn decode_snapshot(bytes: &[u8]) -> Result<Snapshot, String> {
     let mut lines = Lines::new(bytes, GENERATION_HEADER, GENERATION_VERSION)?;
-    let mut s = Snapshot { generation: -1, protocol_type: None, protocol_name: None, leader: None, members: Vec::new() };
+    let mut s = Snapshot {
+        generation: -1,
+        protocol_type: None,
+        protocol_name: None,
+        leader: None,
+        members: Vec::new(),
+    };
     let mut generation = None;
     while let Some((indented, key, value)) = lines.next()? {
         if indented {
-            let m = s.members.last_mut().ok_or_else(|| format!("member field {key} before any member"))?;
+            let m = s
+                .members
+                .last_mut()
+                .ok_or_else(|| format!("member field {key} before any member"))?;
             match key {
                 "group_instance_id" => m.group_instance_id = Some(unescape(value)?),
                 "client_id" => m.client_id = unescape(value)?,
@@ -152,7 +173,9 @@ impl<'a> Lines<'a> {
         }
         let v: u32 = v.parse().map_err(|_| format!("bad format version {v:?}"))?;
         if v != version {
-            return Err(format!("format version {v}, this kelp reads {version} (written by a newer kelp?)"));
+            return Err(format!(
+                "format version {v}, this kelp reads {version} (written by a newer kelp?)"
+            ));
         }
         Ok(Lines { rest })
     }
@@ -216,7 +239,11 @@ fn unhex(s: &str) -> Result<Bytes, String> {
     }
     (0..s.len())
         .step_by(2)
-        .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()).ok_or_else(|| "bad hex".to_string()))
+        .map(|i| {
+            s.get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| "bad hex".to_string())
+        })
         .collect::<Result<Vec<u8>, String>>()
         .map(Bytes::from)
 }
@@ -276,13 +303,20 @@ mod tests {
     fn generation_round_trips() {
         let s = sample();
         assert_eq!(decode_snapshot(encode_snapshot(&s).as_bytes()).unwrap(), s);
-        let empty = Snapshot { generation: 9, protocol_type: Some("consumer".into()), protocol_name: None, leader: None, members: vec![] };
+        let empty = Snapshot {
+            generation: 9,
+            protocol_type: Some("consumer".into()),
+            protocol_name: None,
+            leader: None,
+            members: vec![],
+        };
         assert_eq!(decode_snapshot(encode_snapshot(&empty).as_bytes()).unwrap(), empty);
     }
 
     #[test]
     fn unknown_keys_are_ignored_and_damage_is_reported() {
-        let with_extra = encode_snapshot(&sample()).replace("generation 5\n", "generation 5\nfuture_field 1\n");
+        let with_extra =
+            encode_snapshot(&sample()).replace("generation 5\n", "generation 5\nfuture_field 1\n");
         assert_eq!(decode_snapshot(with_extra.as_bytes()).unwrap(), sample());
         for bad in [
             "",

@@ -46,7 +46,14 @@ impl Pool {
     /// Send `body` (a request of `key` at `version`, with the client's `header` fields) to
     /// `addr` and return the decoded response. A pooled connection the owner closed meanwhile
     /// is noticed before any answer and replaced by a fresh one once.
-    pub(super) async fn call(&self, addr: &str, header: &RequestHeader, key: ApiKey, version: i16, body: &RequestKind) -> Result<ResponseKind, PeerError> {
+    pub(super) async fn call(
+        &self,
+        addr: &str,
+        header: &RequestHeader,
+        key: ApiKey,
+        version: i16,
+        body: &RequestKind,
+    ) -> Result<ResponseKind, PeerError> {
         let correlation_id = self.correlation.fetch_add(1, Ordering::Relaxed);
         let frame = encode(header, key, version, body, correlation_id)?;
         if let Some(conn) = self.take_idle(addr) {
@@ -59,7 +66,9 @@ impl Pool {
                 Err(PeerError::Io(e))
                     if matches!(
                         e.kind(),
-                        std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+                        std::io::ErrorKind::UnexpectedEof
+                            | std::io::ErrorKind::ConnectionReset
+                            | std::io::ErrorKind::BrokenPipe
                     ) => {}
                 Err(e) => return Err(e),
             }
@@ -74,9 +83,18 @@ impl Pool {
         Ok(resp)
     }
 
-    async fn exchange(&self, mut conn: TcpStream, frame: &[u8], key: ApiKey, version: i16, correlation_id: i32) -> Result<(TcpStream, ResponseKind), PeerError> {
+    async fn exchange(
+        &self,
+        mut conn: TcpStream,
+        frame: &[u8],
+        key: ApiKey,
+        version: i16,
+        correlation_id: i32,
+    ) -> Result<(TcpStream, ResponseKind), PeerError> {
         conn.write_all(frame).await?;
-        let resp = read_frame(&mut conn, self.max_frame).await?.ok_or_else(|| std::io::Error::from(std::io::ErrorKind::UnexpectedEof))?;
+        let resp = read_frame(&mut conn, self.max_frame)
+            .await?
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::UnexpectedEof))?;
         Ok((conn, decode(resp, key, version, correlation_id)?))
     }
 
@@ -102,28 +120,51 @@ impl Pool {
 }
 
 /// The request frame (length prefix, header, body) as the client sent it, renumbered.
-fn encode(header: &RequestHeader, key: ApiKey, version: i16, body: &RequestKind, correlation_id: i32) -> Result<BytesMut, PeerError> {
+fn encode(
+    header: &RequestHeader,
+    key: ApiKey,
+    version: i16,
+    body: &RequestKind,
+    correlation_id: i32,
+) -> Result<BytesMut, PeerError> {
     let bad = |e: anyhow::Error| PeerError::Protocol(format!("encoding {key:?} v{version}: {e}"));
-    let header = header.clone().with_request_api_key(key as i16).with_request_api_version(version).with_correlation_id(correlation_id);
+    let header = header
+        .clone()
+        .with_request_api_key(key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id);
     let mut buf = BytesMut::with_capacity(256);
     buf.put_i32(0);
     header.encode(&mut buf, key.request_header_version(version)).map_err(bad)?;
     body.encode(&mut buf, version).map_err(bad)?;
-    let len = i32::try_from(buf.len() - 4).map_err(|_| PeerError::Protocol("request too large".into()))?;
+    let len = i32::try_from(buf.len() - 4)
+        .map_err(|_| PeerError::Protocol("request too large".into()))?;
     buf[..4].copy_from_slice(&len.to_be_bytes());
     Ok(buf)
 }
 
 /// The response in `frame` (without its length prefix) to request `correlation_id`.
-fn decode(mut frame: bytes::Bytes, key: ApiKey, version: i16, correlation_id: i32) -> Result<ResponseKind, PeerError> {
+fn decode(
+    mut frame: bytes::Bytes,
+    key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+) -> Result<ResponseKind, PeerError> {
     let bad = |e: anyhow::Error| PeerError::Protocol(format!("{key:?} v{version} response: {e}"));
-    let h = ResponseHeader::decode(&mut frame, key.response_header_version(version)).map_err(bad)?;
+    let h =
+        ResponseHeader::decode(&mut frame, key.response_header_version(version)).map_err(bad)?;
     if h.correlation_id != correlation_id {
-        return Err(PeerError::Protocol(format!("correlation id {} for request {correlation_id}", h.correlation_id)));
+        return Err(PeerError::Protocol(format!(
+            "correlation id {} for request {correlation_id}",
+            h.correlation_id
+        )));
     }
     let body = ResponseKind::decode(key, &mut frame, version).map_err(bad)?;
     if frame.has_remaining() {
-        return Err(PeerError::Protocol(format!("{key:?} v{version} response: {} trailing bytes", frame.remaining())));
+        return Err(PeerError::Protocol(format!(
+            "{key:?} v{version} response: {} trailing bytes",
+            frame.remaining()
+        )));
     }
     Ok(body)
 }
@@ -139,15 +180,22 @@ mod tests {
 
     #[test]
     fn a_forwarded_request_is_the_clients_request_renumbered() {
-        let header = RequestHeader::default().with_client_id(Some(StrBytes::from_static_str("app"))).with_correlation_id(77);
+        let header = RequestHeader::default()
+            .with_client_id(Some(StrBytes::from_static_str("app")))
+            .with_correlation_id(77);
         let hb = HeartbeatRequest::default()
             .with_group_id(GroupId(StrBytes::from_static_str("g")))
             .with_generation_id(4)
             .with_member_id(StrBytes::from_static_str("m"));
         for version in [0, 4] {
-            let frame = encode(&header, ApiKey::Heartbeat, version, &RequestKind::Heartbeat(hb.clone()), 9).unwrap();
+            let frame =
+                encode(&header, ApiKey::Heartbeat, version, &RequestKind::Heartbeat(hb.clone()), 9)
+                    .unwrap();
             let r = decode_request(frame.freeze().slice(4..)).unwrap();
-            assert_eq!((r.api_key, r.version, r.header.correlation_id), (ApiKey::Heartbeat, version, 9));
+            assert_eq!(
+                (r.api_key, r.version, r.header.correlation_id),
+                (ApiKey::Heartbeat, version, 9)
+            );
             assert_eq!(r.header.client_id.as_deref(), Some("app"));
             let Body::Kind(RequestKind::Heartbeat(got)) = r.body else { panic!("{:?}", r.body) };
             assert_eq!(got, hb);
@@ -159,19 +207,24 @@ mod tests {
     /// the forwarder decodes.
     #[test]
     fn every_peer_api_round_trips_at_every_advertised_version() {
-        let header = RequestHeader::default().with_client_id(Some(StrBytes::from_static_str("app")));
+        let header =
+            RequestHeader::default().with_client_id(Some(StrBytes::from_static_str("app")));
         for &key in PEER_APIS {
             let range = supported(key).expect("advertised");
             for version in range.min..=range.max {
                 let request = default_request(key);
-                let frame = encode(&header, key, version, &request, 5).unwrap_or_else(|e| panic!("{key:?} v{version}: {e}"));
-                let r = decode_request(frame.freeze().slice(4..)).unwrap_or_else(|e| panic!("{key:?} v{version}: {e}"));
+                let frame = encode(&header, key, version, &request, 5)
+                    .unwrap_or_else(|e| panic!("{key:?} v{version}: {e}"));
+                let r = decode_request(frame.freeze().slice(4..))
+                    .unwrap_or_else(|e| panic!("{key:?} v{version}: {e}"));
                 let Body::Kind(got) = r.body else { panic!("{key:?} v{version}") };
                 assert_eq!(got, request, "{key:?} v{version} request");
 
                 let response = default_response(key);
-                let out = encode_response(key, version, 5, &Reply::Kind(response.clone())).unwrap_or_else(|e| panic!("{key:?} v{version}: {e}"));
-                let back = decode(out.freeze().slice(4..), key, version, 5).unwrap_or_else(|e| panic!("{key:?} v{version}: {e}"));
+                let out = encode_response(key, version, 5, &Reply::Kind(response.clone()))
+                    .unwrap_or_else(|e| panic!("{key:?} v{version}: {e}"));
+                let back = decode(out.freeze().slice(4..), key, version, 5)
+                    .unwrap_or_else(|e| panic!("{key:?} v{version}: {e}"));
                 assert_eq!(back, response, "{key:?} v{version} response");
             }
         }

@@ -92,17 +92,25 @@ pub async fn bind(config: &Config) -> anyhow::Result<Option<(TcpListener, String
     let Some(addr) = config.peer_listen else {
         return Ok(None);
     };
-    let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr} ({})", config::ENV_PEER_LISTEN))?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr} ({})", config::ENV_PEER_LISTEN))?;
     let bound = listener.local_addr()?;
     let advertised = match &config.peer_advertised {
         Some(a) => {
             let port = a.rsplit_once(':').map(|(_, p)| p).unwrap_or_default();
-            port.parse::<u16>().with_context(|| format!("{}: expected host:port, got {a:?}", config::ENV_PEER_ADVERTISED))?;
+            port.parse::<u16>().with_context(|| {
+                format!("{}: expected host:port, got {a:?}", config::ENV_PEER_ADVERTISED)
+            })?;
             a.clone()
         }
         None if bound.ip().is_unspecified() => {
             let ip = local_ip_towards(&config.master).await.with_context(|| {
-                format!("{} binds {bound}; set {} to the address other kelps reach it at", config::ENV_PEER_LISTEN, config::ENV_PEER_ADVERTISED)
+                format!(
+                    "{} binds {bound}; set {} to the address other kelps reach it at",
+                    config::ENV_PEER_LISTEN,
+                    config::ENV_PEER_ADVERTISED
+                )
             })?;
             SocketAddr::new(ip, bound.port()).to_string()
         }
@@ -115,9 +123,17 @@ pub async fn bind(config: &Config) -> anyhow::Result<Option<(TcpListener, String
 /// in a pod, the pod IP. A UDP "connect" picks the route without sending anything.
 async fn local_ip_towards(server: &str) -> anyhow::Result<IpAddr> {
     let (host, port) = server.rsplit_once(':').context("no port in the master address")?;
-    let port: u16 = port.split('.').next().unwrap_or_default().parse().context("bad port in the master address")?;
+    let port: u16 = port
+        .split('.')
+        .next()
+        .unwrap_or_default()
+        .parse()
+        .context("bad port in the master address")?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let target = tokio::net::lookup_host((host, port)).await?.next().context("the master's host does not resolve")?;
+    let target = tokio::net::lookup_host((host, port))
+        .await?
+        .next()
+        .context("the master's host does not resolve")?;
     let any: SocketAddr = if target.is_ipv4() { "0.0.0.0:0".parse()? } else { "[::]:0".parse()? };
     let socket = tokio::net::UdpSocket::bind(any).await?;
     socket.connect(target).await?;
@@ -125,7 +141,12 @@ async fn local_ip_towards(server: &str) -> anyhow::Result<IpAddr> {
 }
 
 /// Accept peer connections until `cancel` fires, at most `max_connections` at once.
-pub async fn serve(ctx: Arc<Ctx>, listener: TcpListener, cancel: CancellationToken, tracker: TaskTracker) {
+pub async fn serve(
+    ctx: Arc<Ctx>,
+    listener: TcpListener,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
     let limit = Arc::new(Semaphore::new(ctx.config.max_connections as usize));
     loop {
         let permit = tokio::select! {
@@ -158,7 +179,11 @@ pub async fn serve(ctx: Arc<Ctx>, listener: TcpListener, cancel: CancellationTok
 }
 
 /// One peer connection: group requests answered in order, anything else closes it.
-async fn serve_peer(ctx: &Ctx, mut stream: TcpStream, cancel: &CancellationToken) -> Result<(), PeerError> {
+async fn serve_peer(
+    ctx: &Ctx,
+    mut stream: TcpStream,
+    cancel: &CancellationToken,
+) -> Result<(), PeerError> {
     loop {
         let frame = tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
@@ -168,21 +193,27 @@ async fn serve_peer(ctx: &Ctx, mut stream: TcpStream, cancel: &CancellationToken
             },
         };
         let Some(frame) = frame else { return Ok(()) };
-        let request = protocol::decode_request(frame).map_err(|e| PeerError::Protocol(e.to_string()))?;
+        let request =
+            protocol::decode_request(frame).map_err(|e| PeerError::Protocol(e.to_string()))?;
         if !PEER_APIS.contains(&request.api_key) {
             return Err(PeerError::Protocol(format!("{:?} is not a group API", request.api_key)));
         }
-        let (key, version, correlation_id) = (request.api_key, request.version, request.header.correlation_id);
+        let (key, version, correlation_id) =
+            (request.api_key, request.version, request.header.correlation_id);
         let span = debug_span!("forwarded", api = ?key, version, correlation_id);
         if let Some(reply) = api::dispatch_forwarded(ctx, request).instrument(span).await {
-            let out = protocol::encode_response(key, version, correlation_id, &reply).map_err(|e| PeerError::Protocol(e.to_string()))?;
+            let out = protocol::encode_response(key, version, correlation_id, &reply)
+                .map_err(|e| PeerError::Protocol(e.to_string()))?;
             stream.write_all(&out).await?;
         }
     }
 }
 
 /// Read one length-prefixed frame; `None` when the connection closed cleanly before it.
-async fn read_frame(stream: &mut (impl AsyncRead + Unpin), max: u32) -> Result<Option<Bytes>, PeerError> {
+async fn read_frame(
+    stream: &mut (impl AsyncRead + Unpin),
+    max: u32,
+) -> Result<Option<Bytes>, PeerError> {
     let mut len = [0u8; 4];
     if stream.read(&mut len[..1]).await? == 0 {
         return Ok(None);
@@ -225,7 +256,10 @@ mod tests {
         let (mut a, mut b) = tokio::io::duplex(64);
         a.write_all(&[0, 0, 0, 3, 1, 2, 3, 0, 0, 1, 0]).await.unwrap();
         assert_eq!(read_frame(&mut b, 100).await.unwrap().unwrap(), Bytes::from_static(&[1, 2, 3]));
-        assert!(matches!(read_frame(&mut b, 100).await, Err(PeerError::Protocol(_))), "256 bytes > 100");
+        assert!(
+            matches!(read_frame(&mut b, 100).await, Err(PeerError::Protocol(_))),
+            "256 bytes > 100"
+        );
         drop(a);
         let (a, mut b) = tokio::io::duplex(64);
         drop(a);
@@ -234,12 +268,22 @@ mod tests {
 
     #[tokio::test]
     async fn a_wildcard_bind_advertises_the_address_that_reaches_the_master() {
-        let config = Config::from_args(["--peer-listen", "0.0.0.0:0", "--master", "127.0.0.1:9333"]).unwrap();
+        let config =
+            Config::from_args(["--peer-listen", "0.0.0.0:0", "--master", "127.0.0.1:9333"])
+                .unwrap();
         let (listener, advertised) = bind(&config).await.unwrap().unwrap();
         assert_eq!(advertised, format!("127.0.0.1:{}", listener.local_addr().unwrap().port()));
-        let config = Config::from_args(["--peer-listen", "127.0.0.1:0", "--peer-advertised", "kelp-0.pods:9093"]).unwrap();
+        let config = Config::from_args([
+            "--peer-listen",
+            "127.0.0.1:0",
+            "--peer-advertised",
+            "kelp-0.pods:9093",
+        ])
+        .unwrap();
         assert_eq!(bind(&config).await.unwrap().unwrap().1, "kelp-0.pods:9093");
-        let config = Config::from_args(["--peer-listen", "127.0.0.1:0", "--peer-advertised", "no-port"]).unwrap();
+        let config =
+            Config::from_args(["--peer-listen", "127.0.0.1:0", "--peer-advertised", "no-port"])
+                .unwrap();
         assert!(bind(&config).await.unwrap_err().to_string().contains(config::ENV_PEER_ADVERTISED));
         assert!(bind(&Config::from_args(Vec::<String>::new()).unwrap()).await.unwrap().is_none());
     }

@@ -70,11 +70,8 @@ pub fn decode_request(mut frame: Bytes) -> Result<Request, DecodeError> {
     if !(range.min..=range.max).contains(&version) {
         return Err(DecodeError::UnsupportedVersion { key: api_key, version });
     }
-    let malformed = |why: anyhow::Error| DecodeError::Malformed {
-        key: api_key,
-        version,
-        why: why.to_string(),
-    };
+    let malformed =
+        |why: anyhow::Error| DecodeError::Malformed { key: api_key, version, why: why.to_string() };
     let header_version = if api_key == ApiKey::Produce && version < 3 {
         1
     } else {
@@ -82,7 +79,9 @@ pub fn decode_request(mut frame: Bytes) -> Result<Request, DecodeError> {
     };
     let header = RequestHeader::decode(&mut frame, header_version).map_err(malformed)?;
     let body = if api_key == ApiKey::Produce && version < 3 {
-        Body::LegacyProduce(legacy_produce::ProduceRequest::decode(&mut frame, version).map_err(malformed)?)
+        Body::LegacyProduce(
+            legacy_produce::ProduceRequest::decode(&mut frame, version).map_err(malformed)?,
+        )
     } else {
         Body::Kind(RequestKind::decode(api_key, &mut frame, version).map_err(malformed)?)
     };
@@ -164,7 +163,10 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_versions_are_refused_and_too_new_api_versions_answered_at_v0() {
-        assert!(matches!(decode_request(frame(ApiKey::Fetch, 3, &[])), Err(DecodeError::UnsupportedVersion { .. })));
+        assert!(matches!(
+            decode_request(frame(ApiKey::Fetch, 3, &[])),
+            Err(DecodeError::UnsupportedVersion { .. })
+        ));
         let mut f = BytesMut::new();
         f.put_i16(999);
         f.put_i16(0);

@@ -98,7 +98,11 @@ mod tests {
                 }
                 let mut junk = bytes::Bytes::from(vec![0u8; 64]);
                 if let Err(e) = RequestKind::decode(s.key, &mut junk, v) {
-                    assert!(!e.to_string().contains("version not supported"), "{:?} v{v}: {e}", s.key);
+                    assert!(
+                        !e.to_string().contains("version not supported"),
+                        "{:?} v{v}: {e}",
+                        s.key
+                    );
                 }
             }
         }
@@ -123,7 +127,10 @@ mod tests {
             let row = format!("| {:?} | {} | {}–{} |", s.key, s.key as i16, s.min, s.max);
             assert!(doc.contains(&row), "docs/protocol.md lacks {row}");
         }
-        let rows = doc.lines().filter(|l| l.starts_with("| ") && l.ends_with(" |") && !l.starts_with("| API") ).count();
+        let rows = doc
+            .lines()
+            .filter(|l| l.starts_with("| ") && l.ends_with(" |") && !l.starts_with("| API"))
+            .count();
         assert_eq!(rows, SUPPORTED.len(), "docs/protocol.md lists other APIs too");
     }
 

@@ -99,7 +99,11 @@ mod tests {
     #[test]
     fn every_advertised_api_has_a_row() {
         for s in SUPPORTED {
-            assert!(CLIENT_THROTTLES_SINCE.iter().any(|(k, _)| *k == s.key), "{:?} has no KIP-219 row", s.key);
+            assert!(
+                CLIENT_THROTTLES_SINCE.iter().any(|(k, _)| *k == s.key),
+                "{:?} has no KIP-219 row",
+                s.key
+            );
         }
     }
 

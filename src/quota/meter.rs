@@ -58,11 +58,20 @@ impl<C: Clock + Clone> Meter<C> {
         assert!(rate.is_finite() && rate > 0.0, "quota rates are validated before a meter is made");
         let unit = (rate * MIN_PERIOD.as_secs_f64()).ceil().max(1.0) as u64;
         let period = Duration::from_secs_f64(unit as f64 / rate).max(Duration::from_nanos(1));
-        let burst = (rate * BURST.as_secs_f64() / unit as f64).ceil().clamp(1.0, f64::from(u32::MAX)) as u32;
+        let burst = (rate * BURST.as_secs_f64() / unit as f64)
+            .ceil()
+            .clamp(1.0, f64::from(u32::MAX)) as u32;
         let quota = Quota::with_period(period)
             .expect("period is at least 1 ns")
             .allow_burst(NonZeroU32::new(burst).expect("burst is at least 1"));
-        Meter { limiter: RateLimiter::direct_with_clock(quota, clock.clone()), clock, rate, unit, burst, period }
+        Meter {
+            limiter: RateLimiter::direct_with_clock(quota, clock.clone()),
+            clock,
+            rate,
+            unit,
+            burst,
+            period,
+        }
     }
 
     pub fn rate(&self) -> f64 {
@@ -84,12 +93,18 @@ impl<C: Clock + Clone> Meter<C> {
     pub fn charge(&self, units: u64) -> Charge {
         let cells = self.cells(units);
         if cells > u64::from(self.burst) {
-            return Charge::Over { throttle: self.period.saturating_mul(u32::try_from(cells - u64::from(self.burst)).unwrap_or(u32::MAX)) };
+            return Charge::Over {
+                throttle: self.period.saturating_mul(
+                    u32::try_from(cells - u64::from(self.burst)).unwrap_or(u32::MAX),
+                ),
+            };
         }
         let n = NonZeroU32::new(cells as u32).expect("at least one cell");
         match self.limiter.check_n(n) {
             Ok(Ok(())) => Charge::Within,
-            Ok(Err(not_until)) => Charge::Over { throttle: not_until.wait_time_from(self.clock.now()).max(Duration::from_millis(1)) },
+            Ok(Err(not_until)) => Charge::Over {
+                throttle: not_until.wait_time_from(self.clock.now()).max(Duration::from_millis(1)),
+            },
             Err(_) => unreachable!("cells were checked against the burst"),
         }
     }
@@ -106,7 +121,9 @@ impl<C: Clock + Clone> Meter<C> {
         let n = NonZeroU32::new(cells as u32).expect("at least one cell");
         match self.limiter.check_n(n) {
             Ok(Ok(())) => Ok(units.saturating_sub(cells * self.unit)),
-            Ok(Err(not_until)) => Err(not_until.wait_time_from(self.clock.now()).max(Duration::from_millis(1))),
+            Ok(Err(not_until)) => {
+                Err(not_until.wait_time_from(self.clock.now()).max(Duration::from_millis(1)))
+            }
             Err(_) => unreachable!("a slice fits the bucket"),
         }
     }
@@ -147,7 +164,10 @@ mod tests {
         let (m, _) = meter(100.0);
         // Ten buckets' worth: 9 s of refill beyond the first bucket.
         assert_eq!(m.charge(1000), Charge::Over { throttle: Duration::from_secs(9) });
-        assert_eq!(m.charge(u64::MAX), Charge::Over { throttle: Duration::from_nanos(10_000_000).saturating_mul(u32::MAX) });
+        assert_eq!(
+            m.charge(u64::MAX),
+            Charge::Over { throttle: Duration::from_nanos(10_000_000).saturating_mul(u32::MAX) }
+        );
     }
 
     #[test]
@@ -204,7 +224,10 @@ mod tests {
                 owed = rest;
             }
             let expected = rate.max(1.0);
-            assert!((got as f64 - expected).abs() <= expected * 0.001 + 1.0 + m.unit as f64, "rate {rate}: {got}");
+            assert!(
+                (got as f64 - expected).abs() <= expected * 0.001 + 1.0 + m.unit as f64,
+                "rate {rate}: {got}"
+            );
         }
     }
 

@@ -26,8 +26,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{
-    AlterClientQuotasRequest, AlterClientQuotasResponse, ApiKey, DescribeClientQuotasRequest, DescribeClientQuotasResponse, RequestKind,
-    ResponseKind, alter_client_quotas_response, describe_client_quotas_response,
+    AlterClientQuotasRequest, AlterClientQuotasResponse, ApiKey, DescribeClientQuotasRequest,
+    DescribeClientQuotasResponse, RequestKind, ResponseKind, alter_client_quotas_response,
+    describe_client_quotas_response,
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -90,31 +91,58 @@ pub struct Options {
 impl Quotas {
     /// Load the quotas file (an unreadable or invalid file at start is an error) and start the
     /// tasks that follow the file and the filer until `cancel`.
-    pub fn start(opts: Options, cancel: CancellationToken, tracker: &TaskTracker) -> anyhow::Result<Quotas> {
+    pub fn start(
+        opts: Options,
+        cancel: CancellationToken,
+        tracker: &TaskTracker,
+    ) -> anyhow::Result<Quotas> {
         let quotas = Quotas::new(opts.seaweed, opts.filer_root);
         if let Some(path) = opts.file {
             let env = crate::config::ENV_QUOTAS_FILE;
-            let text = std::fs::read_to_string(&path).with_context(|| format!("{env}: reading {}", path.display()))?;
-            let rules = Rules::parse_file(&text).map_err(|e| anyhow::anyhow!("{env}: {}: {e}", path.display()))?;
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("{env}: reading {}", path.display()))?;
+            let rules = Rules::parse_file(&text)
+                .map_err(|e| anyhow::anyhow!("{env}: {}: {e}", path.display()))?;
             info!(entities = rules.len(), file = %path.display(), "quotas file loaded");
             quotas.set_file_rules(rules);
             let q = quotas.clone();
-            tracker.spawn(crate::watch::poll(path, FILE_POLL, text.into_bytes(), cancel.clone(), "quotas", move |text| {
-                let rules = Rules::parse_file(text)?;
-                info!(entities = rules.len(), "quotas file reloaded");
-                q.set_file_rules(rules);
-                Ok(())
-            }));
+            tracker.spawn(crate::watch::poll(
+                path,
+                FILE_POLL,
+                text.into_bytes(),
+                cancel.clone(),
+                "quotas",
+                move |text| {
+                    let rules = Rules::parse_file(text)?;
+                    info!(entities = rules.len(), "quotas file reloaded");
+                    q.set_file_rules(rules);
+                    Ok(())
+                },
+            ));
         }
         let q = quotas.clone();
-        tracker.spawn(async move { q.refresh_loop(cancel).instrument(info_span!("quota_refresh")).await });
+        tracker.spawn(async move {
+            q.refresh_loop(cancel).instrument(info_span!("quota_refresh")).await
+        });
         Ok(quotas)
     }
 
     /// Quotas with no rules and no background tasks (rules arrive through the setters).
     pub fn new(seaweed: Seaweed, root: String) -> Quotas {
-        let state = State { file: Rules::default(), filer: Rules::default(), effective: Arc::default(), generation: 0 };
-        Quotas { inner: Arc::new(Inner { seaweed, root, state: RwLock::new(state), meters: Mutex::default() }) }
+        let state = State {
+            file: Rules::default(),
+            filer: Rules::default(),
+            effective: Arc::default(),
+            generation: 0,
+        };
+        Quotas {
+            inner: Arc::new(Inner {
+                seaweed,
+                root,
+                state: RwLock::new(state),
+                meters: Mutex::default(),
+            }),
+        }
     }
 
     /// The rules in force: file rules with the filer's laid on top.
@@ -131,8 +159,12 @@ impl Quotas {
             s.generation += 1;
         }
         let m = crate::metrics::global();
-        m.quota_rules.get_or_create(&crate::metrics::SourceLabels { source: "file" }).set(s.file.len() as i64);
-        m.quota_rules.get_or_create(&crate::metrics::SourceLabels { source: "filer" }).set(s.filer.len() as i64);
+        m.quota_rules
+            .get_or_create(&crate::metrics::SourceLabels { source: "file" })
+            .set(s.file.len() as i64);
+        m.quota_rules
+            .get_or_create(&crate::metrics::SourceLabels { source: "filer" })
+            .set(s.filer.len() as i64);
     }
 
     pub fn set_file_rules(&self, rules: Rules) {
@@ -203,14 +235,25 @@ impl Quotas {
     pub fn prepare(&self, conn: &mut Conn, user: Option<&str>, request: &mut Request) -> Governing {
         let client_id = request.header.client_id.as_deref().unwrap_or("");
         let generation = self.inner.state.read().expect("quota state lock").generation;
-        let fresh = conn.resolved.as_ref().is_some_and(|r| r.generation == generation && r.user.as_deref() == user && r.client_id == client_id);
+        let fresh = conn.resolved.as_ref().is_some_and(|r| {
+            r.generation == generation && r.user.as_deref() == user && r.client_id == client_id
+        });
         if !fresh {
             let rules = self.rules();
-            let meters = Kind::ALL.map(|kind| rules.most_specific(kind, user, client_id).map(|m| (self.meter(&m), m.shape)));
-            conn.resolved = Some(Resolved { generation, user: user.map(str::to_string), client_id: client_id.to_string(), meters });
+            let meters = Kind::ALL.map(|kind| {
+                rules.most_specific(kind, user, client_id).map(|m| (self.meter(&m), m.shape))
+            });
+            conn.resolved = Some(Resolved {
+                generation,
+                user: user.map(str::to_string),
+                client_id: client_id.to_string(),
+                meters,
+            });
         }
         let governing = Governing(conn.resolved.as_ref().expect("resolved above").meters.clone());
-        if let (Some((meter, _)), Body::Kind(RequestKind::Fetch(r))) = (governing.get(Kind::Fetch), &mut request.body) {
+        if let (Some((meter, _)), Body::Kind(RequestKind::Fetch(r))) =
+            (governing.get(Kind::Fetch), &mut request.body)
+        {
             let cap = i32::try_from(meter.burst_units() / 8 * 7).unwrap_or(i32::MAX).max(1);
             r.max_bytes = r.max_bytes.min(cap);
             r.min_bytes = r.min_bytes.min(r.max_bytes);
@@ -221,7 +264,15 @@ impl Quotas {
     /// Charge one answered request to its quotas. Returns the response (a Fetch over quota is
     /// emptied) with `throttle_time_ms` set, and whether the hold must come before the
     /// response is written (clients older than KIP-219); the hold itself goes into `conn`.
-    pub fn settle(&self, conn: &mut Conn, governing: &Governing, key: ApiKey, version: i16, request_bytes: usize, mut reply: Option<Reply>) -> (Option<Reply>, bool) {
+    pub fn settle(
+        &self,
+        conn: &mut Conn,
+        governing: &Governing,
+        key: ApiKey,
+        version: i16,
+        request_bytes: usize,
+        mut reply: Option<Reply>,
+    ) -> (Option<Reply>, bool) {
         let metrics = crate::metrics::global();
         let mut throttle = Duration::ZERO;
         let over = |kind: Kind, shape: Shape, t: Duration, throttle: &mut Duration| {
@@ -252,7 +303,9 @@ impl Quotas {
                     if !empty && let Some((meter, shape)) = governing.get(Kind::Fetch) {
                         let n = resp.compute_size(version).unwrap_or(0) as u64;
                         match meter.charge(n) {
-                            Charge::Within => metrics.observe_quota_bytes(Kind::Fetch.label(), shape.label(), n),
+                            Charge::Within => {
+                                metrics.observe_quota_bytes(Kind::Fetch.label(), shape.label(), n)
+                            }
                             // Kafka's answer: nothing now, come back after the throttle.
                             Charge::Over { throttle: t } if n <= meter.burst_units() => {
                                 over(Kind::Fetch, *shape, t, &mut throttle);
@@ -293,7 +346,11 @@ impl Quotas {
     pub fn describe(&self, req: &DescribeClientQuotasRequest) -> DescribeClientQuotasResponse {
         use describe_client_quotas_response::{EntityData, EntryData, ValueData};
         let rules = self.rules();
-        let components: Vec<_> = req.components.iter().map(|c| (c.entity_type.as_str(), c.match_type, c._match.as_deref())).collect();
+        let components: Vec<_> = req
+            .components
+            .iter()
+            .map(|c| (c.entity_type.as_str(), c.match_type, c._match.as_deref()))
+            .collect();
         match rules.describe(&components, req.strict) {
             Err((code, message)) => DescribeClientQuotasResponse::default()
                 .with_error_code(code.code())
@@ -305,12 +362,27 @@ impl Quotas {
                     .map(|(entity, limits)| {
                         let mut sides = Vec::new();
                         if let Some(u) = &entity.user {
-                            sides.push(EntityData::default().with_entity_type(str_bytes(rules::ENTITY_USER)).with_entity_name(u.as_kafka().map(str_bytes)));
+                            sides.push(
+                                EntityData::default()
+                                    .with_entity_type(str_bytes(rules::ENTITY_USER))
+                                    .with_entity_name(u.as_kafka().map(str_bytes)),
+                            );
                         }
                         if let Some(c) = &entity.client_id {
-                            sides.push(EntityData::default().with_entity_type(str_bytes(rules::ENTITY_CLIENT_ID)).with_entity_name(c.as_kafka().map(str_bytes)));
+                            sides.push(
+                                EntityData::default()
+                                    .with_entity_type(str_bytes(rules::ENTITY_CLIENT_ID))
+                                    .with_entity_name(c.as_kafka().map(str_bytes)),
+                            );
                         }
-                        let values = limits.iter().map(|(k, v)| ValueData::default().with_key(str_bytes(k.config_key())).with_value(v)).collect();
+                        let values = limits
+                            .iter()
+                            .map(|(k, v)| {
+                                ValueData::default()
+                                    .with_key(str_bytes(k.config_key()))
+                                    .with_value(v)
+                            })
+                            .collect();
                         EntryData::default().with_entity(sides).with_values(values)
                     })
                     .collect();
@@ -330,17 +402,26 @@ impl Quotas {
             let echo = entry
                 .entity
                 .iter()
-                .map(|e| EntityData::default().with_entity_type(e.entity_type.clone()).with_entity_name(e.entity_name.clone()))
+                .map(|e| {
+                    EntityData::default()
+                        .with_entity_type(e.entity_type.clone())
+                        .with_entity_name(e.entity_name.clone())
+                })
                 .collect();
             let result = match parse_alteration(&entry) {
                 Err(message) => Err((ResponseError::InvalidRequest, message)),
-                Ok((entity, _)) if seen.contains(&entity) => Err((ResponseError::InvalidRequest, format!("ignoring duplicate entity {entity}"))),
+                Ok((entity, _)) if seen.contains(&entity) => Err((
+                    ResponseError::InvalidRequest,
+                    format!("ignoring duplicate entity {entity}"),
+                )),
                 Ok((entity, ops)) => {
                     seen.push(entity.clone());
                     if req.validate_only {
                         Ok(())
                     } else {
-                        match store::alter(&self.inner.seaweed, &self.inner.root, &entity, &ops).await {
+                        match store::alter(&self.inner.seaweed, &self.inner.root, &entity, &ops)
+                            .await
+                        {
                             Ok(limits) => {
                                 info!(%entity, ?limits, "client quota altered");
                                 self.update(|s| s.filer.insert(entity, limits));
@@ -356,7 +437,9 @@ impl Quotas {
             };
             let mut item = EntryData::default().with_entity(echo);
             if let Err((code, message)) = result {
-                item = item.with_error_code(code.code()).with_error_message(Some(StrBytes::from_string(message)));
+                item = item
+                    .with_error_code(code.code())
+                    .with_error_message(Some(StrBytes::from_string(message)));
             }
             out.push(item);
         }
@@ -369,7 +452,9 @@ fn str_bytes(s: &str) -> StrBytes {
 }
 
 /// An AlterClientQuotas entry as (entity, operations), or why it is invalid.
-fn parse_alteration(entry: &kafka_protocol::messages::alter_client_quotas_request::EntryData) -> Result<Alteration, String> {
+fn parse_alteration(
+    entry: &kafka_protocol::messages::alter_client_quotas_request::EntryData,
+) -> Result<Alteration, String> {
     let mut entity = Entity { user: None, client_id: None };
     if entry.entity.is_empty() {
         return Err("invalid empty client quota entity".into());
@@ -379,11 +464,16 @@ fn parse_alteration(entry: &kafka_protocol::messages::alter_client_quotas_reques
         let side = match e.entity_type.as_str() {
             rules::ENTITY_USER => &mut entity.user,
             rules::ENTITY_CLIENT_ID => &mut entity.client_id,
-            rules::ENTITY_IP => return Err("kelp has no ip quotas (connection_creation_rate)".into()),
+            rules::ENTITY_IP => {
+                return Err("kelp has no ip quotas (connection_creation_rate)".into());
+            }
             other => return Err(format!("unhandled client quota entity type: {other}")),
         };
         if side.replace(name).is_some() {
-            return Err(format!("invalid client quota entity, duplicate entity entry {}", e.entity_type.as_str()));
+            return Err(format!(
+                "invalid client quota entity, duplicate entity entry {}",
+                e.entity_type.as_str()
+            ));
         }
     }
     let mut ops: Vec<(Kind, Option<f64>)> = Vec::with_capacity(entry.ops.len());
@@ -472,7 +562,9 @@ impl Hold {
 mod tests {
     use super::*;
     use crate::seaweed::SeaweedOptions;
-    use kafka_protocol::messages::{FetchResponse, ProduceResponse, RequestHeader, fetch_response::FetchableTopicResponse};
+    use kafka_protocol::messages::{
+        FetchResponse, ProduceResponse, RequestHeader, fetch_response::FetchableTopicResponse,
+    };
     use rules::Limits;
 
     async fn quotas(rules: &str) -> Quotas {
@@ -491,11 +583,14 @@ mod tests {
 
     fn request(key: ApiKey, client_id: &str) -> Request {
         let body = match key {
-            ApiKey::Fetch => RequestKind::Fetch(kafka_protocol::messages::FetchRequest::default().with_max_bytes(50 * 1024 * 1024)),
+            ApiKey::Fetch => RequestKind::Fetch(
+                kafka_protocol::messages::FetchRequest::default().with_max_bytes(50 * 1024 * 1024),
+            ),
             _ => RequestKind::Metadata(Default::default()),
         };
         Request {
-            header: RequestHeader::default().with_client_id(Some(StrBytes::from_string(client_id.into()))),
+            header: RequestHeader::default()
+                .with_client_id(Some(StrBytes::from_string(client_id.into()))),
             api_key: key,
             version: 12,
             body: Body::Kind(body),
@@ -540,9 +635,12 @@ mod tests {
         assert_eq!(f.max_bytes, 3584, "capped to 7/8 of a bucket");
         let full = || {
             let topic = FetchableTopicResponse::default().with_partitions(vec![
-                kafka_protocol::messages::fetch_response::PartitionData::default().with_records(Some(bytes::Bytes::from(vec![0u8; 3000]))),
+                kafka_protocol::messages::fetch_response::PartitionData::default()
+                    .with_records(Some(bytes::Bytes::from(vec![0u8; 3000]))),
             ]);
-            Some(Reply::Kind(ResponseKind::Fetch(FetchResponse::default().with_responses(vec![topic]))))
+            Some(Reply::Kind(ResponseKind::Fetch(
+                FetchResponse::default().with_responses(vec![topic]),
+            )))
         };
         let (reply, _) = q.settle(&mut conn, &g, ApiKey::Fetch, 12, 100, full());
         let Some(Reply::Kind(ResponseKind::Fetch(r))) = reply else { panic!() };
@@ -594,16 +692,36 @@ mod tests {
 
     #[tokio::test]
     async fn alterations_are_validated_like_kafka() {
-        use kafka_protocol::messages::alter_client_quotas_request::{EntityData, EntryData, OpData};
+        use kafka_protocol::messages::alter_client_quotas_request::{
+            EntityData, EntryData, OpData,
+        };
         let q = quotas("").await;
         let entry = |entity: Vec<(&str, Option<&str>)>, ops: Vec<(&str, f64, bool)>| {
             EntryData::default()
-                .with_entity(entity.into_iter().map(|(t, n)| EntityData::default().with_entity_type(str_bytes(t)).with_entity_name(n.map(str_bytes))).collect())
-                .with_ops(ops.into_iter().map(|(k, v, r)| OpData::default().with_key(str_bytes(k)).with_value(v).with_remove(r)).collect())
+                .with_entity(
+                    entity
+                        .into_iter()
+                        .map(|(t, n)| {
+                            EntityData::default()
+                                .with_entity_type(str_bytes(t))
+                                .with_entity_name(n.map(str_bytes))
+                        })
+                        .collect(),
+                )
+                .with_ops(
+                    ops.into_iter()
+                        .map(|(k, v, r)| {
+                            OpData::default().with_key(str_bytes(k)).with_value(v).with_remove(r)
+                        })
+                        .collect(),
+                )
         };
         let req = AlterClientQuotasRequest::default().with_validate_only(true).with_entries(vec![
             entry(vec![("client-id", Some("a"))], vec![("producer_byte_rate", 1024.0, false)]),
-            entry(vec![("user", None), ("client-id", Some("a"))], vec![("request_rate", 0.5, false), ("consumer_byte_rate", 0.0, true)]),
+            entry(
+                vec![("user", None), ("client-id", Some("a"))],
+                vec![("request_rate", 0.5, false), ("consumer_byte_rate", 0.0, true)],
+            ),
             entry(vec![], vec![]),
             entry(vec![("ip", Some("1.2.3.4"))], vec![("connection_creation_rate", 1.0, false)]),
             entry(vec![("client-id", Some("b"))], vec![("request_percentage", 50.0, false)]),
@@ -611,11 +729,17 @@ mod tests {
             entry(vec![("client-id", Some("d"))], vec![("producer_byte_rate", -1.0, false)]),
             entry(vec![("client-id", Some("e")), ("client-id", Some("f"))], vec![]),
             entry(vec![("client-id", Some("a"))], vec![("producer_byte_rate", 2048.0, false)]),
-            entry(vec![("client-id", Some("g"))], vec![("request_rate", 1.0, false), ("request_rate", 2.0, false)]),
+            entry(
+                vec![("client-id", Some("g"))],
+                vec![("request_rate", 1.0, false), ("request_rate", 2.0, false)],
+            ),
         ]);
         let codes: Vec<i16> = q.alter(req).await.entries.iter().map(|e| e.error_code).collect();
         let invalid = ResponseError::InvalidRequest.code();
-        assert_eq!(codes, vec![0, 0, invalid, invalid, invalid, invalid, invalid, invalid, invalid, invalid]);
+        assert_eq!(
+            codes,
+            vec![0, 0, invalid, invalid, invalid, invalid, invalid, invalid, invalid, invalid]
+        );
         assert!(q.rules().is_empty(), "validate_only changes nothing");
     }
 }

@@ -121,7 +121,9 @@ pub fn validate_value(kind: Kind, value: f64) -> Result<(), String> {
 /// Why a key cannot be set, for keys Kafka knows but kelp does not meter.
 pub fn unsupported_key(key: &str) -> String {
     match key {
-        "request_percentage" => "kelp meters request_rate (requests per second), not request_percentage".into(),
+        "request_percentage" => {
+            "kelp meters request_rate (requests per second), not request_percentage".into()
+        }
         "controller_mutation_rate" => "kelp does not meter controller_mutation_rate".into(),
         _ => format!("invalid configuration key {key}"),
     }
@@ -249,7 +251,10 @@ impl Rules {
                 (Shape::DefaultUser, Some(Name::Default), None),
             ]);
         }
-        candidates.extend([(Shape::Client, None, is(client_id)), (Shape::DefaultClient, None, Some(Name::Default))]);
+        candidates.extend([
+            (Shape::Client, None, is(client_id)),
+            (Shape::DefaultClient, None, Some(Name::Default)),
+        ]);
         candidates.into_iter().find_map(|(shape, u, c)| {
             let key = MeterKey {
                 kind,
@@ -276,7 +281,11 @@ impl Rules {
 
     /// DescribeClientQuotas (KIP-546): the entities matching every filter component, with the
     /// semantics of Kafka's controller. `components` are (entity type, match type, match).
-    pub fn describe(&self, components: &[(&str, i8, Option<&str>)], strict: bool) -> Result<Vec<(&Entity, &Limits)>, (ResponseError, String)> {
+    pub fn describe(
+        &self,
+        components: &[(&str, i8, Option<&str>)],
+        strict: bool,
+    ) -> Result<Vec<(&Entity, &Limits)>, (ResponseError, String)> {
         const EXACT: i8 = 0;
         const DEFAULT: i8 = 1;
         const SPECIFIED: i8 = 2;
@@ -288,30 +297,49 @@ impl Rules {
                 return invalid("invalid empty entity type".into());
             }
             if wanted.iter().any(|(t, _)| *t == entity_type) {
-                return invalid(format!("entity type {entity_type} cannot appear more than once in the filter"));
+                return invalid(format!(
+                    "entity type {entity_type} cannot appear more than once in the filter"
+                ));
             }
             if ![ENTITY_USER, ENTITY_CLIENT_ID, ENTITY_IP].contains(&entity_type) {
-                return Err((ResponseError::UnsupportedVersion, format!("unsupported entity type {entity_type}")));
+                return Err((
+                    ResponseError::UnsupportedVersion,
+                    format!("unsupported entity type {entity_type}"),
+                ));
             }
             let name = match (match_type, matched) {
                 (EXACT, Some(m)) => Some(Name::Is(m.to_string())),
-                (EXACT, None) => return invalid("MATCH_TYPE_EXACT with a null match string".into()),
+                (EXACT, None) => {
+                    return invalid("MATCH_TYPE_EXACT with a null match string".into());
+                }
                 (DEFAULT, None) => Some(Name::Default),
                 (SPECIFIED, None) => None,
-                (DEFAULT | SPECIFIED, Some(_)) => return invalid(format!("match type {match_type} with a match string")),
+                (DEFAULT | SPECIFIED, Some(_)) => {
+                    return invalid(format!("match type {match_type} with a match string"));
+                }
                 _ => return invalid(format!("unknown match type {match_type}")),
             };
             wanted.push((entity_type, name));
         }
         let has_ip = wanted.iter().any(|(t, _)| *t == ENTITY_IP);
         if has_ip && wanted.len() > 1 {
-            return invalid("an ip filter component cannot be combined with user or client-id".into());
+            return invalid(
+                "an ip filter component cannot be combined with user or client-id".into(),
+            );
         }
         Ok(self
             .0
             .iter()
             .filter(|(e, _)| {
-                let side = |t: &str| if t == ENTITY_USER { e.user.as_ref() } else if t == ENTITY_CLIENT_ID { e.client_id.as_ref() } else { None };
+                let side = |t: &str| {
+                    if t == ENTITY_USER {
+                        e.user.as_ref()
+                    } else if t == ENTITY_CLIENT_ID {
+                        e.client_id.as_ref()
+                    } else {
+                        None
+                    }
+                };
                 let size = usize::from(e.user.is_some()) + usize::from(e.client_id.is_some());
                 (!strict || size == wanted.len())
                     && wanted.iter().all(|(t, name)| match (side(t), name) {
@@ -354,13 +382,20 @@ impl Rules {
         let doc: Option<Doc> = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
         let mut rules = Rules::default();
         for (i, r) in doc.map(|d| d.quotas).unwrap_or_default().into_iter().enumerate() {
-            let entity = Entity { user: r.user.as_deref().map(Name::from_file), client_id: r.client_id.as_deref().map(Name::from_file) };
+            let entity = Entity {
+                user: r.user.as_deref().map(Name::from_file),
+                client_id: r.client_id.as_deref().map(Name::from_file),
+            };
             let at = format!("quotas[{i}] ({entity})");
             if entity.user.is_none() && entity.client_id.is_none() {
                 return Err(format!("quotas[{i}]: names neither user nor client-id"));
             }
             let mut limits = Limits::default();
-            for (kind, v) in [(Kind::Produce, r.producer_byte_rate), (Kind::Fetch, r.consumer_byte_rate), (Kind::Request, r.request_rate)] {
+            for (kind, v) in [
+                (Kind::Produce, r.producer_byte_rate),
+                (Kind::Fetch, r.consumer_byte_rate),
+                (Kind::Request, r.request_rate),
+            ] {
                 if let Some(v) = v {
                     validate_value(kind, v).map_err(|e| format!("{at}: {e}"))?;
                     limits.set(kind, Some(v));
@@ -426,9 +461,15 @@ mod tests {
         rules.insert(entity(None, Some("<default>")), limits(Kind::Produce, 2.0));
         let m = rules.most_specific(Kind::Produce, None, "app").unwrap();
         assert_eq!((m.shape, m.rate), (Shape::DefaultClient, 2.0));
-        assert_eq!(m.key, MeterKey { kind: Kind::Produce, user: None, client_id: Some("app".into()) });
+        assert_eq!(
+            m.key,
+            MeterKey { kind: Kind::Produce, user: None, client_id: Some("app".into()) }
+        );
         // With a user, the default user wins over clients/<default>.
-        assert_eq!(rules.most_specific(Kind::Produce, Some("bob"), "app").unwrap().shape, Shape::DefaultUser);
+        assert_eq!(
+            rules.most_specific(Kind::Produce, Some("bob"), "app").unwrap().shape,
+            Shape::DefaultUser
+        );
     }
 
     #[test]
@@ -437,9 +478,17 @@ mod tests {
         rules.insert(entity(Some("alice"), None), limits(Kind::Produce, 10.0));
         rules.insert(entity(None, Some("<default>")), limits(Kind::Fetch, 20.0));
         let p = rules.most_specific(Kind::Produce, Some("alice"), "app").unwrap();
-        assert_eq!(p.key, MeterKey { kind: Kind::Produce, user: Some("alice".into()), client_id: None }, "shared by alice's clients");
+        assert_eq!(
+            p.key,
+            MeterKey { kind: Kind::Produce, user: Some("alice".into()), client_id: None },
+            "shared by alice's clients"
+        );
         let f = rules.most_specific(Kind::Fetch, Some("alice"), "app").unwrap();
-        assert_eq!((f.shape, f.rate), (Shape::DefaultClient, 20.0), "alice's rule sets no fetch quota");
+        assert_eq!(
+            (f.shape, f.rate),
+            (Shape::DefaultClient, 20.0),
+            "alice's rule sets no fetch quota"
+        );
         assert!(rules.most_specific(Kind::Request, Some("alice"), "app").is_none());
     }
 
@@ -465,8 +514,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(rules.len(), 2);
-        assert_eq!(rules.get(&entity(None, Some("<default>"))).unwrap().get(Kind::Produce), Some(1_048_576.0));
-        assert_eq!(rules.get(&entity(Some("alice"), Some("app"))).unwrap().get(Kind::Request), Some(2.5));
+        assert_eq!(
+            rules.get(&entity(None, Some("<default>"))).unwrap().get(Kind::Produce),
+            Some(1_048_576.0)
+        );
+        assert_eq!(
+            rules.get(&entity(Some("alice"), Some("app"))).unwrap().get(Kind::Request),
+            Some(2.5)
+        );
         assert!(Rules::parse_file("").unwrap().is_empty());
         assert!(Rules::parse_file("quotas: []").unwrap().is_empty());
         for bad in [
@@ -487,10 +542,16 @@ mod tests {
     #[test]
     fn describe_filters_like_kafka() {
         let mut rules = Rules::default();
-        for e in [entity(Some("alice"), None), entity(Some("alice"), Some("app")), entity(None, Some("<default>")), entity(None, Some("app"))] {
+        for e in [
+            entity(Some("alice"), None),
+            entity(Some("alice"), Some("app")),
+            entity(None, Some("<default>")),
+            entity(None, Some("app")),
+        ] {
             rules.insert(e, limits(Kind::Request, 1.0));
         }
-        let count = |c: &[(&str, i8, Option<&str>)], strict| rules.describe(c, strict).map(|v| v.len());
+        let count =
+            |c: &[(&str, i8, Option<&str>)], strict| rules.describe(c, strict).map(|v| v.len());
         assert_eq!(count(&[], false), Ok(4));
         assert_eq!(count(&[], true), Ok(0));
         assert_eq!(count(&[("user", 0, Some("alice"))], false), Ok(2));
@@ -499,10 +560,22 @@ mod tests {
         assert_eq!(count(&[("client-id", 2, None)], false), Ok(3));
         assert_eq!(count(&[("client-id", 2, None)], true), Ok(2));
         assert_eq!(count(&[("ip", 2, None)], false), Ok(0));
-        assert_eq!(count(&[("user", 0, None)], false).unwrap_err().0, ResponseError::InvalidRequest);
-        assert_eq!(count(&[("user", 1, Some("x"))], false).unwrap_err().0, ResponseError::InvalidRequest);
-        assert_eq!(count(&[("user", 2, None), ("user", 2, None)], false).unwrap_err().0, ResponseError::InvalidRequest);
-        assert_eq!(count(&[("group", 2, None)], false).unwrap_err().0, ResponseError::UnsupportedVersion);
+        assert_eq!(
+            count(&[("user", 0, None)], false).unwrap_err().0,
+            ResponseError::InvalidRequest
+        );
+        assert_eq!(
+            count(&[("user", 1, Some("x"))], false).unwrap_err().0,
+            ResponseError::InvalidRequest
+        );
+        assert_eq!(
+            count(&[("user", 2, None), ("user", 2, None)], false).unwrap_err().0,
+            ResponseError::InvalidRequest
+        );
+        assert_eq!(
+            count(&[("group", 2, None)], false).unwrap_err().0,
+            ResponseError::UnsupportedVersion
+        );
     }
 
     #[test]

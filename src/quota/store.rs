@@ -21,8 +21,8 @@ fn entity_path(root: &str, entity: &Entity) -> String {
 }
 
 fn decode(path: &str, bytes: &[u8]) -> Result<Limits, Error> {
-    let map: BTreeMap<String, f64> =
-        serde_json::from_slice(bytes).map_err(|e| Error::Corrupt { path: path.to_string(), why: e.to_string() })?;
+    let map: BTreeMap<String, f64> = serde_json::from_slice(bytes)
+        .map_err(|e| Error::Corrupt { path: path.to_string(), why: e.to_string() })?;
     let mut limits = Limits::default();
     for (key, value) in map {
         // A key written by a newer kelp that this one does not meter is skipped, not fatal.
@@ -54,14 +54,22 @@ pub async fn load(seaweed: &Seaweed, root: &str) -> Result<Rules, Error> {
         let Some(bytes) = seaweed.filer_get(&path).await? else {
             continue; // deleted between the listing and the read
         };
-        let entity = Entity { user: user.map(|u| Name::from_kafka(u.as_deref())), client_id: client_id.map(|c| Name::from_kafka(c.as_deref())) };
+        let entity = Entity {
+            user: user.map(|u| Name::from_kafka(u.as_deref())),
+            client_id: client_id.map(|c| Name::from_kafka(c.as_deref())),
+        };
         rules.insert(entity, decode(&path, &bytes)?);
     }
     Ok(rules)
 }
 
 /// Apply `ops` (key → new value, `None` removes) to the stored entity; returns its new limits.
-pub async fn alter(seaweed: &Seaweed, root: &str, entity: &Entity, ops: &[(Kind, Option<f64>)]) -> Result<Limits, Error> {
+pub async fn alter(
+    seaweed: &Seaweed,
+    root: &str,
+    entity: &Entity,
+    ops: &[(Kind, Option<f64>)],
+) -> Result<Limits, Error> {
     let path = entity_path(root, entity);
     let mut limits = match seaweed.filer_get(&path).await? {
         Some(bytes) => decode(&path, &bytes)?,
@@ -90,7 +98,8 @@ mod tests {
         let bytes = encode(&l);
         assert_eq!(bytes, br#"{"producer_byte_rate":1024.0,"request_rate":2.5}"#);
         assert_eq!(decode("/p", &bytes).unwrap(), l);
-        let newer = decode("/p", br#"{"producer_byte_rate":1024,"controller_mutation_rate":3}"#).unwrap();
+        let newer =
+            decode("/p", br#"{"producer_byte_rate":1024,"controller_mutation_rate":3}"#).unwrap();
         assert_eq!(newer.iter().collect::<Vec<_>>(), vec![(Kind::Produce, 1024.0)]);
         assert!(matches!(decode("/p", b"not json"), Err(Error::Corrupt { .. })));
     }

@@ -132,7 +132,8 @@ fn decode_record(body: &Bytes, pos: &mut usize, base_ts: i64) -> Result<Record, 
     }
     let mut headers = Vec::with_capacity(n as usize);
     for _ in 0..n {
-        let k = bytes_field(body, pos, end)?.ok_or_else(|| BatchError::malformed("null header key"))?;
+        let k =
+            bytes_field(body, pos, end)?.ok_or_else(|| BatchError::malformed("null header key"))?;
         let v = bytes_field(body, pos, end)?;
         headers.push((k, v));
     }
@@ -181,11 +182,8 @@ pub fn encode(buf: &mut BytesMut, records: &[(i64, Record)]) {
     for (offset, r) in records {
         let ts_delta = r.timestamp_ms.wrapping_sub(base_ts);
         let off_delta = offset - base_offset;
-        let headers_len: usize = r
-            .headers
-            .iter()
-            .map(|(k, v)| field_len(Some(k)) + field_len(v.as_ref()))
-            .sum();
+        let headers_len: usize =
+            r.headers.iter().map(|(k, v)| field_len(Some(k)) + field_len(v.as_ref())).sum();
         let body_len = 1
             + varlong_len(ts_delta)
             + varlong_len(off_delta)
@@ -235,7 +233,11 @@ mod tests {
                 timestamp_ms: 1_700_000_000_000 + i * 7 - 100,
                 key: (i % 3 != 0).then(|| b(&format!("key-{i}"))),
                 value: (i % 5 != 0).then(|| b(&"v".repeat(i as usize))),
-                headers: if i % 2 == 0 { vec![(b("h"), Some(b("x"))), (b("n"), None)] } else { vec![] },
+                headers: if i % 2 == 0 {
+                    vec![(b("h"), Some(b("x"))), (b("n"), None)]
+                } else {
+                    vec![]
+                },
             })
             .collect()
     }
@@ -266,14 +268,25 @@ mod tests {
             })
             .collect();
         let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(&mut buf, &lib, &RecordEncodeOptions { version: 2, compression }).unwrap();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &lib,
+            &RecordEncodeOptions { version: 2, compression },
+        )
+        .unwrap();
         buf.freeze()
     }
 
     #[test]
     fn batches_from_an_independent_encoder_decode_in_every_codec() {
         let records = sample();
-        for c in [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
+        for c in [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
             let batches = decode_all(library_batch(&records, c), 1 << 20).unwrap();
             let got: Vec<Record> = batches.into_iter().flat_map(|b| b.records).collect();
             assert_eq!(got, records, "{c:?}");
@@ -282,7 +295,8 @@ mod tests {
 
     #[test]
     fn encoded_batches_decode_with_the_library_and_with_ourselves() {
-        let records: Vec<(i64, Record)> = sample().into_iter().enumerate().map(|(i, r)| (100 + i as i64, r)).collect();
+        let records: Vec<(i64, Record)> =
+            sample().into_iter().enumerate().map(|(i, r)| (100 + i as i64, r)).collect();
         let mut buf = BytesMut::new();
         encode(&mut buf, &records);
         let bytes = buf.freeze();
@@ -328,7 +342,12 @@ mod tests {
 
     #[test]
     fn decompression_is_bounded() {
-        let big = vec![Record { timestamp_ms: 0, key: None, value: Some(Bytes::from(vec![0u8; 100_000])), headers: vec![] }];
+        let big = vec![Record {
+            timestamp_ms: 0,
+            key: None,
+            value: Some(Bytes::from(vec![0u8; 100_000])),
+            headers: vec![],
+        }];
         for c in [Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
             let err = decode_all(library_batch(&big, c), 10_000).unwrap_err();
             assert_eq!(err, BatchError::TooLarge(10_000), "{c:?}");

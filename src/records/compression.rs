@@ -70,7 +70,8 @@ fn read_bounded(r: impl Read, limit: usize) -> Result<Bytes, BatchError> {
 }
 
 fn snappy_block(block: &[u8], limit: usize, out: &mut Vec<u8>) -> Result<(), BatchError> {
-    let n = snap::raw::decompress_len(block).map_err(|e| BatchError::malformed(format!("snappy: {e}")))?;
+    let n = snap::raw::decompress_len(block)
+        .map_err(|e| BatchError::malformed(format!("snappy: {e}")))?;
     if out.len() + n > limit {
         return Err(BatchError::TooLarge(limit));
     }
@@ -92,7 +93,8 @@ fn xerial(body: &[u8], limit: usize) -> Result<Bytes, BatchError> {
             .get(..4)
             .map(|l| i32::from_be_bytes(l.try_into().expect("4 bytes")))
             .filter(|l| *l >= 0 && (*l as usize) <= rest.len() - 4)
-            .ok_or_else(|| BatchError::malformed("bad xerial block length"))? as usize;
+            .ok_or_else(|| BatchError::malformed("bad xerial block length"))?
+            as usize;
         snappy_block(&rest[4..4 + len], limit, &mut out)?;
         rest = &rest[4 + len..];
     }
@@ -127,7 +129,13 @@ mod tests {
     #[test]
     fn garbage_is_malformed_in_every_codec() {
         for c in [Codec::Gzip, Codec::Snappy, Codec::Lz4, Codec::Zstd] {
-            assert!(matches!(decompress(c, Bytes::from_static(b"\x01\x02garbage"), 100), Err(BatchError::Malformed(_))), "{c:?}");
+            assert!(
+                matches!(
+                    decompress(c, Bytes::from_static(b"\x01\x02garbage"), 100),
+                    Err(BatchError::Malformed(_))
+                ),
+                "{c:?}"
+            );
         }
     }
 }

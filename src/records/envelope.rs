@@ -106,10 +106,7 @@ fn decode(m: &Message) -> Option<Record> {
 }
 
 fn headers_len(r: &Record) -> usize {
-    r.headers
-        .iter()
-        .map(|(k, v)| 10 + k.len() + v.as_ref().map_or(0, |v| v.len()))
-        .sum()
+    r.headers.iter().map(|(k, v)| 10 + k.len() + v.as_ref().map_or(0, |v| v.len())).sum()
 }
 
 /// Kafka's zigzag varlong.
@@ -159,14 +156,24 @@ mod tests {
     #[test]
     fn every_shape_of_record_round_trips() {
         let cases = vec![
-            Record { timestamp_ms: 1_700_000_000_123, key: Some(b("k")), value: Some(b("v")), headers: vec![] },
+            Record {
+                timestamp_ms: 1_700_000_000_123,
+                key: Some(b("k")),
+                value: Some(b("v")),
+                headers: vec![],
+            },
             Record { timestamp_ms: 0, key: None, value: None, headers: vec![] },
             Record { timestamp_ms: -1, key: Some(b("")), value: Some(b("")), headers: vec![] },
             Record {
                 timestamp_ms: 42,
                 key: None,
                 value: Some(b("payload")),
-                headers: vec![(b("h"), Some(b("1"))), (b("h"), Some(b("2"))), (b("n"), None), (b(""), Some(b("")))],
+                headers: vec![
+                    (b("h"), Some(b("1"))),
+                    (b("h"), Some(b("2"))),
+                    (b("n"), None),
+                    (b(""), Some(b(""))),
+                ],
             },
         ];
         for r in cases {
@@ -178,7 +185,8 @@ mod tests {
 
     #[test]
     fn value_is_the_suffix_of_the_stored_message() {
-        let r = Record { timestamp_ms: 5, key: Some(b("k")), value: Some(b("hello")), headers: vec![] };
+        let r =
+            Record { timestamp_ms: 5, key: Some(b("k")), value: Some(b("hello")), headers: vec![] };
         let m = to_message(&r);
         assert!(m.value.ends_with(b"hello"));
         assert_eq!(m.key, b("k"));
@@ -188,12 +196,20 @@ mod tests {
     fn foreign_messages_are_served_as_plain_key_value() {
         let m = Message { key: b("k"), value: b("plain"), ts_ns: 3_000_000 };
         let r = from_message(&m);
-        assert_eq!(r, Record { timestamp_ms: 3, key: Some(b("k")), value: Some(b("plain")), headers: vec![] });
+        assert_eq!(
+            r,
+            Record { timestamp_ms: 3, key: Some(b("k")), value: Some(b("plain")), headers: vec![] }
+        );
     }
 
     #[test]
     fn truncated_envelopes_never_panic() {
-        let r = Record { timestamp_ms: 9, key: None, value: Some(b("v")), headers: vec![(b("a"), Some(b("bb")))] };
+        let r = Record {
+            timestamp_ms: 9,
+            key: None,
+            value: Some(b("v")),
+            headers: vec![(b("a"), Some(b("bb")))],
+        };
         let m = to_message(&r);
         for cut in 0..m.value.len() {
             let t = Message { key: m.key.clone(), value: m.value.slice(..cut), ts_ns: 0 };
@@ -203,7 +219,9 @@ mod tests {
 
     #[test]
     fn varlong_matches_kafka_zigzag() {
-        for (v, bytes) in [(0i64, vec![0u8]), (-1, vec![1]), (1, vec![2]), (63, vec![126]), (64, vec![128, 1])] {
+        for (v, bytes) in
+            [(0i64, vec![0u8]), (-1, vec![1]), (1, vec![2]), (63, vec![126]), (64, vec![128, 1])]
+        {
             let mut buf = Vec::new();
             put_varlong(&mut buf, v);
             assert_eq!(buf, bytes);

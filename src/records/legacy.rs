@@ -17,7 +17,12 @@ pub fn decode(buf: Bytes, max_uncompressed: usize) -> Result<Vec<Record>, BatchE
     Ok(out)
 }
 
-fn decode_into(mut buf: Bytes, limit: usize, depth: u8, out: &mut Vec<Record>) -> Result<(), BatchError> {
+fn decode_into(
+    mut buf: Bytes,
+    limit: usize,
+    depth: u8,
+    out: &mut Vec<Record>,
+) -> Result<(), BatchError> {
     while buf.has_remaining() {
         if buf.remaining() < 12 {
             return Err(BatchError::malformed("short message set entry"));
@@ -52,7 +57,8 @@ fn decode_into(mut buf: Bytes, limit: usize, depth: u8, out: &mut Vec<Record>) -
         if depth > 0 {
             return Err(BatchError::malformed("nested compressed message"));
         }
-        let inner = value.ok_or_else(|| BatchError::malformed("compressed message without value"))?;
+        let inner =
+            value.ok_or_else(|| BatchError::malformed("compressed message without value"))?;
         let inner = compression::decompress(codec, inner, limit)?;
         let first = out.len();
         decode_into(inner, limit, depth + 1, out)?;
@@ -82,7 +88,13 @@ fn bytes(m: &mut Bytes) -> Result<Option<Bytes>, BatchError> {
 }
 
 /// Encode one uncompressed message (used by tests that speak Produce v0-v2).
-pub fn encode_message(buf: &mut Vec<u8>, magic: i8, timestamp_ms: i64, key: Option<&[u8]>, value: Option<&[u8]>) {
+pub fn encode_message(
+    buf: &mut Vec<u8>,
+    magic: i8,
+    timestamp_ms: i64,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+) {
     let mut body = vec![magic as u8, 0];
     if magic == 1 {
         body.extend_from_slice(&timestamp_ms.to_be_bytes());
@@ -114,8 +126,18 @@ mod tests {
         encode_message(&mut set, 1, 99, Some(b""), None);
         let got = decode(set.into(), 1 << 20).unwrap();
         let want = vec![
-            Record { timestamp_ms: -1, key: None, value: Some(Bytes::from_static(b"a")), headers: vec![] },
-            Record { timestamp_ms: 1234, key: Some(Bytes::new()), value: Some(Bytes::new()), headers: vec![] },
+            Record {
+                timestamp_ms: -1,
+                key: None,
+                value: Some(Bytes::from_static(b"a")),
+                headers: vec![],
+            },
+            Record {
+                timestamp_ms: 1234,
+                key: Some(Bytes::new()),
+                value: Some(Bytes::new()),
+                headers: vec![],
+            },
             Record { timestamp_ms: 99, key: Some(Bytes::new()), value: None, headers: vec![] },
         ];
         assert_eq!(got[1].key.as_deref(), Some(&b"k"[..]));

@@ -39,7 +39,8 @@ use scram::{Credential, Hash};
 pub const USERS_FILE_POLL: Duration = Duration::from_secs(2);
 
 /// The mechanisms kelp offers, in the order SaslHandshake lists them.
-pub const MECHANISMS: [Mechanism; 3] = [Mechanism::Plain, Mechanism::ScramSha256, Mechanism::ScramSha512];
+pub const MECHANISMS: [Mechanism; 3] =
+    [Mechanism::Plain, Mechanism::ScramSha256, Mechanism::ScramSha512];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Mechanism {
@@ -135,37 +136,57 @@ impl Users {
             if name.is_empty() {
                 return Err("a user has an empty name".into());
             }
-            let stored = |hash: Hash, c: Option<CredentialDoc>| -> Result<Option<Credential>, String> {
-                let Some(c) = c else { return Ok(None) };
-                let decode = |field: &str, v: &str| B64.decode(v).map_err(|e| format!("user {name:?}: {field}: {e}"));
-                let c = Credential {
-                    salt: decode("salt", &c.salt)?,
-                    iterations: c.iterations,
-                    stored_key: decode("stored-key", &c.stored_key)?,
-                    server_key: decode("server-key", &c.server_key)?,
+            let stored =
+                |hash: Hash, c: Option<CredentialDoc>| -> Result<Option<Credential>, String> {
+                    let Some(c) = c else { return Ok(None) };
+                    let decode = |field: &str, v: &str| {
+                        B64.decode(v).map_err(|e| format!("user {name:?}: {field}: {e}"))
+                    };
+                    let c = Credential {
+                        salt: decode("salt", &c.salt)?,
+                        iterations: c.iterations,
+                        stored_key: decode("stored-key", &c.stored_key)?,
+                        server_key: decode("server-key", &c.server_key)?,
+                    };
+                    let len = hash.digest(b"").len();
+                    if c.stored_key.len() != len || c.server_key.len() != len {
+                        return Err(format!("user {name:?}: keys of {hash:?} must be {len} bytes"));
+                    }
+                    if !(scram::MIN_ITERATIONS..=scram::MAX_ITERATIONS).contains(&c.iterations) {
+                        return Err(format!(
+                            "user {name:?}: iterations must be {}..={}",
+                            scram::MIN_ITERATIONS,
+                            scram::MAX_ITERATIONS
+                        ));
+                    }
+                    if c.salt.is_empty() {
+                        return Err(format!("user {name:?}: empty salt"));
+                    }
+                    Ok(Some(c))
                 };
-                let len = hash.digest(b"").len();
-                if c.stored_key.len() != len || c.server_key.len() != len {
-                    return Err(format!("user {name:?}: keys of {hash:?} must be {len} bytes"));
-                }
-                if !(scram::MIN_ITERATIONS..=scram::MAX_ITERATIONS).contains(&c.iterations) {
-                    return Err(format!(
-                        "user {name:?}: iterations must be {}..={}",
-                        scram::MIN_ITERATIONS,
-                        scram::MAX_ITERATIONS
-                    ));
-                }
-                if c.salt.is_empty() {
-                    return Err(format!("user {name:?}: empty salt"));
-                }
-                Ok(Some(c))
+            let mut user = User {
+                sha256: stored(Hash::Sha256, u.scram_sha_256)?,
+                sha512: stored(Hash::Sha512, u.scram_sha_512)?,
             };
-            let mut user = User { sha256: stored(Hash::Sha256, u.scram_sha_256)?, sha512: stored(Hash::Sha512, u.scram_sha_512)? };
             match u.password {
                 Some(p) if p.is_empty() => return Err(format!("user {name:?}: empty password")),
                 Some(p) => {
-                    user.sha256.get_or_insert_with(|| Credential::derive(Hash::Sha256, p.as_bytes(), random_salt(), DERIVED_ITERATIONS));
-                    user.sha512.get_or_insert_with(|| Credential::derive(Hash::Sha512, p.as_bytes(), random_salt(), DERIVED_ITERATIONS));
+                    user.sha256.get_or_insert_with(|| {
+                        Credential::derive(
+                            Hash::Sha256,
+                            p.as_bytes(),
+                            random_salt(),
+                            DERIVED_ITERATIONS,
+                        )
+                    });
+                    user.sha512.get_or_insert_with(|| {
+                        Credential::derive(
+                            Hash::Sha512,
+                            p.as_bytes(),
+                            random_salt(),
+                            DERIVED_ITERATIONS,
+                        )
+                    });
                 }
                 None if user.sha256.is_none() && user.sha512.is_none() => {
                     return Err(format!("user {name:?}: needs a password or SCRAM credentials"));
@@ -224,24 +245,40 @@ pub struct Sasl {
 impl Sasl {
     /// Read the users file (an error when it is unreadable or invalid: kelp does not start
     /// with SASL half configured) and watch it for changes until `cancel`.
-    pub fn start(path: PathBuf, cancel: CancellationToken, tracker: &TaskTracker) -> anyhow::Result<Sasl> {
+    pub fn start(
+        path: PathBuf,
+        cancel: CancellationToken,
+        tracker: &TaskTracker,
+    ) -> anyhow::Result<Sasl> {
         let env = crate::config::ENV_SASL_USERS_FILE;
-        let text = std::fs::read_to_string(&path).with_context(|| format!("{env}: reading {}", path.display()))?;
-        let users = Users::parse(&text).map_err(|e| anyhow::anyhow!("{env}: {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("{env}: reading {}", path.display()))?;
+        let users =
+            Users::parse(&text).map_err(|e| anyhow::anyhow!("{env}: {}: {e}", path.display()))?;
         tracing::info!(users = users.len(), file = %path.display(), "SASL enabled");
         let sasl = Sasl::new(users);
         let shared = sasl.users.clone();
-        tracker.spawn(crate::watch::poll(path, USERS_FILE_POLL, text.into_bytes(), cancel, "SASL users", move |text| {
-            let users = Users::parse(text)?;
-            tracing::info!(users = users.len(), "SASL users file reloaded");
-            *shared.write().expect("users lock") = Arc::new(users);
-            Ok(())
-        }));
+        tracker.spawn(crate::watch::poll(
+            path,
+            USERS_FILE_POLL,
+            text.into_bytes(),
+            cancel,
+            "SASL users",
+            move |text| {
+                let users = Users::parse(text)?;
+                tracing::info!(users = users.len(), "SASL users file reloaded");
+                *shared.write().expect("users lock") = Arc::new(users);
+                Ok(())
+            },
+        ));
         Ok(sasl)
     }
 
     pub fn new(users: Users) -> Sasl {
-        Sasl { users: Arc::new(RwLock::new(Arc::new(users))), decoy_secret: Arc::new(*uuid::Uuid::new_v4().as_bytes()) }
+        Sasl {
+            users: Arc::new(RwLock::new(Arc::new(users))),
+            decoy_secret: Arc::new(*uuid::Uuid::new_v4().as_bytes()),
+        }
     }
 
     fn users(&self) -> Arc<Users> {
@@ -320,7 +357,9 @@ impl Exchange {
     /// The mechanism in use, once one was agreed.
     pub fn mechanism(&self) -> Option<Mechanism> {
         match self {
-            Exchange::Chosen { mechanism, .. } | Exchange::Scram { mechanism, .. } => Some(*mechanism),
+            Exchange::Chosen { mechanism, .. } | Exchange::Scram { mechanism, .. } => {
+                Some(*mechanism)
+            }
             _ => None,
         }
     }
@@ -333,21 +372,34 @@ impl Exchange {
                 let hash = mechanism.hash().expect("SCRAM mechanisms have a hash");
                 let mut server = scram::Server::new(hash);
                 let users = sasl.users();
-                match server.step(message, |u| users.credential(u, hash), |u| sasl.decoy(hash, u), &server_nonce()) {
+                match server.step(
+                    message,
+                    |u| users.credential(u, hash),
+                    |u| sasl.decoy(hash, u),
+                    &server_nonce(),
+                ) {
                     Ok(scram::Step::Continue(reply)) => {
                         *self = Exchange::Scram { mechanism, server: Box::new(server), raw };
                         return Outcome::Continue(reply);
                     }
-                    Ok(scram::Step::Done { .. }) => Outcome::Failed("SCRAM ended after one message"),
+                    Ok(scram::Step::Done { .. }) => {
+                        Outcome::Failed("SCRAM ended after one message")
+                    }
                     Err(e) => Outcome::Failed(e.0),
                 }
             }
-            Exchange::Scram { mut server, .. } => match server.step(message, |_| None, |u| sasl.decoy(Hash::Sha256, u), "") {
-                Ok(scram::Step::Done { reply, user }) => Outcome::Authenticated { reply, user },
-                Ok(scram::Step::Continue(_)) => Outcome::Failed("SCRAM asked for a third message"),
-                Err(e) => Outcome::Failed(e.0),
-            },
-            Exchange::Start | Exchange::Done | Exchange::Failed => Outcome::Failed("no SASL exchange in progress"),
+            Exchange::Scram { mut server, .. } => {
+                match server.step(message, |_| None, |u| sasl.decoy(Hash::Sha256, u), "") {
+                    Ok(scram::Step::Done { reply, user }) => Outcome::Authenticated { reply, user },
+                    Ok(scram::Step::Continue(_)) => {
+                        Outcome::Failed("SCRAM asked for a third message")
+                    }
+                    Err(e) => Outcome::Failed(e.0),
+                }
+            }
+            Exchange::Start | Exchange::Done | Exchange::Failed => {
+                Outcome::Failed("no SASL exchange in progress")
+            }
         };
         if matches!(outcome, Outcome::Authenticated { .. }) {
             *self = Exchange::Done;
@@ -359,10 +411,14 @@ impl Exchange {
 /// PLAIN (RFC 4616): `[authzid] NUL authcid NUL passwd`; an authzid must equal the user.
 fn plain(sasl: &Sasl, message: &[u8]) -> Outcome {
     let mut parts = message.split(|b| *b == 0);
-    let (Some(authzid), Some(user), Some(password), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+    let (Some(authzid), Some(user), Some(password), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return Outcome::Failed("malformed PLAIN message");
     };
-    let Ok(user) = std::str::from_utf8(user) else { return Outcome::Failed("user name is not UTF-8") };
+    let Ok(user) = std::str::from_utf8(user) else {
+        return Outcome::Failed("user name is not UTF-8");
+    };
     if !authzid.is_empty() && authzid != user.as_bytes() {
         return Outcome::Failed("authzid differs from the user name");
     }
@@ -403,15 +459,23 @@ users:
         let mut e = Exchange::default();
         assert!(e.handshake(Mechanism::Plain, 1));
         assert!(e.awaits_authenticate() && !e.awaits_raw_token());
-        assert!(matches!(e.step(&sasl, b"\0alice\0alice-secret"), Outcome::Authenticated { user, .. } if user == "alice"));
+        assert!(
+            matches!(e.step(&sasl, b"\0alice\0alice-secret"), Outcome::Authenticated { user, .. } if user == "alice")
+        );
         assert!(e.is_done());
         assert!(!e.handshake(Mechanism::Plain, 1), "no second handshake");
 
         let mut e = Exchange::default();
         assert!(e.handshake(Mechanism::Plain, 0));
         assert!(e.awaits_raw_token());
-        assert!(matches!(e.step(&sasl, b"bob\0alice\0alice-secret"), Outcome::Failed(_)), "authzid of someone else");
-        assert!(matches!(e.step(&sasl, b"\0alice\0alice-secret"), Outcome::Failed(_)), "no retry after a failure");
+        assert!(
+            matches!(e.step(&sasl, b"bob\0alice\0alice-secret"), Outcome::Failed(_)),
+            "authzid of someone else"
+        );
+        assert!(
+            matches!(e.step(&sasl, b"\0alice\0alice-secret"), Outcome::Failed(_)),
+            "no retry after a failure"
+        );
     }
 
     #[test]

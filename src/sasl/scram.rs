@@ -29,12 +29,14 @@ impl Hash {
     pub fn hmac(self, key: &[u8], data: &[u8]) -> Vec<u8> {
         match self {
             Hash::Sha256 => {
-                let mut m = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes keys of any length");
+                let mut m = <Hmac<Sha256> as KeyInit>::new_from_slice(key)
+                    .expect("HMAC takes keys of any length");
                 m.update(data);
                 m.finalize().into_bytes().to_vec()
             }
             Hash::Sha512 => {
-                let mut m = <Hmac<Sha512> as KeyInit>::new_from_slice(key).expect("HMAC takes keys of any length");
+                let mut m = <Hmac<Sha512> as KeyInit>::new_from_slice(key)
+                    .expect("HMAC takes keys of any length");
                 m.update(data);
                 m.finalize().into_bytes().to_vec()
             }
@@ -53,8 +55,12 @@ impl Hash {
     /// Normalize is the identity on UTF-8, as in Kafka (no SASLprep).
     pub fn salted_password(self, password: &[u8], salt: &[u8], iterations: u32) -> Vec<u8> {
         match self {
-            Hash::Sha256 => pbkdf2::pbkdf2_hmac_array::<Sha256, 32>(password, salt, iterations).to_vec(),
-            Hash::Sha512 => pbkdf2::pbkdf2_hmac_array::<Sha512, 64>(password, salt, iterations).to_vec(),
+            Hash::Sha256 => {
+                pbkdf2::pbkdf2_hmac_array::<Sha256, 32>(password, salt, iterations).to_vec()
+            }
+            Hash::Sha512 => {
+                pbkdf2::pbkdf2_hmac_array::<Sha512, 64>(password, salt, iterations).to_vec()
+            }
         }
     }
 }
@@ -147,7 +153,11 @@ impl Server {
                 let first = parse_client_first(message)?;
                 let credential = lookup(&first.user).unwrap_or_else(|| decoy(&first.user));
                 let nonce = format!("{}{server_nonce}", first.nonce);
-                let server_first = format!("r={nonce},s={},i={}", B64.encode(&credential.salt), credential.iterations);
+                let server_first = format!(
+                    "r={nonce},s={},i={}",
+                    B64.encode(&credential.salt),
+                    credential.iterations
+                );
                 let reply = server_first.clone().into_bytes();
                 self.state = State::AwaitClientFinal {
                     user: first.user,
@@ -159,29 +169,50 @@ impl Server {
                 };
                 Ok(Step::Continue(reply))
             }
-            State::AwaitClientFinal { user, credential, nonce, gs2_header, client_first_bare, server_first } => {
-                let (without_proof, proof) = message.rsplit_once(",p=").ok_or(Failure("client-final-message without proof"))?;
+            State::AwaitClientFinal {
+                user,
+                credential,
+                nonce,
+                gs2_header,
+                client_first_bare,
+                server_first,
+            } => {
+                let (without_proof, proof) = message
+                    .rsplit_once(",p=")
+                    .ok_or(Failure("client-final-message without proof"))?;
                 let mut attrs = without_proof.split(',');
-                let binding = attrs.next().and_then(|a| a.strip_prefix("c=")).ok_or(Failure("client-final-message without c="))?;
+                let binding = attrs
+                    .next()
+                    .and_then(|a| a.strip_prefix("c="))
+                    .ok_or(Failure("client-final-message without c="))?;
                 if B64.decode(binding).ok().as_deref() != Some(gs2_header.as_bytes()) {
                     return Err(Failure("channel binding does not repeat the gs2 header"));
                 }
-                let got_nonce = attrs.next().and_then(|a| a.strip_prefix("r=")).ok_or(Failure("client-final-message without r="))?;
+                let got_nonce = attrs
+                    .next()
+                    .and_then(|a| a.strip_prefix("r="))
+                    .ok_or(Failure("client-final-message without r="))?;
                 if got_nonce != nonce {
                     return Err(Failure("nonce mismatch"));
                 }
                 let proof = B64.decode(proof).map_err(|_| Failure("proof is not base64"))?;
                 let auth_message = format!("{client_first_bare},{server_first},{without_proof}");
-                let client_signature = self.hash.hmac(&credential.stored_key, auth_message.as_bytes());
+                let client_signature =
+                    self.hash.hmac(&credential.stored_key, auth_message.as_bytes());
                 if proof.len() != client_signature.len() {
                     return Err(Failure("proof has the wrong length"));
                 }
-                let client_key: Vec<u8> = proof.iter().zip(&client_signature).map(|(a, b)| a ^ b).collect();
+                let client_key: Vec<u8> =
+                    proof.iter().zip(&client_signature).map(|(a, b)| a ^ b).collect();
                 if !bool::from(self.hash.digest(&client_key).ct_eq(&credential.stored_key)) {
                     return Err(Failure("invalid proof"));
                 }
-                let server_signature = self.hash.hmac(&credential.server_key, auth_message.as_bytes());
-                Ok(Step::Done { reply: format!("v={}", B64.encode(server_signature)).into_bytes(), user })
+                let server_signature =
+                    self.hash.hmac(&credential.server_key, auth_message.as_bytes());
+                Ok(Step::Done {
+                    reply: format!("v={}", B64.encode(server_signature)).into_bytes(),
+                    user,
+                })
             }
             State::Finished => Err(Failure("message after the exchange ended")),
         }
@@ -211,9 +242,15 @@ fn parse_client_first(message: &str) -> Result<ClientFirst, Failure> {
         a => Some(decode_saslname(a.strip_prefix("a=").ok_or(Failure("malformed authzid"))?)?),
     };
     let mut attrs = bare.split(',');
-    let user = attrs.next().and_then(|a| a.strip_prefix("n=")).ok_or(Failure("client-first-message without n="))?;
+    let user = attrs
+        .next()
+        .and_then(|a| a.strip_prefix("n="))
+        .ok_or(Failure("client-first-message without n="))?;
     let user = decode_saslname(user)?;
-    let nonce = attrs.next().and_then(|a| a.strip_prefix("r=")).ok_or(Failure("client-first-message without r="))?;
+    let nonce = attrs
+        .next()
+        .and_then(|a| a.strip_prefix("r="))
+        .ok_or(Failure("client-first-message without r="))?;
     if nonce.is_empty() || !nonce.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b',') {
         return Err(Failure("malformed nonce"));
     }
@@ -263,7 +300,13 @@ mod tests {
     }
 
     /// A minimal SCRAM client, for round trips.
-    fn client_final(hash: Hash, password: &str, client_first_bare: &str, server_first: &str, gs2: &str) -> String {
+    fn client_final(
+        hash: Hash,
+        password: &str,
+        client_first_bare: &str,
+        server_first: &str,
+        gs2: &str,
+    ) -> String {
         let fields: Vec<&str> = server_first.split(',').collect();
         let nonce = fields[0].strip_prefix("r=").unwrap();
         let salt = b64(fields[1].strip_prefix("s=").unwrap());
@@ -285,10 +328,16 @@ mod tests {
     /// RFC 7677 section 3: user "user", password "pencil".
     #[test]
     fn rfc7677_sha256_test_vector() {
-        let credential = Credential::derive(Hash::Sha256, b"pencil", b64("W22ZaJ0SNY7soEsUEjb6gQ=="), 4096);
+        let credential =
+            Credential::derive(Hash::Sha256, b"pencil", b64("W22ZaJ0SNY7soEsUEjb6gQ=="), 4096);
         let mut server = Server::new(Hash::Sha256);
         let step = server
-            .step(b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO", |u| (u == "user").then(|| credential.clone()), no_decoy, "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0")
+            .step(
+                b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO",
+                |u| (u == "user").then(|| credential.clone()),
+                no_decoy,
+                "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0",
+            )
             .unwrap();
         assert_eq!(
             step,
@@ -304,7 +353,10 @@ mod tests {
             .unwrap();
         assert_eq!(
             step,
-            Step::Done { reply: b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=".to_vec(), user: "user".into() }
+            Step::Done {
+                reply: b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=".to_vec(),
+                user: "user".into()
+            }
         );
     }
 
@@ -313,24 +365,45 @@ mod tests {
         let credential = Credential::derive(Hash::Sha512, b"s3cret", b"salty".to_vec(), 4096);
         for (password, ok) in [("s3cret", true), ("wrong", false)] {
             let mut server = Server::new(Hash::Sha512);
-            let Step::Continue(server_first) = server.step(b"n,,n=alice,r=abc", |_| Some(credential.clone()), no_decoy, "XYZ").unwrap() else {
+            let Step::Continue(server_first) = server
+                .step(b"n,,n=alice,r=abc", |_| Some(credential.clone()), no_decoy, "XYZ")
+                .unwrap()
+            else {
                 panic!()
             };
             let server_first = String::from_utf8(server_first).unwrap();
             assert!(server_first.starts_with("r=abcXYZ,s="), "{server_first}");
             let last = client_final(Hash::Sha512, password, "n=alice,r=abc", &server_first, "n,,");
             let r = server.step(last.as_bytes(), |_| unreachable!(), no_decoy, "");
-            assert_eq!(matches!(r, Ok(Step::Done { ref user, .. }) if user == "alice"), ok, "{password}: {r:?}");
+            assert_eq!(
+                matches!(r, Ok(Step::Done { ref user, .. }) if user == "alice"),
+                ok,
+                "{password}: {r:?}"
+            );
         }
     }
 
     #[test]
     fn unknown_users_fail_at_the_proof_like_wrong_passwords() {
         let mut server = Server::new(Hash::Sha256);
-        let decoy = |u: &str| Credential::derive(Hash::Sha256, u.as_bytes(), b"decoy".to_vec(), 4096);
-        let Step::Continue(first) = server.step(b"n,,n=mallory,r=n1", |_| None, decoy, "n2").unwrap() else { panic!() };
-        let last = client_final(Hash::Sha256, "guess", "n=mallory,r=n1", std::str::from_utf8(&first).unwrap(), "n,,");
-        assert_eq!(server.step(last.as_bytes(), |_| None, decoy, ""), Err(Failure("invalid proof")));
+        let decoy =
+            |u: &str| Credential::derive(Hash::Sha256, u.as_bytes(), b"decoy".to_vec(), 4096);
+        let Step::Continue(first) =
+            server.step(b"n,,n=mallory,r=n1", |_| None, decoy, "n2").unwrap()
+        else {
+            panic!()
+        };
+        let last = client_final(
+            Hash::Sha256,
+            "guess",
+            "n=mallory,r=n1",
+            std::str::from_utf8(&first).unwrap(),
+            "n,,",
+        );
+        assert_eq!(
+            server.step(last.as_bytes(), |_| None, decoy, ""),
+            Err(Failure("invalid proof"))
+        );
     }
 
     #[test]
@@ -338,11 +411,27 @@ mod tests {
         let credential = Credential::derive(Hash::Sha256, b"pw", b"s".to_vec(), 4096);
         // authzid equal to the user is fine, and saslname escapes decode.
         let mut server = Server::new(Hash::Sha256);
-        let Step::Continue(first) = server.step(b"n,a=a=2Cb,n=a=2Cb,r=x", |u| (u == "a,b").then(|| credential.clone()), no_decoy, "y").unwrap() else {
+        let Step::Continue(first) = server
+            .step(
+                b"n,a=a=2Cb,n=a=2Cb,r=x",
+                |u| (u == "a,b").then(|| credential.clone()),
+                no_decoy,
+                "y",
+            )
+            .unwrap()
+        else {
             panic!()
         };
-        let last = client_final(Hash::Sha256, "pw", "n=a=2Cb,r=x", std::str::from_utf8(&first).unwrap(), "n,a=a=2Cb,");
-        assert!(matches!(server.step(last.as_bytes(), |_| None, no_decoy, ""), Ok(Step::Done { user, .. }) if user == "a,b"));
+        let last = client_final(
+            Hash::Sha256,
+            "pw",
+            "n=a=2Cb,r=x",
+            std::str::from_utf8(&first).unwrap(),
+            "n,a=a=2Cb,",
+        );
+        assert!(
+            matches!(server.step(last.as_bytes(), |_| None, no_decoy, ""), Ok(Step::Done { user, .. }) if user == "a,b")
+        );
 
         for bad in [
             &b"p=tls-unique,,n=u,r=x"[..],
@@ -353,7 +442,8 @@ mod tests {
             b"n,,n=u,r=",
             b"\xff",
         ] {
-            let r = Server::new(Hash::Sha256).step(bad, |_| Some(credential.clone()), no_decoy, "y");
+            let r =
+                Server::new(Hash::Sha256).step(bad, |_| Some(credential.clone()), no_decoy, "y");
             assert!(r.is_err(), "{:?} accepted", String::from_utf8_lossy(bad));
         }
     }
@@ -361,7 +451,10 @@ mod tests {
     #[test]
     fn a_tampered_final_message_is_refused() {
         let credential = Credential::derive(Hash::Sha256, b"pw", b"s".to_vec(), 4096);
-        let first = |server: &mut Server| match server.step(b"n,,n=u,r=x", |_| Some(credential.clone()), no_decoy, "y").unwrap() {
+        let first = |server: &mut Server| match server
+            .step(b"n,,n=u,r=x", |_| Some(credential.clone()), no_decoy, "y")
+            .unwrap()
+        {
             Step::Continue(f) => String::from_utf8(f).unwrap(),
             _ => panic!(),
         };

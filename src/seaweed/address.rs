@@ -50,17 +50,13 @@ pub fn broker_endpoint(broker: &str) -> Result<String, String> {
 
 fn split_host_ports(server: &str) -> Result<(&str, &str), String> {
     let (host, ports) = if let Some(rest) = server.strip_prefix('[') {
-        let end = rest
-            .find(']')
-            .ok_or_else(|| format!("{server}: unclosed '[' in address"))?;
+        let end = rest.find(']').ok_or_else(|| format!("{server}: unclosed '[' in address"))?;
         let ports = rest[end + 1..]
             .strip_prefix(':')
             .ok_or_else(|| format!("{server}: expected host:port"))?;
         (&server[..end + 2], ports)
     } else {
-        server
-            .rsplit_once(':')
-            .ok_or_else(|| format!("{server}: expected host:port"))?
+        server.rsplit_once(':').ok_or_else(|| format!("{server}: expected host:port"))?
     };
     if host.is_empty() || host == "[]" {
         return Err(format!("{server}: empty host"));
@@ -87,52 +83,29 @@ mod tests {
 
     #[test]
     fn explicit_grpc_port_wins() {
-        assert_eq!(
-            grpc_address("127.0.0.1:23888.33888").unwrap(),
-            "127.0.0.1:33888"
-        );
+        assert_eq!(grpc_address("127.0.0.1:23888.33888").unwrap(), "127.0.0.1:33888");
         assert_eq!(grpc_address("[::1]:8888.9999").unwrap(), "[::1]:9999");
     }
 
     #[test]
     fn ipv6_hosts_keep_their_brackets() {
         assert_eq!(grpc_address("[::1]:9333").unwrap(), "[::1]:19333");
-        assert_eq!(
-            server_endpoint("[fe80::1]:9333").unwrap(),
-            "http://[fe80::1]:19333"
-        );
+        assert_eq!(server_endpoint("[fe80::1]:9333").unwrap(), "http://[fe80::1]:19333");
     }
 
     #[test]
     fn brokers_are_dialed_as_registered() {
-        assert_eq!(
-            broker_endpoint("127.0.0.1:17777").unwrap(),
-            "http://127.0.0.1:17777"
-        );
-        assert_eq!(
-            broker_endpoint("10.0.0.5:17777.27777").unwrap(),
-            "http://10.0.0.5:27777"
-        );
+        assert_eq!(broker_endpoint("127.0.0.1:17777").unwrap(), "http://127.0.0.1:17777");
+        assert_eq!(broker_endpoint("10.0.0.5:17777.27777").unwrap(), "http://10.0.0.5:27777");
     }
 
     #[test]
     fn malformed_addresses_are_rejected() {
-        for bad in [
-            "",
-            "localhost",
-            ":9333",
-            "host:",
-            "host:abc",
-            "host:0",
-            "[::1",
-            "[]:1",
-            "h:70000",
-        ] {
+        for bad in
+            ["", "localhost", ":9333", "host:", "host:abc", "host:0", "[::1", "[]:1", "h:70000"]
+        {
             assert!(grpc_address(bad).is_err(), "{bad:?} should be rejected");
         }
-        assert!(
-            grpc_address("h:60000").is_err(),
-            "60000+10000 overflows a port"
-        );
+        assert!(grpc_address("h:60000").is_err(), "60000+10000 overflows a port");
     }
 }

@@ -82,11 +82,7 @@ pub(crate) struct Topics {
 
 impl Topics {
     pub(crate) fn new(clients: Arc<Clients>, namespace: String) -> Topics {
-        Topics {
-            clients,
-            namespace,
-            cache: Mutex::new(HashMap::new()),
-        }
+        Topics { clients, namespace, cache: Mutex::new(HashMap::new()) }
     }
 
     pub(crate) fn namespace(&self) -> &str {
@@ -94,10 +90,7 @@ impl Topics {
     }
 
     fn topic(&self, mq_topic: &str) -> Topic {
-        Topic {
-            namespace: self.namespace.clone(),
-            name: mq_topic.to_string(),
-        }
+        Topic { namespace: self.namespace.clone(), name: mq_topic.to_string() }
     }
 
     /// Forget the cached layout of `topic` (after an error, or a change made here).
@@ -117,9 +110,7 @@ impl Topics {
 
     /// Like [`layout`](Self::layout), with a missing topic as UNKNOWN_TOPIC_OR_PARTITION.
     pub(crate) async fn existing(&self, topic: &str) -> Result<Arc<Layout>, Error> {
-        self.layout(topic)
-            .await?
-            .ok_or(Error::Kafka(ResponseError::UnknownTopicOrPartition))
+        self.layout(topic).await?.ok_or(Error::Kafka(ResponseError::UnknownTopicOrPartition))
     }
 
     /// Look `topic` up afresh: find its newest incarnation and read that one's configuration.
@@ -139,10 +130,7 @@ impl Topics {
     async fn incarnations(&self, topic: &str) -> Result<Vec<u32>, Error> {
         let dir = layout::mq_namespace_dir(&self.namespace);
         let mut found = Vec::new();
-        if filer::lookup(&self.clients, "topic.lookup", &dir, topic)
-            .await?
-            .is_some()
-        {
+        if filer::lookup(&self.clients, "topic.lookup", &dir, topic).await?.is_some() {
             found.push(0);
         }
         let prefix = layout::mq_topic_name(topic, 1);
@@ -169,12 +157,8 @@ impl Topics {
         let mq_topic = layout::mq_topic_name(topic, incarnation);
         let timeout = self.clients.call_timeout;
         let (addr, mut client) = self.clients.control_broker().await?;
-        let req = request(
-            GetTopicConfigurationRequest {
-                topic: Some(self.topic(&mq_topic)),
-            },
-            timeout,
-        );
+        let req =
+            request(GetTopicConfigurationRequest { topic: Some(self.topic(&mq_topic)) }, timeout);
         let conf = match call(timeout, client.get_topic_configuration(req)).await {
             Ok(conf) => conf,
             Err(failure) => {
@@ -183,10 +167,7 @@ impl Topics {
                     return Err(failure.into_broker(op));
                 }
                 let dir = layout::mq_topic_dir(&self.namespace, &mq_topic);
-                if filer::lookup(&self.clients, op, &dir, layout::MQ_TOPIC_CONF)
-                    .await?
-                    .is_none()
-                {
+                if filer::lookup(&self.clients, op, &dir, layout::MQ_TOPIC_CONF).await?.is_none() {
                     self.invalidate(topic);
                     return Ok(None);
                 }
@@ -198,10 +179,7 @@ impl Topics {
         for a in conf.broker_partition_assignments {
             let p = a.partition.unwrap_or_default();
             ring.push((p.ring_size, p.range_start, p.range_stop));
-            slots.push(Slot {
-                partition: p,
-                leader: a.leader_broker,
-            });
+            slots.push(Slot { partition: p, leader: a.leader_broker });
         }
         let order = layout::kafka_partition_order(&ring).map_err(|why| Error::BrokerReply {
             op,
@@ -214,10 +192,7 @@ impl Topics {
             slots,
             fetched_at: Instant::now(),
         });
-        self.cache
-            .lock()
-            .expect("layout cache lock")
-            .insert(topic.to_string(), Arc::clone(&l));
+        self.cache.lock().expect("layout cache lock").insert(topic.to_string(), Arc::clone(&l));
         Ok(Some(l))
     }
 
@@ -285,9 +260,8 @@ impl Topics {
                 partition_count: partitions as i32,
                 retention: None,
             };
-            let r = call(timeout, client.configure_topic(request(req, timeout)))
-                .await
-                .map_err(|f| {
+            let r =
+                call(timeout, client.configure_topic(request(req, timeout))).await.map_err(|f| {
                     if f.is_transport() {
                         self.clients.forget_broker(&addr);
                     }
@@ -295,9 +269,10 @@ impl Topics {
                 });
             match r {
                 Ok(resp) => break resp,
-                Err(Error::Broker { code: tonic::Code::Unavailable | tonic::Code::NotFound, .. })
-                    if Instant::now() + pause < give_up =>
-                {
+                Err(Error::Broker {
+                    code: tonic::Code::Unavailable | tonic::Code::NotFound,
+                    ..
+                }) if Instant::now() + pause < give_up => {
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_secs(1));
                 }
@@ -381,18 +356,12 @@ impl Topics {
             topic: Some(self.topic(&l.mq_topic)),
             partition: Some(slot.partition),
         };
-        let resp = call(
-            timeout,
-            client.get_partition_range_info(request(req, timeout)),
-        )
-        .await
-        .map_err(|f| self.fail(topic, slot, f, op))?;
+        let resp = call(timeout, client.get_partition_range_info(request(req, timeout)))
+            .await
+            .map_err(|f| self.fail(topic, slot, f, op))?;
         if !resp.error.is_empty() {
             self.invalidate(topic);
-            return Err(Error::BrokerReply {
-                op,
-                message: resp.error,
-            });
+            return Err(Error::BrokerReply { op, message: resp.error });
         }
         let r = resp.offset_range.unwrap_or_default();
         Ok((r.earliest_offset.max(0), r.high_water_mark.max(0)))
@@ -436,7 +405,8 @@ impl Topics {
             pause = (pause * 2).min(POLL_MAX);
         };
         let base = resp.next_offset - resp.messages.len() as i64;
-        let head_is_marker = resp.messages.first().is_some_and(|m| layout::is_partition_marker(&m.key, &m.value));
+        let head_is_marker =
+            resp.messages.first().is_some_and(|m| layout::is_partition_marker(&m.key, &m.value));
         let start = if base > 0 || head_is_marker {
             // base > 0: the head was removed (retention); kelp's partitions always began with
             // the pair.
@@ -513,10 +483,7 @@ impl Topics {
             if !resp.error.is_empty() {
                 if resp.error_code == FETCH_PARTITION_NOT_FOUND {
                     self.invalidate(topic);
-                    return Err(Error::BrokerReply {
-                        op: "fetch",
-                        message: resp.error,
-                    });
+                    return Err(Error::BrokerReply { op: "fetch", message: resp.error });
                 }
                 let (earliest, range_hwm) = self.range(topic, &l, &slot).await?;
                 if next < earliest || next > range_hwm {
@@ -548,14 +515,7 @@ impl Topics {
                         continue;
                     }
                     bytes += m.key.len() + m.value.len();
-                    messages.push((
-                        offset,
-                        Message {
-                            key: m.key,
-                            value: m.value,
-                            ts_ns: m.ts_ns,
-                        },
-                    ));
+                    messages.push((offset, Message { key: m.key, value: m.value, ts_ns: m.ts_ns }));
                 }
                 next = next.max(resp.next_offset);
                 hwm = hwm.max(next);
@@ -589,15 +549,8 @@ impl Topics {
             }
             poll = (poll * 2).min(POLL_MAX);
         }
-        let start = self
-            .data_start(topic, &l, partition, &slot, hwm)
-            .await
-            .unwrap_or(0);
-        Ok(Fetched {
-            messages,
-            high_water_mark: hwm,
-            log_start_offset: start.min(hwm),
-        })
+        let start = self.data_start(topic, &l, partition, &slot, hwm).await.unwrap_or(0);
+        Ok(Fetched { messages, high_water_mark: hwm, log_start_offset: start.min(hwm) })
     }
 
     /// One real round trip to a broker: who holds the balancer lock. Fails while no broker

@@ -72,10 +72,7 @@ async fn list_page(
     let timeout = clients.call_timeout;
     let (_, mut client) = clients.filer().await?;
     let read_all = async {
-        let mut stream = client
-            .list_entries(request(req, timeout))
-            .await?
-            .into_inner();
+        let mut stream = client.list_entries(request(req, timeout)).await?.into_inner();
         let mut entries = Vec::new();
         while let Some(resp) = stream.message().await? {
             if let Some(e) = resp.entry {
@@ -149,16 +146,9 @@ pub(crate) async fn put(
     content: &[u8],
     exclusive: bool,
 ) -> Result<bool, Error> {
-    let op = if exclusive {
-        "filer.create"
-    } else {
-        "filer.put"
-    };
+    let op = if exclusive { "filer.create" } else { "filer.put" };
     let (dir, name) = split_path(path)?;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
     let entry = Entry {
         name: name.to_string(),
         is_directory: false,
@@ -227,27 +217,14 @@ pub(crate) async fn delete_in(
     if resp.error.is_empty() {
         Ok(())
     } else {
-        Err(Error::Filer {
-            op,
-            path,
-            code: Code::FailedPrecondition,
-            message: resp.error,
-        })
+        Err(Error::Filer { op, path, code: Code::FailedPrecondition, message: resp.error })
     }
 }
 
 /// Names of the entries in `dir` (files and directories). A missing directory lists as empty.
 pub(crate) async fn list(clients: &Clients, dir: &str) -> Result<Vec<String>, Error> {
-    let dir = if dir.len() > 1 {
-        dir.trim_end_matches('/')
-    } else {
-        dir
-    };
-    Ok(list_all(clients, "filer.list", dir, "")
-        .await?
-        .into_iter()
-        .map(|e| e.name)
-        .collect())
+    let dir = if dir.len() > 1 { dir.trim_end_matches('/') } else { dir };
+    Ok(list_all(clients, "filer.list", dir, "").await?.into_iter().map(|e| e.name).collect())
 }
 
 /// Take (empty `token`) or renew the lock `name` for `seconds`, as `owner`.
@@ -266,11 +243,7 @@ pub(crate) async fn lock(
     token: &str,
     owner: &str,
 ) -> Result<LockAnswer, Error> {
-    let op = if token.is_empty() {
-        "filer.lock"
-    } else {
-        "filer.renew_lock"
-    };
+    let op = if token.is_empty() { "filer.lock" } else { "filer.renew_lock" };
     let req = LockRequest {
         name: name.to_string(),
         seconds_to_lock: seconds,
@@ -284,9 +257,7 @@ pub(crate) async fn lock(
         .await
         .map_err(|f| fail(clients, f, op, name))?;
     Ok(if resp.error.is_empty() && !resp.renew_token.is_empty() {
-        LockAnswer::Granted {
-            token: resp.renew_token,
-        }
+        LockAnswer::Granted { token: resp.renew_token }
     } else if !resp.lock_owner.is_empty() {
         LockAnswer::HeldBy(resp.lock_owner)
     } else {
@@ -298,11 +269,8 @@ pub(crate) async fn lock(
 /// succeeds; a lock held under another token is left alone (an error).
 pub(crate) async fn unlock(clients: &Clients, name: &str, token: &str) -> Result<(), Error> {
     let op = "filer.unlock";
-    let req = UnlockRequest {
-        name: name.to_string(),
-        renew_token: token.to_string(),
-        is_moved: false,
-    };
+    let req =
+        UnlockRequest { name: name.to_string(), renew_token: token.to_string(), is_moved: false };
     let timeout = clients.call_timeout;
     let (_, mut client) = clients.filer().await?;
     let resp = call(timeout, client.distributed_unlock(request(req, timeout)))
@@ -324,10 +292,7 @@ pub(crate) async fn unlock(clients: &Clients, name: &str, token: &str) -> Result
 /// answers NOT_FOUND for a missing or expired lock).
 pub(crate) async fn lock_owner(clients: &Clients, name: &str) -> Result<Option<String>, Error> {
     let op = "filer.lock_owner";
-    let req = FindLockOwnerRequest {
-        name: name.to_string(),
-        is_moved: false,
-    };
+    let req = FindLockOwnerRequest { name: name.to_string(), is_moved: false };
     let timeout = clients.call_timeout;
     let (_, mut client) = clients.filer().await?;
     match call(timeout, client.find_lock_owner(request(req, timeout))).await {
@@ -339,9 +304,7 @@ pub(crate) async fn lock_owner(clients: &Clients, name: &str) -> Result<Option<S
 
 /// One round trip to the filer, for readiness.
 pub(crate) async fn ping(clients: &Clients) -> Result<(), Error> {
-    lookup(clients, "filer.ping", "/", "topics")
-        .await
-        .map(|_| ())
+    lookup(clients, "filer.ping", "/", "topics").await.map(|_| ())
 }
 
 fn fail(clients: &Clients, f: Failure, op: &'static str, path: &str) -> Error {
@@ -352,11 +315,7 @@ fn fail(clients: &Clients, f: Failure, op: &'static str, path: &str) -> Error {
 }
 
 fn join(dir: &str, name: &str) -> String {
-    if dir.ends_with('/') {
-        format!("{dir}{name}")
-    } else {
-        format!("{dir}/{name}")
-    }
+    if dir.ends_with('/') { format!("{dir}{name}") } else { format!("{dir}/{name}") }
 }
 
 #[cfg(test)]

@@ -77,9 +77,7 @@ pub fn is_kafka_topic_name(name: &str) -> bool {
         && name.len() <= 249
         && name != "."
         && name != ".."
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
 }
 
 /// `/topics/<namespace>`: the directory holding every MQ topic of a namespace.
@@ -98,23 +96,11 @@ pub fn mq_topic_dir(namespace: &str, mq_topic: &str) -> String {
 /// `RING_SIZE / count`, the last one running to the end of the ring (as
 /// `pub_balancer.AllocateTopicPartitions` does). Kafka partition `p` is slice `p`.
 pub fn ring_slices(count: u32) -> Vec<(i32, i32)> {
-    assert!(
-        (1..=MAX_PARTITIONS).contains(&count),
-        "partition count {count} out of range"
-    );
+    assert!((1..=MAX_PARTITIONS).contains(&count), "partition count {count} out of range");
     let count = count as i32;
     let size = RING_SIZE / count;
     (0..count)
-        .map(|i| {
-            (
-                i * size,
-                if i == count - 1 {
-                    RING_SIZE
-                } else {
-                    (i + 1) * size
-                },
-            )
-        })
+        .map(|i| (i * size, if i == count - 1 { RING_SIZE } else { (i + 1) * size }))
         .collect()
 }
 
@@ -136,16 +122,12 @@ pub fn kafka_partition_order(slices: &[(i32, i32, i32)]) -> Result<Vec<usize>, S
             return Err(format!("mixed ring sizes {ring} and {ring_size}"));
         }
         if start != next || stop <= start {
-            return Err(format!(
-                "slice {start}-{stop} does not continue the ring at {next}"
-            ));
+            return Err(format!("slice {start}-{stop} does not continue the ring at {next}"));
         }
         next = stop;
     }
     if next != ring {
-        return Err(format!(
-            "slices end at {next}, short of the ring size {ring}"
-        ));
+        return Err(format!("slices end at {next}, short of the ring size {ring}"));
     }
     Ok(order)
 }
@@ -199,21 +181,13 @@ pub fn path_segment(s: &str) -> String {
 
 /// `<root>/groups/<group>`: everything kelp stores about one consumer group.
 pub fn group_path(root: &str, group: &str) -> String {
-    format!(
-        "{}/groups/{}",
-        root.trim_end_matches('/'),
-        path_segment(group)
-    )
+    format!("{}/groups/{}", root.trim_end_matches('/'), path_segment(group))
 }
 
 /// `<root>/groups/<group>/offsets/<topic>/<partition>`: a group's committed offset for one
 /// partition.
 pub fn offsets_path(root: &str, group: &str, topic: &str, partition: u32) -> String {
-    format!(
-        "{}/offsets/{}/{partition}",
-        group_path(root, group),
-        path_segment(topic)
-    )
+    format!("{}/offsets/{}/{partition}", group_path(root, group), path_segment(topic))
 }
 
 /// `<root>/groups`: one directory per consumer group, named by [`path_segment`] of its id.
@@ -286,7 +260,8 @@ pub fn quotas_dir(root: &str) -> String {
 /// `user=<u>,client-id=<c>`. Each side is `None` when the entity lacks it, `Some(None)` for
 /// the default, `Some(Some(name))` for a name (written with [`path_segment`]).
 pub fn quota_entity_name(user: Option<Option<&str>>, client_id: Option<Option<&str>>) -> String {
-    let side = |name: Option<&str>| name.map_or_else(|| QUOTA_DEFAULT_SEGMENT.to_string(), path_segment);
+    let side =
+        |name: Option<&str>| name.map_or_else(|| QUOTA_DEFAULT_SEGMENT.to_string(), path_segment);
     let mut parts = Vec::with_capacity(2);
     if let Some(u) = user {
         parts.push(format!("user={}", side(u)));
@@ -300,7 +275,9 @@ pub fn quota_entity_name(user: Option<Option<&str>>, client_id: Option<Option<&s
 /// A quota entity as written by [`quota_entity_name`]: (user, client id), each side as there.
 /// `None` for names kelp did not write.
 #[allow(clippy::type_complexity)]
-pub fn parse_quota_entity_name(name: &str) -> Option<(Option<Option<String>>, Option<Option<String>>)> {
+pub fn parse_quota_entity_name(
+    name: &str,
+) -> Option<(Option<Option<String>>, Option<Option<String>>)> {
     let side = |s: &str| -> Option<Option<String>> {
         if s == QUOTA_DEFAULT_SEGMENT { Some(None) } else { parse_path_segment(s).map(Some) }
     };
@@ -311,13 +288,24 @@ pub fn parse_quota_entity_name(name: &str) -> Option<(Option<Option<String>>, Op
             None => (None, Some(name.strip_prefix("client-id=")?)),
         },
     };
-    let parsed = (user.map(side).map_or(Some(None), |s| s.map(Some))?, client_id.map(side).map_or(Some(None), |s| s.map(Some))?);
-    (quota_entity_name(parsed.0.as_ref().map(Option::as_deref), parsed.1.as_ref().map(Option::as_deref)) == name).then_some(parsed)
+    let parsed = (
+        user.map(side).map_or(Some(None), |s| s.map(Some))?,
+        client_id.map(side).map_or(Some(None), |s| s.map(Some))?,
+    );
+    (quota_entity_name(
+        parsed.0.as_ref().map(Option::as_deref),
+        parsed.1.as_ref().map(Option::as_deref),
+    ) == name)
+        .then_some(parsed)
 }
 
 /// `<root>/quotas/<entity>`: the quotas set on one entity through AlterClientQuotas, as a
 /// JSON object of quota key to value.
-pub fn quota_entity_path(root: &str, user: Option<Option<&str>>, client_id: Option<Option<&str>>) -> String {
+pub fn quota_entity_path(
+    root: &str,
+    user: Option<Option<&str>>,
+    client_id: Option<Option<&str>>,
+) -> String {
     format!("{}/{}", quotas_dir(root), quota_entity_name(user, client_id))
 }
 
@@ -328,9 +316,15 @@ mod tests {
     #[test]
     fn quota_paths_are_golden() {
         assert_eq!(quotas_dir("/kelp/"), "/kelp/quotas");
-        assert_eq!(quota_entity_path("/kelp", None, Some(Some("app-1"))), "/kelp/quotas/client-id=app-1");
+        assert_eq!(
+            quota_entity_path("/kelp", None, Some(Some("app-1"))),
+            "/kelp/quotas/client-id=app-1"
+        );
         assert_eq!(quota_entity_path("/kelp", Some(None), None), "/kelp/quotas/user=%default");
-        assert_eq!(quota_entity_name(Some(Some("CN=a,O=b")), Some(None)), "user=CN%3Da%2CO%3Db,client-id=%default");
+        assert_eq!(
+            quota_entity_name(Some(Some("CN=a,O=b")), Some(None)),
+            "user=CN%3Da%2CO%3Db,client-id=%default"
+        );
         for (u, c) in [
             (None, Some(Some("app"))),
             (Some(None), None),
@@ -342,7 +336,9 @@ mod tests {
             let owned = |x: Option<Option<&str>>| x.map(|n| n.map(str::to_string));
             assert_eq!(parse_quota_entity_name(&name), Some((owned(u), owned(c))), "{name}");
         }
-        for foreign in ["", "user=", "client-id=a,user=b", "user=a,", "group=x", "user=%Default", "user=a b"] {
+        for foreign in
+            ["", "user=", "client-id=a,user=b", "user=a,", "group=x", "user=%Default", "user=a b"]
+        {
             assert_eq!(parse_quota_entity_name(foreign), None, "{foreign:?}");
         }
     }
@@ -358,12 +354,9 @@ mod tests {
 
     #[test]
     fn mq_names_round_trip_and_reject_foreign_names() {
-        for (topic, n) in [
-            ("orders", 0),
-            ("orders", 7),
-            ("...", 3),
-            ("x".repeat(249).as_str(), 99_999),
-        ] {
+        for (topic, n) in
+            [("orders", 0), ("orders", 7), ("...", 3), ("x".repeat(249).as_str(), 99_999)]
+        {
             let name = mq_topic_name(topic, n);
             assert_eq!(parse_mq_topic_name(&name), Some((topic, n)), "{name}");
         }
@@ -403,10 +396,8 @@ mod tests {
         assert_eq!(ring_slices(11).last(), Some(&(2290, 2520)));
         assert_eq!(ring_slices(MAX_PARTITIONS).len(), 2520);
         for n in [1, 2, 5, 11, 100, 1000, 2519, 2520] {
-            let slices: Vec<_> = ring_slices(n)
-                .into_iter()
-                .map(|(a, b)| (RING_SIZE, a, b))
-                .collect();
+            let slices: Vec<_> =
+                ring_slices(n).into_iter().map(|(a, b)| (RING_SIZE, a, b)).collect();
             assert_eq!(
                 kafka_partition_order(&slices).unwrap(),
                 (0..n as usize).collect::<Vec<_>>()
@@ -423,18 +414,9 @@ mod tests {
     #[test]
     fn broken_tilings_are_rejected() {
         assert!(kafka_partition_order(&[]).is_err());
-        assert!(
-            kafka_partition_order(&[(2520, 0, 1000)]).is_err(),
-            "short of the ring"
-        );
-        assert!(
-            kafka_partition_order(&[(2520, 0, 1000), (2520, 999, 2520)]).is_err(),
-            "overlap"
-        );
-        assert!(
-            kafka_partition_order(&[(2520, 0, 1000), (2520, 1001, 2520)]).is_err(),
-            "gap"
-        );
+        assert!(kafka_partition_order(&[(2520, 0, 1000)]).is_err(), "short of the ring");
+        assert!(kafka_partition_order(&[(2520, 0, 1000), (2520, 999, 2520)]).is_err(), "overlap");
+        assert!(kafka_partition_order(&[(2520, 0, 1000), (2520, 1001, 2520)]).is_err(), "gap");
         assert!(
             kafka_partition_order(&[(2520, 0, 1260), (4096, 1260, 2520)]).is_err(),
             "mixed rings"
@@ -454,14 +436,8 @@ mod tests {
         assert_eq!(DEFAULT_FILER_ROOT, "/kelp");
         assert_eq!(group_path("/kelp", "my-group"), "/kelp/groups/my-group");
         assert_eq!(group_path("/kelp/", "a/b c"), "/kelp/groups/a%2Fb%20c");
-        assert_eq!(
-            offsets_path("/kelp", "g1", "orders", 3),
-            "/kelp/groups/g1/offsets/orders/3"
-        );
-        assert_eq!(
-            offsets_path("/r", "", "t.x", 0),
-            "/r/groups/%/offsets/t.x/0"
-        );
+        assert_eq!(offsets_path("/kelp", "g1", "orders", 3), "/kelp/groups/g1/offsets/orders/3");
+        assert_eq!(offsets_path("/r", "", "t.x", 0), "/r/groups/%/offsets/t.x/0");
     }
 
     #[test]
@@ -471,9 +447,7 @@ mod tests {
         assert_eq!(path_segment("a.b"), "a.b");
         assert_eq!(path_segment("%"), "%25");
         assert_eq!(path_segment("ü"), "%C3%BC");
-        let inputs = [
-            "", "%", "%25", ".", "..", "%2E", "a/b", "a%2Fb", "a b", "a+b", "ü", "Ü",
-        ];
+        let inputs = ["", "%", "%25", ".", "..", "%2E", "a/b", "a%2Fb", "a b", "a+b", "ü", "Ü"];
         let mut seen = std::collections::HashSet::new();
         for s in inputs {
             assert!(seen.insert(path_segment(s)), "{s:?} collides");
@@ -485,19 +459,10 @@ mod tests {
     fn group_paths_are_golden() {
         assert_eq!(groups_dir("/kelp"), "/kelp/groups");
         assert_eq!(groups_dir("/kelp/"), "/kelp/groups");
-        assert_eq!(
-            group_generation_path("/kelp", "my-group"),
-            "/kelp/groups/my-group/generation"
-        );
-        assert_eq!(
-            group_generation_path("/kelp", "a/b"),
-            "/kelp/groups/a%2Fb/generation"
-        );
+        assert_eq!(group_generation_path("/kelp", "my-group"), "/kelp/groups/my-group/generation");
+        assert_eq!(group_generation_path("/kelp", "a/b"), "/kelp/groups/a%2Fb/generation");
         assert_eq!(group_offsets_dir("/kelp", "g1"), "/kelp/groups/g1/offsets");
-        assert_eq!(
-            topic_offsets_dir("/kelp", "g1", "orders"),
-            "/kelp/groups/g1/offsets/orders"
-        );
+        assert_eq!(topic_offsets_dir("/kelp", "g1", "orders"), "/kelp/groups/g1/offsets/orders");
         assert_eq!(group_owner_lock("/kelp", "my-group"), "/kelp/groups/my-group#owner");
         assert_eq!(group_owner_lock("/kelp/", "a#b"), "/kelp/groups/a%23b#owner");
         // The per-partition file lives in the topic directory.
@@ -524,11 +489,7 @@ mod tests {
             "Ü",
             "my.group-1_x",
         ] {
-            assert_eq!(
-                parse_path_segment(&path_segment(s)).as_deref(),
-                Some(s),
-                "{s:?}"
-            );
+            assert_eq!(parse_path_segment(&path_segment(s)).as_deref(), Some(s), "{s:?}");
         }
         for foreign in ["%2", "%zz", "a%2eb", "%61", "a b", ".", "%FF"] {
             assert_eq!(parse_path_segment(foreign), None, "{foreign:?}");

@@ -241,12 +241,7 @@ impl Seaweed {
     /// Partition count of `topic`; `Ok(None)` when it definitely does not exist, `Err` when
     /// SeaweedFS could not tell.
     pub async fn partition_count(&self, topic: &str) -> Result<Option<u32>, Error> {
-        Ok(self
-            .inner
-            .topics
-            .layout(topic)
-            .await?
-            .map(|l| l.slots.len() as u32))
+        Ok(self.inner.topics.layout(topic).await?.map(|l| l.slots.len() as u32))
     }
 
     /// Create `topic` with `partitions` (1..=2520) partitions. TOPIC_ALREADY_EXISTS if it
@@ -259,16 +254,8 @@ impl Seaweed {
     /// Other kelps notice within a few seconds (their cached layout expires).
     pub async fn delete_topic(&self, topic: &str) -> Result<(), Error> {
         self.inner.topics.delete(topic).await?;
-        self.inner
-            .publishers
-            .lock()
-            .expect("publishers lock")
-            .retain(|(t, _), _| t != topic);
-        self.inner
-            .wakers
-            .lock()
-            .expect("wakers lock")
-            .retain(|(t, _), _| t != topic);
+        self.inner.publishers.lock().expect("publishers lock").retain(|(t, _), _| t != topic);
+        self.inner.wakers.lock().expect("wakers lock").retain(|(t, _), _| t != topic);
         Ok(())
     }
 
@@ -314,13 +301,7 @@ impl Seaweed {
                     }
                     Outcome::NotSent(e) => {
                         self.forget_publisher(topic, partition, &publisher);
-                        if !matches!(
-                            e,
-                            Error::Broker {
-                                code: tonic::Code::Unavailable,
-                                ..
-                            }
-                        ) {
+                        if !matches!(e, Error::Broker { code: tonic::Code::Unavailable, .. }) {
                             self.inner.topics.invalidate(topic);
                         }
                         last = Some(e);
@@ -336,10 +317,7 @@ impl Seaweed {
         };
         match tokio::time::timeout(overall, attempt).await {
             Ok(result) => result,
-            Err(_) => Err(Error::Timeout {
-                op: "publish",
-                after: overall,
-            }),
+            Err(_) => Err(Error::Timeout { op: "publish", after: overall }),
         }
     }
 
@@ -365,11 +343,8 @@ impl Seaweed {
         {
             return Ok(p.clone());
         }
-        let p = Publisher::spawn(
-            Arc::clone(&self.inner.clients),
-            target,
-            self.waker(topic, partition),
-        );
+        let p =
+            Publisher::spawn(Arc::clone(&self.inner.clients), target, self.waker(topic, partition));
         publishers.insert(key, p.clone());
         Ok(p)
     }
@@ -377,10 +352,7 @@ impl Seaweed {
     fn forget_publisher(&self, topic: &str, partition: u32, which: &Publisher) {
         let mut publishers = self.inner.publishers.lock().expect("publishers lock");
         let key = (topic.to_string(), partition);
-        if publishers
-            .get(&key)
-            .is_some_and(|p| p.target() == which.target())
-        {
+        if publishers.get(&key).is_some_and(|p| p.target() == which.target()) {
             publishers.remove(&key);
         }
     }
@@ -418,15 +390,7 @@ impl Seaweed {
         let f = self
             .inner
             .topics
-            .fetch(
-                topic,
-                partition,
-                start_offset + before,
-                max_bytes,
-                max_wait,
-                min_bytes,
-                wake,
-            )
+            .fetch(topic, partition, start_offset + before, max_bytes, max_wait, min_bytes, wake)
             .await?;
         let shift = if f.high_water_mark > 0 {
             self.inner.topics.data_offset(topic, partition).await?
@@ -455,9 +419,7 @@ impl Seaweed {
 
     /// Create or overwrite the file at `path` (parent directories are created as needed).
     pub async fn filer_put(&self, path: &str, content: &[u8]) -> Result<(), Error> {
-        filer::put(&self.inner.clients, path, content, false)
-            .await
-            .map(|_| ())
+        filer::put(&self.inner.clients, path, content, false).await.map(|_| ())
     }
 
     /// Create the file at `path` only if nothing is there; `Ok(false)` when it already
@@ -542,17 +504,9 @@ mod tests {
             namespace: namespace.into(),
             call_timeout: Duration::from_secs(1),
         };
-        assert!(
-            Seaweed::connect(opts("127.0.0.1:9333", "kafka"))
-                .await
-                .is_ok()
-        );
+        assert!(Seaweed::connect(opts("127.0.0.1:9333", "kafka")).await.is_ok());
         assert!(Seaweed::connect(opts("no-port", "kafka")).await.is_err());
         assert!(Seaweed::connect(opts("127.0.0.1:9333", "")).await.is_err());
-        assert!(
-            Seaweed::connect(opts("127.0.0.1:9333", "a.b"))
-                .await
-                .is_err()
-        );
+        assert!(Seaweed::connect(opts("127.0.0.1:9333", "a.b")).await.is_err());
     }
 }

@@ -126,11 +126,7 @@ impl Publisher {
 }
 
 fn closed(why: &str) -> Error {
-    Error::Broker {
-        op: "publish",
-        code: Code::Unavailable,
-        message: why.to_string(),
-    }
+    Error::Broker { op: "publish", code: Code::Unavailable, message: why.to_string() }
 }
 
 /// A batch admitted to the stream, waiting for its acks.
@@ -154,14 +150,7 @@ async fn run(
         Ok(stream) => stream,
         Err(e) => {
             tracing::debug!(error = %e, "could not open publish stream");
-            if matches!(
-                e,
-                Error::Timeout { .. }
-                    | Error::Broker {
-                        code: Code::Unavailable,
-                        ..
-                    }
-            ) {
+            if matches!(e, Error::Timeout { .. } | Error::Broker { code: Code::Unavailable, .. }) {
                 clients.forget_broker(&target.leader);
             }
             fail_queued(&mut rx, &e);
@@ -282,21 +271,13 @@ async fn run(
 async fn open(
     clients: &Clients,
     target: &Target,
-) -> Result<
-    (
-        mpsc::Sender<PublishMessageRequest>,
-        tonic::Streaming<PublishMessageResponse>,
-    ),
-    Error,
-> {
+) -> Result<(mpsc::Sender<PublishMessageRequest>, tonic::Streaming<PublishMessageResponse>), Error>
+{
     let timeout = clients.call_timeout;
     let mut client = clients.broker(&target.leader)?;
     let (req_tx, req_rx) = mpsc::channel(REQUEST_BUFFER);
     let init = InitMessage {
-        topic: Some(Topic {
-            namespace: target.namespace.clone(),
-            name: target.mq_topic.clone(),
-        }),
+        topic: Some(Topic { namespace: target.namespace.clone(), name: target.mq_topic.clone() }),
         partition: Some(target.partition),
         ack_interval: 1,
         // No follower: with one set, the broker forwards every record to it and fails the
@@ -305,9 +286,7 @@ async fn open(
         publisher_name: PUBLISHER_NAME.to_string(),
     };
     req_tx
-        .send(PublishMessageRequest {
-            message: Some(Req::Init(init)),
-        })
+        .send(PublishMessageRequest { message: Some(Req::Init(init)) })
         .await
         .map_err(|_| closed("publish request channel closed"))?;
     // No grpc-timeout on the stream itself: it lives as long as it is used. The open and
@@ -317,10 +296,7 @@ async fn open(
         Ok(Ok(resp)) => resp.into_inner(),
         Ok(Err(status)) => return Err(Failure::Status(status).into_broker("publish")),
         Err(_) => {
-            return Err(Error::Timeout {
-                op: "publish",
-                after: timeout,
-            });
+            return Err(Error::Timeout { op: "publish", after: timeout });
         }
     };
     let hello = match tokio::time::timeout(timeout, responses.message()).await {
@@ -328,10 +304,7 @@ async fn open(
         Ok(Ok(None)) => return Err(closed("publish stream ended before the broker's hello")),
         Ok(Err(status)) => return Err(Failure::Status(status).into_broker("publish")),
         Err(_) => {
-            return Err(Error::Timeout {
-                op: "publish",
-                after: timeout,
-            });
+            return Err(Error::Timeout { op: "publish", after: timeout });
         }
     };
     if !hello.error.is_empty() {
@@ -355,23 +328,14 @@ async fn mark_empty_partition(
     let timeout = clients.call_timeout;
     let mut client = clients.broker(&target.leader)?;
     let req = GetPartitionRangeInfoRequest {
-        topic: Some(Topic {
-            namespace: target.namespace.clone(),
-            name: target.mq_topic.clone(),
-        }),
+        topic: Some(Topic { namespace: target.namespace.clone(), name: target.mq_topic.clone() }),
         partition: Some(target.partition),
     };
-    let range = call(
-        timeout,
-        client.get_partition_range_info(request(req, timeout)),
-    )
-    .await
-    .map_err(|f| f.into_broker(op))?;
+    let range = call(timeout, client.get_partition_range_info(request(req, timeout)))
+        .await
+        .map_err(|f| f.into_broker(op))?;
     if !range.error.is_empty() {
-        return Err(Error::BrokerReply {
-            op,
-            message: range.error,
-        });
+        return Err(Error::BrokerReply { op, message: range.error });
     }
     if range.offset_range.unwrap_or_default().high_water_mark != 0 {
         return Ok(());
@@ -384,9 +348,7 @@ async fn mark_empty_partition(
             ctrl: None,
         };
         req_tx
-            .send(PublishMessageRequest {
-                message: Some(Req::Data(data)),
-            })
+            .send(PublishMessageRequest { message: Some(Req::Data(data)) })
             .await
             .map_err(|_| closed("publish stream closed while marking the partition"))?;
     }
@@ -456,21 +418,14 @@ async fn sleep_until(deadline: Option<Instant>) {
 /// `Error` is not `Clone` (it may grow sources); rebuild the variants a stream can fail with.
 fn clone_error(e: &Error) -> Error {
     match e {
-        Error::Broker { op, code, message } => Error::Broker {
-            op,
-            code: *code,
-            message: message.clone(),
-        },
-        Error::BrokerReply { op, message } => Error::BrokerReply {
-            op,
-            message: message.clone(),
-        },
+        Error::Broker { op, code, message } => {
+            Error::Broker { op, code: *code, message: message.clone() }
+        }
+        Error::BrokerReply { op, message } => Error::BrokerReply { op, message: message.clone() },
         Error::Timeout { op, after } => Error::Timeout { op, after: *after },
         Error::NoBroker { op } => Error::NoBroker { op },
-        other => Error::Broker {
-            op: "publish",
-            code: Code::Unavailable,
-            message: other.to_string(),
-        },
+        other => {
+            Error::Broker { op: "publish", code: Code::Unavailable, message: other.to_string() }
+        }
     }
 }

@@ -45,11 +45,9 @@ impl Failure {
 
     pub(crate) fn into_broker(self, op: &'static str) -> Error {
         match self {
-            Failure::Status(s) => Error::Broker {
-                op,
-                code: s.code(),
-                message: s.message().to_string(),
-            },
+            Failure::Status(s) => {
+                Error::Broker { op, code: s.code(), message: s.message().to_string() }
+            }
             Failure::Elapsed(after) => Error::Timeout { op, after },
         }
     }
@@ -147,10 +145,9 @@ impl Clients {
     ) -> Result<Clients, String> {
         let master_channel = lazy_channel(&address::server_endpoint(master)?, call_timeout)?;
         let configured_filer = match filer {
-            Some(f) => Some((
-                f.to_string(),
-                lazy_channel(&address::server_endpoint(f)?, call_timeout)?,
-            )),
+            Some(f) => {
+                Some((f.to_string(), lazy_channel(&address::server_endpoint(f)?, call_timeout)?))
+            }
             None => None,
         };
         Ok(Clients {
@@ -176,9 +173,8 @@ impl Clients {
             },
             self.call_timeout,
         );
-        let resp = call(self.call_timeout, client.list_cluster_nodes(req))
-            .await
-            .map_err(|f| match f {
+        let resp =
+            call(self.call_timeout, client.list_cluster_nodes(req)).await.map_err(|f| match f {
                 Failure::Status(s) => Error::Broker {
                     op,
                     code: s.code(),
@@ -282,10 +278,7 @@ impl Clients {
             Some(a) => a,
             None => {
                 let nodes = self.cluster_nodes("broker").await?;
-                let addr = nodes
-                    .into_iter()
-                    .next()
-                    .ok_or(Error::NoBroker { op: "discover" })?;
+                let addr = nodes.into_iter().next().ok_or(Error::NoBroker { op: "discover" })?;
                 tracing::debug!(broker = %addr, "using broker for control calls");
                 *self.control.lock().expect("control lock") = Some(addr.clone());
                 addr

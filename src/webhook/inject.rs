@@ -73,7 +73,11 @@ impl InjectSettings {
         let object = container.as_object().ok_or("\"container\" is not an object")?;
         match object.get("name").and_then(Value::as_str) {
             Some(CONTAINER_NAME) => {}
-            other => return Err(format!("the container must be named {CONTAINER_NAME:?}, not {other:?}")),
+            other => {
+                return Err(format!(
+                    "the container must be named {CONTAINER_NAME:?}, not {other:?}"
+                ));
+            }
         }
         let volumes = match file.get("volumes") {
             None | Some(Value::Null) => Vec::new(),
@@ -89,10 +93,14 @@ impl InjectSettings {
             return Err("the bootstrap variable name is empty".into());
         }
         let grace_ms = container_env(&container, ENV_SHUTDOWN_GRACE_MS)
-            .map(|v| v.parse::<u64>().map_err(|_| format!("{ENV_SHUTDOWN_GRACE_MS}={v:?} is not a number")))
+            .map(|v| {
+                v.parse::<u64>()
+                    .map_err(|_| format!("{ENV_SHUTDOWN_GRACE_MS}={v:?} is not a number"))
+            })
             .transpose()?
             .unwrap_or_else(Config::default_shutdown_grace_ms);
-        let grace_seconds = i64::try_from(grace_ms.div_ceil(1000)).map_err(|_| "grace period too large")?;
+        let grace_seconds =
+            i64::try_from(grace_ms.div_ceil(1000)).map_err(|_| "grace period too large")?;
         Ok(InjectSettings {
             container,
             volumes,
@@ -106,11 +114,27 @@ impl InjectSettings {
     /// Settings for `kelp webhook`: reads the sidecar file and decides native vs plain.
     pub fn from_config(config: &WebhookConfig) -> anyhow::Result<InjectSettings> {
         use anyhow::Context;
-        let text = std::fs::read_to_string(&config.sidecar_file)
-            .with_context(|| format!("reading {} ({})", config.sidecar_file.display(), crate::config::ENV_WEBHOOK_SIDECAR_FILE))?;
+        let text = std::fs::read_to_string(&config.sidecar_file).with_context(|| {
+            format!(
+                "reading {} ({})",
+                config.sidecar_file.display(),
+                crate::config::ENV_WEBHOOK_SIDECAR_FILE
+            )
+        })?;
         let native = native_sidecar(config.native_sidecar, config.kube_version.as_deref())?;
-        InjectSettings::from_sidecar_json(&text, native, &config.bootstrap_env, &config.bootstrap_servers)
-            .map_err(|e| anyhow::anyhow!("{} ({}): {e}", config.sidecar_file.display(), crate::config::ENV_WEBHOOK_SIDECAR_FILE))
+        InjectSettings::from_sidecar_json(
+            &text,
+            native,
+            &config.bootstrap_env,
+            &config.bootstrap_servers,
+        )
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{} ({}): {e}",
+                config.sidecar_file.display(),
+                crate::config::ENV_WEBHOOK_SIDECAR_FILE
+            )
+        })
     }
 }
 
@@ -123,7 +147,10 @@ pub fn native_sidecar(setting: NativeSidecar, kube_version: Option<&str>) -> any
         (NativeSidecar::Auto, None) => Ok(false),
         (NativeSidecar::Auto, Some(v)) => {
             let (major, minor) = parse_kube_version(v).ok_or_else(|| {
-                anyhow::anyhow!("{}: cannot read a Kubernetes version from {v:?}", crate::config::ENV_WEBHOOK_KUBE_VERSION)
+                anyhow::anyhow!(
+                    "{}: cannot read a Kubernetes version from {v:?}",
+                    crate::config::ENV_WEBHOOK_KUBE_VERSION
+                )
             })?;
             Ok(major > 1 || (major == 1 && minor >= NATIVE_SIDECAR_MIN_MINOR))
         }
@@ -197,17 +224,30 @@ fn decide(review: &Value, settings: &InjectSettings) -> Result<Decision, String>
     if review.get("kind").and_then(Value::as_str) != Some("AdmissionReview") {
         return Err("the request is not an AdmissionReview".into());
     }
-    let request = review.get("request").and_then(Value::as_object).ok_or("the AdmissionReview has no request")?;
+    let request = review
+        .get("request")
+        .and_then(Value::as_object)
+        .ok_or("the AdmissionReview has no request")?;
     if request.get("uid").and_then(Value::as_str).is_none_or(str::is_empty) {
         return Err("the AdmissionReview request has no uid".into());
     }
-    let is_pod = request.get("kind").and_then(|k| k.get("kind")).and_then(Value::as_str) == Some("Pod")
-        && request.get("kind").and_then(|k| k.get("group")).and_then(Value::as_str).unwrap_or("").is_empty();
+    let is_pod = request.get("kind").and_then(|k| k.get("kind")).and_then(Value::as_str)
+        == Some("Pod")
+        && request
+            .get("kind")
+            .and_then(|k| k.get("group"))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .is_empty();
     let sub_resource = request.get("subResource").and_then(Value::as_str).unwrap_or("");
-    if !is_pod || !sub_resource.is_empty() || request.get("operation").and_then(Value::as_str) != Some("CREATE") {
+    if !is_pod
+        || !sub_resource.is_empty()
+        || request.get("operation").and_then(Value::as_str) != Some("CREATE")
+    {
         return Ok(Decision::Skip("not a pod creation"));
     }
-    let pod = request.get("object").and_then(Value::as_object).ok_or("the request has no pod object")?;
+    let pod =
+        request.get("object").and_then(Value::as_object).ok_or("the request has no pod object")?;
     let metadata = match pod.get("metadata") {
         None | Some(Value::Null) => None,
         Some(Value::Object(m)) => Some(m),
@@ -220,7 +260,10 @@ fn decide(review: &Value, settings: &InjectSettings) -> Result<Decision, String>
     let spec = pod.get("spec").and_then(Value::as_object).ok_or("the pod has no spec")?;
     let containers = list(spec, "containers")?;
     let init_containers = list(spec, "initContainers")?;
-    let has_kelp = containers.iter().chain(init_containers).any(|c| c.get("name").and_then(Value::as_str) == Some(CONTAINER_NAME));
+    let has_kelp = containers
+        .iter()
+        .chain(init_containers)
+        .any(|c| c.get("name").and_then(Value::as_str) == Some(CONTAINER_NAME));
     if has_kelp || annotations.is_some_and(|a| a.contains_key(INJECTED_ANNOTATION)) {
         return Ok(Decision::Skip("already injected"));
     }
@@ -230,11 +273,17 @@ fn decide(review: &Value, settings: &InjectSettings) -> Result<Decision, String>
     // The application's containers learn where kelp listens, unless they already say.
     let bootstrap = json!({ "name": settings.bootstrap_env, "value": settings.bootstrap_servers });
     for (i, container) in containers.iter().enumerate() {
-        let container = container.as_object().ok_or_else(|| format!("spec.containers[{i}] is not an object"))?;
+        let container = container
+            .as_object()
+            .ok_or_else(|| format!("spec.containers[{i}] is not an object"))?;
         match container.get("env") {
-            None | Some(Value::Null) => ops.push(add(format!("/spec/containers/{i}/env"), json!([bootstrap]))),
+            None | Some(Value::Null) => {
+                ops.push(add(format!("/spec/containers/{i}/env"), json!([bootstrap])))
+            }
             Some(Value::Array(env)) => {
-                if !env.iter().any(|e| e.get("name").and_then(Value::as_str) == Some(settings.bootstrap_env.as_str())) {
+                if !env.iter().any(|e| {
+                    e.get("name").and_then(Value::as_str) == Some(settings.bootstrap_env.as_str())
+                }) {
                     ops.push(add(format!("/spec/containers/{i}/env/-"), bootstrap.clone()));
                 }
             }
@@ -264,7 +313,10 @@ fn decide(review: &Value, settings: &InjectSettings) -> Result<Decision, String>
         for v in &settings.volumes {
             let name = v.get("name").and_then(Value::as_str);
             if existing.iter().any(|e| e.get("name").and_then(Value::as_str) == name) {
-                return Err(format!("the pod already has a volume named {:?}", name.unwrap_or_default()));
+                return Err(format!(
+                    "the pod already has a volume named {:?}",
+                    name.unwrap_or_default()
+                ));
             }
         }
         if matches!(spec.get("volumes"), Some(Value::Array(_))) {
@@ -286,9 +338,16 @@ fn decide(review: &Value, settings: &InjectSettings) -> Result<Decision, String>
 
     // The mark that makes a second pass (or a re-invocation) a no-op.
     ops.push(match (metadata, annotations) {
-        (None, _) => add("/metadata".into(), json!({ "annotations": { INJECTED_ANNOTATION: "true" } })),
-        (Some(_), None) => add("/metadata/annotations".into(), json!({ INJECTED_ANNOTATION: "true" })),
-        (Some(_), Some(_)) => add(format!("/metadata/annotations/{}", escape_pointer(INJECTED_ANNOTATION)), json!("true")),
+        (None, _) => {
+            add("/metadata".into(), json!({ "annotations": { INJECTED_ANNOTATION: "true" } }))
+        }
+        (Some(_), None) => {
+            add("/metadata/annotations".into(), json!({ INJECTED_ANNOTATION: "true" }))
+        }
+        (Some(_), Some(_)) => add(
+            format!("/metadata/annotations/{}", escape_pointer(INJECTED_ANNOTATION)),
+            json!("true"),
+        ),
     });
 
     Ok(Decision::Patch { ops, native: settings.native_sidecar })
@@ -296,11 +355,19 @@ fn decide(review: &Value, settings: &InjectSettings) -> Result<Decision, String>
 
 /// The annotation wins over the label when both are present.
 fn opted_in(metadata: Option<&Map<String, Value>>) -> bool {
-    let value = |field: &str| metadata.and_then(|m| m.get(field)).and_then(|m| m.get(INJECT_ANNOTATION)).and_then(Value::as_str);
+    let value = |field: &str| {
+        metadata
+            .and_then(|m| m.get(field))
+            .and_then(|m| m.get(INJECT_ANNOTATION))
+            .and_then(Value::as_str)
+    };
     value("annotations").or_else(|| value("labels")).is_some_and(|v| v.eq_ignore_ascii_case("true"))
 }
 
-fn string_map<'a>(metadata: Option<&'a Map<String, Value>>, field: &str) -> Result<Option<&'a Map<String, Value>>, String> {
+fn string_map<'a>(
+    metadata: Option<&'a Map<String, Value>>,
+    field: &str,
+) -> Result<Option<&'a Map<String, Value>>, String> {
     match metadata.and_then(|m| m.get(field)) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Object(m)) => Ok(Some(m)),
@@ -370,7 +437,9 @@ mod tests {
         assert_eq!(c.native_sidecar, NativeSidecar::Auto);
         assert_eq!(c.bootstrap_env, "KAFKA_BOOTSTRAP_SERVERS");
         assert_eq!(c.bootstrap_servers, "127.0.0.1:9092");
-        let forced = WebhookConfig::from_args(["--native-sidecar", "true", "--kube-version", "v1.27.1"]).unwrap();
+        let forced =
+            WebhookConfig::from_args(["--native-sidecar", "true", "--kube-version", "v1.27.1"])
+                .unwrap();
         assert_eq!(forced.native_sidecar, NativeSidecar::Enabled);
         let err = WebhookConfig::from_args(["--native-sidecar", "maybe"]).unwrap_err().to_string();
         assert!(err.contains("--native-sidecar"), "{err}");
@@ -384,18 +453,34 @@ mod tests {
 
     #[test]
     fn grace_follows_the_sidecars_setting_or_kelps_default() {
-        let default = InjectSettings::from_sidecar_json(r#"{"container":{"name":"kelp"}}"#, false, "K", "v").unwrap();
-        let expected = i64::try_from(Config::default_shutdown_grace_ms().div_ceil(1000)).unwrap() + EXIT_MARGIN_SECONDS;
+        let default =
+            InjectSettings::from_sidecar_json(r#"{"container":{"name":"kelp"}}"#, false, "K", "v")
+                .unwrap();
+        let expected = i64::try_from(Config::default_shutdown_grace_ms().div_ceil(1000)).unwrap()
+            + EXIT_MARGIN_SECONDS;
         assert_eq!(default.min_grace_seconds, expected);
         let custom = r#"{"container":{"name":"kelp","env":[{"name":"KELP_SHUTDOWN_GRACE_MS","value":"60500"}]}}"#;
-        assert_eq!(InjectSettings::from_sidecar_json(custom, false, "K", "v").unwrap().min_grace_seconds, 61 + EXIT_MARGIN_SECONDS);
+        assert_eq!(
+            InjectSettings::from_sidecar_json(custom, false, "K", "v").unwrap().min_grace_seconds,
+            61 + EXIT_MARGIN_SECONDS
+        );
     }
 
     #[test]
     fn a_sidecar_file_must_name_its_container_kelp() {
-        let err = InjectSettings::from_sidecar_json(r#"{"container":{"name":"other"}}"#, false, "K", "v").unwrap_err();
+        let err =
+            InjectSettings::from_sidecar_json(r#"{"container":{"name":"other"}}"#, false, "K", "v")
+                .unwrap_err();
         assert!(err.contains("kelp"), "{err}");
         assert!(InjectSettings::from_sidecar_json("[]", false, "K", "v").is_err());
-        assert!(InjectSettings::from_sidecar_json(r#"{"container":{"name":"kelp"},"volumes":[{}]}"#, false, "K", "v").is_err());
+        assert!(
+            InjectSettings::from_sidecar_json(
+                r#"{"container":{"name":"kelp"},"volumes":[{}]}"#,
+                false,
+                "K",
+                "v"
+            )
+            .is_err()
+        );
     }
 }

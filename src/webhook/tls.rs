@@ -48,7 +48,8 @@ impl ReloadingCert {
     pub fn reload(&self) -> bool {
         match read(&self.cert_path, &self.key_path) {
             Ok((raw, key)) => {
-                let mut current = self.current.write().expect("the certificate lock is never poisoned");
+                let mut current =
+                    self.current.write().expect("the certificate lock is never poisoned");
                 if current.0 == raw {
                     return false;
                 }
@@ -57,7 +58,10 @@ impl ReloadingCert {
                 true
             }
             Err(e) => {
-                tracing::warn!(error = format!("{e:#}"), "webhook certificate not reloaded; serving the previous one");
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "webhook certificate not reloaded; serving the previous one"
+                );
                 false
             }
         }
@@ -99,15 +103,19 @@ pub fn server_config(cert: Arc<ReloadingCert>) -> anyhow::Result<ServerConfig> {
 
 /// The certificate file's bytes (to notice changes) and the parsed chain and key.
 fn read(cert_path: &Path, key_path: &Path) -> anyhow::Result<(Vec<u8>, Arc<CertifiedKey>)> {
-    let cert_pem = std::fs::read(cert_path).with_context(|| format!("reading {}", cert_path.display()))?;
-    let key_pem = std::fs::read(key_path).with_context(|| format!("reading {}", key_path.display()))?;
+    let cert_pem =
+        std::fs::read(cert_path).with_context(|| format!("reading {}", cert_path.display()))?;
+    let key_pem =
+        std::fs::read(key_path).with_context(|| format!("reading {}", key_path.display()))?;
     let chain = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| format!("parsing {}", cert_path.display()))?;
     anyhow::ensure!(!chain.is_empty(), "{} holds no certificate", cert_path.display());
-    let key = PrivateKeyDer::from_pem_slice(&key_pem).with_context(|| format!("parsing {}", key_path.display()))?;
-    let certified = CertifiedKey::from_der(chain, key, &provider())
-        .with_context(|| format!("{} and {} do not make a usable pair", cert_path.display(), key_path.display()))?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem)
+        .with_context(|| format!("parsing {}", key_path.display()))?;
+    let certified = CertifiedKey::from_der(chain, key, &provider()).with_context(|| {
+        format!("{} and {} do not make a usable pair", cert_path.display(), key_path.display())
+    })?;
     let mut raw = cert_pem;
     raw.extend_from_slice(&key_pem);
     Ok((raw, Arc::new(certified)))

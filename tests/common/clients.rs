@@ -10,7 +10,12 @@ use rdkafka::{Offset, TopicPartitionList};
 
 /// Read partitions `0..partitions` of `topic` from the beginning, collecting the record values
 /// (as UTF-8) until `done` says enough or 60 s pass.
-pub fn read_values(bootstrap: &str, topic: &str, partitions: i32, done: impl Fn(&HashSet<String>) -> bool) -> HashSet<String> {
+pub fn read_values(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    done: impl Fn(&HashSet<String>) -> bool,
+) -> HashSet<String> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "unused-assign-only")
@@ -27,7 +32,9 @@ pub fn read_values(bootstrap: &str, topic: &str, partitions: i32, done: impl Fn(
     while !done(&seen) && Instant::now() < deadline {
         if let Some(m) = consumer.poll(Duration::from_millis(300)) {
             let m = m.expect("consume without error");
-            seen.insert(String::from_utf8(m.payload().expect("a value").to_vec()).expect("utf-8 value"));
+            seen.insert(
+                String::from_utf8(m.payload().expect("a value").to_vec()).expect("utf-8 value"),
+            );
         }
     }
     seen

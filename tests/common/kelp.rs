@@ -25,7 +25,9 @@ impl Kelp {
         }
         args.extend_from_slice(extra);
         let config = Config::from_args(args).expect("test config parses");
-        kelp::wait_for_seaweedfs(&config, Duration::from_secs(60)).await.expect("SeaweedFS answers kelp");
+        kelp::wait_for_seaweedfs(&config, Duration::from_secs(60))
+            .await
+            .expect("SeaweedFS answers kelp");
         let running = kelp::start(config.clone()).await.expect("kelp starts");
         Kelp { addr: running.kafka_addr, peer: running.peer_addr, config, running: Some(running) }
     }
@@ -52,7 +54,12 @@ impl KelpProcess {
     /// Start the `kelp` binary (`bin`, from `env!("CARGO_BIN_EXE_kelp")` in the test) with
     /// test defaults plus `extra`; `peer_listen` binds a peer listener on a free port. Returns
     /// once its admin server reports ready.
-    pub async fn start(bin: &str, seaweedfs: &SeaweedFs, peer_listen: bool, extra: &[&str]) -> KelpProcess {
+    pub async fn start(
+        bin: &str,
+        seaweedfs: &SeaweedFs,
+        peer_listen: bool,
+        extra: &[&str],
+    ) -> KelpProcess {
         let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         let (addr, admin) = (free(), free());
         let peer = peer_listen.then(free);
@@ -69,7 +76,11 @@ impl KelpProcess {
         let child = cmd.spawn().expect("the kelp binary starts");
         let process = KelpProcess { addr, peer, child };
         super::eventually(|| async move {
-            if http_status(admin, "/readyz").await == Some(200) { Ok(()) } else { Err("kelp not ready") }
+            if http_status(admin, "/readyz").await == Some(200) {
+                Ok(())
+            } else {
+                Err("kelp not ready")
+            }
         })
         .await;
         process
@@ -96,7 +107,11 @@ impl Drop for KelpProcess {
 async fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: kelp\r\nConnection: close\r\n\r\n").as_bytes()).await.ok()?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: kelp\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .ok()?;
     let mut out = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await.ok()?.ok()?;
     String::from_utf8_lossy(&out).split_whitespace().nth(1)?.parse().ok()

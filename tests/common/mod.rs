@@ -56,10 +56,7 @@ pub fn init_tracing() {
     ONCE.call_once(|| {
         let filter = tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_test_writer()
-            .try_init();
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
     });
 }
 
@@ -85,10 +82,7 @@ where
             Err(_) => "the probe itself did not finish".to_string(),
         };
         if start.elapsed() >= deadline {
-            panic!(
-                "still failing after {tries} tries in {:?}: {last}",
-                start.elapsed()
-            );
+            panic!("still failing after {tries} tries in {:?}: {last}", start.elapsed());
         }
         tokio::time::sleep(pause.min(deadline.saturating_sub(start.elapsed()))).await;
         pause = (pause * 2).min(MAX_POLL);

@@ -43,7 +43,11 @@ impl PythonConsumer {
         let (a, out) = (Arc::clone(&assignment), child.stdout.take().expect("stdout"));
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
-                *a.lock().unwrap() = line.trim_matches(['[', ']']).split(',').filter_map(|s| s.trim().parse().ok()).collect();
+                *a.lock().unwrap() = line
+                    .trim_matches(['[', ']'])
+                    .split(',')
+                    .filter_map(|s| s.trim().parse().ok())
+                    .collect();
             }
         });
         let (e, err) = (Arc::clone(&stderr), child.stderr.take().expect("stderr"));

@@ -49,31 +49,45 @@ impl Raw {
     /// Read one response frame (without the length prefix); `None` if the connection closed.
     pub async fn read_frame(&mut self) -> Option<Bytes> {
         let mut len = [0u8; 4];
-        match tokio::time::timeout(TIMEOUT, self.stream.read_exact(&mut len)).await.expect("response in time") {
+        match tokio::time::timeout(TIMEOUT, self.stream.read_exact(&mut len))
+            .await
+            .expect("response in time")
+        {
             Ok(_) => {}
             Err(_) => return None,
         }
         let n = i32::from_be_bytes(len) as usize;
         let mut buf = vec![0u8; n];
-        tokio::time::timeout(TIMEOUT, self.stream.read_exact(&mut buf)).await.expect("response body in time").ok()?;
+        tokio::time::timeout(TIMEOUT, self.stream.read_exact(&mut buf))
+            .await
+            .expect("response body in time")
+            .ok()?;
         Some(Bytes::from(buf))
     }
 
     /// Whether the peer closed the connection (EOF or reset) within the timeout.
     pub async fn closed(&mut self) -> bool {
         let mut b = [0u8; 1];
-        matches!(tokio::time::timeout(TIMEOUT, self.stream.read(&mut b)).await, Ok(Ok(0)) | Ok(Err(_)))
+        matches!(
+            tokio::time::timeout(TIMEOUT, self.stream.read(&mut b)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
     }
 
     /// Send a request and decode its response.
     pub async fn call(&mut self, key: ApiKey, version: i16, req: RequestKind) -> ResponseKind {
         let frame = self.frame(key, version, &req);
         self.send_bytes(&frame).await;
-        let mut resp = self.read_frame().await.unwrap_or_else(|| panic!("{key:?} v{version}: connection closed"));
-        let header_version = if key == ApiKey::ApiVersions { 0 } else { key.response_header_version(version) };
+        let mut resp = self
+            .read_frame()
+            .await
+            .unwrap_or_else(|| panic!("{key:?} v{version}: connection closed"));
+        let header_version =
+            if key == ApiKey::ApiVersions { 0 } else { key.response_header_version(version) };
         let header = ResponseHeader::decode(&mut resp, header_version).expect("response header");
         assert_eq!(header.correlation_id, self.correlation_id, "correlation id");
-        let r = ResponseKind::decode(key, &mut resp, version).unwrap_or_else(|e| panic!("{key:?} v{version} response: {e}"));
+        let r = ResponseKind::decode(key, &mut resp, version)
+            .unwrap_or_else(|e| panic!("{key:?} v{version} response: {e}"));
         assert_eq!(resp.remaining(), 0, "{key:?} v{version}: trailing bytes in response");
         r
     }
@@ -91,7 +105,9 @@ pub async fn create_topic_raw(addr: SocketAddr, name: &str, partitions: i32) {
             .with_replication_factor(-1),
     ]);
     match c.call(ApiKey::CreateTopics, 7, RequestKind::CreateTopics(req)).await {
-        ResponseKind::CreateTopics(r) => assert_eq!(r.topics[0].error_code, 0, "create {name}: {:?}", r.topics[0].error_message),
+        ResponseKind::CreateTopics(r) => {
+            assert_eq!(r.topics[0].error_code, 0, "create {name}: {:?}", r.topics[0].error_message)
+        }
         other => panic!("unexpected {other:?}"),
     }
 }
@@ -99,7 +115,9 @@ pub async fn create_topic_raw(addr: SocketAddr, name: &str, partitions: i32) {
 /// One uncompressed magic-2 record batch, encoded by the wire library, holding a record per
 /// `(key, value, timestamp)`.
 pub fn batch_of(records: Vec<(Option<Bytes>, Bytes, i64)>) -> Bytes {
-    use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
     let recs: Vec<Record> = records
         .into_iter()
         .enumerate()
@@ -120,6 +138,11 @@ pub fn batch_of(records: Vec<(Option<Bytes>, Bytes, i64)>) -> Bytes {
         })
         .collect();
     let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &recs, &RecordEncodeOptions { version: 2, compression: Compression::None }).expect("batch encodes");
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &recs,
+        &RecordEncodeOptions { version: 2, compression: Compression::None },
+    )
+    .expect("batch encodes");
     buf.freeze()
 }

@@ -17,7 +17,10 @@ impl Clock {
 }
 
 fn protocols(names: &[&str]) -> Vec<Protocol> {
-    names.iter().map(|n| Protocol { name: n.to_string(), metadata: Bytes::from(format!("meta-{n}")) }).collect()
+    names
+        .iter()
+        .map(|n| Protocol { name: n.to_string(), metadata: Bytes::from(format!("meta-{n}")) })
+        .collect()
 }
 
 fn join_req(member_id: &str) -> JoinRequest {
@@ -46,7 +49,10 @@ fn sync_req(member_id: &str, generation: i32, assignments: &[(&str, &str)]) -> S
         generation,
         protocol_type: Some("consumer".into()),
         protocol_name: None,
-        assignments: assignments.iter().map(|(m, a)| (m.to_string(), Bytes::from(a.to_string()))).collect(),
+        assignments: assignments
+            .iter()
+            .map(|(m, a)| (m.to_string(), Bytes::from(a.to_string())))
+            .collect(),
     }
 }
 
@@ -72,7 +78,10 @@ fn sync_replies(effects: &[Effect]) -> HashMap<String, SyncReply> {
 }
 
 fn persists(effects: &[Effect]) -> Vec<Snapshot> {
-    effects.iter().filter_map(|e| if let Effect::Persist(s) = e { Some(s.clone()) } else { None }).collect()
+    effects
+        .iter()
+        .filter_map(|e| if let Effect::Persist(s) = e { Some(s.clone()) } else { None })
+        .collect()
 }
 
 /// KIP-394 first round trip: returns the minted member id.
@@ -97,7 +106,13 @@ fn join_waits(g: &mut Group, req: JoinRequest, now: Instant) -> String {
 }
 
 /// Leader syncs; the snapshot is "persisted"; returns the sync replies.
-fn leader_syncs(g: &mut Group, leader: &str, generation: i32, assignments: &[(&str, &str)], now: Instant) -> HashMap<String, SyncReply> {
+fn leader_syncs(
+    g: &mut Group,
+    leader: &str,
+    generation: i32,
+    assignments: &[(&str, &str)],
+    now: Instant,
+) -> HashMap<String, SyncReply> {
     match g.sync(sync_req(leader, generation, assignments), now) {
         SyncOutcome::Persist(snapshot) => {
             assert_eq!(snapshot.generation, generation);
@@ -224,8 +239,14 @@ fn sync_errors_follow_kafka() {
         SyncOutcome::Reply(r) => r.error,
         other => panic!("{other:?}"),
     };
-    assert_eq!(err(g.sync(sync_req(&a, 1, &[]), c.at(500))), Some(ResponseError::IllegalGeneration));
-    assert_eq!(err(g.sync(sync_req("nobody", 2, &[]), c.at(500))), Some(ResponseError::UnknownMemberId));
+    assert_eq!(
+        err(g.sync(sync_req(&a, 1, &[]), c.at(500))),
+        Some(ResponseError::IllegalGeneration)
+    );
+    assert_eq!(
+        err(g.sync(sync_req("nobody", 2, &[]), c.at(500))),
+        Some(ResponseError::UnknownMemberId)
+    );
     let wrong_type = SyncRequest { protocol_type: Some("connect".into()), ..sync_req(&a, 2, &[]) };
     assert_eq!(err(g.sync(wrong_type, c.at(500))), Some(ResponseError::InconsistentGroupProtocol));
     // Stable: a repeated sync returns the member's assignment again.
@@ -235,7 +256,10 @@ fn sync_errors_follow_kafka() {
     }
     // During a rebalance: REBALANCE_IN_PROGRESS.
     join_waits(&mut g, join_req(&a), c.at(600));
-    assert_eq!(err(g.sync(sync_req(&b, 2, &[]), c.at(600))), Some(ResponseError::RebalanceInProgress));
+    assert_eq!(
+        err(g.sync(sync_req(&b, 2, &[]), c.at(600))),
+        Some(ResponseError::RebalanceInProgress)
+    );
 }
 
 #[test]
@@ -293,9 +317,25 @@ fn batched_leave_by_member_and_instance_id() {
     let c = Clock::new();
     let (mut g, s, d) = static_and_dynamic(&c);
     let r = g
-        .leave(&[(String::new(), Some("pod-1".into())), (d.clone(), None), ("ghost".into(), None), (String::new(), Some("pod-9".into()))], c.at(100))
+        .leave(
+            &[
+                (String::new(), Some("pod-1".into())),
+                (d.clone(), None),
+                ("ghost".into(), None),
+                (String::new(), Some("pod-9".into())),
+            ],
+            c.at(100),
+        )
         .unwrap();
-    assert_eq!(r, vec![Ok(()), Ok(()), Err(ResponseError::UnknownMemberId), Err(ResponseError::UnknownMemberId)]);
+    assert_eq!(
+        r,
+        vec![
+            Ok(()),
+            Ok(()),
+            Err(ResponseError::UnknownMemberId),
+            Err(ResponseError::UnknownMemberId)
+        ]
+    );
     assert!(!g.has_member(&s) && !g.has_member(&d));
     assert_eq!(g.state(), GroupState::Empty);
 }
@@ -306,7 +346,8 @@ fn members_that_do_not_rejoin_in_time_are_removed() {
     let (mut g, a, b) = two_member_group(&c);
     // b's metadata changes: rebalance. a keeps heartbeating but never rejoins.
     let mut changed = join_req(&b);
-    changed.protocols = vec![Protocol { name: "range".into(), metadata: Bytes::from("new-subscription") }];
+    changed.protocols =
+        vec![Protocol { name: "range".into(), metadata: Bytes::from("new-subscription") }];
     join_waits(&mut g, changed, c.at(1_000));
     for ms in (2_000..11_000).step_by(1_000) {
         assert_eq!(g.heartbeat(&a, None, 2, c.at(ms)), Err(ResponseError::RebalanceInProgress));
@@ -329,7 +370,10 @@ fn a_member_that_rejoins_keeps_its_membership_and_completes_the_join_phase() {
     let c = Clock::new();
     let (mut g, a, b) = two_member_group(&c);
     let mut ra = join_req(&a);
-    ra.protocols = vec![Protocol { name: "cooperative-sticky".into(), metadata: Bytes::from("owned a") }, Protocol { name: "range".into(), metadata: Bytes::from("x") }];
+    ra.protocols = vec![
+        Protocol { name: "cooperative-sticky".into(), metadata: Bytes::from("owned a") },
+        Protocol { name: "range".into(), metadata: Bytes::from("x") },
+    ];
     let mut rb = join_req(&b);
     rb.protocols = ra.protocols.clone();
     join_waits(&mut g, ra, c.at(1_000));
@@ -365,13 +409,17 @@ fn protocol_selection_needs_a_protocol_every_member_supports() {
     other.require_known_member_id = false;
     other.protocols = protocols(&["sticky"]);
     match g.join(other.clone(), c.at(100)) {
-        JoinOutcome::Reply(r) => assert_eq!(r.error, Some(ResponseError::InconsistentGroupProtocol)),
+        JoinOutcome::Reply(r) => {
+            assert_eq!(r.error, Some(ResponseError::InconsistentGroupProtocol))
+        }
         o => panic!("{o:?}"),
     }
     other.protocol_type = "connect".into();
     other.protocols = protocols(&["range"]);
     match g.join(other, c.at(100)) {
-        JoinOutcome::Reply(r) => assert_eq!(r.error, Some(ResponseError::InconsistentGroupProtocol)),
+        JoinOutcome::Reply(r) => {
+            assert_eq!(r.error, Some(ResponseError::InconsistentGroupProtocol))
+        }
         o => panic!("{o:?}"),
     }
 }
@@ -439,7 +487,10 @@ fn static_member_rejoining_replaces_its_old_id_without_rebalance() {
         o => panic!("{o:?}"),
     }
     // The old incarnation is fenced.
-    assert_eq!(g.heartbeat(&s1, Some("pod-1"), 1, c.at(2_200)), Err(ResponseError::FencedInstanceId));
+    assert_eq!(
+        g.heartbeat(&s1, Some("pod-1"), 1, c.at(2_200)),
+        Err(ResponseError::FencedInstanceId)
+    );
     assert_eq!(g.heartbeat(&s2, Some("pod-1"), 1, c.at(2_200)), Ok(()));
     assert_eq!(g.heartbeat(&d, None, 1, c.at(2_200)), Ok(()), "the other member is not disturbed");
 }
@@ -495,7 +546,10 @@ fn static_member_with_a_stale_member_id_is_fenced() {
         JoinOutcome::Reply(r) => assert_eq!(r.error, Some(ResponseError::FencedInstanceId)),
         o => panic!("{o:?}"),
     }
-    assert_eq!(g.leave(&[(s1, Some("pod-1".into()))], c.at(300)), Ok(vec![Err(ResponseError::FencedInstanceId)]));
+    assert_eq!(
+        g.leave(&[(s1, Some("pod-1".into()))], c.at(300)),
+        Ok(vec![Err(ResponseError::FencedInstanceId)])
+    );
     assert!(g.has_member(&s2));
 }
 
@@ -506,14 +560,25 @@ fn static_member_rejoin_during_completing_rebalance_restarts_it() {
     let s1 = join_waits(&mut g, static_req("", "pod-1"), c.at(0));
     g.take_effects();
     assert_eq!(g.state(), GroupState::CompletingRebalance);
-    assert_eq!(g.sync(sync_req(&s1, 1, &[]), c.at(0)), SyncOutcome::Persist(g.snapshot_with(Some(&HashMap::from([(s1.clone(), Bytes::new())])))));
+    assert_eq!(
+        g.sync(sync_req(&s1, 1, &[]), c.at(0)),
+        SyncOutcome::Persist(g.snapshot_with(Some(&HashMap::from([(s1.clone(), Bytes::new())]))))
+    );
     // Persisting takes a while; meanwhile pod-1 restarts.
     let s2 = join_waits(&mut g, static_req("", "pod-1"), c.at(100));
     let effects = g.take_effects();
     assert_eq!(sync_replies(&effects)[&s1].error, Some(ResponseError::FencedInstanceId));
-    assert_eq!(join_replies(&effects)[&s2].generation, 2, "restarted rebalance completes with the new id");
+    assert_eq!(
+        join_replies(&effects)[&s2].generation,
+        2,
+        "restarted rebalance completes with the new id"
+    );
     g.assignment_persisted(1, Ok(()), c.at(200));
-    assert_eq!(g.state(), GroupState::CompletingRebalance, "the late persist of generation 1 is ignored");
+    assert_eq!(
+        g.state(),
+        GroupState::CompletingRebalance,
+        "the late persist of generation 1 is ignored"
+    );
 }
 
 #[test]
@@ -523,7 +588,11 @@ fn illegal_generation_and_unknown_member_on_commit() {
     assert_eq!(g.validate_commit(&a, None, 2, c.at(500)), Ok(()));
     assert_eq!(g.validate_commit(&a, None, 1, c.at(500)), Err(ResponseError::IllegalGeneration));
     assert_eq!(g.validate_commit("x", None, 2, c.at(500)), Err(ResponseError::UnknownMemberId));
-    assert_eq!(g.validate_commit("", None, -1, c.at(500)), Err(ResponseError::UnknownMemberId), "standalone commit to a live group");
+    assert_eq!(
+        g.validate_commit("", None, -1, c.at(500)),
+        Err(ResponseError::UnknownMemberId),
+        "standalone commit to a live group"
+    );
     let mut empty = Group::new("e");
     assert_eq!(empty.validate_commit("", None, -1, c.at(0)), Ok(()), "simple consumer");
 }
@@ -547,7 +616,10 @@ fn failed_persist_answers_syncs_with_the_error_and_rebalances() {
     join_waits(&mut g, join_req(&a), c.at(100));
     g.take_effects();
     assert_eq!(g.sync(sync_req(&b, 2, &[]), c.at(200)), SyncOutcome::Wait);
-    let SyncOutcome::Persist(_) = g.sync(sync_req(&a, 2, &[(&a, "x"), (&b, "y")]), c.at(200)) else { panic!() };
+    let SyncOutcome::Persist(_) = g.sync(sync_req(&a, 2, &[(&a, "x"), (&b, "y")]), c.at(200))
+    else {
+        panic!()
+    };
     g.assignment_persisted(2, Err(ResponseError::CoordinatorNotAvailable), c.at(300));
     let replies = sync_replies(&g.take_effects());
     assert_eq!(replies[&a].error, Some(ResponseError::CoordinatorNotAvailable));
@@ -616,7 +688,13 @@ fn snapshot_round_trip_resumes_generation_and_members() {
 
 #[test]
 fn empty_snapshot_resumes_an_empty_group() {
-    let snap = Snapshot { generation: 7, protocol_type: Some("consumer".into()), protocol_name: None, leader: None, members: vec![] };
+    let snap = Snapshot {
+        generation: 7,
+        protocol_type: Some("consumer".into()),
+        protocol_name: None,
+        leader: None,
+        members: vec![],
+    };
     let g = Group::from_snapshot("g", snap, Instant::now());
     assert_eq!(g.state(), GroupState::Empty);
     assert_eq!(g.generation(), 7);
@@ -629,7 +707,10 @@ fn subscribed_topics_come_from_consumer_metadata() {
     let mut buf = bytes::BytesMut::new();
     buf.extend_from_slice(&1i16.to_be_bytes());
     ConsumerProtocolSubscription::default()
-        .with_topics(vec![StrBytes::from_static_str("orders"), StrBytes::from_static_str("payments")])
+        .with_topics(vec![
+            StrBytes::from_static_str("orders"),
+            StrBytes::from_static_str("payments"),
+        ])
         .encode(&mut buf, 1)
         .unwrap();
     let c = Clock::new();
@@ -654,7 +735,8 @@ fn subscription_decoding_survives_hostile_metadata() {
     for version in 0..=3i16 {
         let mut buf = bytes::BytesMut::new();
         buf.extend_from_slice(&version.to_be_bytes());
-        let mut s = ConsumerProtocolSubscription::default().with_topics(vec![StrBytes::from_static_str("t1")]);
+        let mut s = ConsumerProtocolSubscription::default()
+            .with_topics(vec![StrBytes::from_static_str("t1")]);
         if version >= 2 {
             s = s.with_generation_id(7);
         }
