@@ -15,7 +15,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{Instrument, debug, debug_span};
 
-use crate::api::{self, Ctx};
+use crate::api;
+use crate::ctx::Ctx;
 use crate::protocol::{self, DecodeError};
 use crate::session::{SaslFailed, Session};
 use crate::shutdown::CancellationToken;

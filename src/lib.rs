@@ -20,6 +20,7 @@ pub mod admin;
 pub mod api;
 pub mod config;
 pub mod connection;
+pub mod ctx;
 pub mod embedded;
 pub mod error;
 pub mod group;
@@ -45,8 +46,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use crate::api::Ctx;
 use crate::config::Config;
+use crate::ctx::Ctx;
 use crate::seaweed::{Seaweed, SeaweedOptions};
 use crate::shutdown::{CancellationToken, TaskTracker};
 

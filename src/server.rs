@@ -7,8 +7,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::{Instrument, debug, info_span, warn};
 
-use crate::api::Ctx;
 use crate::connection;
+use crate::ctx::Ctx;
 use crate::shutdown::{CancellationToken, TaskTracker};
 
 /// Accept until `cancel` fires. Each connection holds one permit of the connection limit.

@@ -7,7 +7,7 @@
 use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
 
-use crate::api::Ctx;
+use crate::ctx::Ctx;
 use crate::quota;
 use crate::sasl::{self, Exchange, Outcome};
 

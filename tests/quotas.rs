@@ -60,14 +60,14 @@ fn fetch_req(topic: &str) -> FetchRequest {
         .with_max_wait_ms(0)
         .with_min_bytes(1)
         .with_max_bytes(10 * 1024 * 1024)
-        .with_topics(vec![
-            FetchTopic::default().with_topic(TopicName(s(topic))).with_partitions(vec![
+        .with_topics(vec![FetchTopic::default().with_topic(TopicName(s(topic))).with_partitions(
+            vec![
                 FetchPartition::default()
                     .with_partition(0)
                     .with_fetch_offset(0)
                     .with_partition_max_bytes(10 * 1024 * 1024),
-            ]),
-        ])
+            ],
+        )])
 }
 
 async fn produce(c: &mut Raw, version: i16, req: ProduceRequest) -> ProduceResponse {

@@ -171,14 +171,14 @@ async fn offsets_continue_in_order_across_a_kelp_restart() {
             .with_max_wait_ms(0)
             .with_max_bytes(1 << 20)
             .with_session_epoch(-1)
-            .with_topics(vec![
-                FetchTopic::default().with_topic(name.clone()).with_partitions(vec![
+            .with_topics(vec![FetchTopic::default().with_topic(name.clone()).with_partitions(
+                vec![
                     FetchPartition::default()
                         .with_partition(0)
                         .with_fetch_offset(offset)
                         .with_partition_max_bytes(1 << 20),
-                ]),
-            ])
+                ],
+            )])
     };
     let ResponseKind::Fetch(r) = c.call(ApiKey::Fetch, 12, RequestKind::Fetch(fetch(10))).await
     else {

@@ -232,14 +232,12 @@ async fn every_advertised_version_of_every_api_answers_correctly() {
         .with_max_wait_ms(0)
         .with_max_bytes(1 << 20)
         .with_session_epoch(-1)
-        .with_topics(vec![
-            FetchTopic::default().with_topic(name(t)).with_partitions(vec![
+        .with_topics(vec![FetchTopic::default().with_topic(name(t)).with_partitions(vec![
                 FetchPartition::default()
                     .with_partition(1)
                     .with_fetch_offset(1000)
                     .with_partition_max_bytes(1 << 20),
-            ]),
-        ]);
+            ])]);
     let ResponseKind::Fetch(r) = c.call(ApiKey::Fetch, 12, RequestKind::Fetch(req)).await else {
         panic!()
     };

@@ -4,7 +4,7 @@
 
 use kafka_protocol::messages::{AlterClientQuotasRequest, AlterClientQuotasResponse};
 
-use super::Ctx;
+use crate::ctx::Ctx;
 
 pub async fn handle(ctx: &Ctx, req: AlterClientQuotasRequest) -> AlterClientQuotasResponse {
     ctx.quotas.alter(req).await

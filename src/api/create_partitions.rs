@@ -6,8 +6,8 @@ use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicR
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::Ctx;
 use super::create_topics::MAX_PARTITIONS;
+use crate::ctx::Ctx;
 use crate::error::{ApiKind, Error};
 
 pub async fn handle(ctx: &Ctx, req: CreatePartitionsRequest) -> CreatePartitionsResponse {

@@ -3,7 +3,7 @@
 
 use kafka_protocol::messages::{DescribeClientQuotasRequest, DescribeClientQuotasResponse};
 
-use super::Ctx;
+use crate::ctx::Ctx;
 
 pub fn handle(ctx: &Ctx, req: DescribeClientQuotasRequest) -> DescribeClientQuotasResponse {
     ctx.quotas.describe(&req)

@@ -4,7 +4,7 @@ use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::Ctx;
+use crate::ctx::Ctx;
 
 /// Sentinel for "authorized operations not computed" (Kafka's INT32_MIN).
 pub const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;

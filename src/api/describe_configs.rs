@@ -7,7 +7,7 @@ use kafka_protocol::messages::describe_configs_response::{
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::Ctx;
+use crate::ctx::Ctx;
 use crate::error::ApiKind;
 
 const RESOURCE_TOPIC: i8 = 2;

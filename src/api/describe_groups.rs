@@ -7,8 +7,8 @@ use kafka_protocol::messages::describe_groups_response::{DescribedGroup, Describ
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::Ctx;
 use super::describe_cluster::AUTHORIZED_OPERATIONS_OMITTED;
+use crate::ctx::Ctx;
 use crate::error::ApiKind;
 use crate::group::GroupState;
 

@@ -17,7 +17,7 @@ use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, Partition
 use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
 use uuid::Uuid;
 
-use super::Ctx;
+use crate::ctx::Ctx;
 use crate::error::ApiKind;
 use crate::records::{Record, batch, envelope};
 use crate::seaweed::Fetched;

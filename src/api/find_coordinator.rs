@@ -10,7 +10,7 @@ use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::Ctx;
+use crate::ctx::Ctx;
 
 /// `key_type` of a consumer group; 1 is a transactional id, 2 a share group (KIP-932).
 pub const KEY_TYPE_GROUP: i8 = 0;

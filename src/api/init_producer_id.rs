@@ -4,7 +4,7 @@
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
-use super::Ctx;
+use crate::ctx::Ctx;
 use crate::producers::new_producer_id;
 
 pub fn handle(_ctx: &Ctx, req: InitProducerIdRequest) -> InitProducerIdResponse {

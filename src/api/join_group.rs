@@ -8,7 +8,7 @@ use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse, RequestHeader};
 use kafka_protocol::protocol::StrBytes;
 
-use super::Ctx;
+use crate::ctx::Ctx;
 use crate::group::{JoinReply, JoinRequest, Protocol};
 
 pub async fn handle(

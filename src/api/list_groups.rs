@@ -5,7 +5,7 @@ use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::Ctx;
+use crate::ctx::Ctx;
 use crate::error::ApiKind;
 use crate::group::GroupState;
 

@@ -11,7 +11,7 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
-use super::Ctx;
+use crate::ctx::Ctx;
 use crate::error::{ApiKind, Error};
 use crate::records::envelope;
 

@@ -8,8 +8,8 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Topi
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
-use super::Ctx;
 use super::describe_cluster::AUTHORIZED_OPERATIONS_OMITTED;
+use crate::ctx::Ctx;
 use crate::topics::is_valid_name;
 
 pub async fn handle(ctx: &Ctx, version: i16, req: MetadataRequest) -> MetadataResponse {

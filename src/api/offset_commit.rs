@@ -11,7 +11,7 @@ use kafka_protocol::messages::offset_commit_response::{
 };
 use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 
-use super::Ctx;
+use crate::ctx::Ctx;
 use crate::error::ApiKind;
 use crate::group::{Committed, unix_millis};
 use crate::topics::is_valid_name;

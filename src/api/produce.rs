@@ -11,7 +11,7 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 use tracing::debug;
 
-use super::Ctx;
+use crate::ctx::Ctx;
 use crate::error::ApiKind;
 use crate::producers::Check;
 use crate::protocol::legacy_produce as legacy;

@@ -4,7 +4,7 @@
 use kafka_protocol::messages::{SaslHandshakeRequest, SaslHandshakeResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::Ctx;
+use crate::ctx::Ctx;
 use crate::session::Session;
 
 pub fn handle(

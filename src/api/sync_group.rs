@@ -5,7 +5,7 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::Ctx;
+use crate::ctx::Ctx;
 use crate::group::{SyncReply, SyncRequest};
 
 pub async fn handle(ctx: &Ctx, req: SyncGroupRequest) -> SyncGroupResponse {

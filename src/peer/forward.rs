@@ -37,7 +37,8 @@ use tracing::debug;
 
 use super::PeerError;
 use crate::api::describe_cluster::AUTHORIZED_OPERATIONS_OMITTED;
-use crate::api::{Ctx, delete_groups, describe_groups};
+use crate::api::{delete_groups, describe_groups};
+use crate::ctx::Ctx;
 use crate::group::Route;
 
 /// How long a forwarded SyncGroup may wait at the owner: the owner parks it until the leader
@@ -376,16 +377,14 @@ mod tests {
 
     #[test]
     fn a_failed_forward_answers_every_part_of_the_request() {
-        let commit = RequestKind::OffsetCommit(
-            OffsetCommitRequest::default().with_topics(vec![
+        let commit = RequestKind::OffsetCommit(OffsetCommitRequest::default().with_topics(vec![
                 OffsetCommitRequestTopic::default()
                     .with_name(TopicName(StrBytes::from_static_str("t")))
                     .with_partitions(vec![
                         OffsetCommitRequestPartition::default().with_partition_index(0),
                         OffsetCommitRequestPartition::default().with_partition_index(3),
                     ]),
-            ]),
-        );
+            ]));
         let Some(ResponseKind::OffsetCommit(r)) =
             error_response(&commit, 8, ResponseError::CoordinatorNotAvailable)
         else {

@@ -36,8 +36,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tracing::{Instrument, debug, debug_span, info_span, warn};
 
-use crate::api::{self, Ctx};
+use crate::api;
 use crate::config::{self, Config};
+use crate::ctx::Ctx;
 use crate::protocol;
 use crate::shutdown::{CancellationToken, TaskTracker};
 pub use client::PeerError;

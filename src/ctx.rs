@@ -1,0 +1,40 @@
+//! The context every layer below the listener shares: configuration, the SeaweedFS client and
+//! the process-wide services (topics, producers, groups, peers, quotas, SASL).
+//!
+//! Owns: the struct and its small accessors. Does not own: building it (`lib.rs::start`) or
+//! what any service does.
+
+use kafka_protocol::protocol::StrBytes;
+
+use crate::config::Config;
+use crate::producers::Producers;
+use crate::seaweed::Seaweed;
+use crate::topics::Topics;
+
+/// What every handler may use. One per kelp process, shared by all connections.
+pub struct Ctx {
+    pub config: Config,
+    pub seaweed: Seaweed,
+    pub topics: Topics,
+    pub producers: Producers,
+    /// Consumer groups and committed offsets.
+    pub groups: crate::group::Coordinator,
+    /// Forwarding of group requests to the kelp that owns the group.
+    pub peers: crate::peer::Peers,
+    /// Client quotas: rules and meters.
+    pub quotas: crate::quota::Quotas,
+    /// SASL credentials; `None` when SASL is off.
+    pub sasl: Option<crate::sasl::Sasl>,
+    /// host and port clients are told to connect to.
+    pub advertised_host: String,
+    pub advertised_port: i32,
+    /// Reported in Metadata and DescribeCluster: derived from the namespace so every kelp in
+    /// front of the same SeaweedFS namespace reports the same cluster.
+    pub cluster_id: String,
+}
+
+impl Ctx {
+    pub fn host(&self) -> StrBytes {
+        StrBytes::from_string(self.advertised_host.clone())
+    }
+}
