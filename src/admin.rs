@@ -7,16 +7,17 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpStream;
 use tracing::debug;
 
-use crate::shutdown::{CancellationToken, TaskTracker};
+use crate::shutdown::CancellationToken;
 
 pub const PATH_LIVE: &str = "/livez";
 pub const PATH_READY: &str = "/readyz";
@@ -38,38 +39,28 @@ impl Readiness {
     }
 }
 
-pub async fn serve(
-    listener: TcpListener,
-    ready: Readiness,
-    cancel: CancellationToken,
-    tracker: TaskTracker,
-) {
-    loop {
-        let stream = tokio::select! {
-            _ = cancel.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    debug!(error = %e, "admin accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+/// Connections the admin server serves at once. Probes and a Prometheus scraper need a
+/// handful; the cap only bounds what a misbehaving client can hold.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// A request's headers taking longer than this close the connection (a client that opens a
+/// connection and sends nothing holds no task for long).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serve one admin HTTP connection until the client closes it or kelp shuts down.
+pub async fn serve(stream: TcpStream, ready: Readiness, cancel: CancellationToken) {
+    let service = hyper::service::service_fn(move |req| {
         let ready = ready.clone();
-        let cancel = cancel.clone();
-        tracker.spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let ready = ready.clone();
-                async move { Ok::<_, Infallible>(route(&req, &ready)) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => if let Err(e) = r { debug!(error = %e, "admin connection ended") },
-                _ = cancel.cancelled() => conn.as_mut().graceful_shutdown(),
-            }
-        });
+        async move { Ok::<_, Infallible>(route(&req, &ready)) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => if let Err(e) = r { debug!(error = %e, "admin connection ended") },
+        _ = cancel.cancelled() => conn.as_mut().graceful_shutdown(),
     }
 }
 

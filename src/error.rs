@@ -67,22 +67,6 @@ impl Error {
             (_, ApiKind::Group) => E::CoordinatorNotAvailable,
         }
     }
-
-    /// Shorthand for a kelp-decided outcome.
-    pub fn kafka(code: ResponseError) -> Self {
-        Error::Kafka(code)
-    }
-}
-
-/// The `i16` carried in responses for "no error".
-pub const NONE: i16 = 0;
-
-/// Turn a result into the `i16` error code of a response field.
-pub fn code_of<T>(r: &Result<T, Error>, kind: ApiKind) -> i16 {
-    match r {
-        Ok(_) => NONE,
-        Err(e) => e.code(kind).code(),
-    }
 }
 
 #[cfg(test)]
@@ -105,8 +89,8 @@ mod tests {
     #[test]
     fn every_cause_maps_to_the_expected_code_per_api_kind() {
         let table: Vec<(Error, ApiKind, E)> = vec![
-            (Error::kafka(E::UnknownTopicOrPartition), ApiKind::Data, E::UnknownTopicOrPartition),
-            (Error::kafka(E::IllegalGeneration), ApiKind::Group, E::IllegalGeneration),
+            (Error::Kafka(E::UnknownTopicOrPartition), ApiKind::Data, E::UnknownTopicOrPartition),
+            (Error::Kafka(E::IllegalGeneration), ApiKind::Group, E::IllegalGeneration),
             (broker(), ApiKind::Data, E::NotLeaderOrFollower),
             (broker(), ApiKind::Group, E::CoordinatorNotAvailable),
             (

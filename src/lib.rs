@@ -16,27 +16,28 @@
 //! How a Fetch request flows: `api::fetch::handle` → `seaweed::Seaweed::fetch` (broker-side
 //! long-poll) → `records::envelope::from_message` → `records::batch::encode` → response.
 
-pub mod admin;
-pub mod api;
+pub(crate) mod admin;
+pub(crate) mod api;
 pub mod config;
-pub mod connection;
-pub mod ctx;
+pub(crate) mod connection;
+pub(crate) mod ctx;
 pub mod embedded;
 pub mod error;
-pub mod group;
+pub(crate) mod group;
+pub(crate) mod listener;
 pub mod metrics;
-pub mod peer;
-pub mod producers;
+pub(crate) mod peer;
+pub(crate) mod producers;
 pub mod protocol;
 pub mod quota;
 pub mod records;
+pub(crate) mod routing;
 pub mod sasl;
 pub mod seaweed;
-pub mod server;
-pub mod session;
+pub(crate) mod session;
 pub mod shutdown;
 pub mod topics;
-pub mod watch;
+pub(crate) mod watch;
 pub mod webhook;
 
 use std::net::SocketAddr;
@@ -46,8 +47,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio::net::TcpListener;
 
+pub use crate::admin::Readiness;
 use crate::config::Config;
 use crate::ctx::Ctx;
+use crate::listener::Door;
 use crate::seaweed::{Seaweed, SeaweedOptions};
 use crate::shutdown::{CancellationToken, TaskTracker};
 
@@ -147,28 +150,64 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         config,
     });
     let readiness = admin::Readiness::default();
+    let max_connections = ctx.config.max_connections as usize;
     let admin_addr = match admin_listener {
         None => None,
         Some(l) => {
             let bound = l.local_addr()?;
-            tracker.spawn(admin::serve(l, readiness.clone(), cancel.clone(), tracker.clone()));
+            let door = Door { name: "admin", max_connections: admin::MAX_CONNECTIONS };
+            let (ready, stop) = (readiness.clone(), cancel.clone());
+            tracker.spawn(listener::serve(
+                l,
+                door,
+                cancel.clone(),
+                tracker.clone(),
+                move |s, _| admin::serve(s, ready.clone(), stop.clone()),
+            ));
             Some(bound)
         }
     };
     tracker.spawn(become_ready(ctx.seaweed.clone(), readiness.clone(), cancel.clone()));
     let peer_addr = match peer {
         None => None,
-        Some((listener, advertised)) => {
-            let bound = listener.local_addr()?;
+        Some((l, advertised)) => {
+            let bound = l.local_addr()?;
             tracing::info!(%bound, %advertised, "serving peer kelps");
-            tracker.spawn(peer::serve(ctx.clone(), listener, cancel.clone(), tracker.clone()));
+            let door = Door { name: "peer", max_connections };
+            let (ctx, stop) = (ctx.clone(), cancel.clone());
+            tracker.spawn(listener::serve(
+                l,
+                door,
+                cancel.clone(),
+                tracker.clone(),
+                move |s, _| {
+                    let (ctx, stop) = (ctx.clone(), stop.clone());
+                    async move { connection::peer::serve(&ctx, s, &stop).await }
+                },
+            ));
             Some(bound)
         }
     };
-    tracker.spawn(server::serve(ctx, listener, cancel.clone(), tracker.clone()));
+    let door = Door { name: "kafka", max_connections };
+    let stop = cancel.clone();
+    tracker.spawn(listener::serve(listener, door, cancel.clone(), tracker.clone(), move |s, _| {
+        let (ctx, stop) = (ctx.clone(), stop.clone());
+        async move { connection::serve(&ctx, s, &stop).await }
+    }));
     tracing::info!(%kafka_addr, ?admin_addr, "serving kafka");
     Ok(Running { kafka_addr, admin_addr, peer_addr, readiness, cancel, tracker, grace })
 }
+
+/// Pause between SeaweedFS probes before readiness: often enough that a pod turns ready
+/// within a second of SeaweedFS answering, rarely enough to be no load on it.
+const READY_PROBE_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Pause between probes of [`wait_for_seaweedfs`] (start-up of `kelp dev` and of tests).
+const WAIT_PROBE_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Longest single probe of [`wait_for_seaweedfs`]: a probe that hangs must not use up the
+/// whole deadline.
+const WAIT_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Release the readiness latch after the first successful SeaweedFS round trip.
 async fn become_ready(seaweed: Seaweed, readiness: admin::Readiness, cancel: CancellationToken) {
@@ -183,7 +222,7 @@ async fn become_ready(seaweed: Seaweed, readiness: admin::Readiness, cancel: Can
         }
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = tokio::time::sleep(READY_PROBE_INTERVAL) => {}
         }
     }
 }
@@ -194,7 +233,7 @@ pub async fn wait_for_seaweedfs(config: &Config, deadline: Duration) -> anyhow::
         master: config.master.clone(),
         filer: config.filer.clone(),
         namespace: config.namespace.clone(),
-        call_timeout: config.upstream_timeout().min(Duration::from_secs(5)),
+        call_timeout: config.upstream_timeout().min(WAIT_PROBE_TIMEOUT),
     })
     .await?;
     let start = Instant::now();
@@ -204,7 +243,7 @@ pub async fn wait_for_seaweedfs(config: &Config, deadline: Duration) -> anyhow::
             Err(e) if start.elapsed() >= deadline => {
                 return Err(anyhow::anyhow!("SeaweedFS did not answer within {deadline:?}: {e}"));
             }
-            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+            Err(_) => tokio::time::sleep(WAIT_PROBE_INTERVAL).await,
         }
     }
 }

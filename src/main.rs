@@ -26,6 +26,13 @@ enum Command {
 /// Exit code for bad configuration (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
 
+/// `kelp dev`: how long the local SeaweedFS processes may take to answer. A cold `weed`
+/// needs 5-20 s before its broker configures topics; the rest is room for a slow machine.
+const DEV_SEAWEEDFS_START: Duration = Duration::from_secs(90);
+
+/// `kelp dev`: how long kelp's own client may then take to reach the broker and the filer.
+const DEV_SEAWEEDFS_ANSWER: Duration = Duration::from_secs(60);
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -74,11 +81,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 async fn dev(mut config: Config) -> anyhow::Result<()> {
-    let seaweedfs = kelp::embedded::SeaweedFs::start(Duration::from_secs(90)).await?;
+    let seaweedfs = kelp::embedded::SeaweedFs::start(DEV_SEAWEEDFS_START).await?;
     config.master = seaweedfs.addrs().master.clone();
     config.filer = Some(seaweedfs.addrs().filer.clone());
     tracing::info!(master = %config.master, filer = ?config.filer, "local SeaweedFS started");
-    kelp::wait_for_seaweedfs(&config, Duration::from_secs(60)).await?;
+    kelp::wait_for_seaweedfs(&config, DEV_SEAWEEDFS_ANSWER).await?;
     let result = serve(config).await;
     drop(seaweedfs);
     result

@@ -1,13 +1,13 @@
 //! What kelp knows about one Kafka connection beyond the request at hand: who is on the other
 //! end (SASL), which quotas govern it and what it still owes them.
 //!
-//! `connection.rs` owns one per connection and consults it before and after each request;
-//! `api::dispatch` and the SASL handlers update it.
+//! `connection` owns one per connection and consults it before and after each request; the
+//! SASL handlers in `api` update it. It knows the shared credentials only as a `&Sasl` passed
+//! in, never the whole context.
 
 use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
 
-use crate::ctx::Ctx;
 use crate::quota;
 use crate::sasl::{self, Exchange, Outcome};
 
@@ -31,24 +31,14 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(ctx: &Ctx) -> Session {
+    /// A connection's session; `sasl` is the listener's SASL configuration (`None`: off).
+    pub fn new(sasl: Option<&sasl::Sasl>) -> Session {
         Session {
-            sasl: ctx.sasl.as_ref().map(|_| Exchange::default()),
+            sasl: sasl.map(|_| Exchange::default()),
             principal: None,
             close: false,
             quota: quota::Conn::default(),
         }
-    }
-
-    /// A session that needs no authentication (requests kelp relays to itself).
-    pub fn trusted() -> Session {
-        Session { sasl: None, principal: None, close: false, quota: quota::Conn::default() }
-    }
-
-    /// The authenticated user, when SASL is on and the client logged in: the `user` of client
-    /// quotas.
-    pub fn user(&self) -> Option<&str> {
-        self.principal.as_deref()
     }
 
     /// The quota state together with the user it is resolved for.
@@ -94,11 +84,11 @@ impl Session {
     /// (and the connection is closed after the response on an authentication failure).
     pub fn authenticate(
         &mut self,
-        ctx: &Ctx,
+        shared: Option<&sasl::Sasl>,
         message: &[u8],
     ) -> Result<Vec<u8>, kafka_protocol::ResponseError> {
         use kafka_protocol::ResponseError as E;
-        let (Some(exchange), Some(shared)) = (self.sasl.as_mut(), ctx.sasl.as_ref()) else {
+        let (Some(exchange), Some(shared)) = (self.sasl.as_mut(), shared) else {
             return Err(E::IllegalSaslState);
         };
         if !exchange.awaits_authenticate() {
@@ -120,8 +110,12 @@ impl Session {
 
     /// One bare SASL token (SaslHandshake v0): the token to send back. A failure ends the
     /// connection without a reply, as Kafka does.
-    pub fn raw_token(&mut self, ctx: &Ctx, token: &[u8]) -> Result<Bytes, SaslFailed> {
-        let shared = ctx.sasl.as_ref().ok_or(SaslFailed("SASL is off"))?;
+    pub fn raw_token(
+        &mut self,
+        shared: Option<&sasl::Sasl>,
+        token: &[u8],
+    ) -> Result<Bytes, SaslFailed> {
+        let shared = shared.ok_or(SaslFailed("SASL is off"))?;
         self.step(shared, token).map(Bytes::from)
     }
 

@@ -24,9 +24,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::Value;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{debug, info, warn};
 
 pub use inject::{
     CONTAINER_NAME, INJECT_ANNOTATION, INJECTED_ANNOTATION, InjectSettings,
@@ -36,6 +35,7 @@ pub use inject::{
 pub use tls::{ReloadingCert, provider as tls_provider};
 
 use crate::config::WebhookConfig;
+use crate::listener::{self, Door};
 use crate::shutdown::{self, CancellationToken, TaskTracker};
 
 /// The path the MutatingWebhookConfiguration points the API server at.
@@ -98,47 +98,12 @@ pub async fn start(config: WebhookConfig) -> anyhow::Result<RunningWebhook> {
     let tracker = TaskTracker::new();
     tracker.spawn(cert.watch(cancel.clone()));
     info!(%addr, native_sidecar = settings.native_sidecar, kube_version = config.kube_version.as_deref().unwrap_or(""), "serving webhook");
-    tracker.spawn(serve(listener, acceptor, settings, cancel.clone(), tracker.clone()));
+    let door = Door { name: "webhook", max_connections: MAX_CONNECTIONS };
+    let stop = cancel.clone();
+    tracker.spawn(listener::serve(listener, door, cancel.clone(), tracker.clone(), move |s, _| {
+        connection(s, acceptor.clone(), settings.clone(), stop.clone())
+    }));
     Ok(RunningWebhook { addr, cancel, tracker })
-}
-
-/// Accept until `cancel` fires; one task per connection, bounded by [`MAX_CONNECTIONS`].
-async fn serve(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    settings: Arc<InjectSettings>,
-    cancel: CancellationToken,
-    tracker: TaskTracker,
-) {
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let permit = tokio::select! {
-            _ = cancel.cancelled() => return,
-            p = limit.clone().acquire_owned() => p.expect("the connection semaphore is never closed"),
-        };
-        let (stream, peer) = tokio::select! {
-            _ = cancel.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // Running out of file descriptors is transient; don't spin on it.
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let acceptor = acceptor.clone();
-        let settings = settings.clone();
-        let cancel = cancel.clone();
-        tracker.spawn(
-            async move {
-                connection(stream, acceptor, settings, cancel).await;
-                drop(permit);
-            }
-            .instrument(info_span!("webhook_conn", %peer)),
-        );
-    }
 }
 
 async fn connection(

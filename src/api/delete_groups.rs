@@ -1,6 +1,7 @@
 //! DeleteGroups: an Empty group's generation and committed offsets are removed;
 //! NON_EMPTY_GROUP while it has members, GROUP_ID_NOT_FOUND when there is nothing to delete.
 
+use kafka_protocol::ResponseError;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
 
@@ -16,5 +17,17 @@ pub async fn handle(ctx: &Ctx, req: DeleteGroupsRequest) -> DeleteGroupsResponse
                 .with_error_code(r.err().map_or(0, |e| e.code())),
         );
     }
+    DeleteGroupsResponse::default().with_results(results)
+}
+
+/// Every group of the request failed with `code` (it could not reach a group's owner, say).
+pub fn error(req: &DeleteGroupsRequest, code: ResponseError) -> DeleteGroupsResponse {
+    let results = req
+        .groups_names
+        .iter()
+        .map(|g| {
+            DeletableGroupResult::default().with_group_id(g.clone()).with_error_code(code.code())
+        })
+        .collect();
     DeleteGroupsResponse::default().with_results(results)
 }

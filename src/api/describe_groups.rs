@@ -62,3 +62,18 @@ pub async fn handle(ctx: &Ctx, version: i16, req: DescribeGroupsRequest) -> Desc
     }
     DescribeGroupsResponse::default().with_groups(groups)
 }
+
+/// Every group of the request failed with `code` (it could not reach a group's owner, say).
+pub fn error(req: &DescribeGroupsRequest, code: ResponseError) -> DescribeGroupsResponse {
+    let groups = req
+        .groups
+        .iter()
+        .map(|g| {
+            DescribedGroup::default()
+                .with_group_id(g.clone())
+                .with_error_code(code.code())
+                .with_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+        })
+        .collect();
+    DescribeGroupsResponse::default().with_groups(groups)
+}

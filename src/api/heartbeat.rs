@@ -17,3 +17,8 @@ pub async fn handle(ctx: &Ctx, req: HeartbeatRequest) -> HeartbeatResponse {
     };
     HeartbeatResponse::default().with_error_code(r.err().map_or(0, |e| e.code()))
 }
+
+/// The whole request failed with `code` (it could not reach the group's owner, say).
+pub fn error(code: ResponseError) -> HeartbeatResponse {
+    HeartbeatResponse::default().with_error_code(code.code())
+}

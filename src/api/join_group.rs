@@ -20,7 +20,7 @@ pub async fn handle(
     let member_id = req.member_id.to_string();
     let group_id = req.group_id.0.to_string();
     if group_id.is_empty() {
-        return response(version, JoinReply::error(&member_id, ResponseError::InvalidGroupId));
+        return error(&req, version, ResponseError::InvalidGroupId);
     }
     let settings = ctx.groups.settings();
     let session = Duration::from_millis(req.session_timeout_ms.max(0) as u64);
@@ -28,10 +28,7 @@ pub async fn handle(
         || session < settings.min_session_timeout
         || session > settings.max_session_timeout
     {
-        return response(
-            version,
-            JoinReply::error(&member_id, ResponseError::InvalidSessionTimeout),
-        );
+        return error(&req, version, ResponseError::InvalidSessionTimeout);
     }
     // v0 has no rebalance timeout; the session timeout served for both.
     let rebalance = if version == 0 || req.rebalance_timeout_ms < 0 {
@@ -58,6 +55,12 @@ pub async fn handle(
     };
     let reply = ctx.groups.join(&group_id, join).await;
     response(version, reply)
+}
+
+/// The whole request failed with `code` (it could not reach the group's owner, say), in the
+/// shape `version` expects.
+pub fn error(req: &JoinGroupRequest, version: i16, code: ResponseError) -> JoinGroupResponse {
+    response(version, JoinReply::error(&req.member_id, code))
 }
 
 /// The host reported for members in DescribeGroups. kelp does not see the application's

@@ -23,7 +23,7 @@ pub async fn handle(ctx: &Ctx, version: i16, req: LeaveGroupRequest) -> LeaveGro
         ctx.groups.leave(&group_id, &leaving).await
     };
     let results = match result {
-        Err(code) => return LeaveGroupResponse::default().with_error_code(code.code()),
+        Err(code) => return error(code),
         Ok(r) => r,
     };
     if version < 3 {
@@ -42,4 +42,10 @@ pub async fn handle(ctx: &Ctx, version: i16, req: LeaveGroupRequest) -> LeaveGro
         })
         .collect();
     LeaveGroupResponse::default().with_members(members)
+}
+
+/// The whole request failed with `code` (it could not reach the group's owner, say): the
+/// top-level code, at every version.
+pub fn error(code: ResponseError) -> LeaveGroupResponse {
+    LeaveGroupResponse::default().with_error_code(code.code())
 }

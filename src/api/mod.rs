@@ -30,89 +30,17 @@ pub mod sasl_authenticate;
 pub mod sasl_handshake;
 pub mod sync_group;
 
-use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
+use kafka_protocol::messages::{RequestKind, ResponseKind};
 
 use crate::ctx::Ctx;
 use crate::protocol::{Body, Reply, Request};
 use crate::session::Session;
 
-/// Answer one request. `None` means no response is sent (Produce with acks=0).
-pub async fn dispatch(ctx: &Ctx, request: Request) -> Option<Reply> {
-    dispatch_from(ctx, request, Origin::Client, &mut Session::trusted()).await
-}
-
-/// A response and how the connection is held for the quotas it went over.
-pub struct Answer {
-    /// `None`: no response is sent (Produce with acks=0).
-    pub reply: Option<Reply>,
-    /// The client predates KIP-219: wait out the session's hold *before* writing the response
-    /// (otherwise after it, before the next request is read).
-    pub hold_before_reply: bool,
-}
-
-/// Answer one request of an application's connection: the session supplies the SASL state
-/// and the client's quotas, and keeps what the request cost over quota (`Session::hold`).
-/// `request_bytes` is the size of the request frame (what a produce quota meters).
-pub async fn dispatch_client(
-    ctx: &Ctx,
-    session: &mut Session,
-    mut request: Request,
-    request_bytes: usize,
-) -> Answer {
-    let (key, version) = (request.api_key, request.version);
-    let (conn, user) = session.quota_and_user();
-    let governing = ctx.quotas.prepare(conn, user, &mut request);
-    let reply = dispatch_from(ctx, request, Origin::Client, session).await;
-    let (reply, hold_before_reply) =
-        ctx.quotas.settle(&mut session.quota, &governing, key, version, request_bytes, reply);
-    Answer { reply, hold_before_reply }
-}
-
-/// Answer a group request another kelp forwarded to this one's peer listener. It is served
-/// here whoever owns the group (NOT_COORDINATOR unless this kelp does), never forwarded
-/// again: a request travels at most one hop.
-pub async fn dispatch_forwarded(ctx: &Ctx, request: Request) -> Option<Reply> {
-    dispatch_from(ctx, request, Origin::Peer, &mut Session::trusted()).await
-}
-
-/// Who sent a request: an application, or another kelp forwarding one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Origin {
-    Client,
-    Peer,
-}
-
-async fn dispatch_from(
-    ctx: &Ctx,
-    request: Request,
-    origin: Origin,
-    session: &mut Session,
-) -> Option<Reply> {
-    let started = std::time::Instant::now();
-    let api = api_name(request.api_key);
-    let reply = route(ctx, request, origin, session).await;
-    crate::metrics::global().observe_request(api, started.elapsed());
-    reply
-}
-
-/// The API's name as a metrics label: one of the advertised APIs (a closed set).
-fn api_name(key: ApiKey) -> &'static str {
-    static NAMES: std::sync::LazyLock<Vec<(ApiKey, &'static str)>> =
-        std::sync::LazyLock::new(|| {
-            crate::protocol::versions::SUPPORTED
-                .iter()
-                .map(|s| (s.key, &*Box::leak(format!("{:?}", s.key).into_boxed_str())))
-                .collect()
-        });
-    NAMES.iter().find(|(k, _)| *k == key).map_or("other", |(_, n)| *n)
-}
-
-async fn route(
-    ctx: &Ctx,
-    request: Request,
-    origin: Origin,
-    session: &mut Session,
-) -> Option<Reply> {
+/// Answer one request here, at this kelp. `None` means no response is sent (Produce with
+/// acks=0). `session` is the connection's (SASL state); requests from a peer kelp come with
+/// a trusted one. Whether a request is answered here or by another kelp was decided before
+/// (`routing`); nothing below forwards.
+pub async fn dispatch(ctx: &Ctx, session: &mut Session, request: Request) -> Option<Reply> {
     let version = request.version;
     let kind = match request.body {
         Body::ApiVersionsTooNew => {
@@ -122,16 +50,6 @@ async fn route(
             return produce::handle_legacy(ctx, version, req).await.map(Reply::LegacyProduce);
         }
         Body::Kind(kind) => kind,
-    };
-    // A group request whose group another kelp owns is answered by that kelp.
-    let kind = match origin {
-        Origin::Client => {
-            match crate::peer::forward::route(ctx, &request.header, version, kind).await {
-                Ok(response) => return Some(response.into()),
-                Err(kind) => kind,
-            }
-        }
-        Origin::Peer => kind,
     };
     let response = match kind {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions::handle(version)),
@@ -210,40 +128,40 @@ async fn route(
     Some(response.into())
 }
 
-/// The API keys that have an arm in `dispatch`. Kept beside it for the table test.
-pub const HANDLED: &[ApiKey] = &[
-    ApiKey::ApiVersions,
-    ApiKey::Metadata,
-    ApiKey::Produce,
-    ApiKey::Fetch,
-    ApiKey::ListOffsets,
-    ApiKey::CreateTopics,
-    ApiKey::DeleteTopics,
-    ApiKey::CreatePartitions,
-    ApiKey::DescribeConfigs,
-    ApiKey::DescribeCluster,
-    ApiKey::InitProducerId,
-    ApiKey::FindCoordinator,
-    ApiKey::JoinGroup,
-    ApiKey::SyncGroup,
-    ApiKey::Heartbeat,
-    ApiKey::LeaveGroup,
-    ApiKey::OffsetCommit,
-    ApiKey::OffsetFetch,
-    ApiKey::DescribeGroups,
-    ApiKey::ListGroups,
-    ApiKey::DeleteGroups,
-    ApiKey::OffsetDelete,
-    ApiKey::SaslHandshake,
-    ApiKey::SaslAuthenticate,
-    ApiKey::DescribeClientQuotas,
-    ApiKey::AlterClientQuotas,
-];
-
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::protocol::versions::SUPPORTED;
+    use kafka_protocol::messages::ApiKey;
+
+    /// The API keys that have an arm in `dispatch`. Kept beside it for the table test.
+    const HANDLED: &[ApiKey] = &[
+        ApiKey::ApiVersions,
+        ApiKey::Metadata,
+        ApiKey::Produce,
+        ApiKey::Fetch,
+        ApiKey::ListOffsets,
+        ApiKey::CreateTopics,
+        ApiKey::DeleteTopics,
+        ApiKey::CreatePartitions,
+        ApiKey::DescribeConfigs,
+        ApiKey::DescribeCluster,
+        ApiKey::InitProducerId,
+        ApiKey::FindCoordinator,
+        ApiKey::JoinGroup,
+        ApiKey::SyncGroup,
+        ApiKey::Heartbeat,
+        ApiKey::LeaveGroup,
+        ApiKey::OffsetCommit,
+        ApiKey::OffsetFetch,
+        ApiKey::DescribeGroups,
+        ApiKey::ListGroups,
+        ApiKey::DeleteGroups,
+        ApiKey::OffsetDelete,
+        ApiKey::SaslHandshake,
+        ApiKey::SaslAuthenticate,
+        ApiKey::DescribeClientQuotas,
+        ApiKey::AlterClientQuotas,
+    ];
 
     #[test]
     fn every_advertised_api_has_a_handler_and_vice_versa() {

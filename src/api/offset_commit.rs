@@ -93,3 +93,27 @@ pub async fn handle(ctx: &Ctx, version: i16, req: OffsetCommitRequest) -> Offset
         .collect();
     OffsetCommitResponse::default().with_topics(topics)
 }
+
+/// The whole request failed with `code` (it could not reach the group's owner, say): every
+/// partition of the request carries it.
+pub fn error(req: &OffsetCommitRequest, code: ResponseError) -> OffsetCommitResponse {
+    let topics = req
+        .topics
+        .iter()
+        .map(|t| {
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    OffsetCommitResponsePartition::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(code.code())
+                })
+                .collect();
+            OffsetCommitResponseTopic::default()
+                .with_name(t.name.clone())
+                .with_partitions(partitions)
+        })
+        .collect();
+    OffsetCommitResponse::default().with_topics(topics)
+}

@@ -2,6 +2,7 @@
 //! group; for a live consumer group only for topics no member subscribes to
 //! (GROUP_SUBSCRIBED_TO_TOPIC otherwise, read from each member's ConsumerProtocolSubscription).
 
+use kafka_protocol::ResponseError;
 use kafka_protocol::messages::offset_delete_response::{
     OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
 };
@@ -16,7 +17,7 @@ pub async fn handle(ctx: &Ctx, req: OffsetDeleteRequest) -> OffsetDeleteResponse
         .map(|t| (t.name.0.to_string(), t.partitions.iter().map(|p| p.partition_index).collect()))
         .collect();
     let results = match ctx.groups.delete_offsets(&req.group_id.0, topics).await {
-        Err(code) => return OffsetDeleteResponse::default().with_error_code(code.code()),
+        Err(code) => return error(code),
         Ok(r) => r,
     };
     let topics = req
@@ -36,4 +37,9 @@ pub async fn handle(ctx: &Ctx, req: OffsetDeleteRequest) -> OffsetDeleteResponse
         })
         .collect();
     OffsetDeleteResponse::default().with_topics(topics)
+}
+
+/// The whole request failed with `code` (it could not reach the group's owner, say).
+pub fn error(code: ResponseError) -> OffsetDeleteResponse {
+    OffsetDeleteResponse::default().with_error_code(code.code())
 }

@@ -16,7 +16,7 @@ pub fn handle(
     session: &mut Session,
     req: SaslAuthenticateRequest,
 ) -> SaslAuthenticateResponse {
-    match session.authenticate(ctx, &req.auth_bytes) {
+    match session.authenticate(ctx.sasl.as_ref(), &req.auth_bytes) {
         Ok(reply) => SaslAuthenticateResponse::default().with_auth_bytes(Bytes::from(reply)),
         Err(code) => {
             // One message for every failure: it must not tell a wrong password from an

@@ -11,7 +11,7 @@ use crate::group::{SyncReply, SyncRequest};
 pub async fn handle(ctx: &Ctx, req: SyncGroupRequest) -> SyncGroupResponse {
     let group_id = req.group_id.0.to_string();
     if group_id.is_empty() {
-        return response(SyncReply::error(ResponseError::InvalidGroupId));
+        return error(ResponseError::InvalidGroupId);
     }
     let sync = SyncRequest {
         member_id: req.member_id.to_string(),
@@ -26,6 +26,12 @@ pub async fn handle(ctx: &Ctx, req: SyncGroupRequest) -> SyncGroupResponse {
             .collect(),
     };
     response(ctx.groups.sync(&group_id, sync).await)
+}
+
+/// The whole request failed with `code` (it could not reach the group's owner, say);
+/// the same at every version.
+pub fn error(code: ResponseError) -> SyncGroupResponse {
+    response(SyncReply::error(code))
 }
 
 fn response(r: SyncReply) -> SyncGroupResponse {

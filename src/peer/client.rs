@@ -1,18 +1,19 @@
-//! The forwarding side of the peer protocol: pooled TCP connections to other kelps' peer
-//! listeners, one request at a time per connection, every step bounded in time.
+//! Pooled TCP connections to other kelps' peer listeners, one request at a time per
+//! connection; the caller (`Peers::call`) bounds each exchange in time.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{Buf, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::{CONNECT_TIMEOUT, POOL_IDLE_PER_PEER, POOL_IDLE_TIMEOUT, read_frame};
+use super::{CONNECT_TIMEOUT, POOL_IDLE_PER_PEER, POOL_IDLE_TIMEOUT};
+use crate::protocol::frame::{self, FrameError, FrameReader};
 
 /// Why a forward (or a peer connection) failed. Every variant means "the owner did not
 /// answer": the forwarder answers its client COORDINATOR_NOT_AVAILABLE and looks the owner
@@ -31,9 +32,24 @@ pub enum PeerError {
     Protocol(String),
 }
 
+impl From<FrameError> for PeerError {
+    fn from(e: FrameError) -> PeerError {
+        match e {
+            FrameError::Io(e) => PeerError::Io(e),
+            other => PeerError::Protocol(other.to_string()),
+        }
+    }
+}
+
+/// One connection to a peer listener, with what was read of its next frame.
+struct Link {
+    stream: TcpStream,
+    frames: FrameReader,
+}
+
 /// Idle connections per owner address, and the numbering of forwarded requests.
 pub(super) struct Pool {
-    idle: Mutex<HashMap<String, Vec<(TcpStream, Instant)>>>,
+    idle: Mutex<HashMap<String, Vec<(Link, Instant)>>>,
     max_frame: u32,
     correlation: AtomicI32,
 }
@@ -78,6 +94,7 @@ impl Pool {
             Ok(c) => c?,
         };
         let _ = conn.set_nodelay(true);
+        let conn = Link { stream: conn, frames: FrameReader::new(self.max_frame) };
         let (conn, resp) = self.exchange(conn, &frame, key, version, correlation_id).await?;
         self.put_idle(addr, conn);
         Ok(resp)
@@ -85,20 +102,22 @@ impl Pool {
 
     async fn exchange(
         &self,
-        mut conn: TcpStream,
+        mut conn: Link,
         frame: &[u8],
         key: ApiKey,
         version: i16,
         correlation_id: i32,
-    ) -> Result<(TcpStream, ResponseKind), PeerError> {
-        conn.write_all(frame).await?;
-        let resp = read_frame(&mut conn, self.max_frame)
+    ) -> Result<(Link, ResponseKind), PeerError> {
+        conn.stream.write_all(frame).await?;
+        let resp = conn
+            .frames
+            .read(&mut conn.stream)
             .await?
             .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::UnexpectedEof))?;
         Ok((conn, decode(resp, key, version, correlation_id)?))
     }
 
-    fn take_idle(&self, addr: &str) -> Option<TcpStream> {
+    fn take_idle(&self, addr: &str) -> Option<Link> {
         let mut idle = self.idle.lock().expect("pool lock");
         let conns = idle.get_mut(addr)?;
         while let Some((conn, since)) = conns.pop() {
@@ -109,7 +128,7 @@ impl Pool {
         None
     }
 
-    fn put_idle(&self, addr: &str, conn: TcpStream) {
+    fn put_idle(&self, addr: &str, conn: Link) {
         let mut idle = self.idle.lock().expect("pool lock");
         let conns = idle.entry(addr.to_string()).or_default();
         conns.retain(|(_, since)| since.elapsed() < POOL_IDLE_TIMEOUT);
@@ -133,13 +152,10 @@ fn encode(
         .with_request_api_key(key as i16)
         .with_request_api_version(version)
         .with_correlation_id(correlation_id);
-    let mut buf = BytesMut::with_capacity(256);
-    buf.put_i32(0);
+    let mut buf = frame::start(256);
     header.encode(&mut buf, key.request_header_version(version)).map_err(bad)?;
     body.encode(&mut buf, version).map_err(bad)?;
-    let len = i32::try_from(buf.len() - 4)
-        .map_err(|_| PeerError::Protocol("request too large".into()))?;
-    buf[..4].copy_from_slice(&len.to_be_bytes());
+    frame::finish(&mut buf)?;
     Ok(buf)
 }
 
@@ -172,9 +188,9 @@ fn decode(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::peer::PEER_APIS;
     use crate::protocol::versions::supported;
     use crate::protocol::{Body, Reply, decode_request, encode_response};
+    use crate::routing::FORWARDED;
     use kafka_protocol::messages::{GroupId, HeartbeatRequest};
     use kafka_protocol::protocol::StrBytes;
 
@@ -209,7 +225,7 @@ mod tests {
     fn every_peer_api_round_trips_at_every_advertised_version() {
         let header =
             RequestHeader::default().with_client_id(Some(StrBytes::from_static_str("app")));
-        for &key in PEER_APIS {
+        for &key in FORWARDED {
             let range = supported(key).expect("advertised");
             for version in range.min..=range.max {
                 let request = default_request(key);

@@ -2,12 +2,13 @@
 //!
 //! Owns the header-version rules and the decision of what a frame is (a request kelp serves,
 //! an ApiVersions request at a version kelp does not know, or something to close the
-//! connection over). Does not own framing (the 4-byte length prefix): that is `connection.rs`.
+//! connection over). The 4-byte length prefix is `frame`'s.
 
+pub mod frame;
 pub mod legacy_produce;
 pub mod versions;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
 
@@ -67,7 +68,7 @@ pub fn decode_request(mut frame: Bytes) -> Result<Request, DecodeError> {
         // Answered at v0, the version every client can read.
         return Ok(Request { header, api_key, version: 0, body: Body::ApiVersionsTooNew });
     }
-    if !(range.min..=range.max).contains(&version) {
+    if !range.contains(version) {
         return Err(DecodeError::UnsupportedVersion { key: api_key, version });
     }
     let malformed =
@@ -108,8 +109,7 @@ pub fn encode_response(
     correlation_id: i32,
     reply: &Reply,
 ) -> anyhow::Result<BytesMut> {
-    let mut buf = BytesMut::with_capacity(256);
-    buf.put_i32(0); // length, filled in below
+    let mut buf = frame::start(256);
     // ApiVersions responses always use header v0 so that a client can read them whatever
     // version it asked for (KIP-511).
     let header_version = match (api_key, reply) {
@@ -124,8 +124,7 @@ pub fn encode_response(
         Reply::Kind(kind) => kind.encode(&mut buf, version)?,
         Reply::LegacyProduce(r) => r.encode(&mut buf, version),
     }
-    let len = i32::try_from(buf.len() - 4)?;
-    buf[..4].copy_from_slice(&len.to_be_bytes());
+    frame::finish(&mut buf)?;
     Ok(buf)
 }
 
@@ -138,6 +137,7 @@ pub fn peek_correlation_id(frame: &[u8]) -> Option<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BufMut;
 
     fn frame(key: ApiKey, version: i16, body: &[u8]) -> Bytes {
         let mut f = BytesMut::new();

@@ -13,12 +13,21 @@ use kafka_protocol::messages::ApiKey;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Supported {
     pub key: ApiKey,
+    /// The API's name as Kafka spells it: the `api` label of request metrics.
+    pub name: &'static str,
     pub min: i16,
     pub max: i16,
 }
 
-const fn row(key: ApiKey, min: i16, max: i16) -> Supported {
-    Supported { key, min, max }
+impl Supported {
+    /// Whether `version` lies in the range.
+    pub fn contains(&self, version: i16) -> bool {
+        (self.min..=self.max).contains(&version)
+    }
+}
+
+const fn row(key: ApiKey, name: &'static str, min: i16, max: i16) -> Supported {
+    Supported { key, name, min, max }
 }
 
 /// Every API kelp answers, with the versions it implements.
@@ -27,35 +36,35 @@ const fn row(key: ApiKey, min: i16, max: i16) -> Supported {
 /// disables compression when a broker's Produce range does not start at 0 (KAFKA-18659), so
 /// v0-v2 are decoded by `protocol::legacy_produce`.
 pub const SUPPORTED: &[Supported] = &[
-    row(ApiKey::Produce, 0, 13),
-    row(ApiKey::Fetch, 4, 18),
-    row(ApiKey::ListOffsets, 1, 10),
-    row(ApiKey::Metadata, 0, 13),
-    row(ApiKey::ApiVersions, 0, 4),
-    row(ApiKey::CreateTopics, 2, 7),
-    row(ApiKey::DeleteTopics, 1, 6),
-    row(ApiKey::CreatePartitions, 0, 3),
-    row(ApiKey::DescribeConfigs, 1, 4),
-    row(ApiKey::DescribeCluster, 0, 2),
-    row(ApiKey::InitProducerId, 0, 5),
-    row(ApiKey::FindCoordinator, 0, 6),
-    row(ApiKey::JoinGroup, 0, 9),
-    row(ApiKey::SyncGroup, 0, 5),
-    row(ApiKey::Heartbeat, 0, 4),
-    row(ApiKey::LeaveGroup, 0, 5),
+    row(ApiKey::Produce, "Produce", 0, 13),
+    row(ApiKey::Fetch, "Fetch", 4, 18),
+    row(ApiKey::ListOffsets, "ListOffsets", 1, 10),
+    row(ApiKey::Metadata, "Metadata", 0, 13),
+    row(ApiKey::ApiVersions, "ApiVersions", 0, 4),
+    row(ApiKey::CreateTopics, "CreateTopics", 2, 7),
+    row(ApiKey::DeleteTopics, "DeleteTopics", 1, 6),
+    row(ApiKey::CreatePartitions, "CreatePartitions", 0, 3),
+    row(ApiKey::DescribeConfigs, "DescribeConfigs", 1, 4),
+    row(ApiKey::DescribeCluster, "DescribeCluster", 0, 2),
+    row(ApiKey::InitProducerId, "InitProducerId", 0, 5),
+    row(ApiKey::FindCoordinator, "FindCoordinator", 0, 6),
+    row(ApiKey::JoinGroup, "JoinGroup", 0, 9),
+    row(ApiKey::SyncGroup, "SyncGroup", 0, 5),
+    row(ApiKey::Heartbeat, "Heartbeat", 0, 4),
+    row(ApiKey::LeaveGroup, "LeaveGroup", 0, 5),
     // v10 addresses topics by id; kafka-protocol 0.18 decodes OffsetCommit and OffsetFetch
     // requests only up to v9 (its response types go to v10).
-    row(ApiKey::OffsetCommit, 2, 9),
-    row(ApiKey::OffsetFetch, 1, 9),
-    row(ApiKey::DescribeGroups, 0, 6),
-    row(ApiKey::ListGroups, 0, 5),
-    row(ApiKey::DeleteGroups, 0, 2),
-    row(ApiKey::OffsetDelete, 0, 0),
+    row(ApiKey::OffsetCommit, "OffsetCommit", 2, 9),
+    row(ApiKey::OffsetFetch, "OffsetFetch", 1, 9),
+    row(ApiKey::DescribeGroups, "DescribeGroups", 0, 6),
+    row(ApiKey::ListGroups, "ListGroups", 0, 5),
+    row(ApiKey::DeleteGroups, "DeleteGroups", 0, 2),
+    row(ApiKey::OffsetDelete, "OffsetDelete", 0, 0),
     // v0 is followed by bare SASL tokens, v1 by SaslAuthenticate (see `session.rs`).
-    row(ApiKey::SaslHandshake, 0, 1),
-    row(ApiKey::SaslAuthenticate, 0, 2),
-    row(ApiKey::DescribeClientQuotas, 0, 1),
-    row(ApiKey::AlterClientQuotas, 0, 1),
+    row(ApiKey::SaslHandshake, "SaslHandshake", 0, 1),
+    row(ApiKey::SaslAuthenticate, "SaslAuthenticate", 0, 2),
+    row(ApiKey::DescribeClientQuotas, "DescribeClientQuotas", 0, 1),
+    row(ApiKey::AlterClientQuotas, "AlterClientQuotas", 0, 1),
 ];
 
 /// The range kelp serves for `key`, or `None` if kelp does not serve it.
@@ -63,14 +72,22 @@ pub fn supported(key: ApiKey) -> Option<Supported> {
     SUPPORTED.iter().copied().find(|s| s.key == key)
 }
 
-/// Whether kelp serves `version` of `key`.
-pub fn is_supported(key: ApiKey, version: i16) -> bool {
-    supported(key).is_some_and(|s| (s.min..=s.max).contains(&version))
+/// `key`'s name for a metrics label: an advertised API's, or "other" (a closed set).
+pub fn name(key: ApiKey) -> &'static str {
+    supported(key).map_or("other", |s| s.name)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_are_the_api_keys_own() {
+        for s in SUPPORTED {
+            assert_eq!(s.name, format!("{:?}", s.key));
+        }
+        assert_eq!(name(ApiKey::CreateAcls), "other");
+    }
 
     #[test]
     fn every_row_lies_within_what_the_wire_library_can_decode() {
@@ -124,7 +141,7 @@ mod tests {
     fn docs_list_the_same_table() {
         let doc = include_str!("../../docs/protocol.md");
         for s in SUPPORTED {
-            let row = format!("| {:?} | {} | {}–{} |", s.key, s.key as i16, s.min, s.max);
+            let row = format!("| {} | {} | {}–{} |", s.name, s.key as i16, s.min, s.max);
             assert!(doc.contains(&row), "docs/protocol.md lacks {row}");
         }
         let rows = doc
@@ -136,6 +153,7 @@ mod tests {
 
     #[test]
     fn versions_outside_the_range_are_not_supported() {
+        let is_supported = |k, v| supported(k).is_some_and(|s| s.contains(v));
         assert!(is_supported(ApiKey::Fetch, 4));
         assert!(!is_supported(ApiKey::Fetch, 3));
         assert!(!is_supported(ApiKey::Fetch, 19));

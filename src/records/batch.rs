@@ -15,7 +15,6 @@ pub const HEADER_LEN: usize = 61;
 /// Offset of the magic byte within a batch.
 pub const MAGIC_OFFSET: usize = 16;
 const CRC_START: usize = 21;
-const ATTR_TIMESTAMP_LOG_APPEND: i16 = 1 << 3;
 const ATTR_TRANSACTIONAL: i16 = 1 << 4;
 const ATTR_CONTROL: i16 = 1 << 5;
 
@@ -207,11 +206,6 @@ pub fn encode(buf: &mut BytesMut, records: &[(i64, Record)]) {
     buf[start + 8..start + 12].copy_from_slice(&batch_len.to_be_bytes());
     let crc = crc32c::crc32c(&buf[start + CRC_START..]);
     buf[start + 17..start + 21].copy_from_slice(&crc.to_be_bytes());
-}
-
-/// Whether the batch stamps LogAppendTime (kelp keeps the producer's CreateTime either way).
-pub fn is_log_append_time(attributes: i16) -> bool {
-    attributes & ATTR_TIMESTAMP_LOG_APPEND != 0
 }
 
 #[cfg(test)]

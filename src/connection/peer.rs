@@ -1,0 +1,64 @@
+//! One connection from another kelp's peer client: group requests that kelp forwards here
+//! because this kelp owns (or may own) their group.
+//!
+//! A different door from an application's connection: it accepts only the forwarded group
+//! APIs (`routing::FORWARDED`; anything else closes the connection, so the data path is not
+//! exposed on the pod network where the Kafka listener stays on loopback), and what applies
+//! to application connections (client quotas, authentication) was already applied by the
+//! kelp the application talks to. A request is answered here, whoever owns its group (the
+//! handlers answer NOT_COORDINATOR unless this kelp does): it is never forwarded again.
+//!
+//! Owns: the request loop of a peer connection. Does not own framing (`protocol::frame`)
+//! or what a group request does (`api`).
+
+use std::time::Instant;
+
+use tokio::net::TcpStream;
+use tracing::{Instrument, debug, debug_span};
+
+use super::{ConnError, next_frame};
+use crate::api;
+use crate::ctx::Ctx;
+use crate::protocol::frame::{self, FrameReader};
+use crate::protocol::{self, versions};
+use crate::routing::FORWARDED;
+use crate::session::Session;
+use crate::shutdown::CancellationToken;
+
+/// Serve one peer connection until the other kelp closes it, it sends something other than
+/// a forwarded group request, it idles out, or this kelp shuts down.
+pub async fn serve(ctx: &Ctx, stream: TcpStream, cancel: &CancellationToken) {
+    if let Err(e) = serve_frames(ctx, stream, cancel).await {
+        debug!(error = %e, "peer connection closed");
+    }
+}
+
+async fn serve_frames(
+    ctx: &Ctx,
+    mut stream: TcpStream,
+    cancel: &CancellationToken,
+) -> Result<(), ConnError> {
+    let idle = ctx.config.idle_timeout();
+    let mut frames = FrameReader::new(ctx.config.max_frame_bytes);
+    let mut trusted = Session::new(None);
+    loop {
+        let Some(frame) = next_frame(&mut frames, &mut stream, idle, cancel).await? else {
+            return Ok(());
+        };
+        let request = protocol::decode_request(frame)?;
+        if !FORWARDED.contains(&request.api_key) {
+            return Err(ConnError::NotForwarded(request.api_key));
+        }
+        let (key, version) = (request.api_key, request.version);
+        let correlation_id = request.header.correlation_id;
+        let span = debug_span!("forwarded", api = ?key, version, correlation_id);
+        let started = Instant::now();
+        let reply = api::dispatch(ctx, &mut trusted, request).instrument(span).await;
+        crate::metrics::global().observe_request(versions::name(key), started.elapsed());
+        if let Some(reply) = reply {
+            let out = protocol::encode_response(key, version, correlation_id, &reply)
+                .map_err(ConnError::Encode)?;
+            frame::write(&mut stream, &out, idle).await?;
+        }
+    }
+}
