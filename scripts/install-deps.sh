@@ -19,6 +19,7 @@
 #               and lints helm/kelp in tests/helm
 #           kubernetes-validate==KUBERNETES_VALIDATE_VERSION  Kubernetes OpenAPI schemas, offline,
 #               for the rendered manifests
+#   rustup: rustfmt, clippy                           only when missing
 #   cargo:  cargo-nextest                             only when missing
 set -euo pipefail
 
@@ -107,6 +108,14 @@ if ! grep -qwF -- "$SEAWEEDFS_VERSION" <<<"$weed_version"; then
     log "weed $SEAWEEDFS_VERSION is not runnable (found: '${weed:-nothing}')"
     exit 1
 fi
+
+# --- rustfmt and clippy (scripts/test.sh checks formatting and lints) -------------------
+for component in rustfmt clippy; do
+    if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+        log "rustup component add $component"
+        rustup component add "$component"
+    fi
+done
 
 # --- cargo-nextest ---------------------------------------------------------------------
 if ! cargo nextest --version >/dev/null 2>&1; then

@@ -46,6 +46,16 @@ pub enum Check {
 
 type Key = (i64, String, i32);
 
+/// Who wrote an idempotent batch and where it goes: the fields of a check and a record.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchId<'a> {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub topic: &'a str,
+    pub partition: i32,
+    pub first_seq: i32,
+}
+
 #[derive(Default)]
 pub struct Producers {
     table: Mutex<HashMap<Key, State>>,
@@ -59,14 +69,8 @@ pub fn new_producer_id() -> i64 {
 }
 
 impl Producers {
-    pub fn check(
-        &self,
-        pid: i64,
-        epoch: i16,
-        topic: &str,
-        partition: i32,
-        first_seq: i32,
-    ) -> Check {
+    pub fn check(&self, batch: BatchId<'_>) -> Check {
+        let BatchId { producer_id: pid, epoch, topic, partition, first_seq } = batch;
         let table = self.table.lock().expect("producers lock");
         let Some(state) = table.get(&(pid, topic.to_string(), partition)) else {
             return Check::Append;
@@ -87,16 +91,8 @@ impl Producers {
         Check::Append
     }
 
-    pub fn record(
-        &self,
-        pid: i64,
-        epoch: i16,
-        topic: &str,
-        partition: i32,
-        first_seq: i32,
-        count: i32,
-        base_offset: i64,
-    ) {
+    pub fn record(&self, batch: BatchId<'_>, count: i32, base_offset: i64) {
+        let BatchId { producer_id: pid, epoch, topic, partition, first_seq } = batch;
         let now = Instant::now();
         let mut table = self.table.lock().expect("producers lock");
         if table.len() >= MAX_ENTRIES {
@@ -130,42 +126,46 @@ impl Producers {
 mod tests {
     use super::*;
 
+    fn id(producer_id: i64, epoch: i16, partition: i32, first_seq: i32) -> BatchId<'static> {
+        BatchId { producer_id, epoch, topic: "t", partition, first_seq }
+    }
+
     #[test]
     fn a_retried_batch_is_answered_with_its_first_offset() {
         let p = Producers::default();
-        assert_eq!(p.check(7, 0, "t", 0, 0), Check::Append);
-        p.record(7, 0, "t", 0, 0, 10, 100);
-        assert_eq!(p.check(7, 0, "t", 0, 0), Check::Duplicate(100));
-        assert_eq!(p.check(7, 0, "t", 0, 10), Check::Append);
-        p.record(7, 0, "t", 0, 10, 5, 110);
-        assert_eq!(p.check(7, 0, "t", 0, 10), Check::Duplicate(110));
-        assert_eq!(p.check(7, 0, "t", 0, 0), Check::Duplicate(100));
+        assert_eq!(p.check(id(7, 0, 0, 0)), Check::Append);
+        p.record(id(7, 0, 0, 0), 10, 100);
+        assert_eq!(p.check(id(7, 0, 0, 0)), Check::Duplicate(100));
+        assert_eq!(p.check(id(7, 0, 0, 10)), Check::Append);
+        p.record(id(7, 0, 0, 10), 5, 110);
+        assert_eq!(p.check(id(7, 0, 0, 10)), Check::Duplicate(110));
+        assert_eq!(p.check(id(7, 0, 0, 0)), Check::Duplicate(100));
     }
 
     #[test]
     fn gaps_and_old_epochs_are_refused() {
         let p = Producers::default();
-        p.record(7, 1, "t", 0, 0, 10, 0);
+        p.record(id(7, 1, 0, 0), 10, 0);
         assert_eq!(
-            p.check(7, 1, "t", 0, 11),
+            p.check(id(7, 1, 0, 11)),
             Check::Reject(ResponseError::OutOfOrderSequenceNumber)
         );
-        assert_eq!(p.check(7, 0, "t", 0, 10), Check::Reject(ResponseError::InvalidProducerEpoch));
-        assert_eq!(p.check(7, 2, "t", 0, 0), Check::Append);
-        assert_eq!(p.check(7, 1, "t", 1, 55), Check::Append, "other partitions are independent");
+        assert_eq!(p.check(id(7, 0, 0, 10)), Check::Reject(ResponseError::InvalidProducerEpoch));
+        assert_eq!(p.check(id(7, 2, 0, 0)), Check::Append);
+        assert_eq!(p.check(id(7, 1, 1, 55)), Check::Append, "other partitions are independent");
     }
 
     #[test]
     fn only_five_batches_are_remembered() {
         let p = Producers::default();
         for i in 0..6 {
-            p.record(1, 0, "t", 0, i * 2, 2, i64::from(i) * 2);
+            p.record(id(1, 0, 0, i * 2), 2, i64::from(i) * 2);
         }
         assert_eq!(
-            p.check(1, 0, "t", 0, 0),
+            p.check(id(1, 0, 0, 0)),
             Check::Reject(ResponseError::OutOfOrderSequenceNumber)
         );
-        assert_eq!(p.check(1, 0, "t", 0, 2), Check::Duplicate(2));
+        assert_eq!(p.check(id(1, 0, 0, 2)), Check::Duplicate(2));
     }
 
     #[test]

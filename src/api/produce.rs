@@ -13,7 +13,7 @@ use tracing::debug;
 
 use crate::ctx::Ctx;
 use crate::error::ApiKind;
-use crate::producers::Check;
+use crate::producers::{BatchId, Check};
 use crate::protocol::legacy_produce as legacy;
 use crate::records::{BatchError, batch, envelope};
 
@@ -81,7 +81,7 @@ pub async fn handle_legacy(
         }
         topics.push(legacy::TopicResponse { name: t.name, partitions });
     }
-    (req.acks != 0).then(|| legacy::ProduceResponse { topics, throttle_time_ms: 0 })
+    (req.acks != 0).then_some(legacy::ProduceResponse { topics, throttle_time_ms: 0 })
 }
 
 fn partition_response(index: i32, r: Result<i64, ResponseError>) -> PartitionProduceResponse {
@@ -173,14 +173,15 @@ async fn partition(
             continue;
         }
         let idempotent = b.producer_id >= 0 && b.base_sequence >= 0;
+        let id = BatchId {
+            producer_id: b.producer_id,
+            epoch: b.producer_epoch,
+            topic,
+            partition: index,
+            first_seq: b.base_sequence,
+        };
         if idempotent {
-            match ctx.producers.check(
-                b.producer_id,
-                b.producer_epoch,
-                topic,
-                index,
-                b.base_sequence,
-            ) {
+            match ctx.producers.check(id) {
                 Check::Append => {}
                 Check::Duplicate(offset) => {
                     base.get_or_insert(offset);
@@ -199,15 +200,7 @@ async fn partition(
         crate::metrics::global().records_produced.inc_by(offsets.len() as u64);
         let first = *offsets.first().ok_or(ResponseError::CorruptMessage)?;
         if idempotent {
-            ctx.producers.record(
-                b.producer_id,
-                b.producer_epoch,
-                topic,
-                index,
-                b.base_sequence,
-                n,
-                first,
-            );
+            ctx.producers.record(id, n, first);
         }
         base.get_or_insert(first);
     }

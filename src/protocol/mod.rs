@@ -23,6 +23,10 @@ pub struct Request {
 
 /// The decoded body of a request.
 #[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "the large variant is the common one; one value per request, moved, never stored"
+)]
 pub enum Body {
     /// A request the wire library decoded.
     Kind(RequestKind),
@@ -91,6 +95,10 @@ pub fn decode_request(mut frame: Bytes) -> Result<Request, DecodeError> {
 
 /// A response ready to be written: either the library's type or kelp's legacy Produce.
 #[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "the large variant is the common one; one value per response, moved, never stored"
+)]
 pub enum Reply {
     Kind(ResponseKind),
     LegacyProduce(legacy_produce::ProduceResponse),

@@ -125,7 +125,7 @@ mod tests {
         encode_message(&mut set, 1, 1234, Some(b"k"), Some(b""));
         encode_message(&mut set, 1, 99, Some(b""), None);
         let got = decode(set.into(), 1 << 20).unwrap();
-        let want = vec![
+        let want = [
             Record {
                 timestamp_ms: -1,
                 key: None,
