@@ -161,10 +161,7 @@ mod tests {
         for i in 0..6 {
             p.record(id(1, 0, 0, i * 2), 2, i64::from(i) * 2);
         }
-        assert_eq!(
-            p.check(id(1, 0, 0, 0)),
-            Check::Reject(ResponseError::OutOfOrderSequenceNumber)
-        );
+        assert_eq!(p.check(id(1, 0, 0, 0)), Check::Reject(ResponseError::OutOfOrderSequenceNumber));
         assert_eq!(p.check(id(1, 0, 0, 2)), Check::Duplicate(2));
     }
 
