@@ -34,8 +34,8 @@ use std::time::Duration;
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{
-    ApiKey, DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest,
-    DescribeGroupsResponse, RequestHeader, RequestKind, ResponseKind,
+    ApiKey, DeleteGroupsResponse, DescribeGroupsResponse, GroupId, RequestHeader, RequestKind,
+    ResponseKind,
 };
 use tracing::debug;
 
@@ -64,6 +64,10 @@ pub const FORWARDED: &[ApiKey] = &[
 /// beyond it the client gets COORDINATOR_NOT_AVAILABLE and rejoins.
 pub const SYNC_FORWARD_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// What a client is told when its group's owner could not be had (retriable: it looks for
+/// the coordinator again and retries).
+const UNAVAILABLE: ResponseError = ResponseError::CoordinatorNotAvailable;
+
 /// What became of a request sent towards its group's owner.
 enum Forwarded {
     /// The owner's answer, or an error response when it could not be had.
@@ -84,10 +88,30 @@ pub async fn answer(ctx: &Ctx, session: &mut Session, request: Request) -> Optio
     };
     let response = match kind {
         RequestKind::DescribeGroups(req) if req.groups.len() > 1 => {
-            ResponseKind::DescribeGroups(describe_each(ctx, &header, version, req).await)
+            let one =
+                |g: &GroupId| RequestKind::DescribeGroups(req.clone().with_groups(vec![g.clone()]));
+            let part = |r| match r {
+                ResponseKind::DescribeGroups(mut r) if r.groups.len() == 1 => r.groups.pop(),
+                _ => None,
+            };
+            let failed = |g: &GroupId| api::describe_groups::failed(g, UNAVAILABLE);
+            let (h, v) = (&header, version);
+            let groups =
+                each_group(ctx, session, h, api_key, v, &req.groups, one, part, failed).await;
+            ResponseKind::DescribeGroups(DescribeGroupsResponse::default().with_groups(groups))
         }
         RequestKind::DeleteGroups(req) if req.groups_names.len() > 1 => {
-            ResponseKind::DeleteGroups(delete_each(ctx, &header, version, req).await)
+            let one = |g: &GroupId| {
+                RequestKind::DeleteGroups(req.clone().with_groups_names(vec![g.clone()]))
+            };
+            let part = |r| match r {
+                ResponseKind::DeleteGroups(mut r) if r.results.len() == 1 => r.results.pop(),
+                _ => None,
+            };
+            let failed = |g: &GroupId| api::delete_groups::failed(g, UNAVAILABLE);
+            let (h, v, names) = (&header, version, &req.groups_names);
+            let results = each_group(ctx, session, h, api_key, v, names, one, part, failed).await;
+            ResponseKind::DeleteGroups(DeleteGroupsResponse::default().with_results(results))
         }
         kind => match group_of(&kind) {
             None => kind_here(ctx, session, header, api_key, version, kind).await?,
@@ -160,12 +184,12 @@ async fn one_group(
             Err(e) => {
                 debug!(group, %owner, error = %e, "forwarding to the group's owner failed");
                 ctx.groups.forget_owner(group);
-                return failed(kind, version, ResponseError::CoordinatorNotAvailable);
+                return failed(kind, version, UNAVAILABLE);
             }
         }
     }
     // The owner lost the group twice in a row: a rebalance of ownership is under way.
-    failed(kind, version, ResponseError::CoordinatorNotAvailable)
+    failed(kind, version, UNAVAILABLE)
 }
 
 /// The request failed with `code` before its owner answered.
@@ -205,74 +229,33 @@ async fn call(
     ctx.peers.call(owner, header, key, version, kind, timeout).await
 }
 
-async fn describe_each(
+/// Answer a request naming several groups one group at a time, each where its group lives,
+/// and put the parts back in the request's order. `one` makes the single-group request,
+/// `part` takes the one entry out of its answer, `failed` stands in for a part that did not
+/// come back.
+#[expect(clippy::too_many_arguments, reason = "the request's parts and three small closures")]
+async fn each_group<T>(
     ctx: &Ctx,
+    session: &mut Session,
     header: &RequestHeader,
+    key: ApiKey,
     version: i16,
-    req: DescribeGroupsRequest,
-) -> DescribeGroupsResponse {
-    let mut groups = Vec::with_capacity(req.groups.len());
-    for group_id in &req.groups {
-        let one = req.clone().with_groups(vec![group_id.clone()]);
-        let kind = RequestKind::DescribeGroups(one);
-        let key = ApiKey::DescribeGroups;
-        let answered = match one_group(ctx, header, key, version, &group_id.0, kind).await {
-            Forwarded::Answered(ResponseKind::DescribeGroups(r)) => r,
-            Forwarded::ServeHere(RequestKind::DescribeGroups(one)) => {
-                api::describe_groups::handle(ctx, version, one).await
+    groups: &[GroupId],
+    one: impl Fn(&GroupId) -> RequestKind,
+    part: impl Fn(ResponseKind) -> Option<T>,
+    failed: impl Fn(&GroupId) -> T,
+) -> Vec<T> {
+    let mut parts = Vec::with_capacity(groups.len());
+    for group in groups {
+        let response = match one_group(ctx, header, key, version, &group.0, one(group)).await {
+            Forwarded::Answered(r) => Some(r),
+            Forwarded::ServeHere(kind) => {
+                kind_here(ctx, session, header.clone(), key, version, kind).await
             }
-            _ => unexpected(),
         };
-        let unavailable = ResponseError::CoordinatorNotAvailable;
-        let single = req.clone().with_groups(vec![group_id.clone()]);
-        groups.extend(
-            answered
-                .groups
-                .into_iter()
-                .next()
-                .or_else(|| api::describe_groups::error(&single, unavailable).groups.pop()),
-        );
+        parts.push(response.and_then(&part).unwrap_or_else(|| failed(group)));
     }
-    DescribeGroupsResponse::default().with_groups(groups)
-}
-
-async fn delete_each(
-    ctx: &Ctx,
-    header: &RequestHeader,
-    version: i16,
-    req: DeleteGroupsRequest,
-) -> DeleteGroupsResponse {
-    let mut results = Vec::with_capacity(req.groups_names.len());
-    for group_id in &req.groups_names {
-        let one = req.clone().with_groups_names(vec![group_id.clone()]);
-        let kind = RequestKind::DeleteGroups(one);
-        let key = ApiKey::DeleteGroups;
-        let answered = match one_group(ctx, header, key, version, &group_id.0, kind).await {
-            Forwarded::Answered(ResponseKind::DeleteGroups(r)) => r,
-            Forwarded::ServeHere(RequestKind::DeleteGroups(one)) => {
-                api::delete_groups::handle(ctx, one).await
-            }
-            _ => unexpected(),
-        };
-        let unavailable = ResponseError::CoordinatorNotAvailable;
-        let single = req.clone().with_groups_names(vec![group_id.clone()]);
-        results.extend(
-            answered
-                .results
-                .into_iter()
-                .next()
-                .or_else(|| api::delete_groups::error(&single, unavailable).results.pop()),
-        );
-    }
-    DeleteGroupsResponse::default().with_results(results)
-}
-
-/// An answer of another API's shape; the peer client decodes by the request's key and a
-/// request comes back unchanged, so this cannot happen short of a kelp bug. The caller then
-/// reports the part as unavailable.
-fn unexpected<T: Default>() -> T {
-    tracing::error!("a forwarded request came back as another api");
-    T::default()
+    parts
 }
 
 /// The whole request failed with `code`, in the shape its version expects (each API's own
@@ -324,8 +307,8 @@ mod tests {
         OffsetCommitRequestPartition, OffsetCommitRequestTopic,
     };
     use kafka_protocol::messages::{
-        GroupId, HeartbeatRequest, JoinGroupRequest, OffsetCommitRequest, OffsetFetchRequest,
-        TopicName,
+        DeleteGroupsRequest, DescribeGroupsRequest, GroupId, HeartbeatRequest, JoinGroupRequest,
+        OffsetCommitRequest, OffsetFetchRequest, TopicName,
     };
     use kafka_protocol::protocol::StrBytes;
 
@@ -361,7 +344,7 @@ mod tests {
         assert_eq!(forwarded.len(), FORWARDED.len());
         for kind in &forwarded {
             assert!(group_of(kind).is_some(), "{kind:?}");
-            assert!(error_response(kind, 0, ResponseError::CoordinatorNotAvailable).is_some());
+            assert!(error_response(kind, 0, UNAVAILABLE).is_some());
         }
     }
 

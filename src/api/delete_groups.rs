@@ -3,7 +3,7 @@
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
-use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
+use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse, GroupId};
 
 use crate::ctx::Ctx;
 
@@ -22,12 +22,11 @@ pub async fn handle(ctx: &Ctx, req: DeleteGroupsRequest) -> DeleteGroupsResponse
 
 /// Every group of the request failed with `code` (it could not reach a group's owner, say).
 pub fn error(req: &DeleteGroupsRequest, code: ResponseError) -> DeleteGroupsResponse {
-    let results = req
-        .groups_names
-        .iter()
-        .map(|g| {
-            DeletableGroupResult::default().with_group_id(g.clone()).with_error_code(code.code())
-        })
-        .collect();
+    let results = req.groups_names.iter().map(|g| failed(g, code)).collect();
     DeleteGroupsResponse::default().with_results(results)
+}
+
+/// One group that could not be deleted, with `code`.
+pub fn failed(group_id: &GroupId, code: ResponseError) -> DeletableGroupResult {
+    DeletableGroupResult::default().with_group_id(group_id.clone()).with_error_code(code.code())
 }

@@ -4,7 +4,7 @@
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
-use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
+use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse, GroupId};
 use kafka_protocol::protocol::StrBytes;
 
 use super::describe_cluster::AUTHORIZED_OPERATIONS_OMITTED;
@@ -65,15 +65,14 @@ pub async fn handle(ctx: &Ctx, version: i16, req: DescribeGroupsRequest) -> Desc
 
 /// Every group of the request failed with `code` (it could not reach a group's owner, say).
 pub fn error(req: &DescribeGroupsRequest, code: ResponseError) -> DescribeGroupsResponse {
-    let groups = req
-        .groups
-        .iter()
-        .map(|g| {
-            DescribedGroup::default()
-                .with_group_id(g.clone())
-                .with_error_code(code.code())
-                .with_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
-        })
-        .collect();
-    DescribeGroupsResponse::default().with_groups(groups)
+    DescribeGroupsResponse::default()
+        .with_groups(req.groups.iter().map(|g| failed(g, code)).collect())
+}
+
+/// One group that could not be described, with `code`.
+pub fn failed(group_id: &GroupId, code: ResponseError) -> DescribedGroup {
+    DescribedGroup::default()
+        .with_group_id(group_id.clone())
+        .with_error_code(code.code())
+        .with_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
 }
