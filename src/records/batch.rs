@@ -53,6 +53,10 @@ pub fn magic(buf: &[u8]) -> Option<i8> {
     buf.get(MAGIC_OFFSET).map(|m| *m as i8)
 }
 
+/// The smallest record: its length, attributes, timestamp and offset deltas, key and value
+/// lengths and header count, one byte each. Bounds what a claimed record count may reserve.
+const MIN_RECORD_BYTES: usize = 7;
+
 fn decode_one(b: Bytes, max_uncompressed: usize) -> Result<Batch, BatchError> {
     let magic = b[MAGIC_OFFSET] as i8;
     if magic != 2 {
@@ -77,7 +81,7 @@ fn decode_one(b: Bytes, max_uncompressed: usize) -> Result<Batch, BatchError> {
         return Err(BatchError::malformed(format!("record count {count}")));
     }
     let body = compression::decompress(codec, body, max_uncompressed)?;
-    let mut records = Vec::with_capacity((count as usize).min(body.len()));
+    let mut records = Vec::with_capacity((count as usize).min(body.len() / MIN_RECORD_BYTES));
     let mut pos = 0;
     for _ in 0..count {
         records.push(decode_record(&body, &mut pos, base_timestamp)?);
@@ -120,23 +124,31 @@ fn decode_record(body: &Bytes, pos: &mut usize, base_ts: i64) -> Result<Record, 
         .and_then(|l| pos.checked_add(l))
         .filter(|e| *e <= body.len())
         .ok_or_else(|| BatchError::malformed("record length out of bounds"))?;
-    *pos += 1; // attributes (unused)
-    let ts_delta = varint(body, pos)?;
-    let _offset_delta = varint(body, pos)?;
-    let key = bytes_field(body, pos, end)?;
-    let value = bytes_field(body, pos, end)?;
-    let n = varint(body, pos)?;
-    if n < 0 || n as usize > end - *pos {
+    // Every field is read from the record's own bytes, so a field cannot reach past them
+    // whatever the lengths inside claim.
+    let rec = body.slice(*pos..end);
+    *pos = end;
+    let mut at = 1; // attributes (unused)
+    if rec.is_empty() {
+        return Err(BatchError::malformed("empty record"));
+    }
+    let ts_delta = varint(&rec, &mut at)?;
+    let _offset_delta = varint(&rec, &mut at)?;
+    let key = bytes_field(&rec, &mut at, rec.len())?;
+    let value = bytes_field(&rec, &mut at, rec.len())?;
+    let n = varint(&rec, &mut at)?;
+    // A header takes at least two bytes (its key's and its value's lengths).
+    if n < 0 || n as u64 > (rec.len() - at) as u64 / 2 {
         return Err(BatchError::malformed("header count out of bounds"));
     }
     let mut headers = Vec::with_capacity(n as usize);
     for _ in 0..n {
-        let k =
-            bytes_field(body, pos, end)?.ok_or_else(|| BatchError::malformed("null header key"))?;
-        let v = bytes_field(body, pos, end)?;
+        let k = bytes_field(&rec, &mut at, rec.len())?
+            .ok_or_else(|| BatchError::malformed("null header key"))?;
+        let v = bytes_field(&rec, &mut at, rec.len())?;
         headers.push((k, v));
     }
-    if *pos != end {
+    if at != rec.len() {
         return Err(BatchError::malformed("record length disagrees with its fields"));
     }
     Ok(Record { timestamp_ms: base_ts.wrapping_add(ts_delta), key, value, headers })
@@ -332,6 +344,47 @@ mod tests {
         let mut huge = bytes.to_vec();
         huge[8..12].copy_from_slice(&i32::MAX.to_be_bytes());
         assert!(decode_all(Bytes::from(huge), 1 << 20).is_err());
+    }
+
+    /// A batch with a correct CRC whose one record claims length 0, then null key and value
+    /// and 2^50 headers: the fields must be read from the record's bytes only, never past
+    /// them (reading on used to reserve 2^56 bytes and abort the process).
+    #[test]
+    fn a_record_claiming_more_than_its_length_is_an_error_not_an_abort() {
+        // attributes, timestamp delta, offset delta, null key, null value, header count
+        let records = [0u8, 0, 0, 1, 1, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x04];
+        for claimed_len in [0u8, 2, 4, 10] {
+            let mut body = vec![claimed_len];
+            body.extend_from_slice(&records);
+            let batch = raw_batch(&body, 1);
+            let err = decode_all(batch, 1 << 20).unwrap_err();
+            assert!(matches!(err, BatchError::Malformed(_)), "{claimed_len}: {err:?}");
+        }
+        // A count far above what the bytes can hold reserves nothing for it.
+        let err = decode_all(raw_batch(&[0], i32::MAX / 2), 1 << 30).unwrap_err();
+        assert!(matches!(err, BatchError::Malformed(_)), "{err:?}");
+    }
+
+    /// An uncompressed v2 batch around `records` claiming `count` records, with a correct CRC.
+    fn raw_batch(records: &[u8], count: i32) -> Bytes {
+        let mut b = BytesMut::new();
+        b.put_i64(0); // base offset
+        b.put_i32((HEADER_LEN - 12 + records.len()) as i32);
+        b.put_i32(0); // partition leader epoch
+        b.put_i8(2); // magic
+        b.put_u32(0); // crc, below
+        b.put_i16(0); // attributes
+        b.put_i32(count - 1);
+        b.put_i64(0);
+        b.put_i64(0);
+        b.put_i64(-1);
+        b.put_i16(-1);
+        b.put_i32(-1);
+        b.put_i32(count);
+        b.put_slice(records);
+        let crc = crc32c::crc32c(&b[CRC_START..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        b.freeze()
     }
 
     #[test]
