@@ -13,8 +13,13 @@
 //! quotas; `api::dispatch_client` charges the request to `quota::Quotas`, and `connection`
 //! holds a client over quota before reading its next request (KIP-219).
 //!
-//! How a Fetch request flows: `api::fetch::handle` → `seaweed::Seaweed::fetch` (broker-side
-//! long-poll) → `records::envelope::from_message` → `records::batch::encode` → response.
+//! How a Fetch request flows: `api::fetch::handle` → `seaweed::Seaweed::fetch` (which polls
+//! the broker: it does not long-poll) → `records::envelope::from_message` →
+//! `records::batch::encode` → response.
+//!
+//! Owns: the module list, and [`start`]: building every service in order, and the one
+//! cancellation token and task tracker that shutdown cancels and drains. Does not own: what
+//! any service does, or reading configuration (`config`).
 
 pub mod admin;
 pub mod api;
@@ -80,12 +85,20 @@ impl Running {
 /// Returns once the listener is bound; SeaweedFS is contacted lazily by requests (and by
 /// [`wait_for_seaweedfs`] when a caller wants to know it answers).
 pub async fn start(config: Config) -> anyhow::Result<Running> {
-    let seaweed = Seaweed::connect(SeaweedOptions {
-        master: config.master.clone(),
-        filer: config.filer.clone(),
-        namespace: config.namespace.clone(),
-        call_timeout: config.upstream_timeout(),
-    })
+    // The tracker exists before anything that spawns: SeaweedFS's publish streams run on it,
+    // so the drain waits for them as it does for connections.
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let seaweed = Seaweed::connect_tracked(
+        SeaweedOptions {
+            master: config.master.clone(),
+            filer: config.filer.clone(),
+            namespace: config.namespace.clone(),
+            call_timeout: config.upstream_timeout(),
+        },
+        cancel.clone(),
+        &tracker,
+    )
     .await
     .context("connecting to SeaweedFS")?;
     let listener = TcpListener::bind(config.listen)
@@ -104,8 +117,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         ),
     };
     let peer = peer::bind(&config).await?;
-    let cancel = CancellationToken::new();
-    let tracker = TaskTracker::new();
     let grace = config.shutdown_grace();
     // With a peer listener, groups are owned through leases shared with other kelps.
     let ownership = peer.as_ref().map(|(_, advertised)| group::Ownership {
@@ -170,6 +181,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     Ok(Running { kafka_addr, admin_addr, peer_addr, readiness, cancel, tracker, grace })
 }
 
+/// Pause between readiness probes of SeaweedFS while it does not answer.
+const READY_POLL: Duration = Duration::from_millis(500);
+
 /// Release the readiness latch after the first successful SeaweedFS round trip.
 async fn become_ready(seaweed: Seaweed, readiness: admin::Readiness, cancel: CancellationToken) {
     loop {
@@ -183,10 +197,15 @@ async fn become_ready(seaweed: Seaweed, readiness: admin::Readiness, cancel: Can
         }
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = tokio::time::sleep(READY_POLL) => {}
         }
     }
 }
+
+/// [`wait_for_seaweedfs`]: the longest deadline of one probe (so a slow probe cannot eat the
+/// whole wait), and the pause between probes.
+const WAIT_CALL_TIMEOUT_MAX: Duration = Duration::from_secs(5);
+const WAIT_POLL: Duration = Duration::from_millis(250);
 
 /// Poll SeaweedFS until the broker and filer answer, or `deadline` passes.
 pub async fn wait_for_seaweedfs(config: &Config, deadline: Duration) -> anyhow::Result<()> {
@@ -194,7 +213,7 @@ pub async fn wait_for_seaweedfs(config: &Config, deadline: Duration) -> anyhow::
         master: config.master.clone(),
         filer: config.filer.clone(),
         namespace: config.namespace.clone(),
-        call_timeout: config.upstream_timeout().min(Duration::from_secs(5)),
+        call_timeout: config.upstream_timeout().min(WAIT_CALL_TIMEOUT_MAX),
     })
     .await?;
     let start = Instant::now();
@@ -204,7 +223,7 @@ pub async fn wait_for_seaweedfs(config: &Config, deadline: Duration) -> anyhow::
             Err(e) if start.elapsed() >= deadline => {
                 return Err(anyhow::anyhow!("SeaweedFS did not answer within {deadline:?}: {e}"));
             }
-            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+            Err(_) => tokio::time::sleep(WAIT_POLL).await,
         }
     }
 }

@@ -81,7 +81,7 @@ pub async fn handle_legacy(
         }
         topics.push(legacy::TopicResponse { name: t.name, partitions });
     }
-    (req.acks != 0).then(|| legacy::ProduceResponse { topics, throttle_time_ms: 0 })
+    (req.acks != 0).then_some(legacy::ProduceResponse { topics, throttle_time_ms: 0 })
 }
 
 fn partition_response(index: i32, r: Result<i64, ResponseError>) -> PartitionProduceResponse {
@@ -193,7 +193,6 @@ async fn partition(
         let messages = b.records.iter().map(envelope::to_message).collect();
         let offsets = ctx.seaweed.publish(topic, index as u32, messages).await.map_err(|e| {
             debug!(error = %e, "publish failed");
-            ctx.topics.invalidate(topic);
             e.code(ApiKind::Data)
         })?;
         crate::metrics::global().records_produced.inc_by(offsets.len() as u64);
