@@ -28,14 +28,14 @@ pub enum Error {
     #[error("kafka outcome {0:?}")]
     Kafka(ResponseError),
     /// A SeaweedFS MQ broker call failed or the broker could not be reached.
-    #[error("seaweedfs broker {op}: {code:?} {message}")]
-    Broker { op: &'static str, code: tonic::Code, message: String },
+    #[error("seaweedfs broker {op}: {code} {message}")]
+    Broker { op: &'static str, code: UpstreamCode, message: String },
     /// The broker answered but reported an error of its own in the response body.
     #[error("seaweedfs broker {op} answered error {message}")]
     BrokerReply { op: &'static str, message: String },
     /// A SeaweedFS filer call failed or the filer could not be reached.
-    #[error("seaweedfs filer {op} {path}: {code:?} {message}")]
-    Filer { op: &'static str, path: String, code: tonic::Code, message: String },
+    #[error("seaweedfs filer {op} {path}: {code} {message}")]
+    Filer { op: &'static str, path: String, code: UpstreamCode, message: String },
     /// No broker is known for the topic (master has none registered, or lookup is empty).
     #[error("no seaweedfs broker available for {op}")]
     NoBroker { op: &'static str },
@@ -45,6 +45,34 @@ pub enum Error {
     /// A stored entry could not be decoded (written by a newer kelp, or damaged).
     #[error("corrupt stored entry at {path}: {why}")]
     Corrupt { path: String, why: String },
+}
+
+/// What a failed SeaweedFS call reported, reduced to the cases kelp decides on. `seaweed/`
+/// converts gRPC statuses into it where they arrive, so no gRPC type reaches the rest of kelp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamCode {
+    /// The server could not be reached, or is not ready yet (gRPC UNAVAILABLE).
+    Unavailable,
+    /// The server does not know what was asked for (gRPC NOT_FOUND).
+    NotFound,
+    /// The request was malformed, or kelp refused it before sending (gRPC INVALID_ARGUMENT).
+    InvalidArgument,
+    /// The server refused the request in its current state (gRPC FAILED_PRECONDITION).
+    FailedPrecondition,
+    /// Any other status, with its description.
+    Other(&'static str),
+}
+
+impl std::fmt::Display for UpstreamCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            UpstreamCode::Unavailable => "Unavailable",
+            UpstreamCode::NotFound => "NotFound",
+            UpstreamCode::InvalidArgument => "InvalidArgument",
+            UpstreamCode::FailedPrecondition => "FailedPrecondition",
+            UpstreamCode::Other(description) => description,
+        })
+    }
 }
 
 impl Error {
@@ -75,13 +103,13 @@ mod tests {
     use ResponseError as E;
 
     fn broker() -> Error {
-        Error::Broker { op: "publish", code: tonic::Code::Unavailable, message: "down".into() }
+        Error::Broker { op: "publish", code: UpstreamCode::Unavailable, message: "down".into() }
     }
     fn filer() -> Error {
         Error::Filer {
             op: "lookup",
             path: "/kelp/x".into(),
-            code: tonic::Code::Unavailable,
+            code: UpstreamCode::Unavailable,
             message: "down".into(),
         }
     }

@@ -13,8 +13,13 @@
 //! quotas; `api::dispatch_client` charges the request to `quota::Quotas`, and `connection`
 //! holds a client over quota before reading its next request (KIP-219).
 //!
-//! How a Fetch request flows: `api::fetch::handle` → `seaweed::Seaweed::fetch` (broker-side
-//! long-poll) → `records::envelope::from_message` → `records::batch::encode` → response.
+//! How a Fetch request flows: `api::fetch::handle` → `seaweed::Seaweed::fetch` (which polls
+//! the broker: it does not long-poll) → `records::envelope::from_message` →
+//! `records::batch::encode` → response.
+//!
+//! Owns: the module list, and [`start`]: building every service in order, and the one
+//! cancellation token and task tracker that shutdown cancels and drains. Does not own: what
+//! any service does, or reading configuration (`config`).
 
 pub(crate) mod admin;
 pub(crate) mod api;
@@ -83,12 +88,20 @@ impl Running {
 /// Returns once the listener is bound; SeaweedFS is contacted lazily by requests (and by
 /// [`wait_for_seaweedfs`] when a caller wants to know it answers).
 pub async fn start(config: Config) -> anyhow::Result<Running> {
-    let seaweed = Seaweed::connect(SeaweedOptions {
-        master: config.master.clone(),
-        filer: config.filer.clone(),
-        namespace: config.namespace.clone(),
-        call_timeout: config.upstream_timeout(),
-    })
+    // The tracker exists before anything that spawns: SeaweedFS's publish streams run on it,
+    // so the drain waits for them as it does for connections.
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let seaweed = Seaweed::connect_tracked(
+        SeaweedOptions {
+            master: config.master.clone(),
+            filer: config.filer.clone(),
+            namespace: config.namespace.clone(),
+            call_timeout: config.upstream_timeout(),
+        },
+        cancel.clone(),
+        &tracker,
+    )
     .await
     .context("connecting to SeaweedFS")?;
     let listener = TcpListener::bind(config.listen)
@@ -107,8 +120,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         ),
     };
     let peer = peer::bind(&config).await?;
-    let cancel = CancellationToken::new();
-    let tracker = TaskTracker::new();
     let grace = config.shutdown_grace();
     // With a peer listener, groups are owned through leases shared with other kelps.
     let ownership = peer.as_ref().map(|(_, advertised)| group::Ownership {

@@ -1,25 +1,25 @@
-//! What kelp knows about topics: legal names, stable topic ids, and a short-lived cache of
-//! partition counts so that a Produce or Fetch does not cost a SeaweedFS lookup each time.
+//! The Kafka side of topics: the rule for legal names, stable topic ids, auto-creation, and
+//! finding a topic by the id a client sent.
 //!
-//! The cache is only an optimisation: any error from SeaweedFS about a topic invalidates its
-//! entry, and create/delete through kelp update it at once.
+//! Owns: what Kafka says about topic names and ids. Does not own: where a topic lives in
+//! SeaweedFS or how many partitions it has. Partition counts come from the SeaweedFS catalog
+//! (`seaweed::Seaweed::partition_count`), whose layout cache is the only topic cache in kelp;
+//! creating or deleting a topic through `seaweed` refreshes that cache there, so nothing here
+//! has to be invalidated.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
 use crate::error::Error;
 use crate::seaweed::Seaweed;
 
-/// How long a partition count is trusted before SeaweedFS is asked again.
-const TTL: Duration = Duration::from_secs(5);
-
 /// Kafka's longest legal topic name.
 pub const MAX_NAME_LEN: usize = 249;
 
-/// Kafka's rule for topic names: 1-249 of `[a-zA-Z0-9._-]`, and not `.` or `..`.
+/// Kafka's rule for topic names: 1-249 of `[a-zA-Z0-9._-]`, and not `.` or `..`. The one copy
+/// of the rule: `seaweed::layout` applies it to tell kelp's MQ topics from others.
 pub fn is_valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_NAME_LEN
@@ -36,18 +36,20 @@ pub fn topic_id(namespace: &str, topic: &str) -> Uuid {
     Uuid::new_v5(&Uuid::NAMESPACE_URL, name.as_bytes())
 }
 
+/// Topic ids and auto-creation for one kelp; shared by every connection.
 pub struct Topics {
     seaweed: Seaweed,
     namespace: String,
-    counts: Mutex<HashMap<String, (u32, Instant)>>,
+    /// Every id handed out or listed so far, to answer requests that name topics by id.
     ids: Mutex<HashMap<Uuid, String>>,
 }
 
 impl Topics {
     pub fn new(seaweed: Seaweed, namespace: String) -> Self {
-        Topics { seaweed, namespace, counts: Mutex::default(), ids: Mutex::default() }
+        Topics { seaweed, namespace, ids: Mutex::default() }
     }
 
+    /// The id of `topic` (see [`topic_id`]), remembered so [`name_of`](Self::name_of) finds it.
     pub fn id(&self, topic: &str) -> Uuid {
         let id = topic_id(&self.namespace, topic);
         self.ids.lock().expect("ids lock").entry(id).or_insert_with(|| topic.to_string());
@@ -56,14 +58,7 @@ impl Topics {
 
     /// Partition count of `topic`; `Ok(None)` when it does not exist.
     pub async fn partitions(&self, topic: &str) -> Result<Option<u32>, Error> {
-        if let Some((n, at)) = self.counts.lock().expect("counts lock").get(topic) {
-            if at.elapsed() < TTL {
-                return Ok(Some(*n));
-            }
-        }
-        let n = self.seaweed.partition_count(topic).await?;
-        self.remember(topic, n);
-        Ok(n)
+        self.seaweed.partition_count(topic).await
     }
 
     /// Like [`partitions`](Self::partitions), creating the topic with `default` partitions
@@ -85,15 +80,13 @@ impl Topics {
             Err(Error::Kafka(kafka_protocol::ResponseError::TopicAlreadyExists)) => {}
             Err(e) => return Err(e),
         }
-        self.invalidate(topic);
         self.partitions(topic).await
     }
 
-    /// All topics with their partition counts (refreshes the cache).
+    /// All topics with their partition counts (this refreshes the catalog's cache of each).
     pub async fn list(&self) -> Result<Vec<(String, u32)>, Error> {
         let all = self.seaweed.list_topics().await?;
-        for (name, n) in &all {
-            self.remember(name, Some(*n));
+        for (name, _) in &all {
             self.id(name);
         }
         Ok(all)
@@ -107,22 +100,6 @@ impl Topics {
         self.list().await?;
         Ok(self.ids.lock().expect("ids lock").get(&id).cloned())
     }
-
-    pub fn invalidate(&self, topic: &str) {
-        self.counts.lock().expect("counts lock").remove(topic);
-    }
-
-    fn remember(&self, topic: &str, n: Option<u32>) {
-        let mut counts = self.counts.lock().expect("counts lock");
-        match n {
-            Some(n) => {
-                counts.insert(topic.to_string(), (n, Instant::now()));
-            }
-            None => {
-                counts.remove(topic);
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -131,12 +108,15 @@ mod tests {
 
     #[test]
     fn kafka_topic_name_rules() {
-        for ok in ["a", "orders.v1", "A_b-c.9", &"x".repeat(249)] {
+        let longest = "x".repeat(MAX_NAME_LEN);
+        for ok in ["a", "orders.v1", "A_b-c.9", "__consumer_offsets", "...", &longest] {
             assert!(is_valid_name(ok), "{ok}");
         }
-        for bad in ["", ".", "..", "a b", "a/b", "ü", &"x".repeat(250)] {
-            assert!(!is_valid_name(bad), "{bad}");
+        let too_long = "x".repeat(MAX_NAME_LEN + 1);
+        for bad in ["", ".", "..", "a b", "a/b", "a~1", "ü", "é", &too_long] {
+            assert!(!is_valid_name(bad), "{bad:?}");
         }
+        assert_eq!(MAX_NAME_LEN, 249);
     }
 
     #[test]

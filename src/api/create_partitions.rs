@@ -53,9 +53,7 @@ async fn grow(
     if validate_only {
         return Ok(());
     }
-    let r = ctx.seaweed.add_partitions(name, count as u32).await;
-    ctx.topics.invalidate(name);
-    r.map_err(|e| match e {
+    ctx.seaweed.add_partitions(name, count as u32).await.map_err(|e| match e {
         Error::Kafka(code) => (code, "SeaweedFS cannot add partitions to an existing topic without moving its records between partitions".into()),
         e => (e.code(ApiKind::Data), "SeaweedFS did not answer; retry".into()),
     })

@@ -8,7 +8,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::ctx::Ctx;
 use crate::error::{ApiKind, Error};
-use crate::topics::is_valid_name;
+use crate::topics::{MAX_NAME_LEN, is_valid_name};
 
 /// Most partitions one topic may have through kelp.
 pub const MAX_PARTITIONS: i32 = 4096;
@@ -22,7 +22,7 @@ pub async fn handle(ctx: &Ctx, _version: i16, req: CreateTopicsRequest) -> Creat
         let outcome = if !is_valid_name(&name) {
             Err((
                 ResponseError::InvalidTopicException,
-                "topic names are 1-249 characters of [a-zA-Z0-9._-]".to_string(),
+                format!("topic names are 1-{MAX_NAME_LEN} characters of [a-zA-Z0-9._-]"),
             ))
         } else if !(1..=MAX_PARTITIONS).contains(&partitions) {
             Err((
@@ -71,9 +71,7 @@ async fn create(
     if validate_only {
         return Ok(());
     }
-    let r = ctx.seaweed.create_topic(name, partitions).await;
-    ctx.topics.invalidate(name);
-    match r {
+    match ctx.seaweed.create_topic(name, partitions).await {
         Ok(()) => Ok(()),
         Err(Error::Kafka(ResponseError::TopicAlreadyExists)) => {
             Err((ResponseError::TopicAlreadyExists, format!("topic '{name}' already exists")))

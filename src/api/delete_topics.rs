@@ -26,17 +26,13 @@ pub async fn handle(ctx: &Ctx, version: i16, req: DeleteTopicsRequest) -> Delete
             .with_topic_id(name.as_deref().map_or(id, |n| ctx.topics.id(n)));
         let outcome = match &name {
             None => Err(ResponseError::UnknownTopicId),
-            Some(n) => {
-                let r = ctx.seaweed.delete_topic(n).await;
-                ctx.topics.invalidate(n);
-                r.map_err(|e| match e {
-                    Error::Kafka(code) => code,
-                    e => {
-                        tracing::warn!(error = %e, "deleting a topic failed");
-                        e.code(ApiKind::Data)
-                    }
-                })
-            }
+            Some(n) => ctx.seaweed.delete_topic(n).await.map_err(|e| match e {
+                Error::Kafka(code) => code,
+                e => {
+                    tracing::warn!(error = %e, "deleting a topic failed");
+                    e.code(ApiKind::Data)
+                }
+            }),
         };
         responses.push(match outcome {
             Ok(()) => result,

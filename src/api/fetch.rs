@@ -190,7 +190,6 @@ async fn read(ctx: &Ctx, w: &Want, wait: Duration) -> Got {
         }
         Err(e) => {
             tracing::debug!(error = %e, "fetch failed");
-            ctx.topics.invalidate(topic);
             Got::error(e.code(ApiKind::Data))
         }
     }

@@ -194,7 +194,6 @@ async fn partition(
         let messages = b.records.iter().map(envelope::to_message).collect();
         let offsets = ctx.seaweed.publish(topic, index as u32, messages).await.map_err(|e| {
             debug!(error = %e, "publish failed");
-            ctx.topics.invalidate(topic);
             e.code(ApiKind::Data)
         })?;
         crate::metrics::global().records_produced.inc_by(offsets.len() as u64);

@@ -1,6 +1,9 @@
 //! Small filer entries with inline content: get, put, exclusive create, delete, list; and
 //! leases in the filer's lock manager (`DistributedLock`), which kelp uses for group ownership.
 //!
+//! Owns: the filer calls and their "not there" versus "couldn't tell" answers. Does not own:
+//! where entries live (`layout`) or what they contain (their callers).
+//!
 //! "Not there" and "couldn't tell" are never conflated. The filer reports a missing entry in
 //! `LookupDirectoryEntry` only as an error *message* (status UNKNOWN, "no entry is found"),
 //! which kelp does not match on; so reads go through `ListEntries` instead, which answers a
@@ -18,7 +21,7 @@ use super::pb::filer_pb::{
     FuseAttributes, ListEntriesRequest, LockRequest, UnlockRequest,
 };
 use super::rpc::{Clients, Failure, call, request};
-use crate::error::Error;
+use crate::error::{Error, UpstreamCode};
 
 /// Entries asked for per `ListEntries` page.
 const LIST_PAGE: u32 = 1024;
@@ -28,7 +31,7 @@ pub(crate) fn split_path(path: &str) -> Result<(&str, &str), Error> {
     let bad = |why: &str| Error::Filer {
         op: "path",
         path: path.to_string(),
-        code: Code::InvalidArgument,
+        code: UpstreamCode::InvalidArgument,
         message: why.into(),
     };
     if !path.starts_with('/') {
@@ -182,7 +185,7 @@ pub(crate) async fn put(
     Err(Error::Filer {
         op,
         path: path.to_string(),
-        code: Code::FailedPrecondition,
+        code: UpstreamCode::FailedPrecondition,
         message: format!("{} (filer error {})", resp.error, resp.error_code),
     })
 }
@@ -217,7 +220,7 @@ pub(crate) async fn delete_in(
     if resp.error.is_empty() {
         Ok(())
     } else {
-        Err(Error::Filer { op, path, code: Code::FailedPrecondition, message: resp.error })
+        Err(Error::Filer { op, path, code: UpstreamCode::FailedPrecondition, message: resp.error })
     }
 }
 
@@ -282,7 +285,7 @@ pub(crate) async fn unlock(clients: &Clients, name: &str, token: &str) -> Result
         Err(Error::Filer {
             op,
             path: name.to_string(),
-            code: Code::FailedPrecondition,
+            code: UpstreamCode::FailedPrecondition,
             message: resp.error,
         })
     }

@@ -2,6 +2,10 @@
 //! records at the head of each partition, and kelp's own filer paths. Nothing else in kelp
 //! builds one of these names or paths.
 //!
+//! Owns: the names, paths and marker values, as pure functions and constants. Does not own:
+//! Kafka's rule for legal topic names (`topics::is_valid_name`, which this module applies) or
+//! any call to SeaweedFS.
+//!
 //! Everything here ends up persisted (topic directories, filer entries, marker records), so
 //! the golden strings in the tests below are a contract: change one only together with a
 //! migration for data written by older kelps.
@@ -37,7 +41,7 @@ pub const INCARNATION_SEP: char = '~';
 /// The MQ topic that holds incarnation `incarnation` of Kafka topic `topic`.
 ///
 /// SeaweedFS 4.48 accepts every legal Kafka name as an MQ topic name (checked against the
-/// server: `.`/`_`/`-` anywhere, upper case, 249 characters), so the first incarnation uses the
+/// server: `.`/`_`/`-` anywhere, upper case, the longest legal length), so the first incarnation uses the
 /// Kafka name unchanged and topics made by other SeaweedFS clients are served as they are.
 ///
 /// Why incarnations: a running broker keeps a partition's offsets and buffered records in
@@ -68,16 +72,7 @@ pub fn parse_mq_topic_name(name: &str) -> Option<(&str, u32)> {
             (topic, n.parse().ok()?)
         }
     };
-    is_kafka_topic_name(topic).then_some((topic, incarnation))
-}
-
-/// Kafka's rule for topic names: 1–249 of `[a-zA-Z0-9._-]`, and not `.` or `..`.
-pub fn is_kafka_topic_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 249
-        && name != "."
-        && name != ".."
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    crate::topics::is_valid_name(topic).then_some((topic, incarnation))
 }
 
 /// `/topics/<namespace>`: the directory holding every MQ topic of a namespace.
@@ -354,9 +349,12 @@ mod tests {
 
     #[test]
     fn mq_names_round_trip_and_reject_foreign_names() {
-        for (topic, n) in
-            [("orders", 0), ("orders", 7), ("...", 3), ("x".repeat(249).as_str(), 99_999)]
-        {
+        for (topic, n) in [
+            ("orders", 0),
+            ("orders", 7),
+            ("...", 3),
+            ("x".repeat(crate::topics::MAX_NAME_LEN).as_str(), 99_999),
+        ] {
             let name = mq_topic_name(topic, n);
             assert_eq!(parse_mq_topic_name(&name), Some((topic, n)), "{name}");
         }
@@ -373,18 +371,6 @@ mod tests {
             "x~1~2",
         ] {
             assert_eq!(parse_mq_topic_name(foreign), None, "{foreign:?}");
-        }
-    }
-
-    #[test]
-    fn kafka_name_rule() {
-        assert!(is_kafka_topic_name("a"));
-        assert!(is_kafka_topic_name("__consumer_offsets"));
-        assert!(is_kafka_topic_name("..."));
-        assert!(is_kafka_topic_name(&"z".repeat(249)));
-        assert!(!is_kafka_topic_name(&"z".repeat(250)));
-        for bad in ["", ".", "..", "a/b", "a~1", "é", "a b"] {
-            assert!(!is_kafka_topic_name(bad), "{bad:?}");
         }
     }
 

@@ -1,110 +1,28 @@
 //! Everything kelp does with SeaweedFS: the MQ broker (topics, publishing, fetching) and the
-//! filer (kelp's own small entries). This module owns the gRPC clients generated from
-//! `proto/`; no `tonic::Status` or generated type leaves it, and every call carries a deadline
-//! (the configured call timeout) both on the wire (`grpc-timeout`) and on this side.
+//! filer (kelp's own small entries).
 //!
-//! It does not own record encoding (`records`), Kafka error codes (`error`) or where kelp's
-//! entries live in the filer (`layout` does, below).
+//! Owns: the gRPC clients generated from `proto/` (no `tonic::Status` or generated type
+//! leaves this module), and a deadline on every call (the configured call timeout), both on
+//! the wire (`grpc-timeout`) and on this side. Inside: `catalog` (topics and their layouts,
+//! the one topic cache), `reader` (fetching and offset ranges), `publisher` (publish
+//! streams), `filer` (kelp's own entries), `rpc` (channels, discovery, status conversion),
+//! `layout` (names and paths), `address` (SeaweedFS address formats).
 //!
-//! # How SeaweedFS 4.48 MQ behaves (checked against the running server)
+//! Does not own: record encoding (`records`), Kafka error codes (`error`), Kafka's rules for
+//! topic names and ids (`topics`).
 //!
-//! Each point was observed on `weed` 4.48 (master + volume + filer + `weed mq.broker`) and
-//! matches the upstream sources of that release line (`weed/mq/broker`, `weed/util/log_buffer`).
+//! What follows is how SeaweedFS itself behaves, as measured; the text lives in
+//! `SEAWEEDFS.md` beside this file.
 //!
-//! * **Finding the broker.** Brokers register with the master; `ListClusterNodes` with
-//!   `client_type = "broker"` lists them as `host:port`, which is their gRPC address (no
-//!   +10000). Filers register as `host:httpPort.grpcPort`. Any broker answers control-plane
-//!   calls (non-balancer brokers forward them to the balancer, the holder of the filer lock
-//!   `broker_balancer`, which `FindBrokerLeader` reports). Publish and fetch must go to the
-//!   partition's `leader_broker` from the topic configuration.
-//! * **A broker that dies.** Partitions it led lose their leader (`GetTopicConfiguration`
-//!   reports it empty; kelp answers [`Error::NoBroker`], retriable). The balancer picks a new
-//!   leader only among brokers other than the partition's follower, and with two brokers the
-//!   follower is the survivor: the partitions stayed leaderless (36 s observed) until the dead
-//!   broker came back at its address, which then led them again. A broker killed mid-stream
-//!   fails every waiting publish with a retriable error; none hung (each call returned within
-//!   0.3 s while the broker was away).
-//! * **A fresh broker is not ready at once.** For about 5–20 s after a broker (re)starts,
-//!   control calls fail with UNAVAILABLE "no broker available", NOT_FOUND "lock
-//!   broker_balancer not found" or UNAVAILABLE "dial tcp: missing address", until it holds
-//!   the balancer lock and has registered itself. All of these surface as retriable
-//!   [`Error::Broker`]; [`Seaweed::ping`] fails until then, so readiness waits for it.
-//! * **Topic names.** The broker accepts every legal Kafka name (`.`, `_`, `-` anywhere,
-//!   upper case, 249 characters; records publish, flush and read back). kelp still maps names
-//!   (`layout::mq_topic_name`) because of deletion, below.
-//! * **Partitions.** `ConfigureTopic { partition_count }` splits a ring of 2520 slots into
-//!   equal slices (the last takes the remainder); each slice carries the generation time
-//!   `unix_time_ns`. Kafka partition `p` is the `p`-th slice by ring position, which every
-//!   kelp computes the same way from `GetTopicConfiguration`. At most 2520 partitions.
-//!   Configuring an existing topic with the same count returns it unchanged; with another
-//!   count the broker allocates a new generation of slices and the old partitions' records
-//!   are no longer reachable through the new ones, so kelp refuses to add partitions.
-//! * **No delete RPC.** A topic is `/topics/<namespace>/<name>/` in the filer (`topic.conf`
-//!   plus `v<generation>/<slice>/` log files). Removing it works for every kelp at once, but a
-//!   running broker keeps the partition's offset counter and buffered records in memory keyed
-//!   by name and slice (not generation): re-creating the same name resumed the old offsets and
-//!   `FetchMessage` served the deleted records. Hence incarnations: a re-created topic gets a
-//!   new MQ name (`layout::mq_topic_name`). `ClosePublishers` does not help either: it only
-//!   flags publishers and then waits, forever, for their streams to end.
-//! * **Offsets.** Assigned by the broker per partition, starting at 0, contiguous, one per
-//!   message (12 000 records from 4 concurrent streams got 12 000 distinct offsets). They
-//!   survive a broker restart (checkpoint in the filer) — up to the last flush: see the next
-//!   point. Through one stream, records are stored in offset order (50 000 records from 8
-//!   tasks sharing kelp's stream all read back at their acked offsets). With several streams
-//!   into one partition at once (several kelps producing to it), the broker assigns the
-//!   offset and appends the record in two steps, so now and then two neighbours are stored
-//!   swapped (21 of 12 000 with 4 streams). `FetchMessage` returns records without offsets,
-//!   so kelp labels them by position and the two swap offsets too; and a consumer resuming
-//!   exactly between them gets one twice and skips the other. Nothing client-side can tell.
-//! * **Publishing.** After the init request the broker sends one empty response, then exactly
-//!   one response per data message, in order, with `assigned_offset`; `ack_interval` is
-//!   ignored. An init the broker refuses (not the leader, no such topic) is answered with
-//!   `error` set and the stream ends. A record is acknowledged once it is in the broker's
-//!   memory; it reaches the filer at the next flush (every 5 s by default, `weed mq.broker
-//!   -logFlushInterval`, or when the buffer fills). Stopping the broker, even with SIGTERM,
-//!   does not flush: acknowledged records of the last interval were lost, and after the
-//!   restart the broker handed their offsets to new records (acked 12 and 13, restart, the
-//!   next publish was acked 12 again). Consumers that had read the lost records see
-//!   different records at those offsets. Nothing on the client side can prevent this; a
-//!   shorter flush interval narrows it.
-//! * **Timestamps.** The broker stores `ts_ns` as sent, except that each partition's stored
-//!   timestamps are forced strictly increasing: a `ts_ns` not greater than the previous
-//!   record's becomes previous + 1 (sent now−20 s after now−10 s → stored now−10 s + 1 ns),
-//!   and 0 means "the broker's clock". The ack's `ack_ts_ns` echoes the value sent, not the
-//!   stored one. Log files are named and flushed by these timestamps, so a record from the
-//!   future drags every later record's `ts_ns` with it: keep `ts_ns` at (about) the current
-//!   time and carry the Kafka timestamp inside the value.
-//! * **Fetching.** `FetchMessage` does not long-poll: `max_wait_ms` and `min_bytes` are
-//!   ignored (an empty answer came back in under 1 ms with `max_wait_ms = 2000`), so
-//!   [`Seaweed::fetch`] polls. It answers from one buffer at a time (a fetch from 0 could stop
-//!   at 2 of 1006 records with `end_of_partition` set), so kelp keeps fetching while below
-//!   the high-water mark, and retries briefly when it answers nothing below it (it did, for
-//!   an instant, while the buffer holding the records was being flushed). Records come
-//!   without offsets: they run from the first one at or after `start_offset` up to
-//!   `next_offset`, contiguous. An offset past the end is not an error (empty answer,
-//!   `next_offset` = the requested offset); `error_code` 1 means the partition could not be
-//!   loaded and 2 that reading at the offset failed. Its `log_start_offset` is the start of
-//!   the in-memory buffer, not of the log, and is not used.
-//! * **`GetPartitionRangeInfo`.** `offset_range.earliest_offset` (0 unless retention removed
-//!   data), `latest_offset` (last assigned; −1 when empty), `high_water_mark` (next offset);
-//!   `timestamp_range` is always zero in 4.48.
-//! * **Reload bug, and kelp's markers.** When all publishers of a partition leave, the broker
-//!   flushes and unloads it; on reload (or after a restart) it rebuilds the high-water mark
-//!   from per-file offset ranges, which it does not record for a file starting at offset 0.
-//!   A partition whose records were all in that first file then fetched as empty (50 acked
-//!   records, `FetchMessage` high-water mark 0). kelp therefore starts every empty partition
-//!   with two hidden marker records (`layout::PARTITION_MARKER`), which fixes it.
-//!
-//! # Durability of kelp's own entries
-//! Filer entries are written inline (content in the metadata store), so they are durable
-//! once `filer_put` returns.
+#![doc = include_str!("SEAWEEDFS.md")]
 
 mod address;
-mod broker;
+mod catalog;
 mod filer;
 pub mod layout;
-pub(crate) mod pb;
+mod pb;
 mod publisher;
+mod reader;
 mod rpc;
 
 use std::collections::HashMap;
@@ -112,10 +30,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use kafka_protocol::ResponseError;
 use tokio::sync::Notify;
 
-use crate::error::Error;
+use crate::error::{Error, UpstreamCode};
+use crate::shutdown::{CancellationToken, TaskTracker};
+use catalog::Catalog;
 use publisher::{Outcome, Publisher, Target};
 
 /// One Kafka record's worth of data as SeaweedFS stores it (a `DataMessage`): no headers, no
@@ -178,23 +97,45 @@ pub struct Seaweed {
 
 struct Inner {
     clients: Arc<rpc::Clients>,
-    topics: broker::Topics,
+    catalog: Catalog,
     /// The shared publish stream of each (Kafka topic, partition).
     publishers: Mutex<HashMap<(String, u32), Publisher>>,
     /// Woken when records of a (Kafka topic, partition) were acknowledged in this process.
     wakers: Mutex<HashMap<(String, u32), Arc<Notify>>>,
+    /// Where publish stream tasks run, so the process's drain waits for them.
+    tracker: TaskTracker,
+    /// Tells publish stream tasks the process is stopping.
+    cancel: CancellationToken,
 }
 
 /// Fresh publish streams tried per publish when a stream closed before taking the batch.
 const PUBLISH_ATTEMPTS: usize = 3;
 
+/// A publish may take this many call timeouts in all: one to open a stream, one for the acks.
+const PUBLISH_CALL_TIMEOUTS: u32 = 2;
+
 impl Seaweed {
     /// Set up clients. Connections are made lazily on first use, so this does not wait for
-    /// SeaweedFS; it fails only on malformed options.
+    /// SeaweedFS; it fails only on malformed options. Publish streams run on a task tracker
+    /// of their own that nothing waits for: fine for probes and tools, while a serving kelp
+    /// uses [`connect_tracked`](Self::connect_tracked) so its shutdown waits for them.
     pub async fn connect(opts: SeaweedOptions) -> Result<Seaweed, Error> {
+        Seaweed::connect_tracked(opts, CancellationToken::new(), &TaskTracker::new()).await
+    }
+
+    /// Like [`connect`](Self::connect), with every publish stream task spawned on `tracker`.
+    /// Once `cancel` fires, each stream closes as soon as nothing is in flight on it (the
+    /// broker then drops the publisher and, when it was the partition's last, flushes the
+    /// partition), so draining `tracker` waits for that and never cuts off a publish in
+    /// progress.
+    pub async fn connect_tracked(
+        opts: SeaweedOptions,
+        cancel: CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Result<Seaweed, Error> {
         let invalid = |why: String| Error::Broker {
             op: "connect",
-            code: tonic::Code::InvalidArgument,
+            code: UpstreamCode::InvalidArgument,
             message: why,
         };
         if opts.namespace.is_empty() || opts.namespace.contains(['/', '.']) {
@@ -213,47 +154,50 @@ impl Seaweed {
         );
         Ok(Seaweed {
             inner: Arc::new(Inner {
-                topics: broker::Topics::new(Arc::clone(&clients), opts.namespace),
+                catalog: Catalog::new(Arc::clone(&clients), opts.namespace),
                 clients,
                 publishers: Mutex::new(HashMap::new()),
                 wakers: Mutex::new(HashMap::new()),
+                tracker: tracker.clone(),
+                cancel,
             }),
         })
     }
 
     /// The MQ namespace kelp's topics live in.
-    pub fn namespace(&self) -> &str {
-        self.inner.topics.namespace()
+    fn namespace(&self) -> &str {
+        self.inner.catalog.namespace()
     }
 
     /// One real round trip to a broker (which must have elected its balancer) and one to the
     /// filer: what readiness waits for.
     pub async fn ping(&self) -> Result<(), Error> {
-        self.inner.topics.ping().await?;
+        self.inner.catalog.ping().await?;
         filer::ping(&self.inner.clients).await
     }
 
     /// Kafka topics in the namespace with their partition counts, sorted by name.
     pub async fn list_topics(&self) -> Result<Vec<(String, u32)>, Error> {
-        self.inner.topics.list().await
+        self.inner.catalog.list().await
     }
 
     /// Partition count of `topic`; `Ok(None)` when it definitely does not exist, `Err` when
-    /// SeaweedFS could not tell.
+    /// SeaweedFS could not tell. Served from the catalog's layout cache while it is fresh.
     pub async fn partition_count(&self, topic: &str) -> Result<Option<u32>, Error> {
-        Ok(self.inner.topics.layout(topic).await?.map(|l| l.slots.len() as u32))
+        Ok(self.inner.catalog.layout(topic).await?.map(|l| l.slots.len() as u32))
     }
 
     /// Create `topic` with `partitions` (1..=2520) partitions. TOPIC_ALREADY_EXISTS if it
     /// exists, INVALID_PARTITIONS for a bad count, INVALID_TOPIC_EXCEPTION for an illegal name.
+    /// The next lookup of `topic` in this process sees it.
     pub async fn create_topic(&self, topic: &str, partitions: u32) -> Result<(), Error> {
-        self.inner.topics.create(topic, partitions).await
+        self.inner.catalog.create(topic, partitions).await
     }
 
     /// Delete `topic` and its records; UNKNOWN_TOPIC_OR_PARTITION if it does not exist.
     /// Other kelps notice within a few seconds (their cached layout expires).
     pub async fn delete_topic(&self, topic: &str) -> Result<(), Error> {
-        self.inner.topics.delete(topic).await?;
+        self.inner.catalog.delete(topic).await?;
         self.inner.publishers.lock().expect("publishers lock").retain(|(t, _), _| t != topic);
         self.inner.wakers.lock().expect("wakers lock").retain(|(t, _), _| t != topic);
         Ok(())
@@ -265,11 +209,7 @@ impl Seaweed {
     /// So this always fails: INVALID_PARTITIONS when `new_total` is not larger than the
     /// current count (as Kafka answers), otherwise INVALID_REQUEST.
     pub async fn add_partitions(&self, topic: &str, new_total: u32) -> Result<(), Error> {
-        let l = self.inner.topics.existing(topic).await?;
-        if new_total as usize <= l.slots.len() || new_total > layout::MAX_PARTITIONS {
-            return Err(Error::Kafka(ResponseError::InvalidPartitions));
-        }
-        Err(Error::Kafka(ResponseError::InvalidRequest))
+        self.inner.catalog.add_partitions(topic, new_total).await
     }
 
     /// Append `messages` to one partition and return their offsets, in order. Returns only
@@ -285,9 +225,8 @@ impl Seaweed {
         if messages.is_empty() {
             return Ok(Vec::new());
         }
-        let timeout = self.inner.clients.call_timeout;
-        // Opening a stream, then the acks, each bounded by the call timeout.
-        let overall = timeout * 2;
+        let overall = self.inner.clients.call_timeout * PUBLISH_CALL_TIMEOUTS;
+        let catalog = &self.inner.catalog;
         let attempt = async {
             let mut last = None;
             for _ in 0..PUBLISH_ATTEMPTS {
@@ -296,19 +235,19 @@ impl Seaweed {
                     Outcome::Acked(offsets) => {
                         // The records are stored, so the partition's markers exist and the
                         // shift is final (and cached after the first time).
-                        let shift = self.inner.topics.data_offset(topic, partition).await?;
+                        let shift = reader::data_offset(catalog, topic, partition).await?;
                         return Ok(offsets.into_iter().map(|o| o - shift).collect());
                     }
                     Outcome::NotSent(e) => {
                         self.forget_publisher(topic, partition, &publisher);
-                        if !matches!(e, Error::Broker { code: tonic::Code::Unavailable, .. }) {
-                            self.inner.topics.invalidate(topic);
+                        if !matches!(e, Error::Broker { code: UpstreamCode::Unavailable, .. }) {
+                            catalog.invalidate(topic);
                         }
                         last = Some(e);
                     }
                     Outcome::Failed(e) => {
                         self.forget_publisher(topic, partition, &publisher);
-                        self.inner.topics.invalidate(topic);
+                        catalog.invalidate(topic);
                         return Err(e);
                     }
                 }
@@ -324,7 +263,7 @@ impl Seaweed {
     /// The live publisher for a partition, replacing one that ended or targets an outdated
     /// layout (topic re-created, partition moved).
     async fn publisher(&self, topic: &str, partition: u32) -> Result<Publisher, Error> {
-        let l = self.inner.topics.existing(topic).await?;
+        let l = self.inner.catalog.existing(topic).await?;
         let slot = l.slot(partition)?;
         if slot.leader.is_empty() {
             return Err(Error::NoBroker { op: "publish" });
@@ -343,8 +282,13 @@ impl Seaweed {
         {
             return Ok(p.clone());
         }
-        let p =
-            Publisher::spawn(Arc::clone(&self.inner.clients), target, self.waker(topic, partition));
+        let p = Publisher::spawn(
+            Arc::clone(&self.inner.clients),
+            target,
+            self.waker(topic, partition),
+            &self.inner.tracker,
+            self.inner.cancel.clone(),
+        );
         publishers.insert(key, p.clone());
         Ok(p)
     }
@@ -378,37 +322,16 @@ impl Seaweed {
         min_bytes: i32,
     ) -> Result<Fetched, Error> {
         // Check the topic first so clients cannot grow the waker map with made-up names.
-        self.inner.topics.existing(topic).await?.slot(partition)?;
+        self.inner.catalog.existing(topic).await?.slot(partition)?;
         let wake = self.waker(topic, partition);
-        if start_offset < 0 {
-            return Err(Error::Kafka(kafka_protocol::ResponseError::OffsetOutOfRange));
-        }
-        // Kafka offsets are broker offsets minus the partition's markers. While the partition
-        // is empty the shift is 0 and the only valid offset is 0, which the markers (skipped by
-        // the read) then precede; the answer is labelled with the shift known afterwards.
-        let before = self.inner.topics.data_offset(topic, partition).await?;
-        let f = self
-            .inner
-            .topics
-            .fetch(topic, partition, start_offset + before, max_bytes, max_wait, min_bytes, wake)
-            .await?;
-        let shift = if f.high_water_mark > 0 {
-            self.inner.topics.data_offset(topic, partition).await?
-        } else {
-            before
-        };
-        Ok(Fetched {
-            messages: f.messages.into_iter().map(|(o, m)| (o - shift, m)).collect(),
-            high_water_mark: (f.high_water_mark - shift).max(0),
-            log_start_offset: (f.log_start_offset - shift).max(0),
-        })
+        let want = reader::Want { offset: start_offset, max_bytes, max_wait, min_bytes };
+        reader::fetch(&self.inner.catalog, topic, partition, want, wake).await
     }
 
     /// `(earliest, latest)` offsets of a partition: the first readable offset (after kelp's
     /// markers) and the next offset to be assigned.
     pub async fn offset_range(&self, topic: &str, partition: u32) -> Result<(i64, i64), Error> {
-        let (earliest, hwm, shift) = self.inner.topics.offset_range(topic, partition).await?;
-        Ok(((earliest - shift).max(0), (hwm - shift).max(0)))
+        reader::offset_range(&self.inner.catalog, topic, partition).await
     }
 
     /// Content of the filer file at absolute `path`; `Ok(None)` only when it definitely does

@@ -1,5 +1,10 @@
 //! One long-lived `PublishMessage` stream per partition, shared by every caller.
 //!
+//! Owns: the stream task (spawned on the process's task tracker, so shutdown waits for it),
+//! matching acks to batches, and writing the partition markers into an empty partition.
+//! Does not own: which publisher serves a partition, retries on a fresh stream, or turning
+//! broker offsets into Kafka offsets (all in `Seaweed::publish`).
+//!
 //! How the 4.48 broker answers (read in `broker_grpc_pub.go` and checked against the server):
 //! after the init request it sends one empty "hello" response (or a response whose `error`
 //! says why it refuses, then ends the stream); after that it answers every data message with
@@ -17,12 +22,10 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::Code;
-
-use bytes::Bytes;
 
 use super::pb::messaging_pb::publish_message_request::{InitMessage, Message as Req};
 use super::pb::messaging_pb::{
@@ -31,12 +34,13 @@ use super::pb::messaging_pb::{
 use super::pb::schema_pb::{Partition, Topic};
 use super::rpc::{Clients, Failure, call, request};
 use super::{Message, layout};
-use crate::error::Error;
+use crate::error::{Error, UpstreamCode};
+use crate::shutdown::{CancellationToken, TaskTracker};
 
 /// Most messages sent on one stream and not yet acknowledged, and (separately) most
 /// messages admitted but not yet sent. Callers beyond this wait (bounded by their call
 /// timeout), which is the backpressure towards Kafka producers.
-pub(crate) const MAX_IN_FLIGHT: usize = 4096;
+const MAX_IN_FLIGHT: usize = 4096;
 
 /// Requests buffered between the stream task and the HTTP/2 body.
 const REQUEST_BUFFER: usize = 64;
@@ -45,7 +49,8 @@ const REQUEST_BUFFER: usize = 64;
 const QUEUED_BATCHES: usize = 256;
 
 /// A stream with nothing in flight is closed after this long, so idle partitions do not pin
-/// broker memory. The next publish opens it again.
+/// broker memory. The next publish opens it again. Once the process is stopping, a stream is
+/// closed as soon as it has nothing in flight.
 const IDLE_CLOSE: Duration = Duration::from_secs(60);
 
 /// Name the broker shows for kelp's publishers.
@@ -55,15 +60,15 @@ const PUBLISHER_NAME: &str = "kelp";
 /// broker that leads it. A publisher whose target differs from the current topic layout is
 /// stale and gets replaced.
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Target {
-    pub(crate) namespace: String,
-    pub(crate) mq_topic: String,
-    pub(crate) partition: Partition,
-    pub(crate) leader: String,
+pub(super) struct Target {
+    pub(super) namespace: String,
+    pub(super) mq_topic: String,
+    pub(super) partition: Partition,
+    pub(super) leader: String,
 }
 
 /// What happened to one batch.
-pub(crate) enum Outcome {
+pub(super) enum Outcome {
     /// Every message acknowledged; offsets in message order.
     Acked(Vec<i64>),
     /// The batch never reached the stream; retrying it elsewhere cannot duplicate anything.
@@ -78,40 +83,49 @@ struct Batch {
 }
 
 /// Handle to a running stream task. Cloning is cheap; the task ends when its stream fails,
-/// after [`IDLE_CLOSE`] without traffic, or when every handle is gone.
+/// after [`IDLE_CLOSE`] without traffic, when the process is stopping and nothing is in
+/// flight, or when every handle is gone.
 #[derive(Clone)]
-pub(crate) struct Publisher {
+pub(super) struct Publisher {
     target: Arc<Target>,
     tx: mpsc::Sender<Batch>,
 }
 
 impl Publisher {
-    /// Start the task for `target`. `acked` is notified whenever records were acknowledged,
-    /// which wakes fetches waiting on this partition in this process.
-    pub(crate) fn spawn(clients: Arc<Clients>, target: Target, acked: Arc<Notify>) -> Publisher {
+    /// Start the task for `target` on `tracker`. `acked` is notified whenever records were
+    /// acknowledged, which wakes fetches waiting on this partition in this process. After
+    /// `cancel`, the task still takes batches (requests finishing during the drain) but closes
+    /// the stream as soon as none is in flight.
+    pub(super) fn spawn(
+        clients: Arc<Clients>,
+        target: Target,
+        acked: Arc<Notify>,
+        tracker: &TaskTracker,
+        cancel: CancellationToken,
+    ) -> Publisher {
         let (tx, rx) = mpsc::channel(QUEUED_BATCHES);
         let target = Arc::new(target);
         let span = tracing::debug_span!("publish_stream", topic = %target.mq_topic,
             range = %format!("{}-{}", target.partition.range_start, target.partition.range_stop),
             broker = %target.leader);
-        tokio::spawn(tracing::Instrument::instrument(
-            run(clients, Arc::clone(&target), rx, acked),
+        tracker.spawn(tracing::Instrument::instrument(
+            run(clients, Arc::clone(&target), rx, acked, cancel),
             span,
         ));
         Publisher { target, tx }
     }
 
-    pub(crate) fn target(&self) -> &Target {
+    pub(super) fn target(&self) -> &Target {
         &self.target
     }
 
     /// Whether the task has ended (the handle must then be replaced).
-    pub(crate) fn is_closed(&self) -> bool {
+    pub(super) fn is_closed(&self) -> bool {
         self.tx.is_closed()
     }
 
     /// Queue `messages` and wait for their acknowledgement.
-    pub(crate) async fn publish(&self, messages: Vec<Message>) -> Outcome {
+    pub(super) async fn publish(&self, messages: Vec<Message>) -> Outcome {
         let (reply, wait) = oneshot::channel();
         if let Err(mpsc::error::SendError(batch)) = self.tx.send(Batch { messages, reply }).await {
             drop(batch);
@@ -126,7 +140,7 @@ impl Publisher {
 }
 
 fn closed(why: &str) -> Error {
-    Error::Broker { op: "publish", code: Code::Unavailable, message: why.to_string() }
+    Error::Broker { op: "publish", code: UpstreamCode::Unavailable, message: why.to_string() }
 }
 
 /// A batch admitted to the stream, waiting for its acks.
@@ -144,13 +158,17 @@ async fn run(
     target: Arc<Target>,
     mut rx: mpsc::Receiver<Batch>,
     acked: Arc<Notify>,
+    cancel: CancellationToken,
 ) {
     let timeout = clients.call_timeout;
     let (req_tx, mut responses) = match open(&clients, &target).await {
         Ok(stream) => stream,
         Err(e) => {
             tracing::debug!(error = %e, "could not open publish stream");
-            if matches!(e, Error::Timeout { .. } | Error::Broker { code: Code::Unavailable, .. }) {
+            if matches!(
+                e,
+                Error::Timeout { .. } | Error::Broker { code: UpstreamCode::Unavailable, .. }
+            ) {
                 clients.forget_broker(&target.leader);
             }
             fail_queued(&mut rx, &e);
@@ -243,6 +261,9 @@ async fn run(
                 break Some(Error::Timeout { op: "publish", after: timeout });
             }
             _ = tokio::time::sleep_until(idle_deadline), if pending.is_empty() => break None,
+            // Stopping: close once nothing is in flight or waiting to be taken. A batch that
+            // arrives just after is answered NotSent below and retried on a fresh stream.
+            _ = cancel.cancelled(), if pending.is_empty() && rx.is_empty() => break None,
         }
     };
 
@@ -264,7 +285,17 @@ async fn run(
         }
         None => fail_queued(&mut rx, &closed("publish stream closed")),
     }
-    // Dropping `req_tx` half-closes the stream; the broker then removes this publisher.
+    // Dropping `req_tx` half-closes the stream; the broker then removes this publisher and,
+    // when it was the partition's last, flushes the partition and unloads it. After a clean
+    // close, wait (bounded by the call timeout) for the broker to end its side, so a process
+    // draining its tasks on shutdown waits for that flush.
+    drop(req_tx);
+    if failure.is_none() {
+        let until_ended = async { while let Ok(Some(_)) = responses.message().await {} };
+        if tokio::time::timeout(timeout, until_ended).await.is_err() {
+            tracing::debug!("broker did not end the publish stream in time");
+        }
+    }
 }
 
 /// Open the stream: send the init request and wait for the broker's hello.
@@ -424,8 +455,10 @@ fn clone_error(e: &Error) -> Error {
         Error::BrokerReply { op, message } => Error::BrokerReply { op, message: message.clone() },
         Error::Timeout { op, after } => Error::Timeout { op, after: *after },
         Error::NoBroker { op } => Error::NoBroker { op },
-        other => {
-            Error::Broker { op: "publish", code: Code::Unavailable, message: other.to_string() }
-        }
+        other => Error::Broker {
+            op: "publish",
+            code: UpstreamCode::Unavailable,
+            message: other.to_string(),
+        },
     }
 }

@@ -1,6 +1,10 @@
-//! gRPC plumbing shared by the broker, publisher and filer code: one lazily connected channel
-//! per server, discovery of filers and brokers through the master, per-call deadlines, and
-//! the conversion of `tonic::Status` into kelp's [`Error`]. Nothing here knows about topics.
+//! gRPC plumbing shared by the catalog, reader, publisher and filer code.
+//!
+//! Owns: one lazily connected channel per server, discovery of filers and brokers through the
+//! master, per-call deadlines, and the conversion of `tonic::Status` into kelp's [`Error`]
+//! (the one place a gRPC status code becomes an [`UpstreamCode`]).
+//!
+//! Does not own: anything about topics, records or filer entries.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -15,7 +19,7 @@ use super::pb::filer_pb::seaweed_filer_client::SeaweedFilerClient;
 use super::pb::master_pb::ListClusterNodesRequest;
 use super::pb::master_pb::seaweed_client::SeaweedClient as MasterClient;
 use super::pb::messaging_pb::seaweed_messaging_client::SeaweedMessagingClient;
-use crate::error::Error;
+use crate::error::{Error, UpstreamCode};
 
 /// Largest gRPC message kelp sends or accepts. Fetch responses carry up to the client's
 /// `max_bytes` of records; SeaweedFS itself allows 1 GiB.
@@ -33,6 +37,17 @@ pub(crate) enum Failure {
     Elapsed(Duration),
 }
 
+/// The part of a gRPC status code kelp decides on.
+fn upstream_code(code: Code) -> UpstreamCode {
+    match code {
+        Code::Unavailable => UpstreamCode::Unavailable,
+        Code::NotFound => UpstreamCode::NotFound,
+        Code::InvalidArgument => UpstreamCode::InvalidArgument,
+        Code::FailedPrecondition => UpstreamCode::FailedPrecondition,
+        other => UpstreamCode::Other(other.description()),
+    }
+}
+
 impl Failure {
     /// Whether the failure says the server could not be reached (so the channel or the
     /// chosen server should be forgotten and discovered again).
@@ -45,9 +60,11 @@ impl Failure {
 
     pub(crate) fn into_broker(self, op: &'static str) -> Error {
         match self {
-            Failure::Status(s) => {
-                Error::Broker { op, code: s.code(), message: s.message().to_string() }
-            }
+            Failure::Status(s) => Error::Broker {
+                op,
+                code: upstream_code(s.code()),
+                message: s.message().to_string(),
+            },
             Failure::Elapsed(after) => Error::Timeout { op, after },
         }
     }
@@ -57,7 +74,7 @@ impl Failure {
             Failure::Status(s) => Error::Filer {
                 op,
                 path: path.to_string(),
-                code: s.code(),
+                code: upstream_code(s.code()),
                 message: s.message().to_string(),
             },
             Failure::Elapsed(after) => Error::Timeout { op, after },
@@ -114,15 +131,6 @@ fn call_labels<T>() -> (&'static str, &'static str) {
     (service, method)
 }
 
-#[cfg(test)]
-mod call_label_tests {
-    #[test]
-    fn labels_come_from_the_response_type() {
-        use crate::seaweed::pb::messaging_pb::FetchMessageResponse;
-        assert_eq!(super::call_labels::<FetchMessageResponse>(), ("broker", "FetchMessage"));
-    }
-}
-
 /// The channels kelp holds to SeaweedFS servers.
 pub(crate) struct Clients {
     pub(crate) call_timeout: Duration,
@@ -177,7 +185,7 @@ impl Clients {
             call(self.call_timeout, client.list_cluster_nodes(req)).await.map_err(|f| match f {
                 Failure::Status(s) => Error::Broker {
                     op,
-                    code: s.code(),
+                    code: upstream_code(s.code()),
                     message: format!("master {}: {}", self.master_addr, s.message()),
                 },
                 Failure::Elapsed(after) => Error::Timeout { op, after },
@@ -200,20 +208,20 @@ impl Clients {
                         let addr = nodes.into_iter().next().ok_or(Error::Filer {
                             op: "discover",
                             path: String::new(),
-                            code: Code::Unavailable,
+                            code: UpstreamCode::Unavailable,
                             message: format!("master {} knows no filer", self.master_addr),
                         })?;
                         let uri = address::server_endpoint(&addr).map_err(|why| Error::Filer {
                             op: "discover",
                             path: String::new(),
-                            code: Code::Unavailable,
+                            code: UpstreamCode::Unavailable,
                             message: why,
                         })?;
                         let channel =
                             lazy_channel(&uri, self.call_timeout).map_err(|why| Error::Filer {
                                 op: "discover",
                                 path: String::new(),
-                                code: Code::Unavailable,
+                                code: UpstreamCode::Unavailable,
                                 message: why,
                             })?;
                         tracing::debug!(filer = %addr, "discovered filer through the master");
@@ -243,12 +251,12 @@ impl Clients {
             None => {
                 let uri = address::broker_endpoint(addr).map_err(|why| Error::Broker {
                     op: "connect",
-                    code: Code::InvalidArgument,
+                    code: UpstreamCode::InvalidArgument,
                     message: why,
                 })?;
                 let c = lazy_channel(&uri, self.call_timeout).map_err(|why| Error::Broker {
                     op: "connect",
-                    code: Code::InvalidArgument,
+                    code: UpstreamCode::InvalidArgument,
                     message: why,
                 })?;
                 brokers.insert(addr.to_string(), c.clone());
@@ -298,4 +306,26 @@ fn lazy_channel(uri: &str, connect_timeout: Duration) -> Result<Channel, String>
         .keep_alive_timeout(connect_timeout)
         .keep_alive_while_idle(true)
         .connect_lazy())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_become_upstream_codes() {
+        assert_eq!(upstream_code(Code::Unavailable), UpstreamCode::Unavailable);
+        assert_eq!(upstream_code(Code::NotFound), UpstreamCode::NotFound);
+        assert_eq!(upstream_code(Code::InvalidArgument), UpstreamCode::InvalidArgument);
+        assert_eq!(upstream_code(Code::FailedPrecondition), UpstreamCode::FailedPrecondition);
+        let other = upstream_code(Code::Internal);
+        assert_eq!(other, UpstreamCode::Other(Code::Internal.description()));
+        assert_eq!(other.to_string(), Code::Internal.description());
+    }
+
+    #[test]
+    fn labels_come_from_the_response_type() {
+        use crate::seaweed::pb::messaging_pb::FetchMessageResponse;
+        assert_eq!(super::call_labels::<FetchMessageResponse>(), ("broker", "FetchMessage"));
+    }
 }
