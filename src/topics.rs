@@ -1,7 +1,7 @@
-//! The Kafka side of topics: the rule for legal names, stable topic ids, auto-creation, and
-//! finding a topic by the id a client sent.
+//! The Kafka side of topics: stable topic ids, auto-creation, and finding a topic by the id a
+//! client sent (the rule for legal names is `protocol::topic_name`).
 //!
-//! Owns: what Kafka says about topic names and ids. Does not own: where a topic lives in
+//! Owns: what Kafka says about topic ids. Does not own: where a topic lives in
 //! SeaweedFS or how many partitions it has. Partition counts come from the SeaweedFS catalog
 //! (`seaweed::Seaweed::partition_count`), whose layout cache is the only topic cache in kelp;
 //! creating or deleting a topic through `seaweed` refreshes that cache there, so nothing here
@@ -14,19 +14,6 @@ use uuid::Uuid;
 
 use crate::error::Error;
 use crate::seaweed::Seaweed;
-
-/// Kafka's longest legal topic name.
-pub const MAX_NAME_LEN: usize = 249;
-
-/// Kafka's rule for topic names: 1-249 of `[a-zA-Z0-9._-]`, and not `.` or `..`. The one copy
-/// of the rule: `seaweed::layout` applies it to tell kelp's MQ topics from others.
-pub fn is_valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_NAME_LEN
-        && name != "."
-        && name != ".."
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
-}
 
 /// The topic id reported to clients: a name-based UUID (v5) of namespace and topic, so every
 /// kelp reports the same id without storing one. A topic deleted and created again keeps its
@@ -72,7 +59,7 @@ impl Topics {
         if let Some(n) = self.partitions(topic).await? {
             return Ok(Some(n));
         }
-        if !create || !is_valid_name(topic) {
+        if !create || !crate::protocol::topic_name::is_valid(topic) {
             return Ok(None);
         }
         match self.seaweed.create_topic(topic, default).await {
@@ -105,19 +92,6 @@ impl Topics {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn kafka_topic_name_rules() {
-        let longest = "x".repeat(MAX_NAME_LEN);
-        for ok in ["a", "orders.v1", "A_b-c.9", "__consumer_offsets", "...", &longest] {
-            assert!(is_valid_name(ok), "{ok}");
-        }
-        let too_long = "x".repeat(MAX_NAME_LEN + 1);
-        for bad in ["", ".", "..", "a b", "a/b", "a~1", "ü", "é", &too_long] {
-            assert!(!is_valid_name(bad), "{bad:?}");
-        }
-        assert_eq!(MAX_NAME_LEN, 249);
-    }
 
     #[test]
     fn topic_ids_are_stable_and_distinct() {

@@ -8,7 +8,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::ctx::Ctx;
 use crate::error::{ApiKind, Error};
-use crate::topics::{MAX_NAME_LEN, is_valid_name};
+use crate::protocol::topic_name;
 
 /// Most partitions one topic may have through kelp.
 pub const MAX_PARTITIONS: i32 = 4096;
@@ -19,10 +19,10 @@ pub async fn handle(ctx: &Ctx, _version: i16, req: CreateTopicsRequest) -> Creat
         let name = t.name.0.to_string();
         let partitions =
             if t.num_partitions == -1 { ctx.config.default_partitions } else { t.num_partitions };
-        let outcome = if !is_valid_name(&name) {
+        let outcome = if !topic_name::is_valid(&name) {
             Err((
                 ResponseError::InvalidTopicException,
-                format!("topic names are 1-{MAX_NAME_LEN} characters of [a-zA-Z0-9._-]"),
+                format!("topic names are 1-{} characters of [a-zA-Z0-9._-]", topic_name::MAX_LEN),
             ))
         } else if !(1..=MAX_PARTITIONS).contains(&partitions) {
             Err((

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::describe_cluster::AUTHORIZED_OPERATIONS_OMITTED;
 use crate::ctx::Ctx;
-use crate::topics::is_valid_name;
+use crate::protocol::topic_name;
 
 pub async fn handle(ctx: &Ctx, version: i16, req: MetadataRequest) -> MetadataResponse {
     let me = BrokerId(ctx.config.node_id);
@@ -53,7 +53,7 @@ pub async fn handle(ctx: &Ctx, version: i16, req: MetadataRequest) -> MetadataRe
                         }
                     },
                 };
-                if !is_valid_name(&name) {
+                if !topic_name::is_valid(&name) {
                     topics.push(error_topic(
                         Some(&name),
                         Uuid::nil(),

@@ -14,7 +14,7 @@ use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 use crate::ctx::Ctx;
 use crate::error::ApiKind;
 use crate::group::{Committed, unix_millis};
-use crate::topics::is_valid_name;
+use crate::protocol::topic_name;
 
 /// Longest commit metadata accepted (Kafka's `offset.metadata.max.bytes` default).
 pub const MAX_METADATA_BYTES: usize = 4096;
@@ -27,7 +27,7 @@ pub async fn handle(ctx: &Ctx, version: i16, req: OffsetCommitRequest) -> Offset
     let mut commits = Vec::new();
     for t in req.topics {
         let name = t.name.0.to_string();
-        let known = if is_valid_name(&name) {
+        let known = if topic_name::is_valid(&name) {
             ctx.topics.partitions(&name).await.map_err(|e| e.code(ApiKind::Group))
         } else {
             Ok(None)

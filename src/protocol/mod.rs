@@ -6,6 +6,7 @@
 
 pub mod frame;
 pub mod legacy_produce;
+pub mod topic_name;
 pub mod versions;
 
 use bytes::{Buf, Bytes, BytesMut};

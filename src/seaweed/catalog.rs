@@ -29,7 +29,7 @@ use super::pb::schema_pb::{Partition, Topic};
 use super::rpc::{Clients, call, request};
 use super::{filer, layout};
 use crate::error::{Error, UpstreamCode};
-use crate::topics::is_valid_name;
+use crate::protocol::topic_name;
 
 /// How long a topic layout is trusted before the broker is asked again. Bounds how long a
 /// kelp keeps serving a topic another kelp deleted, or a partition that moved without an
@@ -131,7 +131,7 @@ impl Catalog {
 
     /// Look `topic` up afresh: find its newest incarnation and read that one's configuration.
     async fn resolve(&self, topic: &str) -> Result<Option<Arc<Layout>>, Error> {
-        if !is_valid_name(topic) {
+        if !topic_name::is_valid(topic) {
             return Ok(None);
         }
         let incarnations = self.incarnations(topic).await?;
@@ -248,7 +248,7 @@ impl Catalog {
 
     /// Create `topic` with `partitions` partitions (a new incarnation if it existed before).
     pub(super) async fn create(&self, topic: &str, partitions: u32) -> Result<(), Error> {
-        if !is_valid_name(topic) {
+        if !topic_name::is_valid(topic) {
             return Err(Error::Kafka(ResponseError::InvalidTopicException));
         }
         if !(1..=layout::MAX_PARTITIONS).contains(&partitions) {

@@ -3,7 +3,7 @@
 //! builds one of these names or paths.
 //!
 //! Owns: the names, paths and marker values, as pure functions and constants. Does not own:
-//! Kafka's rule for legal topic names (`topics::is_valid_name`, which this module applies) or
+//! Kafka's rule for legal topic names (`protocol::topic_name`, which this module applies) or
 //! any call to SeaweedFS.
 //!
 //! Everything here ends up persisted (topic directories, filer entries, marker records), so
@@ -72,7 +72,7 @@ pub fn parse_mq_topic_name(name: &str) -> Option<(&str, u32)> {
             (topic, n.parse().ok()?)
         }
     };
-    crate::topics::is_valid_name(topic).then_some((topic, incarnation))
+    crate::protocol::topic_name::is_valid(topic).then_some((topic, incarnation))
 }
 
 /// `/topics/<namespace>`: the directory holding every MQ topic of a namespace.
@@ -353,7 +353,7 @@ mod tests {
             ("orders", 0),
             ("orders", 7),
             ("...", 3),
-            ("x".repeat(crate::topics::MAX_NAME_LEN).as_str(), 99_999),
+            ("x".repeat(crate::protocol::topic_name::MAX_LEN).as_str(), 99_999),
         ] {
             let name = mq_topic_name(topic, n);
             assert_eq!(parse_mq_topic_name(&name), Some((topic, n)), "{name}");
