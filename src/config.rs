@@ -23,6 +23,7 @@ pub const ENV_DEFAULT_PARTITIONS: &str = "KELP_DEFAULT_PARTITIONS";
 pub const ENV_MAX_FRAME_BYTES: &str = "KELP_MAX_FRAME_BYTES";
 pub const ENV_MAX_MESSAGE_BYTES: &str = "KELP_MAX_MESSAGE_BYTES";
 pub const ENV_MAX_UNCOMPRESSED_BYTES: &str = "KELP_MAX_UNCOMPRESSED_BYTES";
+pub const ENV_MEMORY_BUDGET_BYTES: &str = "KELP_MEMORY_BUDGET_BYTES";
 pub const ENV_MAX_CONNECTIONS: &str = "KELP_MAX_CONNECTIONS";
 pub const ENV_UPSTREAM_TIMEOUT_MS: &str = "KELP_UPSTREAM_TIMEOUT_MS";
 pub const ENV_IDLE_TIMEOUT_MS: &str = "KELP_IDLE_TIMEOUT_MS";
@@ -102,9 +103,15 @@ pub struct Config {
     #[arg(long, env = ENV_MAX_MESSAGE_BYTES, default_value_t = 1_048_588, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_message_bytes: u32,
 
-    /// Largest size a compressed batch may decompress to; beyond it the batch is refused.
+    /// Largest size the compressed batches of one Produce request may decompress to, all
+    /// together; beyond it the partition that crosses it is refused (MESSAGE_TOO_LARGE).
     #[arg(long, env = ENV_MAX_UNCOMPRESSED_BYTES, default_value_t = 64 * 1024 * 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_uncompressed_bytes: u32,
+
+    /// Most bytes of decompressed produce data and fetched records all requests together may
+    /// hold at once (`memory.rs`); a request waits for its share.
+    #[arg(long, env = ENV_MEMORY_BUDGET_BYTES, default_value_t = 256 * 1024 * 1024, value_parser = clap::value_parser!(u32).range(1024 * 1024..))]
+    pub memory_budget_bytes: u32,
 
     /// Concurrent Kafka connections; further connections wait to be accepted.
     #[arg(long, env = ENV_MAX_CONNECTIONS, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]

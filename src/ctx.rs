@@ -21,6 +21,8 @@ pub struct Ctx {
     pub groups: crate::group::Coordinator,
     /// Forwarding of group requests to the kelp that owns the group.
     pub peers: crate::peer::Peers,
+    /// The process-wide budget for decompressed and fetched record bytes.
+    pub memory: crate::memory::Memory,
     /// Client quotas: rules and meters.
     pub quotas: crate::quota::Quotas,
     /// SASL credentials; `None` when SASL is off.

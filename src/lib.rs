@@ -30,6 +30,7 @@ pub mod embedded;
 pub mod error;
 pub(crate) mod group;
 pub(crate) mod listener;
+pub(crate) mod memory;
 pub mod metrics;
 pub(crate) mod peer;
 pub(crate) mod producers;
@@ -152,6 +153,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             &tracker,
         ),
         peers: peer::Peers::new(&config, cancel.clone()),
+        memory: memory::Memory::new(config.memory_budget_bytes),
         quotas,
         sasl,
         cluster_id: format!("kelp-{}", topics::topic_id(&config.namespace, "").simple()),

@@ -165,4 +165,72 @@ async fn every_class_of_bad_input_gets_an_error_or_a_closed_connection() {
     assert!(kelp.stop().await);
 }
 
+/// One Produce request: `parts` are (partition, records), all to `topic`; the error code of
+/// each part, in order.
+async fn produce_codes(kelp: &Kelp, topic: &str, parts: Vec<(i32, Bytes)>) -> Vec<i16> {
+    let mut c = Raw::connect(kelp.addr).await;
+    let data = parts
+        .into_iter()
+        .map(|(i, r)| PartitionProduceData::default().with_index(i).with_records(Some(r)))
+        .collect();
+    let req =
+        ProduceRequest::default().with_acks(-1).with_timeout_ms(10_000).with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partition_data(data),
+        ]);
+    match c.call(ApiKey::Produce, 9, RequestKind::Produce(req)).await {
+        ResponseKind::Produce(r) => {
+            r.responses[0].partition_responses.iter().map(|p| p.error_code).collect()
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// Small compressed batches that expand a lot: the request's decompressed bytes are bounded
+/// all together, not per batch, and a partition named twice in one request is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_request_cannot_expand_beyond_its_limit_or_name_a_partition_twice() {
+    let seaweedfs = common::seaweedfs().await;
+    let limit = 1024 * 1024;
+    let kelp = Kelp::start(&seaweedfs, &["--max-uncompressed-bytes", &limit.to_string()]).await;
+    let topic = common::unique_name("bomb");
+    common::create_topic_raw(kelp.addr, &topic, 4).await;
+    // 600 KB of zeros compresses to a few hundred bytes.
+    let bomb = common::raw::compressed_batch_of(
+        vec![(None, Bytes::from(vec![0u8; 600 * 1024]), 1)],
+        kafka_protocol::records::Compression::Zstd,
+    );
+    assert!(bomb.len() < 10_000, "{}", bomb.len());
+    let parts = (0..4).map(|p| (p, bomb.clone())).collect();
+    let too_large = ResponseError::MessageTooLarge.code();
+    assert_eq!(
+        produce_codes(&kelp, &topic, parts).await,
+        vec![0, too_large, too_large, too_large],
+        "the first part fits in the request's 1 MiB, the rest would go beyond it"
+    );
+    let invalid = ResponseError::InvalidRequest.code();
+    let twice = vec![(1, batch(10)), (2, batch(10)), (1, batch(10))];
+    assert_eq!(produce_codes(&kelp, &topic, twice).await, vec![invalid, 0, invalid]);
+    // Partition 1 holds nothing from the refused parts: its first record lands at offset 0.
+    let again = vec![(1, batch(10))];
+    assert_eq!(produce_codes(&kelp, &topic, again).await, vec![0]);
+    let mut c = Raw::connect(kelp.addr).await;
+    let offsets = kafka_protocol::messages::ListOffsetsRequest::default().with_topics(vec![
+        kafka_protocol::messages::list_offsets_request::ListOffsetsTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.clone())))
+            .with_partitions(vec![
+                kafka_protocol::messages::list_offsets_request::ListOffsetsPartition::default()
+                    .with_partition_index(1)
+                    .with_timestamp(-1),
+            ]),
+    ]);
+    match c.call(ApiKey::ListOffsets, 7, RequestKind::ListOffsets(offsets)).await {
+        ResponseKind::ListOffsets(r) => assert_eq!(r.topics[0].partitions[0].offset, 1),
+        other => panic!("unexpected {other:?}"),
+    }
+    still_serving(&kelp).await;
+    assert!(kelp.stop().await);
+}
+
 use tokio::io::AsyncWriteExt;

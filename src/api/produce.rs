@@ -17,18 +17,28 @@ use crate::producers::{BatchId, Check};
 use crate::protocol::legacy_produce as legacy;
 use crate::records::{BatchError, batch, envelope};
 
+use std::collections::HashMap;
+
+use futures::future::join_all;
+
 /// The records of one partition, as the request version framed them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Framing {
     V2,
     Legacy,
 }
 
+/// One partition of a request on its way through: checked, decoded, published.
+struct Part {
+    /// `None`: the request named the topic by an id kelp does not know.
+    topic: Option<String>,
+    index: i32,
+    records: Option<Bytes>,
+}
+
 pub async fn handle(ctx: &Ctx, _version: i16, req: ProduceRequest) -> Option<ProduceResponse> {
-    // Partitions are independent: publish them all at once. Order within a partition holds
-    // because each partition's records go out in one publish, and requests on a connection
-    // are handled one after another.
     let mut topics = Vec::with_capacity(req.topic_data.len());
-    let mut work = Vec::new();
+    let mut parts = Vec::new();
     for t in req.topic_data {
         // v13+ names topics by id.
         let name = if t.name.0.is_empty() && !t.topic_id.is_nil() {
@@ -38,28 +48,20 @@ pub async fn handle(ctx: &Ctx, _version: i16, req: ProduceRequest) -> Option<Pro
         };
         let n = t.partition_data.len();
         for p in t.partition_data {
-            work.push((topics.len(), name.clone(), p.index, p.records));
+            parts.push(Part { topic: name.clone(), index: p.index, records: p.records });
         }
-        topics.push((
-            TopicProduceResponse::default().with_name(t.name).with_topic_id(t.topic_id),
-            Vec::with_capacity(n),
-        ));
+        topics
+            .push((TopicProduceResponse::default().with_name(t.name).with_topic_id(t.topic_id), n));
     }
-    let results =
-        futures::future::join_all(work.into_iter().map(|(t, name, index, records)| async move {
-            let r = match &name {
-                Some(name) => partition(ctx, name, index, records, Framing::V2).await,
-                None => Err(ResponseError::UnknownTopicId),
-            };
-            (t, partition_response(index, r))
-        }))
-        .await;
-    for (t, r) in results {
-        topics[t].1.push(r);
-    }
-    let responses =
-        topics.into_iter().map(|(t, parts)| t.with_partition_responses(parts)).collect();
-    (req.acks != 0).then(|| ProduceResponse::default().with_responses(responses))
+    let mut results = produce(ctx, parts, Framing::V2).await.into_iter();
+    let responses = topics
+        .into_iter()
+        .map(|(t, n)| {
+            let parts = results.by_ref().take(n).collect();
+            t.with_partition_responses(parts)
+        })
+        .collect();
+    (req.acks != 0).then_some(ProduceResponse::default().with_responses(responses))
 }
 
 /// Produce v0-v2 (message sets v0/v1).
@@ -68,20 +70,175 @@ pub async fn handle_legacy(
     _version: i16,
     req: legacy::ProduceRequest,
 ) -> Option<legacy::ProduceResponse> {
-    let mut topics = Vec::with_capacity(req.topics.len());
+    let mut shape = Vec::with_capacity(req.topics.len());
+    let mut parts = Vec::new();
     for t in req.topics {
-        let mut partitions = Vec::with_capacity(t.partitions.len());
+        shape.push((t.name.clone(), t.partitions.len()));
         for (index, records) in t.partitions {
-            let r = partition(ctx, &t.name, index, records, Framing::Legacy).await;
-            partitions.push(legacy::PartitionResponse {
-                index,
-                error_code: r.err().map_or(0, |e| e.code()),
-                base_offset: r.unwrap_or(-1),
-            });
+            parts.push(Part { topic: Some(t.name.clone()), index, records });
         }
-        topics.push(legacy::TopicResponse { name: t.name, partitions });
     }
+    let mut results = produce(ctx, parts, Framing::Legacy).await.into_iter();
+    let topics = shape
+        .into_iter()
+        .map(|(name, n)| {
+            let partitions = results
+                .by_ref()
+                .take(n)
+                .map(|r| legacy::PartitionResponse {
+                    index: r.index,
+                    error_code: r.error_code,
+                    base_offset: r.base_offset,
+                })
+                .collect();
+            legacy::TopicResponse { name, partitions }
+        })
+        .collect();
     (req.acks != 0).then_some(legacy::ProduceResponse { topics, throttle_time_ms: 0 })
+}
+
+/// Every part's answer, in the request's order. Parts are independent: one bad partition
+/// never fails its neighbours.
+///
+/// Checks run first (topic and partition exist, size, no partition twice), then every
+/// part's batches are decoded together, off the async runtime and within the request's
+/// decompression limit and a share of the process's memory budget, then all parts are
+/// published at once. Order within a partition holds because each partition's records go
+/// out in one publish, and requests on a connection are handled one after another.
+async fn produce(ctx: &Ctx, parts: Vec<Part>, framing: Framing) -> Vec<PartitionProduceResponse> {
+    let checks = join_all(parts.iter().map(|p| check(ctx, p))).await;
+    let mut results: Vec<Result<i64, ResponseError>> =
+        checks.into_iter().map(|c| c.map(|()| -1)).collect();
+    for i in repeated(&parts) {
+        results[i] = Err(ResponseError::InvalidRequest);
+    }
+    let to_decode: Vec<(usize, Bytes)> = parts
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| results[*i].is_ok())
+        .filter_map(|(i, p)| Some((i, p.records.clone()?)))
+        .collect();
+    let limit = ctx.config.max_uncompressed_bytes as usize;
+    let within = ctx.config.upstream_timeout();
+    let Some(mut share) = ctx.memory.take(limit, within).await else {
+        debug!("no memory share for a produce request in time");
+        for (i, _) in &to_decode {
+            results[*i] = Err(ResponseError::RequestTimedOut);
+        }
+        return responses(&parts, results);
+    };
+    let decoded = match tokio::task::spawn_blocking(move || decode(to_decode, framing, limit)).await
+    {
+        Ok(decoded) => decoded,
+        Err(e) => {
+            // A panic in a decoder is a kelp bug; the request fails, the process does not.
+            tracing::error!(error = %e, "decoding a produce request failed");
+            return responses(&parts, parts.iter().map(|_| Err(E_BUG)).collect());
+        }
+    };
+    share.keep(limit - decoded.budget_left);
+    let publishes = decoded.parts.into_iter().map(|(i, batches)| {
+        let p = &parts[i];
+        async move {
+            let r = match (batches, p.topic.as_deref()) {
+                (Ok(batches), Some(topic)) => publish(ctx, topic, p.index, batches).await,
+                (Err(code), _) => Err(code),
+                (Ok(_), None) => Err(ResponseError::UnknownTopicId),
+            };
+            (i, r)
+        }
+    });
+    for (i, r) in join_all(publishes).await {
+        results[i] = r;
+    }
+    drop(share);
+    responses(&parts, results)
+}
+
+/// What a part gets when kelp itself failed (a bug, logged where it happened).
+const E_BUG: ResponseError = ResponseError::UnknownServerError;
+
+fn responses(
+    parts: &[Part],
+    results: Vec<Result<i64, ResponseError>>,
+) -> Vec<PartitionProduceResponse> {
+    parts.iter().zip(results).map(|(p, r)| partition_response(p.index, r)).collect()
+}
+
+/// The parts whose partition the request names more than once: all of them are refused, as
+/// no order between them could be right.
+fn repeated(parts: &[Part]) -> Vec<usize> {
+    let mut seen: HashMap<(&Option<String>, i32), usize> = HashMap::with_capacity(parts.len());
+    for p in parts {
+        *seen.entry((&p.topic, p.index)).or_default() += 1;
+    }
+    (0..parts.len()).filter(|i| seen[&(&parts[*i].topic, parts[*i].index)] > 1).collect()
+}
+
+/// What can be refused before decoding: the topic, the partition, the size.
+async fn check(ctx: &Ctx, p: &Part) -> Result<(), ResponseError> {
+    let topic = p.topic.as_deref().ok_or(ResponseError::UnknownTopicId)?;
+    let count = match ctx.topics.partitions(topic).await {
+        Ok(Some(n)) => n,
+        Ok(None) => return Err(ResponseError::UnknownTopicOrPartition),
+        Err(e) => {
+            debug!(error = %e, "topic lookup failed");
+            return Err(e.code(ApiKind::Data));
+        }
+    };
+    if p.index < 0 || p.index as u32 >= count {
+        return Err(ResponseError::UnknownTopicOrPartition);
+    }
+    let records = p.records.as_ref().ok_or(ResponseError::CorruptMessage)?;
+    if records.len() > ctx.config.max_message_bytes as usize {
+        return Err(ResponseError::MessageTooLarge);
+    }
+    Ok(())
+}
+
+/// Every part's batches, decoded in request order from one budget of decompressed bytes.
+struct Decoded {
+    parts: Vec<(usize, Result<Vec<batch::Batch>, ResponseError>)>,
+    budget_left: usize,
+}
+
+/// Runs on the blocking pool: decompression and CRC checks are CPU work.
+fn decode(parts: Vec<(usize, Bytes)>, framing: Framing, limit: usize) -> Decoded {
+    let mut budget = limit;
+    let parts = parts.into_iter().map(|(i, b)| (i, decode_part(b, framing, &mut budget))).collect();
+    Decoded { parts, budget_left: budget }
+}
+
+fn decode_part(
+    records: Bytes,
+    framing: Framing,
+    budget: &mut usize,
+) -> Result<Vec<batch::Batch>, ResponseError> {
+    let batches = match framing {
+        Framing::V2 => {
+            // Produce v3+ may only carry magic-2 batches (as a Kafka broker insists).
+            if batch::magic(&records).is_some_and(|m| m != 2) {
+                return Err(ResponseError::InvalidRecord);
+            }
+            batch::decode_all(records, budget).map_err(|e| batch_code(&e))?
+        }
+        Framing::Legacy => {
+            let records =
+                crate::records::legacy::decode(records, budget).map_err(|e| batch_code(&e))?;
+            vec![batch::Batch {
+                producer_id: -1,
+                producer_epoch: -1,
+                base_sequence: -1,
+                transactional: false,
+                control: false,
+                records,
+            }]
+        }
+    };
+    if batches.iter().all(|b| b.records.is_empty()) {
+        return Err(ResponseError::CorruptMessage);
+    }
+    Ok(batches)
 }
 
 fn partition_response(index: i32, r: Result<i64, ResponseError>) -> PartitionProduceResponse {
@@ -116,54 +273,13 @@ fn batch_code(e: &BatchError) -> ResponseError {
     }
 }
 
-/// Store one partition's records; the base offset on success.
-async fn partition(
+/// Publish one partition's decoded batches; the base offset on success.
+async fn publish(
     ctx: &Ctx,
     topic: &str,
     index: i32,
-    records: Option<Bytes>,
-    framing: Framing,
+    batches: Vec<batch::Batch>,
 ) -> Result<i64, ResponseError> {
-    let count = match ctx.topics.partitions(topic).await {
-        Ok(Some(n)) => n,
-        Ok(None) => return Err(ResponseError::UnknownTopicOrPartition),
-        Err(e) => {
-            debug!(error = %e, "topic lookup failed");
-            return Err(e.code(ApiKind::Data));
-        }
-    };
-    if index < 0 || index as u32 >= count {
-        return Err(ResponseError::UnknownTopicOrPartition);
-    }
-    let records = records.ok_or(ResponseError::CorruptMessage)?;
-    if records.len() > ctx.config.max_message_bytes as usize {
-        return Err(ResponseError::MessageTooLarge);
-    }
-    let limit = ctx.config.max_uncompressed_bytes as usize;
-    let batches = match framing {
-        Framing::V2 => {
-            // Produce v3+ may only carry magic-2 batches (as a Kafka broker insists).
-            if batch::magic(&records).is_some_and(|m| m != 2) {
-                return Err(ResponseError::InvalidRecord);
-            }
-            batch::decode_all(records, limit).map_err(|e| batch_code(&e))?
-        }
-        Framing::Legacy => {
-            let records =
-                crate::records::legacy::decode(records, limit).map_err(|e| batch_code(&e))?;
-            vec![batch::Batch {
-                producer_id: -1,
-                producer_epoch: -1,
-                base_sequence: -1,
-                transactional: false,
-                control: false,
-                records,
-            }]
-        }
-    };
-    if batches.iter().all(|b| b.records.is_empty()) {
-        return Err(ResponseError::CorruptMessage);
-    }
     let mut base = None;
     for b in batches {
         if b.transactional || b.control {

@@ -31,8 +31,9 @@ pub struct Batch {
 
 /// Decode every batch in a Produce partition's `records` field.
 ///
-/// `max_uncompressed` bounds the memory one batch may expand to.
-pub fn decode_all(mut buf: Bytes, max_uncompressed: usize) -> Result<Vec<Batch>, BatchError> {
+/// `budget` is what compressed batches may still expand to (bytes); each decompression takes
+/// its output from it, so one budget can bound a whole request.
+pub fn decode_all(mut buf: Bytes, budget: &mut usize) -> Result<Vec<Batch>, BatchError> {
     let mut out = Vec::new();
     while buf.has_remaining() {
         if buf.len() < 12 {
@@ -43,7 +44,7 @@ pub fn decode_all(mut buf: Bytes, max_uncompressed: usize) -> Result<Vec<Batch>,
             return Err(BatchError::malformed(format!("batch length {batch_len} out of bounds")));
         }
         let one = buf.split_to(12 + batch_len as usize);
-        out.push(decode_one(one, max_uncompressed)?);
+        out.push(decode_one(one, budget)?);
     }
     Ok(out)
 }
@@ -57,7 +58,7 @@ pub fn magic(buf: &[u8]) -> Option<i8> {
 /// lengths and header count, one byte each. Bounds what a claimed record count may reserve.
 const MIN_RECORD_BYTES: usize = 7;
 
-fn decode_one(b: Bytes, max_uncompressed: usize) -> Result<Batch, BatchError> {
+fn decode_one(b: Bytes, budget: &mut usize) -> Result<Batch, BatchError> {
     let magic = b[MAGIC_OFFSET] as i8;
     if magic != 2 {
         return Err(BatchError::malformed(format!("magic {magic} in a v2 batch stream")));
@@ -77,10 +78,10 @@ fn decode_one(b: Bytes, max_uncompressed: usize) -> Result<Batch, BatchError> {
     let count = h.get_i32();
     let codec = Codec::from_attributes(attributes)?;
     let body = b.slice(HEADER_LEN..);
-    if count < 0 || count as usize > max_uncompressed {
+    if count < 0 {
         return Err(BatchError::malformed(format!("record count {count}")));
     }
-    let body = compression::decompress(codec, body, max_uncompressed)?;
+    let body = compression::decompress_within(codec, body, budget)?;
     let mut records = Vec::with_capacity((count as usize).min(body.len() / MIN_RECORD_BYTES));
     let mut pos = 0;
     for _ in 0..count {
@@ -293,7 +294,7 @@ mod tests {
             Compression::Lz4,
             Compression::Zstd,
         ] {
-            let batches = decode_all(library_batch(&records, c), 1 << 20).unwrap();
+            let batches = decode_all(library_batch(&records, c), &mut (1 << 20)).unwrap();
             let got: Vec<Record> = batches.into_iter().flat_map(|b| b.records).collect();
             assert_eq!(got, records, "{c:?}");
         }
@@ -306,7 +307,7 @@ mod tests {
         let mut buf = BytesMut::new();
         encode(&mut buf, &records);
         let bytes = buf.freeze();
-        let ours = decode_all(bytes.clone(), 1 << 20).unwrap();
+        let ours = decode_all(bytes.clone(), &mut (1 << 20)).unwrap();
         assert_eq!(ours[0].records, records.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>());
         let lib = RecordBatchDecoder::decode(&mut bytes.clone()).unwrap();
         let offsets: Vec<i64> = lib.records.iter().map(|r| r.offset).collect();
@@ -323,7 +324,7 @@ mod tests {
         };
         let mut buf = BytesMut::new();
         encode(&mut buf, &[(0, r.clone())]);
-        assert_eq!(decode_all(buf.freeze(), 1 << 20).unwrap()[0].records, vec![r]);
+        assert_eq!(decode_all(buf.freeze(), &mut (1 << 20)).unwrap()[0].records, vec![r]);
     }
 
     #[test]
@@ -332,18 +333,18 @@ mod tests {
         let mut bad = bytes.to_vec();
         let last = bad.len() - 1;
         bad[last] ^= 1;
-        assert_eq!(decode_all(Bytes::from(bad), 1 << 20), Err(BatchError::Crc));
+        assert_eq!(decode_all(Bytes::from(bad), &mut (1 << 20)), Err(BatchError::Crc));
     }
 
     #[test]
     fn truncations_and_bad_lengths_are_errors_not_panics() {
         let bytes = library_batch(&sample(), Compression::Gzip);
         for cut in 1..bytes.len() {
-            assert!(decode_all(bytes.slice(..cut), 1 << 20).is_err(), "cut {cut}");
+            assert!(decode_all(bytes.slice(..cut), &mut (1 << 20)).is_err(), "cut {cut}");
         }
         let mut huge = bytes.to_vec();
         huge[8..12].copy_from_slice(&i32::MAX.to_be_bytes());
-        assert!(decode_all(Bytes::from(huge), 1 << 20).is_err());
+        assert!(decode_all(Bytes::from(huge), &mut (1 << 20)).is_err());
     }
 
     /// A batch with a correct CRC whose one record claims length 0, then null key and value
@@ -357,11 +358,11 @@ mod tests {
             let mut body = vec![claimed_len];
             body.extend_from_slice(&records);
             let batch = raw_batch(&body, 1);
-            let err = decode_all(batch, 1 << 20).unwrap_err();
+            let err = decode_all(batch, &mut (1 << 20)).unwrap_err();
             assert!(matches!(err, BatchError::Malformed(_)), "{claimed_len}: {err:?}");
         }
         // A count far above what the bytes can hold reserves nothing for it.
-        let err = decode_all(raw_batch(&[0], i32::MAX / 2), 1 << 30).unwrap_err();
+        let err = decode_all(raw_batch(&[0], i32::MAX / 2), &mut (1 << 30)).unwrap_err();
         assert!(matches!(err, BatchError::Malformed(_)), "{err:?}");
     }
 
@@ -396,7 +397,7 @@ mod tests {
             headers: vec![],
         }];
         for c in [Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
-            let err = decode_all(library_batch(&big, c), 10_000).unwrap_err();
+            let err = decode_all(library_batch(&big, c), &mut (10_000)).unwrap_err();
             assert_eq!(err, BatchError::TooLarge(10_000), "{c:?}");
         }
     }

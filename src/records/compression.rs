@@ -38,6 +38,21 @@ impl Codec {
 const XERIAL_MAGIC: &[u8] = b"\x82SNAPPY\x00";
 const XERIAL_HEADER_LEN: usize = 16;
 
+/// Decompress `body` with `codec` into at most `budget` bytes, taking what it produced from
+/// `budget`; an uncompressed body costs nothing (it already sits in the request).
+pub fn decompress_within(
+    codec: Codec,
+    body: Bytes,
+    budget: &mut usize,
+) -> Result<Bytes, BatchError> {
+    if codec == Codec::None {
+        return Ok(body);
+    }
+    let out = decompress(codec, body, *budget)?;
+    *budget -= out.len();
+    Ok(out)
+}
+
 /// Decompress `body` with `codec`, failing with `TooLarge(limit)` beyond `limit` bytes.
 pub fn decompress(codec: Codec, body: Bytes, limit: usize) -> Result<Bytes, BatchError> {
     match codec {

@@ -10,16 +10,17 @@ use bytes::{Buf, Bytes};
 use super::compression::{self, Codec};
 use super::{BatchError, Record};
 
-/// Decode a whole message set into records, decompressing wrapper messages.
-pub fn decode(buf: Bytes, max_uncompressed: usize) -> Result<Vec<Record>, BatchError> {
+/// Decode a whole message set into records, decompressing wrapper messages; `budget` is
+/// what they may still expand to (bytes), taken from as they do.
+pub fn decode(buf: Bytes, budget: &mut usize) -> Result<Vec<Record>, BatchError> {
     let mut out = Vec::new();
-    decode_into(buf, max_uncompressed, 0, &mut out)?;
+    decode_into(buf, budget, 0, &mut out)?;
     Ok(out)
 }
 
 fn decode_into(
     mut buf: Bytes,
-    limit: usize,
+    budget: &mut usize,
     depth: u8,
     out: &mut Vec<Record>,
 ) -> Result<(), BatchError> {
@@ -59,9 +60,9 @@ fn decode_into(
         }
         let inner =
             value.ok_or_else(|| BatchError::malformed("compressed message without value"))?;
-        let inner = compression::decompress(codec, inner, limit)?;
+        let inner = compression::decompress_within(codec, inner, budget)?;
         let first = out.len();
-        decode_into(inner, limit, depth + 1, out)?;
+        decode_into(inner, budget, depth + 1, out)?;
         if magic == 1 {
             // v1 inner messages inherit the wrapper's timestamp when it is LogAppendTime;
             // with CreateTime they keep their own.
@@ -124,7 +125,7 @@ mod tests {
         encode_message(&mut set, 0, 0, None, Some(b"a"));
         encode_message(&mut set, 1, 1234, Some(b"k"), Some(b""));
         encode_message(&mut set, 1, 99, Some(b""), None);
-        let got = decode(set.into(), 1 << 20).unwrap();
+        let got = decode(set.into(), &mut (1 << 20)).unwrap();
         let want = [
             Record {
                 timestamp_ms: -1,
@@ -164,7 +165,7 @@ mod tests {
         set.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
         set.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
         set.extend_from_slice(&body);
-        let got = decode(set.into(), 1 << 20).unwrap();
+        let got = decode(set.into(), &mut (1 << 20)).unwrap();
         assert_eq!(got.len(), 2);
         assert_eq!(got[1].value.as_deref(), Some(&b"v2"[..]));
         assert_eq!(got[1].timestamp_ms, 6);
@@ -176,9 +177,9 @@ mod tests {
         encode_message(&mut set, 1, 7, Some(b"k"), Some(b"v"));
         let mut bad = set.clone();
         *bad.last_mut().unwrap() ^= 0xff;
-        assert_eq!(decode(bad.into(), 100), Err(BatchError::Crc));
+        assert_eq!(decode(bad.into(), &mut (100)), Err(BatchError::Crc));
         for cut in 1..set.len() {
-            assert!(decode(Bytes::copy_from_slice(&set[..cut]), 100).is_err());
+            assert!(decode(Bytes::copy_from_slice(&set[..cut]), &mut (100)).is_err());
         }
     }
 }

@@ -115,9 +115,15 @@ pub async fn create_topic_raw(addr: SocketAddr, name: &str, partitions: i32) {
 /// One uncompressed magic-2 record batch, encoded by the wire library, holding a record per
 /// `(key, value, timestamp)`.
 pub fn batch_of(records: Vec<(Option<Bytes>, Bytes, i64)>) -> Bytes {
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
+    compressed_batch_of(records, kafka_protocol::records::Compression::None)
+}
+
+/// [`batch_of`] with the records compressed by `compression`.
+pub fn compressed_batch_of(
+    records: Vec<(Option<Bytes>, Bytes, i64)>,
+    compression: kafka_protocol::records::Compression,
+) -> Bytes {
+    use kafka_protocol::records::{Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
     let recs: Vec<Record> = records
         .into_iter()
         .enumerate()
@@ -138,11 +144,7 @@ pub fn batch_of(records: Vec<(Option<Bytes>, Bytes, i64)>) -> Bytes {
         })
         .collect();
     let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &recs,
-        &RecordEncodeOptions { version: 2, compression: Compression::None },
-    )
-    .expect("batch encodes");
+    RecordBatchEncoder::encode(&mut buf, &recs, &RecordEncodeOptions { version: 2, compression })
+        .expect("batch encodes");
     buf.freeze()
 }
