@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
@@ -23,12 +24,24 @@ pub fn topic_id(namespace: &str, topic: &str) -> Uuid {
     Uuid::new_v5(&Uuid::NAMESPACE_URL, name.as_bytes())
 }
 
+/// An id no known topic has is looked up in a fresh topic listing at most this often: a
+/// client sending made-up ids cannot turn each request into a listing of every topic, and a
+/// topic created on another kelp is found within this long (UNKNOWN_TOPIC_ID is retriable).
+const RELIST_AFTER: Duration = Duration::from_secs(1);
+
 /// Topic ids and auto-creation for one kelp; shared by every connection.
 pub struct Topics {
     seaweed: Seaweed,
     namespace: String,
-    /// Every id handed out or listed so far, to answer requests that name topics by id.
-    ids: Mutex<HashMap<Uuid, String>>,
+    ids: Mutex<Ids>,
+}
+
+/// Names of topics that exist (seen in a listing or looked up), by id: never more entries
+/// than topics, whatever names clients send.
+#[derive(Default)]
+struct Ids {
+    names: HashMap<Uuid, String>,
+    listed: Option<Instant>,
 }
 
 impl Topics {
@@ -36,11 +49,14 @@ impl Topics {
         Topics { seaweed, namespace, ids: Mutex::default() }
     }
 
-    /// The id of `topic` (see [`topic_id`]), remembered so [`name_of`](Self::name_of) finds it.
+    /// The id of `topic` (whether or not it exists).
     pub fn id(&self, topic: &str) -> Uuid {
-        let id = topic_id(&self.namespace, topic);
-        self.ids.lock().expect("ids lock").entry(id).or_insert_with(|| topic.to_string());
-        id
+        topic_id(&self.namespace, topic)
+    }
+
+    fn remember(&self, topic: &str) {
+        let id = self.id(topic);
+        self.ids.lock().expect("ids lock").names.entry(id).or_insert_with(|| topic.to_string());
     }
 
     /// Partition count of `topic`; `Ok(None)` when it does not exist.
@@ -57,6 +73,7 @@ impl Topics {
         default: u32,
     ) -> Result<Option<u32>, Error> {
         if let Some(n) = self.partitions(topic).await? {
+            self.remember(topic);
             return Ok(Some(n));
         }
         if !create || !crate::protocol::topic_name::is_valid(topic) {
@@ -67,25 +84,34 @@ impl Topics {
             Err(Error::Kafka(kafka_protocol::ResponseError::TopicAlreadyExists)) => {}
             Err(e) => return Err(e),
         }
-        self.partitions(topic).await
+        let n = self.partitions(topic).await?;
+        if n.is_some() {
+            self.remember(topic);
+        }
+        Ok(n)
     }
 
     /// All topics with their partition counts (this refreshes the catalog's cache of each).
     pub async fn list(&self) -> Result<Vec<(String, u32)>, Error> {
         let all = self.seaweed.list_topics().await?;
-        for (name, _) in &all {
-            self.id(name);
-        }
+        let names = all.iter().map(|(name, _)| (self.id(name), name.clone())).collect();
+        *self.ids.lock().expect("ids lock") = Ids { names, listed: Some(Instant::now()) };
         Ok(all)
     }
 
     /// The topic a client named by id, `Ok(None)` if no topic has that id.
     pub async fn name_of(&self, id: Uuid) -> Result<Option<String>, Error> {
-        if let Some(n) = self.ids.lock().expect("ids lock").get(&id) {
-            return Ok(Some(n.clone()));
+        {
+            let ids = self.ids.lock().expect("ids lock");
+            if let Some(n) = ids.names.get(&id) {
+                return Ok(Some(n.clone()));
+            }
+            if ids.listed.is_some_and(|at| at.elapsed() < RELIST_AFTER) {
+                return Ok(None);
+            }
         }
         self.list().await?;
-        Ok(self.ids.lock().expect("ids lock").get(&id).cloned())
+        Ok(self.ids.lock().expect("ids lock").names.get(&id).cloned())
     }
 }
 

@@ -48,6 +48,9 @@ const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 const MAX_CONNECTIONS: usize = 256;
 /// A TLS handshake or a request's headers taking longer than this close the connection.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A request's body taking longer than this is treated as unreadable (the API server sends a
+/// review at once; a client trickling bytes must not hold a connection).
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// After SIGTERM the webhook keeps answering this long before it stops accepting: endpoint
 /// removal takes a moment to reach the API servers, and a call refused in that window would
 /// admit the pod without kelp (failurePolicy Ignore).
@@ -142,10 +145,15 @@ async fn handle(
     Ok(match (req.method(), req.uri().path()) {
         (&Method::GET, "/livez" | "/readyz") => plain(StatusCode::OK, "ok\n"),
         (&Method::POST, MUTATE_PATH) => {
-            let review = match Limited::new(req.into_body(), MAX_BODY_BYTES).collect().await {
-                Ok(body) => serde_json::from_slice(&body.to_bytes()).unwrap_or(Value::Null),
-                Err(e) => {
+            let body = Limited::new(req.into_body(), MAX_BODY_BYTES).collect();
+            let review = match tokio::time::timeout(BODY_READ_TIMEOUT, body).await {
+                Ok(Ok(body)) => serde_json::from_slice(&body.to_bytes()).unwrap_or(Value::Null),
+                Ok(Err(e)) => {
                     debug!(error = %e, "admission review body unreadable");
+                    Value::Null
+                }
+                Err(_) => {
+                    debug!("admission review body not sent in time");
                     Value::Null
                 }
             };

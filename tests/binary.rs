@@ -137,6 +137,63 @@ async fn reqwest_like_get(port: u16, path: &str) -> bool {
 }
 
 #[test]
+fn kelp_dev_sigkilled_takes_its_seaweedfs_processes_along() {
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(KELP)
+        .args(["dev", "--listen", &format!("127.0.0.1:{port}")])
+        .env("TMPDIR", dir.path())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let bootstrap = format!("127.0.0.1:{port}");
+    let end = Instant::now() + Duration::from_secs(90);
+    while Instant::now() < end {
+        let out = Command::new("kcat").args(["-b", &bootstrap, "-L", "-m", "2"]).output().unwrap();
+        if out.status.success() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let weeds = children_of(child.id());
+    assert_eq!(weeds.len(), 2, "weed server and weed mq.broker run under kelp dev: {weeds:?}");
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
+    child.wait().unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < end && weeds.iter().any(|p| alive(*p)) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let left: Vec<u32> = weeds.into_iter().filter(|p| alive(*p)).collect();
+    for p in &left {
+        let _ = kill(Pid::from_raw(*p as i32), Signal::SIGKILL);
+    }
+    assert!(left.is_empty(), "weed processes outlived a SIGKILLed kelp dev: {left:?}");
+}
+
+/// Pids whose parent is `parent` (from /proc).
+fn children_of(parent: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| stat(*pid).is_some_and(|(_, ppid)| ppid == parent))
+        .collect()
+}
+
+/// Whether `pid` runs (a zombie, or no process, does not).
+fn alive(pid: u32) -> bool {
+    stat(pid).is_some_and(|(state, _)| state != 'Z' && state != 'X')
+}
+
+/// State and parent pid of `pid`, from /proc/<pid>/stat.
+fn stat(pid: u32) -> Option<(char, u32)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces: fields follow the last ')'.
+    let mut rest = text.rsplit_once(')')?.1.split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    Some((state, rest.next()?.parse().ok()?))
+}
+
+#[test]
 fn kelp_dev_serves_kafka_and_stops_seaweedfs_on_sigterm() {
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();

@@ -23,7 +23,29 @@ pub(super) const STOP_GRACE: Duration = Duration::from_secs(5);
 /// stops that are the common case, long enough not to spin.
 const EXIT_POLL_INTERVAL: Duration = Duration::from_millis(20);
 
-/// Spawns `weed <args>` in `dir`, with stdout and stderr appended to `dir/log`.
+/// util-linux's `setpriv`, which execs the child with a parent-death signal: a `weed` started
+/// through it is SIGKILLed by the kernel when kelp ends, however it ends (abort, SIGKILL),
+/// not only when kelp stops it. Without it (not on PATH) children are spawned directly and
+/// only a clean exit stops them.
+const SETPRIV: &str = "setpriv";
+
+/// Whether [`SETPRIV`] runs here; looked up once.
+fn setpriv_available() -> bool {
+    static AVAILABLE: std::sync::LazyLock<bool> = std::sync::LazyLock::new(|| {
+        Command::new(SETPRIV)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    *AVAILABLE
+}
+
+/// Spawns `weed <args>` in `dir`, with stdout and stderr appended to `dir/log`; the child
+/// dies with kelp (see [`SETPRIV`]). The kernel signals on the death of the spawning
+/// *thread*, so this is called from the runtime's long-lived threads, never from a blocking
+/// pool thread that may retire while the child runs.
 pub(super) fn spawn(weed: &Path, dir: &Path, log: &str, args: &[String]) -> anyhow::Result<Child> {
     let path = dir.join(log);
     let file = OpenOptions::new()
@@ -32,7 +54,14 @@ pub(super) fn spawn(weed: &Path, dir: &Path, log: &str, args: &[String]) -> anyh
         .open(&path)
         .with_context(|| format!("opening {}", path.display()))?;
     let stderr = file.try_clone().context("duplicating a log file handle")?;
-    Command::new(weed)
+    let mut command = if setpriv_available() {
+        let mut c = Command::new(SETPRIV);
+        c.args(["--pdeathsig", "KILL", "--"]).arg(weed);
+        c
+    } else {
+        Command::new(weed)
+    };
+    command
         .args(args)
         .current_dir(dir)
         .stdin(Stdio::null())
