@@ -33,9 +33,12 @@ fn wait_exit(child: &mut Child, within: Duration) -> Option<std::process::ExitSt
     None
 }
 
+/// Arguments, environment, and the setting the error message must name.
+type ConfigCase<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+
 #[test]
 fn bad_configuration_exits_64_naming_the_setting() {
-    let cases: &[(&[&str], &[(&str, &str)], &str)] = &[
+    let cases: &[ConfigCase] = &[
         (&["serve", "--default-partitions", "0"], &[], "--default-partitions"),
         (&["serve"], &[("KELP_LISTEN", "not-an-address")], "--listen"),
         (&["serve"], &[("KELP_MAX_CONNECTIONS", "-3")], "--max-connections"),

@@ -65,12 +65,13 @@ print(json.dumps({'acked': acked, 'got': got}))
         let p = g["p"].as_i64().unwrap();
         let o = g["o"].as_i64().unwrap();
         let i = (o * 2 + p) as usize; // record i went to partition i % 2 at offset i / 2
-        let want_key = if i % 5 == 0 { serde_json::Value::Null } else { format!("k{i}").into() };
-        let want_value = if i % 7 == 0 { String::new() } else { format!("v{i}") };
+        let want_key =
+            if i.is_multiple_of(5) { serde_json::Value::Null } else { format!("k{i}").into() };
+        let want_value = if i.is_multiple_of(7) { String::new() } else { format!("v{i}") };
         assert_eq!(g["k"], want_key, "record {i}");
         assert_eq!(g["v"], serde_json::Value::from(want_value), "record {i}");
         assert_eq!(g["t"].as_i64().unwrap(), 1_600_000_000_000 + i as i64, "record {i} timestamp");
-        let want_headers = if i % 3 == 0 {
+        let want_headers = if i.is_multiple_of(3) {
             serde_json::json!([["h", "1"], ["h", "2"]])
         } else {
             serde_json::json!([])

@@ -82,7 +82,6 @@ pub(super) fn sigterm(child: &mut Child) -> anyhow::Result<()> {
 }
 
 /// Waits (blocking) for `child` until `deadline`, then SIGKILLs and reaps it.
-#[expect(clippy::disallowed_methods, reason = "runs in Drop, which cannot await")]
 pub(super) fn reap_by(child: &mut Child, deadline: Instant) -> io::Result<ExitStatus> {
     loop {
         if let Some(status) = child.try_wait()? {

@@ -19,11 +19,15 @@
 //!
 //! Owns: [`Timing`], the state of one held lease ([`Held`]), the owner string recorded in the
 //! lock, and [`decide`] (what a lock answer means for this kelp). Does not own: calling the
-//! filer or acting on the outcome (`group::ownership`, `group::Coordinator`).
+//! filer or acting on the outcome (`group::ownership`).
 
 use std::time::{Duration, Instant};
 
 use crate::seaweed::LockAnswer;
+
+/// The shortest pause between failed renewals: for short leases L/20 would retry a filer that
+/// is down many times a second without any better chance of an answer.
+const SHORTEST_RETRY: Duration = Duration::from_millis(100);
 
 /// The timing of every lease of one kelp, derived from the configured lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +52,7 @@ impl Timing {
             lock_seconds,
             renew_every: lease / 3,
             margin: lease / 5,
-            retry: (lease / 20).max(Duration::from_millis(100)),
+            retry: (lease / 20).max(SHORTEST_RETRY),
         }
     }
 
@@ -90,6 +94,7 @@ impl Held {
         &self.token
     }
 
+    #[cfg(test)]
     pub fn valid_until(&self) -> Instant {
         self.valid_until
     }

@@ -6,8 +6,10 @@
 //! time cannot overwrite each other, whichever kelp they talk to; a commit of n partitions is
 //! n independent writes, issued concurrently.
 //!
-//! Owns: the file format and the reads and writes. Does not own: whether a commit is allowed
-//! (`group::Coordinator` validates generation and member first).
+//! Owns: the file format, the reads and writes, and the coordinator's OffsetCommit,
+//! OffsetFetch and OffsetDelete (which check the group first: a commit's generation and
+//! member, a deletion's subscriptions). Does not own: the membership rules those checks apply
+//! (`state`).
 //!
 //! Format (readable with `curl http://<filer>/kelp/groups/<group>/offsets/<topic>/<p>`):
 //! ```text
@@ -19,11 +21,24 @@
 //! ```
 //! The line rules are those of `group::store` (percent-escaped strings, unknown keys ignored).
 
-use futures::StreamExt;
+use std::collections::HashSet;
 
+use futures::StreamExt;
+use kafka_protocol::ResponseError;
+use tracing::debug;
+
+use super::state::{self, GroupState};
 use super::store::{Lines, escape, number, unescape};
+use super::{Coordinator, group_code, now};
 use crate::error::Error;
 use crate::seaweed::{Seaweed, layout};
+
+/// A commit of one partition: (topic, partition, what to store).
+pub type OffsetCommit = (String, i32, Committed);
+
+/// Per topic, per partition: the committed offset (`None`: none committed) or why it could
+/// not be read.
+pub type FetchedOffsets = Vec<(String, Vec<(i32, Result<Option<Committed>, Error>)>)>;
 
 const OFFSET_HEADER: &str = "kelp-offset";
 const OFFSET_VERSION: u32 = 1;
@@ -145,6 +160,158 @@ pub async fn delete(
     partition: u32,
 ) -> Result<(), Error> {
     seaweed.filer_delete(&layout::offsets_path(root, group, topic, partition)).await
+}
+
+// === impl Coordinator: offsets ===
+
+impl Coordinator {
+    /// OffsetCommit: validate the committer, then write every partition; each result says
+    /// whether that partition's offset is durably stored.
+    pub async fn commit_offsets(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        commits: Vec<OffsetCommit>,
+    ) -> Vec<Result<(), ResponseError>> {
+        let fail_all = |code: ResponseError| vec![Err(code); commits.len()];
+        // Kafka: a commit with a generation for a group nobody knows comes from an old
+        // generation; a standalone commit (generation < 0) creates the group.
+        match self.load(group_id, generation < 0).await {
+            Ok(true) => {}
+            Ok(false) => return fail_all(ResponseError::IllegalGeneration),
+            Err(e) => return fail_all(group_code(&e)),
+        }
+        let valid = self
+            .with_group(group_id, |entry| {
+                entry.group.validate_commit(member_id, instance_id, generation, now())
+            })
+            .unwrap_or(Err(ResponseError::CoordinatorNotAvailable));
+        if let Err(code) = valid {
+            return fail_all(code);
+        }
+        // Each future owns what it uses (see `offsets::list`).
+        futures::stream::iter(commits)
+            .map(|(topic, partition, committed)| {
+                let (c, group_id) = (self.clone(), group_id.to_string());
+                async move {
+                    let Ok(p) = u32::try_from(partition) else {
+                        return Err(ResponseError::UnknownTopicOrPartition);
+                    };
+                    commit(&c.inner.seaweed, &c.inner.root, &group_id, &topic, p, &committed).await.map_err(|e| {
+                        debug!(group = %group_id, topic = %topic, partition, error = %e, "offset commit failed");
+                        group_code(&e)
+                    })
+                }
+            })
+            .buffered(self.inner.settings.io_concurrency.max(1))
+            .collect()
+            .await
+    }
+
+    /// OffsetFetch: `topics = None` means every topic the group has offsets for. A partition
+    /// whose offset could not be read carries the error; it is never reported as absent.
+    pub async fn fetch_offsets(
+        &self,
+        group_id: &str,
+        topics: Option<Vec<(String, Vec<i32>)>>,
+    ) -> Result<FetchedOffsets, Error> {
+        let seaweed = &self.inner.seaweed;
+        let root = &self.inner.root;
+        let concurrency = self.inner.settings.io_concurrency.max(1);
+        let wanted: Vec<(String, Vec<i32>)> = match topics {
+            Some(t) => t,
+            None => list(seaweed, root, group_id, concurrency)
+                .await?
+                .into_iter()
+                .map(|(t, ps)| (t, ps.into_iter().map(|p| p as i32).collect()))
+                .collect(),
+        };
+        let mut out = Vec::with_capacity(wanted.len());
+        for (topic, partitions) in wanted {
+            let fetched: Vec<(i32, Result<Option<Committed>, Error>)> =
+                futures::stream::iter(partitions)
+                    .map(|p| {
+                        let (c, group_id, topic) =
+                            (self.clone(), group_id.to_string(), topic.clone());
+                        async move {
+                            let r = match u32::try_from(p) {
+                                Ok(up) => {
+                                    fetch(&c.inner.seaweed, &c.inner.root, &group_id, &topic, up)
+                                        .await
+                                }
+                                Err(_) => Ok(None),
+                            };
+                            (p, r)
+                        }
+                    })
+                    .buffered(concurrency)
+                    .collect()
+                    .await;
+            out.push((topic, fetched));
+        }
+        Ok(out)
+    }
+
+    /// OffsetDelete: `Err` is a group-level error; otherwise one result per partition
+    /// (GROUP_SUBSCRIBED_TO_TOPIC for topics a live consumer subscribes to).
+    pub async fn delete_offsets(
+        &self,
+        group_id: &str,
+        topics: Vec<(String, Vec<i32>)>,
+    ) -> Result<Vec<(String, Vec<(i32, Result<(), ResponseError>)>)>, ResponseError> {
+        match self.load(group_id, false).await {
+            Ok(true) => {}
+            Ok(false) => return Err(ResponseError::GroupIdNotFound),
+            Err(e) => return Err(group_code(&e)),
+        }
+        // Which topics may lose their offsets: all when Empty; for a live consumer group, the
+        // ones nobody subscribes to (all are "subscribed" when the metadata cannot be read).
+        enum Allowed {
+            All,
+            Except(Option<HashSet<String>>),
+        }
+        let allowed = self
+            .with_group(group_id, |entry| {
+                let g = &entry.group;
+                match g.state() {
+                    GroupState::Dead => Err(ResponseError::GroupIdNotFound),
+                    GroupState::Empty => Ok(Allowed::All),
+                    _ if g.protocol_type() == Some(state::CONSUMER_PROTOCOL_TYPE) => {
+                        Ok(Allowed::Except(g.subscribed_topics()))
+                    }
+                    _ => Err(ResponseError::NonEmptyGroup),
+                }
+            })
+            .unwrap_or(Err(ResponseError::GroupIdNotFound))?;
+        let mut out = Vec::with_capacity(topics.len());
+        for (topic, partitions) in topics {
+            let subscribed = match &allowed {
+                Allowed::All => false,
+                Allowed::Except(None) => true,
+                Allowed::Except(Some(set)) => set.contains(&topic),
+            };
+            let mut results = Vec::with_capacity(partitions.len());
+            for p in partitions {
+                let r = if subscribed {
+                    Err(ResponseError::GroupSubscribedToTopic)
+                } else {
+                    match u32::try_from(p) {
+                        Err(_) => Ok(()),
+                        Ok(up) => {
+                            delete(&self.inner.seaweed, &self.inner.root, group_id, &topic, up)
+                                .await
+                                .map_err(|e| group_code(&e))
+                        }
+                    }
+                };
+                results.push((p, r));
+            }
+            out.push((topic, results));
+        }
+        Ok(out)
+    }
 }
 
 #[cfg(test)]

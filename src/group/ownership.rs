@@ -3,25 +3,29 @@
 //! kelps own.
 //!
 //! Owns: taking a group's lease (the first kelp asked about a group nobody owns becomes its
-//! owner), renewing and releasing leases (called by the coordinator's lease task), the
-//! "is this kelp the owner right now" check, and a cache of other owners' peer addresses.
-//! Does not own: the timing rules (`lease`, pure), dropping a lost group's state (the
-//! coordinator), or forwarding (`peer`).
+//! owner), renewing and releasing leases, the "is this kelp the owner right now" check, a
+//! cache of other owners' peer addresses ([`Leases`]), and the coordinator's side of
+//! ownership: routing a group's requests, the lease task, and dropping the state of a group
+//! whose lease ended. Does not own: the timing rules (`lease`, pure), the group state it drops
+//! (`group`), or forwarding (`peer`).
 //!
 //! Locking: two `std::sync::Mutex`es (held leases, remote owners), each held only for map
 //! operations, never across `.await`. Taking a lease is serialised by one async mutex, so two
 //! requests for a new group on this kelp never race each other for the same lock.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kafka_protocol::ResponseError;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::lease::{Decision, Held, Timing, decide};
+use super::state::GroupState;
+use super::{Coordinator, group_code, now};
 use crate::error::Error;
 use crate::seaweed::{LockAnswer, Seaweed, layout};
+use crate::shutdown::CancellationToken;
 
 /// Where a group's requests are answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +35,8 @@ pub enum Route {
     /// The owner's peer address.
     Remote(String),
 }
+
+// === impl Leases ===
 
 /// The leases of one kelp.
 pub struct Leases {
@@ -57,10 +63,6 @@ impl Leases {
             remote: Mutex::new(HashMap::new()),
             acquiring: tokio::sync::Mutex::new(()),
         }
-    }
-
-    pub fn timing(&self) -> &Timing {
-        &self.timing
     }
 
     /// Whether this kelp may act as `group`'s owner at `now` (and note that it was used).
@@ -222,5 +224,160 @@ impl Leases {
     async fn lock(&self, group: &str, token: &str) -> Result<LockAnswer, Error> {
         let name = layout::group_owner_lock(&self.root, group);
         self.seaweed.filer_lock(&name, self.timing.lock_seconds, token, &self.me).await
+    }
+}
+
+// === impl Coordinator: ownership ===
+
+impl Coordinator {
+    /// Whether groups are shared with other kelps through leases (a peer listener is set).
+    pub fn is_shared(&self) -> bool {
+        self.inner.leases.is_some()
+    }
+
+    /// Where `group_id`'s requests are answered. A group nobody owns becomes this kelp's
+    /// (whatever was in memory about it is dropped: the filer has the truth). A kelp without
+    /// leases answers `Local` at once. `Err` is a retriable code for the whole request.
+    pub async fn route(&self, group_id: &str) -> Result<Route, ResponseError> {
+        let Some(leases) = &self.inner.leases else {
+            return Ok(Route::Local);
+        };
+        if self.inner.stopping.is_cancelled() {
+            // Leases are being released; taking one now would outlive this process.
+            return Err(ResponseError::CoordinatorNotAvailable);
+        }
+        match leases.route(group_id, now).await {
+            Ok((route, fresh)) => {
+                if fresh {
+                    if self.inner.stopping.is_cancelled() {
+                        // Granted while the lease task was releasing everything: let it go too.
+                        if let Some(token) = leases.give_up(group_id) {
+                            let _ = leases.release(group_id, &token).await;
+                        }
+                        return Err(ResponseError::CoordinatorNotAvailable);
+                    }
+                    self.inner.groups.lock().expect("groups lock").remove(group_id);
+                }
+                Ok(route)
+            }
+            Err(e) => {
+                debug!(group = group_id, error = %e, "finding the group's owner failed");
+                Err(group_code(&e))
+            }
+        }
+    }
+
+    /// The owner another kelp named could not be reached or said it is not the owner: look
+    /// again on the next request.
+    pub fn forget_owner(&self, group_id: &str) {
+        if let Some(leases) = &self.inner.leases {
+            leases.forget_remote(group_id);
+        }
+    }
+
+    /// Whether this kelp may run `group_id` now.
+    pub(super) fn owns(&self, group_id: &str) -> bool {
+        self.inner.leases.as_ref().is_none_or(|l| l.owns(group_id, now()))
+    }
+
+    /// Forget a group this kelp no longer owns; its parked requests are answered
+    /// COORDINATOR_NOT_AVAILABLE (their waiters are dropped) and its members rejoin at the
+    /// new owner.
+    fn drop_group(&self, group_id: &str) {
+        self.inner.groups.lock().expect("groups lock").remove(group_id);
+    }
+
+    /// Renew leases when due, end those whose renewals failed until their stop time, release
+    /// idle ones; on cancel, release them all.
+    pub(super) async fn run_leases(&self, cancel: CancellationToken) {
+        let Some(leases) = self.inner.leases.clone() else { return };
+        let mut interval = tokio::time::interval(self.inner.settings.tick);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = interval.tick() => {}
+            }
+            for group in leases.take_expired(now()) {
+                warn!(group = %group, "group lease could not be renewed in time; no longer coordinating the group");
+                self.drop_group(&group);
+            }
+            self.release_idle(&leases);
+            for (group, token) in leases.start_renewals(now()) {
+                let (c, leases) = (self.clone(), Arc::clone(&leases));
+                self.inner.tracker.spawn(async move { c.renew(&leases, group, token).await });
+            }
+        }
+        let all = leases.take_all();
+        for (group, _) in &all {
+            self.drop_group(group);
+        }
+        let released = futures::future::join_all(
+            all.iter().map(|(group, token)| leases.release(group, token)),
+        )
+        .await;
+        for ((group, _), r) in all.iter().zip(released) {
+            match r {
+                Ok(()) => debug!(group = %group, "group lease released"),
+                Err(e) => {
+                    warn!(group = %group, error = %e, "releasing the group lease failed; it expires on its own")
+                }
+            }
+        }
+    }
+
+    async fn renew(&self, leases: &Leases, group: String, token: String) {
+        let sent_at = now();
+        match leases.renew(&group, &token).await {
+            Ok(LockAnswer::Granted { token }) => {
+                if !leases.renewed(&group, token.clone(), sent_at) {
+                    // Given up meanwhile (shutdown, or its stop time passed): let it go.
+                    let _ = leases.release(&group, &token).await;
+                }
+            }
+            Ok(other) => {
+                info!(group = %group, answer = ?other, "group lease lost; no longer coordinating the group");
+                leases.give_up(&group);
+                self.drop_group(&group);
+            }
+            Err(e) => {
+                debug!(group = %group, error = %e, "renewing the group lease failed; retrying");
+                leases.renewal_failed(&group, now());
+            }
+        }
+    }
+
+    /// Release leases of groups no request used for a whole lease and with nothing going on
+    /// (no member, nothing parked, the last generation stored): another kelp may then take
+    /// them without waiting.
+    fn release_idle(&self, leases: &Arc<Leases>) {
+        for group in leases.idle(now()) {
+            let token = {
+                let mut groups = self.inner.groups.lock().expect("groups lock");
+                let quiet = match groups.get(&group) {
+                    None => true,
+                    Some(e) => {
+                        matches!(e.group.state(), GroupState::Empty | GroupState::Dead)
+                            && e.joins.is_empty()
+                            && e.syncs.is_empty()
+                            && e.written.try_lock().is_ok_and(|w| *w == e.group.generation())
+                    }
+                };
+                if !quiet {
+                    continue;
+                }
+                groups.remove(&group);
+                leases.give_up(&group)
+            };
+            if let Some(token) = token {
+                let leases = Arc::clone(leases);
+                self.inner.tracker.spawn(async move {
+                    match leases.release(&group, &token).await {
+                        Ok(()) => debug!(group = %group, "idle group lease released"),
+                        Err(e) => debug!(group = %group, error = %e, "releasing an idle group lease failed; it expires on its own"),
+                    }
+                });
+            }
+        }
     }
 }

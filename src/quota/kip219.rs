@@ -5,6 +5,9 @@
 //! connection until the throttle ends; an older one gets the response only after the throttle
 //! (its only signal). The versions are those of Kafka's `AbstractResponse.shouldClientThrottle`.
 //!
+//! Owns: those per-API facts. Does not own: deciding a throttle (`quota::conn`) or holding the
+//! connection (`connection`).
+//!
 //! When adding an API to `protocol::versions`: add its row to `CLIENT_THROTTLES_SINCE` and an
 //! arm to `set_throttle_time` if its response has the field (a test checks the rows).
 

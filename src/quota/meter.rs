@@ -4,8 +4,12 @@
 //! Kafka records what a client sent even when it is over quota and then makes it wait. A
 //! governor limiter only admits or refuses, so kelp turns a refusal into a debt: the amount is
 //! not admitted now, the client is told how long to wait, and the connection is not read again
-//! until the debt has been admitted ([`Meter::try_pay`], driven by `quota::Hold`). Over time
+//! until the debt has been admitted ([`Meter::try_pay`], driven by `quota::conn`'s hold). Over time
 //! the client gets exactly the rate, whether or not it honours `throttle_time_ms`.
+//!
+//! Owns: one rate's bucket, its charge and debt-payment arithmetic, and the conversion of a
+//! throttle to milliseconds. Does not own: which meter governs a client (`quota`, `rules`)
+//! or who waits and when (`quota::conn`).
 
 use std::num::NonZeroU32;
 use std::time::Duration;
@@ -22,6 +26,13 @@ pub const BURST: Duration = Duration::from_secs(1);
 /// Finest cell period: above a million units per second one cell stands for several units,
 /// so governor's nanosecond arithmetic stays exact to well under 0.1 %.
 const MIN_PERIOD: Duration = Duration::from_micros(1);
+
+/// governor refuses a zero cell period; float rounding of `unit / rate` must not produce one.
+const SHORTEST_PERIOD: Duration = Duration::from_nanos(1);
+
+/// The shortest wait ever reported: `throttle_time_ms` 0 would tell the client it is not
+/// throttled, and a debt retried sooner than this would only spin.
+const SHORTEST_WAIT: Duration = Duration::from_millis(1);
 
 /// The answer to one charge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,7 +68,7 @@ impl<C: Clock + Clone> Meter<C> {
     pub fn with_clock(rate: f64, clock: C) -> Meter<C> {
         assert!(rate.is_finite() && rate > 0.0, "quota rates are validated before a meter is made");
         let unit = (rate * MIN_PERIOD.as_secs_f64()).ceil().max(1.0) as u64;
-        let period = Duration::from_secs_f64(unit as f64 / rate).max(Duration::from_nanos(1));
+        let period = Duration::from_secs_f64(unit as f64 / rate).max(SHORTEST_PERIOD);
         let burst = (rate * BURST.as_secs_f64() / unit as f64)
             .ceil()
             .clamp(1.0, f64::from(u32::MAX)) as u32;
@@ -103,7 +114,7 @@ impl<C: Clock + Clone> Meter<C> {
         match self.limiter.check_n(n) {
             Ok(Ok(())) => Charge::Within,
             Ok(Err(not_until)) => Charge::Over {
-                throttle: not_until.wait_time_from(self.clock.now()).max(Duration::from_millis(1)),
+                throttle: not_until.wait_time_from(self.clock.now()).max(SHORTEST_WAIT),
             },
             Err(_) => unreachable!("cells were checked against the burst"),
         }
@@ -122,7 +133,7 @@ impl<C: Clock + Clone> Meter<C> {
         match self.limiter.check_n(n) {
             Ok(Ok(())) => Ok(units.saturating_sub(cells * self.unit)),
             Ok(Err(not_until)) => {
-                Err(not_until.wait_time_from(self.clock.now()).max(Duration::from_millis(1)))
+                Err(not_until.wait_time_from(self.clock.now()).max(SHORTEST_WAIT))
             }
             Err(_) => unreachable!("a slice fits the bucket"),
         }

@@ -1,10 +1,13 @@
 //! Quota rules as Kafka defines them: entities of (user, client-id), the limits set on each,
-//! the most-specific match, DescribeClientQuotas filters, and the quotas file format.
-//! Pure: no I/O, no clock.
+//! the most-specific match, which entities a DescribeClientQuotas filter selects, and the
+//! quotas file format. Pure: no I/O, no clock.
+//!
+//! Owns: the rule vocabulary ([`Entity`], [`Kind`], [`Limits`], [`Rules`]) and the checks
+//! Kafka's controller applies to a quota value or key. Does not own: where rules come from or
+//! which are in force (`quota`), or KIP-546 wire types (`api::*_client_quotas`).
 
 use std::collections::BTreeMap;
 
-use kafka_protocol::ResponseError;
 use serde::Deserialize;
 
 /// How the quotas file (and Kafka's own docs) write "the default" for an entity type.
@@ -152,6 +155,59 @@ impl Limits {
     }
 }
 
+/// One AlterClientQuotas operation on an entity: set a kind's limit (`Some`) or remove it.
+pub type Change = (Kind, Option<f64>);
+
+/// The entity types of KIP-546.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntityType {
+    User,
+    ClientId,
+    /// Known to Kafka; kelp keeps no ip quotas, so no entity has this side.
+    Ip,
+}
+
+impl EntityType {
+    pub fn from_name(name: &str) -> Option<EntityType> {
+        match name {
+            ENTITY_USER => Some(EntityType::User),
+            ENTITY_CLIENT_ID => Some(EntityType::ClientId),
+            ENTITY_IP => Some(EntityType::Ip),
+            _ => None,
+        }
+    }
+}
+
+/// A DescribeClientQuotas filter whose components have been checked (the wire checks are
+/// `api::describe_client_quotas`'s): each names an entity type at most once, with the name
+/// wanted on that side (`None`: any name, specific or default).
+#[derive(Debug, Default)]
+pub struct Filter {
+    pub components: Vec<(EntityType, Option<Name>)>,
+    /// Only entities with no side beyond the filtered ones.
+    pub strict: bool,
+}
+
+impl Filter {
+    /// Kafka controller's semantics: every component matches the entity's side of that type
+    /// (an entity without that side never matches), and with `strict` the entity has no other
+    /// side.
+    fn matches(&self, e: &Entity) -> bool {
+        let side = |t: EntityType| match t {
+            EntityType::User => e.user.as_ref(),
+            EntityType::ClientId => e.client_id.as_ref(),
+            EntityType::Ip => None,
+        };
+        let size = usize::from(e.user.is_some()) + usize::from(e.client_id.is_some());
+        (!self.strict || size == self.components.len())
+            && self.components.iter().all(|(t, name)| match (side(*t), name) {
+                (None, _) => false,
+                (Some(_), None) => true,
+                (Some(have), Some(want)) => have == want,
+            })
+    }
+}
+
 /// Which of Kafka's eight entity shapes a match came from, most specific first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Shape {
@@ -225,6 +281,7 @@ impl Rules {
         self.0.len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -279,76 +336,9 @@ impl Rules {
         out
     }
 
-    /// DescribeClientQuotas (KIP-546): the entities matching every filter component, with the
-    /// semantics of Kafka's controller. `components` are (entity type, match type, match).
-    pub fn describe(
-        &self,
-        components: &[(&str, i8, Option<&str>)],
-        strict: bool,
-    ) -> Result<Vec<(&Entity, &Limits)>, (ResponseError, String)> {
-        const EXACT: i8 = 0;
-        const DEFAULT: i8 = 1;
-        const SPECIFIED: i8 = 2;
-        let invalid = |m: String| Err((ResponseError::InvalidRequest, m));
-        // Per entity type: Some(name) must equal; None: any entry of that type.
-        let mut wanted: Vec<(&str, Option<Name>)> = Vec::new();
-        for &(entity_type, match_type, matched) in components {
-            if entity_type.is_empty() {
-                return invalid("invalid empty entity type".into());
-            }
-            if wanted.iter().any(|(t, _)| *t == entity_type) {
-                return invalid(format!(
-                    "entity type {entity_type} cannot appear more than once in the filter"
-                ));
-            }
-            if ![ENTITY_USER, ENTITY_CLIENT_ID, ENTITY_IP].contains(&entity_type) {
-                return Err((
-                    ResponseError::UnsupportedVersion,
-                    format!("unsupported entity type {entity_type}"),
-                ));
-            }
-            let name = match (match_type, matched) {
-                (EXACT, Some(m)) => Some(Name::Is(m.to_string())),
-                (EXACT, None) => {
-                    return invalid("MATCH_TYPE_EXACT with a null match string".into());
-                }
-                (DEFAULT, None) => Some(Name::Default),
-                (SPECIFIED, None) => None,
-                (DEFAULT | SPECIFIED, Some(_)) => {
-                    return invalid(format!("match type {match_type} with a match string"));
-                }
-                _ => return invalid(format!("unknown match type {match_type}")),
-            };
-            wanted.push((entity_type, name));
-        }
-        let has_ip = wanted.iter().any(|(t, _)| *t == ENTITY_IP);
-        if has_ip && wanted.len() > 1 {
-            return invalid(
-                "an ip filter component cannot be combined with user or client-id".into(),
-            );
-        }
-        Ok(self
-            .0
-            .iter()
-            .filter(|(e, _)| {
-                let side = |t: &str| {
-                    if t == ENTITY_USER {
-                        e.user.as_ref()
-                    } else if t == ENTITY_CLIENT_ID {
-                        e.client_id.as_ref()
-                    } else {
-                        None
-                    }
-                };
-                let size = usize::from(e.user.is_some()) + usize::from(e.client_id.is_some());
-                (!strict || size == wanted.len())
-                    && wanted.iter().all(|(t, name)| match (side(t), name) {
-                        (None, _) => false,
-                        (Some(_), None) => true,
-                        (Some(have), Some(want)) => have == want,
-                    })
-            })
-            .collect())
+    /// The entities `filter` selects (DescribeClientQuotas), in entity order.
+    pub fn describe(&self, filter: &Filter) -> Vec<(&Entity, &Limits)> {
+        self.0.iter().filter(|(e, _)| filter.matches(e)).collect()
     }
 
     /// Parse the quotas file (YAML). Any problem refuses the whole file, naming the rule.
@@ -537,45 +527,6 @@ mod tests {
         ] {
             assert!(Rules::parse_file(bad).is_err(), "accepted: {bad}");
         }
-    }
-
-    #[test]
-    fn describe_filters_like_kafka() {
-        let mut rules = Rules::default();
-        for e in [
-            entity(Some("alice"), None),
-            entity(Some("alice"), Some("app")),
-            entity(None, Some("<default>")),
-            entity(None, Some("app")),
-        ] {
-            rules.insert(e, limits(Kind::Request, 1.0));
-        }
-        let count =
-            |c: &[(&str, i8, Option<&str>)], strict| rules.describe(c, strict).map(|v| v.len());
-        assert_eq!(count(&[], false), Ok(4));
-        assert_eq!(count(&[], true), Ok(0));
-        assert_eq!(count(&[("user", 0, Some("alice"))], false), Ok(2));
-        assert_eq!(count(&[("user", 0, Some("alice"))], true), Ok(1));
-        assert_eq!(count(&[("client-id", 1, None)], false), Ok(1));
-        assert_eq!(count(&[("client-id", 2, None)], false), Ok(3));
-        assert_eq!(count(&[("client-id", 2, None)], true), Ok(2));
-        assert_eq!(count(&[("ip", 2, None)], false), Ok(0));
-        assert_eq!(
-            count(&[("user", 0, None)], false).unwrap_err().0,
-            ResponseError::InvalidRequest
-        );
-        assert_eq!(
-            count(&[("user", 1, Some("x"))], false).unwrap_err().0,
-            ResponseError::InvalidRequest
-        );
-        assert_eq!(
-            count(&[("user", 2, None), ("user", 2, None)], false).unwrap_err().0,
-            ResponseError::InvalidRequest
-        );
-        assert_eq!(
-            count(&[("group", 2, None)], false).unwrap_err().0,
-            ResponseError::UnsupportedVersion
-        );
     }
 
     #[test]

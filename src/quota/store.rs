@@ -5,10 +5,14 @@
 //! An alteration reads the entity's file, applies the operations and writes it back (or
 //! deletes it when no quota is left). Two kelps altering the same entity at the same instant
 //! can lose one update; different entities never interfere.
+//!
+//! Owns: the stored form and its filer I/O. Does not own: checking an alteration (the
+//! AlterClientQuotas handler, `rules`), applying rules (`quota`), or filer paths
+//! (`seaweed::layout`).
 
 use std::collections::BTreeMap;
 
-use super::rules::{Entity, Kind, Limits, Name, Rules};
+use super::rules::{Change, Entity, Kind, Limits, Name, Rules};
 use crate::error::Error;
 use crate::seaweed::{Seaweed, layout};
 
@@ -68,7 +72,7 @@ pub async fn alter(
     seaweed: &Seaweed,
     root: &str,
     entity: &Entity,
-    ops: &[(Kind, Option<f64>)],
+    ops: &[Change],
 ) -> Result<Limits, Error> {
     let path = entity_path(root, entity);
     let mut limits = match seaweed.filer_get(&path).await? {

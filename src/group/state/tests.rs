@@ -1,5 +1,6 @@
 //! The group state machine driven by a made-up clock: `t(ms)` is `ms` after an origin.
 
+use super::describe::decode_subscription;
 use super::*;
 
 const SESSION: Duration = Duration::from_millis(6_000);
@@ -125,7 +126,7 @@ fn leader_syncs(
 
 /// One member joins an empty group and gets generation 1 with itself as leader.
 fn single_member_group(c: &Clock) -> (Group, String) {
-    let mut g = Group::new("g");
+    let mut g = Group::new();
     let id = member_id_required(&mut g, c.at(0));
     join_waits(&mut g, join_req(&id), c.at(0));
     let replies = join_replies(&g.take_effects());
@@ -167,7 +168,7 @@ fn two_member_group(c: &Clock) -> (Group, String, String) {
 /// A static member ("pod-1", the leader) and a dynamic one, both in generation 1 (an
 /// initial delay gathers them), not yet synced.
 fn static_and_dynamic(c: &Clock) -> (Group, String, String) {
-    let mut g = Group::new("g").with_initial_rebalance_delay(Duration::from_millis(100));
+    let mut g = Group::new().with_initial_rebalance_delay(Duration::from_millis(100));
     let s = join_waits(&mut g, static_req("", "pod-1"), c.at(0));
     assert!(s.starts_with("pod-1-"), "{s}");
     let d = member_id_required(&mut g, c.at(0));
@@ -190,7 +191,7 @@ fn unknown_member_gets_member_id_required_then_joins_with_it() {
 #[test]
 fn before_v4_a_new_member_joins_at_once() {
     let c = Clock::new();
-    let mut g = Group::new("g");
+    let mut g = Group::new();
     let req = JoinRequest { require_known_member_id: false, ..join_req("") };
     let id = join_waits(&mut g, req, c.at(0));
     assert_eq!(join_replies(&g.take_effects())[&id].generation, 1);
@@ -428,7 +429,7 @@ fn protocol_selection_needs_a_protocol_every_member_supports() {
 fn protocol_selection_counts_votes() {
     let c = Clock::new();
     // All three join before the phase completes: use an initial delay.
-    let mut g = Group::new("g").with_initial_rebalance_delay(Duration::from_millis(100));
+    let mut g = Group::new().with_initial_rebalance_delay(Duration::from_millis(100));
     for prefs in [&["a", "b"][..], &["b", "a"], &["b", "a"]] {
         let mut r = join_req("");
         r.require_known_member_id = false;
@@ -444,7 +445,7 @@ fn protocol_selection_counts_votes() {
 #[test]
 fn initial_rebalance_delay_gathers_members_into_one_generation() {
     let c = Clock::new();
-    let mut g = Group::new("g").with_initial_rebalance_delay(Duration::from_millis(3_000));
+    let mut g = Group::new().with_initial_rebalance_delay(Duration::from_millis(3_000));
     let a = member_id_required(&mut g, c.at(0));
     join_waits(&mut g, join_req(&a), c.at(0));
     let b = member_id_required(&mut g, c.at(1_000));
@@ -498,7 +499,7 @@ fn static_member_rejoining_replaces_its_old_id_without_rebalance() {
 #[test]
 fn static_follower_rejoin_before_v9_names_the_old_leader() {
     let c = Clock::new();
-    let mut g = Group::new("g");
+    let mut g = Group::new();
     let s1 = join_waits(&mut g, static_req("", "pod-1"), c.at(0));
     g.take_effects();
     leader_syncs(&mut g, &s1, 1, &[(&s1, "p0")], c.at(0));
@@ -535,7 +536,7 @@ fn static_member_that_misses_a_rebalance_stays_until_its_session_ends() {
 #[test]
 fn static_member_with_a_stale_member_id_is_fenced() {
     let c = Clock::new();
-    let mut g = Group::new("g");
+    let mut g = Group::new();
     let s1 = join_waits(&mut g, static_req("", "pod-1"), c.at(0));
     g.take_effects();
     leader_syncs(&mut g, &s1, 1, &[(&s1, "p0")], c.at(0));
@@ -556,7 +557,7 @@ fn static_member_with_a_stale_member_id_is_fenced() {
 #[test]
 fn static_member_rejoin_during_completing_rebalance_restarts_it() {
     let c = Clock::new();
-    let mut g = Group::new("g");
+    let mut g = Group::new();
     let s1 = join_waits(&mut g, static_req("", "pod-1"), c.at(0));
     g.take_effects();
     assert_eq!(g.state(), GroupState::CompletingRebalance);
@@ -593,14 +594,14 @@ fn illegal_generation_and_unknown_member_on_commit() {
         Err(ResponseError::UnknownMemberId),
         "standalone commit to a live group"
     );
-    let mut empty = Group::new("e");
+    let mut empty = Group::new();
     assert_eq!(empty.validate_commit("", None, -1, c.at(0)), Ok(()), "simple consumer");
 }
 
 #[test]
 fn commit_while_completing_rebalance_says_rebalance_in_progress() {
     let c = Clock::new();
-    let mut g = Group::new("g");
+    let mut g = Group::new();
     let a = member_id_required(&mut g, c.at(0));
     join_waits(&mut g, join_req(&a), c.at(0));
     g.take_effects();
@@ -669,7 +670,7 @@ fn snapshot_round_trip_resumes_generation_and_members() {
     let snap = g.snapshot();
     assert_eq!(snap.generation, 2);
     assert_eq!(snap.members.len(), 2);
-    let mut resumed = Group::from_snapshot("g", snap, c.at(10_000));
+    let mut resumed = Group::from_snapshot(snap, c.at(10_000));
     assert_eq!(resumed.state(), GroupState::Stable);
     assert_eq!(resumed.generation(), 2);
     assert_eq!(resumed.leader(), Some(a.as_str()));
@@ -695,7 +696,7 @@ fn empty_snapshot_resumes_an_empty_group() {
         leader: None,
         members: vec![],
     };
-    let g = Group::from_snapshot("g", snap, Instant::now());
+    let g = Group::from_snapshot(snap, Instant::now());
     assert_eq!(g.state(), GroupState::Empty);
     assert_eq!(g.generation(), 7);
 }
@@ -714,7 +715,7 @@ fn subscribed_topics_come_from_consumer_metadata() {
         .encode(&mut buf, 1)
         .unwrap();
     let c = Clock::new();
-    let mut g = Group::new("g");
+    let mut g = Group::new();
     let mut r = join_req("");
     r.require_known_member_id = false;
     r.protocols = vec![Protocol { name: "range".into(), metadata: buf.freeze() }];
@@ -761,7 +762,7 @@ fn subscription_decoding_survives_hostile_metadata() {
 #[test]
 fn dead_group_sends_clients_to_find_the_coordinator() {
     let c = Clock::new();
-    let mut g = Group::new("g");
+    let mut g = Group::new();
     g.mark_dead();
     match g.join(join_req(""), c.at(0)) {
         JoinOutcome::Reply(r) => assert_eq!(r.error, Some(ResponseError::CoordinatorNotAvailable)),
