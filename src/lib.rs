@@ -1,21 +1,37 @@
 //! kelp: a per-pod sidecar that speaks the Kafka wire protocol to the application in its pod
 //! and stores and serves records through SeaweedFS's message-queue (MQ) gRPC API.
 //!
+//! The layers, each calling only down (docs/architecture.md draws them):
+//! `listener` → `connection` (frames, session, quota hold) → `routing` (here, or forward to
+//! the group's owner over `peer`) → `api/<one file per API>` → `group` / `quota` / `records` /
+//! `topics` / `producers` → `seaweed`; with `ctx`, `protocol`, `error`, `config` at the bottom.
+//!
 //! How a Produce request flows:
-//! `server` accepts → `connection` reads one length-prefixed frame → `protocol::decode_request`
-//! → `api::dispatch` → `api::produce::handle` → `records::batch::decode_all` and
-//! `records::envelope::to_message` turn the batch into SeaweedFS messages →
-//! `seaweed::Seaweed::publish` (a shared long-lived publish stream per partition) → the
-//! broker-assigned offsets → response encoded by `protocol::encode_response`.
+//! `listener::serve` accepts → `connection::serve` reads one frame (`protocol::frame`),
+//! decodes it (`protocol::decode_request`), checks the `session` and charges the client's
+//! quotas (`quota::Quotas::prepare`) → `routing::answer` (Produce is never forwarded) →
+//! `api::dispatch` → `api::produce::handle`: partitions checked (`topics`), batches decoded
+//! off the runtime within the request's limit and the process `memory` budget
+//! (`records::batch::decode_all`), idempotence checked (`producers`), records turned into
+//! SeaweedFS messages (`records::envelope::to_message`) → `seaweed::Seaweed::publish` (one
+//! long-lived publish stream per partition, `seaweed/publisher.rs`) → broker-assigned offsets →
+//! the response, encoded by `protocol::encode_response` and written by `connection`, which
+//! then holds a client over quota before reading on (`quota::Quotas::settle`, KIP-219).
 //!
-//! Around every request: `session` (per connection) keeps the SASL state, refusing all but
-//! the login APIs until the client has logged in (`sasl`), and what the client owes its
-//! quotas; `api::dispatch_client` charges the request to `quota::Quotas`, and `connection`
-//! holds a client over quota before reading its next request (KIP-219).
+//! How a JoinGroup request flows:
+//! `listener::serve` → `connection::serve` (as above) → `routing::answer`: JoinGroup is a
+//! forwarded API, so `group::Coordinator::route` names the group's owner (a filer lease,
+//! `group/ownership.rs`). Owned here (or no peer listener): `api::dispatch` →
+//! `api::join_group::handle` validates and calls `group::Coordinator::join`
+//! (`group/membership.rs`), which runs the pure state machine (`group/state/join.rs`) and
+//! parks the request until the join phase ends; the generation is stored in the filer
+//! (`group/generations.rs` → `group/store.rs` → `seaweed`) before SyncGroup answers. Owned by
+//! another kelp: `peer::Peers::call` sends the request to the owner's peer listener, where
+//! `connection::peer` hands it to the same `api::dispatch`, and the answer is relayed back.
 //!
-//! How a Fetch request flows: `api::fetch::handle` → `seaweed::Seaweed::fetch` (which polls
-//! the broker: it does not long-poll) → `records::envelope::from_message` →
-//! `records::batch::encode` → response.
+//! How a Fetch request flows: `api::fetch::handle` reads partitions in request order within
+//! `max_bytes` → `seaweed::Seaweed::fetch` (`seaweed/reader.rs`, which polls the broker: it
+//! does not long-poll) → `records::envelope::from_message` → `records::batch::encode`.
 //!
 //! Owns: the module list, and [`start`]: building every service in order, and the one
 //! cancellation token and task tracker that shutdown cancels and drains. Does not own: what
