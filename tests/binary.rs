@@ -139,25 +139,36 @@ async fn reqwest_like_get(port: u16, path: &str) -> bool {
     buf.starts_with("HTTP/1.1 200") || buf.starts_with("HTTP/1.0 200")
 }
 
-#[test]
-fn kelp_dev_sigkilled_takes_its_seaweedfs_processes_along() {
-    let port = free_port();
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(KELP)
-        .args(["dev", "--listen", &format!("127.0.0.1:{port}")])
-        .env("TMPDIR", dir.path())
+/// `kelp dev` on a free port with its temporary files in `dir`, and its bootstrap address.
+fn spawn_kelp_dev(dir: &std::path::Path) -> (std::process::Child, String) {
+    let bootstrap = format!("127.0.0.1:{}", free_port());
+    let child = Command::new(KELP)
+        .args(["dev", "--listen", &bootstrap])
+        .env("TMPDIR", dir)
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let bootstrap = format!("127.0.0.1:{port}");
+    (child, bootstrap)
+}
+
+/// Whether kcat gets metadata from `bootstrap` within 90 s (a cold SeaweedFS takes a while).
+fn serves_kafka(bootstrap: &str) -> bool {
     let end = Instant::now() + Duration::from_secs(90);
     while Instant::now() < end {
-        let out = Command::new("kcat").args(["-b", &bootstrap, "-L", "-m", "2"]).output().unwrap();
+        let out = Command::new("kcat").args(["-b", bootstrap, "-L", "-m", "2"]).output().unwrap();
         if out.status.success() {
-            break;
+            return true;
         }
         std::thread::sleep(Duration::from_millis(500));
     }
+    false
+}
+
+#[test]
+fn kelp_dev_sigkilled_takes_its_seaweedfs_processes_along() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, bootstrap) = spawn_kelp_dev(dir.path());
+    assert!(serves_kafka(&bootstrap), "kelp dev did not serve Kafka within 90 s");
     let weeds = children_of(child.id());
     assert_eq!(weeds.len(), 2, "weed server and weed mq.broker run under kelp dev: {weeds:?}");
     kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
@@ -198,33 +209,17 @@ fn stat(pid: u32) -> Option<(char, u32)> {
 
 #[test]
 fn kelp_dev_serves_kafka_and_stops_seaweedfs_on_sigterm() {
-    let port = free_port();
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(KELP)
-        .args(["dev", "--listen", &format!("127.0.0.1:{port}")])
-        .env("TMPDIR", dir.path())
-        .stderr(Stdio::null())
+    let (mut child, bootstrap) = spawn_kelp_dev(dir.path());
+    assert!(serves_kafka(&bootstrap), "kelp dev did not serve Kafka within 90 s");
+    let mut p = Command::new("kcat")
+        .args(["-b", &bootstrap, "-P", "-t", "dev-smoke"])
+        .stdin(Stdio::piped())
         .spawn()
         .unwrap();
-    let bootstrap = format!("127.0.0.1:{port}");
-    let end = Instant::now() + Duration::from_secs(90);
-    let mut produced = false;
-    while Instant::now() < end {
-        let out = Command::new("kcat").args(["-b", &bootstrap, "-L", "-m", "2"]).output().unwrap();
-        if out.status.success() {
-            let mut p = Command::new("kcat")
-                .args(["-b", &bootstrap, "-P", "-t", "dev-smoke"])
-                .stdin(Stdio::piped())
-                .spawn()
-                .unwrap();
-            use std::io::Write;
-            p.stdin.take().unwrap().write_all(b"hello\n").unwrap();
-            produced = p.wait().unwrap().success();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    assert!(produced, "kelp dev did not serve Kafka within 90 s");
+    use std::io::Write;
+    p.stdin.take().unwrap().write_all(b"hello\n").unwrap();
+    assert!(p.wait().unwrap().success(), "kcat produced");
     let out = Command::new("kcat")
         .args(["-b", &bootstrap, "-C", "-t", "dev-smoke", "-o", "beginning", "-e"])
         .output()
