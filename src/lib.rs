@@ -11,7 +11,9 @@
 //! Around every request: `session` (per connection) keeps the SASL state, refusing all but
 //! the login APIs until the client has logged in (`sasl`), and what the client owes its
 //! quotas; `api::dispatch_client` charges the request to `quota::Quotas`, and `connection`
-//! holds a client over quota before reading its next request (KIP-219).
+//! holds a client over quota before reading its next request (KIP-219). The session also
+//! says whether the client may change the cluster (`authz::Authority`); `api::dispatch`
+//! and `routing` refuse the cluster-wide APIs to a client that may not.
 //!
 //! How a Fetch request flows: `api::fetch::handle` → `seaweed::Seaweed::fetch` (which polls
 //! the broker: it does not long-poll) → `records::envelope::from_message` →
@@ -23,6 +25,7 @@
 
 pub(crate) mod admin;
 pub(crate) mod api;
+pub mod authz;
 pub mod config;
 pub(crate) mod connection;
 pub(crate) mod ctx;
