@@ -26,7 +26,7 @@
 //! answers NOT_COORDINATOR (it lost the group) makes this kelp look the owner up at once and
 //! try once more, possibly taking the group itself.
 //!
-//! Authorisation: DeleteGroups and OffsetDelete are cluster-wide (`authz`). The kelp the
+//! Authorization: DeleteGroups and OffsetDelete are cluster-wide (`authz`). The kelp the
 //! application talks to refuses them before forwarding; the owner trusts what a peer sends.
 //!
 //! Owns: the choice of where, splitting multi-group requests, forward deadlines. Does not

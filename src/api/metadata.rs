@@ -7,7 +7,7 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
-use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::messages::{ApiKey, BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
@@ -74,7 +74,8 @@ pub async fn handle(
                 }
                 let r = match ctx.topics.ensure(&name, create, default).await {
                     Ok(Some(n)) => Ok(n),
-                    // Kafka answers a topic it may not auto-create for this client so.
+                    // Missing, and this client may not create it: Kafka's answer when CREATE
+                    // on the cluster and on the topic is denied.
                     Ok(None) if allow_create && !create => {
                         refused = true;
                         Err(ResponseError::TopicAuthorizationFailed)
@@ -90,7 +91,7 @@ pub async fn handle(
         }
     }
     if refused {
-        authz::refused(kafka_protocol::messages::ApiKey::Metadata, authority);
+        authz::refused(ApiKey::Metadata, authority);
     }
     base(ctx, me).with_topics(topics)
 }

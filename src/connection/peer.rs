@@ -5,8 +5,9 @@
 //! APIs (`routing::FORWARDED`; anything else closes the connection, so the data path is not
 //! exposed on the pod network where the Kafka listener stays on loopback), and what applies
 //! to application connections (client quotas, authentication, the right to delete groups and
-//! offsets) was already applied by the kelp the application talks to. A request is answered here, whoever owns its group (the
-//! handlers answer NOT_COORDINATOR unless this kelp does): it is never forwarded again.
+//! offsets) was already applied by the kelp the application talks to. A request is answered
+//! here, whoever owns its group (the handlers answer NOT_COORDINATOR unless this kelp does):
+//! it is never forwarded again.
 //!
 //! Owns: the request loop of a peer connection. Does not own framing (`protocol::frame`)
 //! or what a group request does (`api`).
