@@ -32,6 +32,8 @@ pub const ENV_LOG: &str = "KELP_LOG";
 // Client quotas and SASL (docs/quotas.md).
 pub const ENV_QUOTAS_FILE: &str = "KELP_QUOTAS_FILE";
 pub const ENV_SASL_USERS_FILE: &str = "KELP_SASL_USERS_FILE";
+// Who may change the cluster (docs/security.md).
+pub const ENV_ADMIN_APIS: &str = "KELP_ADMIN_APIS";
 // Consumer groups whose members talk to different kelps (docs/consumer-groups.md).
 pub const ENV_PEER_LISTEN: &str = "KELP_PEER_LISTEN";
 pub const ENV_PEER_ADVERTISED: &str = "KELP_PEER_ADVERTISED";
@@ -140,6 +142,14 @@ pub struct Config {
     /// `user` of client quotas. Re-read when it changes.
     #[arg(long, env = ENV_SASL_USERS_FILE)]
     pub sasl_users_file: Option<PathBuf>,
+
+    /// Serve the APIs that change the cluster as a whole (CreateTopics, DeleteTopics,
+    /// CreatePartitions, DeleteGroups, OffsetDelete, AlterClientQuotas, and topic
+    /// auto-creation through Metadata). `false` refuses them to every client of this kelp,
+    /// super-users included, with Kafka's authorization errors. With SASL on, only
+    /// super-users get them even when `true` (docs/security.md).
+    #[arg(long, env = ENV_ADMIN_APIS, default_value_t = true, action = clap::ArgAction::Set)]
+    pub admin_apis: bool,
 
     /// Address of the peer listener, where other kelps forward the requests of consumer
     /// groups this kelp owns. Off unless set: then this kelp runs every group itself, as a
@@ -301,6 +311,7 @@ mod tests {
         let c = Config::from_args(Vec::<String>::new()).unwrap();
         assert_eq!(c.listen, "127.0.0.1:9092".parse().unwrap());
         assert!(c.auto_create_topics);
+        assert!(c.admin_apis, "cluster-wide APIs are served unless turned off");
         assert_eq!(c.namespace, "kafka");
         assert_eq!(c.filer_root, "/kelp");
         assert_eq!(c.max_message_bytes, 1_048_588);
@@ -319,6 +330,8 @@ mod tests {
         assert!(err.contains("--listen"), "{err}");
         let err = Config::from_args(["--auto-create-topics", "maybe"]).unwrap_err().to_string();
         assert!(err.contains("--auto-create-topics"), "{err}");
+        let err = Config::from_args(["--admin-apis", "off"]).unwrap_err().to_string();
+        assert!(err.contains("--admin-apis"), "{err}");
         let err = Config::from_args(["--group-lease-ms", "500"]).unwrap_err().to_string();
         assert!(err.contains("--group-lease-ms"), "{err}");
         let err = Config::from_args(["--peer-listen", "nowhere"]).unwrap_err().to_string();

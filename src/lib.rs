@@ -29,6 +29,10 @@
 //! another kelp: `peer::Peers::call` sends the request to the owner's peer listener, where
 //! `connection::peer` hands it to the same `api::dispatch`, and the answer is relayed back.
 //!
+//! Authorisation: the session also says whether the client may change the cluster
+//! (`authz::Authority`); `api::dispatch` and `routing` refuse the cluster-wide APIs to a client
+//! that may not (docs/security.md).
+//!
 //! How a Fetch request flows: `api::fetch::handle` reads partitions in request order within
 //! `max_bytes` → `seaweed::Seaweed::fetch` (`seaweed/reader.rs`, which polls the broker: it
 //! does not long-poll) → `records::envelope::from_message` → `records::batch::encode`.
@@ -39,6 +43,7 @@
 
 pub(crate) mod admin;
 pub(crate) mod api;
+pub mod authz;
 pub mod config;
 pub(crate) mod connection;
 pub(crate) mod ctx;

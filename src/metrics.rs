@@ -79,6 +79,7 @@ pub struct Metrics {
     pub quota_bytes: Family<QuotaLabels, Counter>,
     pub quota_rules: Family<SourceLabels, Gauge>,
     pub sasl_authentications: Family<SaslLabels, Counter>,
+    pub authorization_refusals: Family<ApiLabels, Counter>,
 }
 
 impl Metrics {
@@ -99,6 +100,7 @@ impl Metrics {
             quota_bytes: Family::default(),
             quota_rules: Family::default(),
             sasl_authentications: Family::default(),
+            authorization_refusals: Family::default(),
             registry: Registry::default(),
         };
         registry.register("requests", "Kafka requests answered, by API", m.requests.clone());
@@ -159,6 +161,11 @@ impl Metrics {
             "SASL logins, by mechanism and outcome",
             m.sasl_authentications.clone(),
         );
+        registry.register(
+            "authorization_refusals",
+            "Requests refused because the client may not change the cluster, by API",
+            m.authorization_refusals.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -206,6 +213,11 @@ impl Metrics {
         let outcome = if ok { "ok" } else { "failed" };
         self.sasl_authentications.get_or_create(&SaslLabels { mechanism, outcome }).inc();
     }
+
+    /// A request refused by `authz` (for Metadata: one that would have created topics).
+    pub fn observe_refusal(&self, api: &'static str) {
+        self.authorization_refusals.get_or_create(&ApiLabels { api }).inc();
+    }
 }
 
 static GLOBAL: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -228,6 +240,7 @@ mod tests {
         m.observe_throttle("produce", "default_client", Duration::from_millis(250));
         m.observe_quota_bytes("fetch", "user", 4096);
         m.observe_sasl("PLAIN", true);
+        m.observe_refusal("CreateTopics");
         let text = m.render();
         for want in [
             "kelp_requests_total{api=\"Produce\"} 1",
@@ -238,6 +251,7 @@ mod tests {
             "kelp_quota_throttle_seconds_count{quota=\"produce\",entity=\"default_client\"} 1",
             "kelp_quota_bytes_total{quota=\"fetch\",entity=\"user\"} 4096",
             "kelp_sasl_authentications_total{mechanism=\"PLAIN\",outcome=\"ok\"} 1",
+            "kelp_authorization_refusals_total{api=\"CreateTopics\"} 1",
         ] {
             assert!(text.contains(want), "missing {want} in:\n{text}");
         }

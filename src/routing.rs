@@ -26,9 +26,12 @@
 //! answers NOT_COORDINATOR (it lost the group) makes this kelp look the owner up at once and
 //! try once more, possibly taking the group itself.
 //!
+//! Authorization: DeleteGroups and OffsetDelete are cluster-wide (`authz`). The kelp the
+//! application talks to refuses them before forwarding; the owner trusts what a peer sends.
+//!
 //! Owns: the choice of where, splitting multi-group requests, forward deadlines. Does not
-//! own: who owns a group (`group`), the peer connections (`peer`), or the error response of
-//! each API (each `api/<name>.rs` has its own `error`).
+//! own: who owns a group (`group`), the peer connections (`peer`), who may do what (`authz`)
+//! or the error response of each API (each `api/<name>.rs` has its own `error`).
 
 use std::time::Duration;
 
@@ -40,6 +43,7 @@ use kafka_protocol::messages::{
 use tracing::debug;
 
 use crate::api;
+use crate::authz::{self, Authority};
 use crate::ctx::Ctx;
 use crate::group::Route;
 use crate::peer::PeerError;
@@ -77,15 +81,27 @@ enum Forwarded {
 }
 
 /// Answer a request of an application's connection, here or at its group's owner.
-pub async fn answer(ctx: &Ctx, session: &mut Session, request: Request) -> Option<Reply> {
+/// `authority` is what the client may do to the cluster (`authz`).
+pub async fn answer(
+    ctx: &Ctx,
+    session: &mut Session,
+    authority: Authority,
+    request: Request,
+) -> Option<Reply> {
     if !ctx.groups.is_shared() || !FORWARDED.contains(&request.api_key) {
-        return api::dispatch(ctx, session, request).await;
+        return api::dispatch(ctx, session, authority, request).await;
     }
     let Request { header, api_key, version, body } = request;
     let Body::Kind(kind) = body else {
         // Only ApiVersions and Produce have bodies of their own; neither is forwarded.
-        return api::dispatch(ctx, session, Request { header, api_key, version, body }).await;
+        let request = Request { header, api_key, version, body };
+        return api::dispatch(ctx, session, authority, request).await;
     };
+    // Decided here, before forwarding: the owner answers whatever a peer sends it.
+    if let Some(refused) = authz::refusal(authority, api_key, version, &kind) {
+        return Some(refused.into());
+    }
+    let a = authority;
     let response = match kind {
         RequestKind::DescribeGroups(req) if req.groups.len() > 1 => {
             let one =
@@ -97,7 +113,7 @@ pub async fn answer(ctx: &Ctx, session: &mut Session, request: Request) -> Optio
             let failed = |g: &GroupId| api::describe_groups::failed(g, UNAVAILABLE);
             let (h, v) = (&header, version);
             let groups =
-                each_group(ctx, session, h, api_key, v, &req.groups, one, part, failed).await;
+                each_group(ctx, session, a, h, api_key, v, &req.groups, one, part, failed).await;
             ResponseKind::DescribeGroups(DescribeGroupsResponse::default().with_groups(groups))
         }
         RequestKind::DeleteGroups(req) if req.groups_names.len() > 1 => {
@@ -110,15 +126,16 @@ pub async fn answer(ctx: &Ctx, session: &mut Session, request: Request) -> Optio
             };
             let failed = |g: &GroupId| api::delete_groups::failed(g, UNAVAILABLE);
             let (h, v, names) = (&header, version, &req.groups_names);
-            let results = each_group(ctx, session, h, api_key, v, names, one, part, failed).await;
+            let results =
+                each_group(ctx, session, a, h, api_key, v, names, one, part, failed).await;
             ResponseKind::DeleteGroups(DeleteGroupsResponse::default().with_results(results))
         }
         kind => match group_of(&kind) {
-            None => kind_here(ctx, session, header, api_key, version, kind).await?,
+            None => kind_here(ctx, session, a, header, api_key, version, kind).await?,
             Some(group) => match one_group(ctx, &header, api_key, version, &group, kind).await {
                 Forwarded::Answered(r) => r,
                 Forwarded::ServeHere(kind) => {
-                    kind_here(ctx, session, header, api_key, version, kind).await?
+                    kind_here(ctx, session, a, header, api_key, version, kind).await?
                 }
             },
         },
@@ -129,13 +146,14 @@ pub async fn answer(ctx: &Ctx, session: &mut Session, request: Request) -> Optio
 async fn kind_here(
     ctx: &Ctx,
     session: &mut Session,
+    authority: Authority,
     header: RequestHeader,
     api_key: ApiKey,
     version: i16,
     kind: RequestKind,
 ) -> Option<ResponseKind> {
     let request = Request { header, api_key, version, body: Body::Kind(kind) };
-    match api::dispatch(ctx, session, request).await? {
+    match api::dispatch(ctx, session, authority, request).await? {
         Reply::Kind(r) => Some(r),
         Reply::LegacyProduce(_) => None,
     }
@@ -237,6 +255,7 @@ async fn call(
 async fn each_group<T>(
     ctx: &Ctx,
     session: &mut Session,
+    authority: Authority,
     header: &RequestHeader,
     key: ApiKey,
     version: i16,
@@ -250,7 +269,7 @@ async fn each_group<T>(
         let response = match one_group(ctx, header, key, version, &group.0, one(group)).await {
             Forwarded::Answered(r) => Some(r),
             Forwarded::ServeHere(kind) => {
-                kind_here(ctx, session, header.clone(), key, version, kind).await
+                kind_here(ctx, session, authority, header.clone(), key, version, kind).await
             }
         };
         parts.push(response.and_then(&part).unwrap_or_else(|| failed(group)));

@@ -1,5 +1,6 @@
 //! What kelp knows about one Kafka connection beyond the request at hand: who is on the other
-//! end (SASL), which quotas govern it and what it still owes them.
+//! end (SASL), what that client may do to the cluster (`authz`), which quotas govern it and
+//! what it still owes them.
 //!
 //! `connection` owns one per connection and consults it before and after each request; the
 //! SASL handlers in `api` update it. It knows the shared credentials only as a `&Sasl` passed
@@ -8,6 +9,7 @@
 use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
 
+use crate::authz::{Authority, Caller};
 use crate::quota;
 use crate::sasl::{self, Exchange, Outcome};
 
@@ -53,6 +55,18 @@ impl Session {
             None => true,
             Some(e) => e.is_done() || BEFORE_AUTHENTICATION.contains(&key),
         }
+    }
+
+    /// What the client may do to the cluster as a whole, now: `admin_apis` is
+    /// `KELP_ADMIN_APIS`, `sasl` the listener's SASL configuration. Asked per request, so a
+    /// users file reloaded since the login applies to the next request.
+    pub fn authority(&self, admin_apis: bool, sasl: Option<&sasl::Sasl>) -> Authority {
+        let caller = match (sasl, self.principal.as_deref()) {
+            (None, _) => Caller::Anonymous,
+            (Some(shared), Some(user)) => Caller::User { super_user: shared.is_super_user(user) },
+            (Some(_), None) => Caller::User { super_user: false },
+        };
+        Authority::decide(admin_apis, caller)
     }
 
     /// Whether the connection closes after the response just written (a failed login).

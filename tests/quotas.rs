@@ -646,8 +646,8 @@ async fn the_quotas_file_is_reread_and_a_bad_version_keeps_the_rules() {
 
 // === SASL ===
 
-const USERS: &str =
-    "users:\n  alice:\n    password: alice-secret\n  bob:\n    password: bob-secret\n";
+/// bob is a super-user: he creates the topics (docs/security.md; tests/authz.rs).
+const USERS: &str = "users:\n  alice:\n    password: alice-secret\n  bob:\n    password: bob-secret\n    super-user: true\n";
 
 fn rd_sasl(bootstrap: &str, mechanism: &str, user: &str, password: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
@@ -666,6 +666,7 @@ async fn librdkafka_logs_in_with_plain_and_scram_and_a_wrong_password_is_refused
     let users = file_with(USERS);
     let kelp = Kelp::start(&seaweedfs, &["--sasl-users-file", &path_of(&users)]).await;
     let topic = common::unique_name("sasl");
+    create_topic_as(kelp.addr, &topic, "bob", "bob-secret").await;
 
     for (mechanism, user, password) in [
         ("PLAIN", "alice", "alice-secret"),

@@ -26,6 +26,26 @@ pub async fn handle(ctx: &Ctx, req: CreatePartitionsRequest) -> CreatePartitions
     CreatePartitionsResponse::default().with_results(results)
 }
 
+/// Every topic of the request failed with `code` and `message` (refused, say), nothing
+/// grown.
+pub fn error(
+    req: &CreatePartitionsRequest,
+    code: ResponseError,
+    message: &str,
+) -> CreatePartitionsResponse {
+    let results = req
+        .topics
+        .iter()
+        .map(|t| {
+            CreatePartitionsTopicResult::default()
+                .with_name(t.name.clone())
+                .with_error_code(code.code())
+                .with_error_message(Some(StrBytes::from_string(message.to_string())))
+        })
+        .collect();
+    CreatePartitionsResponse::default().with_results(results)
+}
+
 async fn grow(
     ctx: &Ctx,
     name: &str,

@@ -58,6 +58,26 @@ pub async fn handle(ctx: &Ctx, _version: i16, req: CreateTopicsRequest) -> Creat
     CreateTopicsResponse::default().with_topics(results)
 }
 
+/// Every topic of the request failed with `code` and `message` (refused, say), nothing
+/// created.
+pub fn error(
+    req: &CreateTopicsRequest,
+    code: ResponseError,
+    message: &str,
+) -> CreateTopicsResponse {
+    let topics = req
+        .topics
+        .iter()
+        .map(|t| {
+            CreatableTopicResult::default()
+                .with_name(t.name.clone())
+                .with_error_code(code.code())
+                .with_error_message(Some(StrBytes::from_string(message.to_string())))
+        })
+        .collect();
+    CreateTopicsResponse::default().with_topics(topics)
+}
+
 async fn create(
     ctx: &Ctx,
     name: &str,

@@ -20,7 +20,8 @@ pub async fn handle(ctx: &Ctx, req: DeleteGroupsRequest) -> DeleteGroupsResponse
     DeleteGroupsResponse::default().with_results(results)
 }
 
-/// Every group of the request failed with `code` (it could not reach a group's owner, say).
+/// Every group of the request failed with `code` (it could not reach a group's owner, or the
+/// client may not delete groups, say).
 pub fn error(req: &DeleteGroupsRequest, code: ResponseError) -> DeleteGroupsResponse {
     let results = req.groups_names.iter().map(|g| failed(g, code)).collect();
     DeleteGroupsResponse::default().with_results(results)

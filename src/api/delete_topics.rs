@@ -41,3 +41,29 @@ pub async fn handle(ctx: &Ctx, version: i16, req: DeleteTopicsRequest) -> Delete
     }
     DeleteTopicsResponse::default().with_responses(responses)
 }
+
+/// Every topic of the request failed with `code` and `message` (refused, say), each named
+/// as the request named it (v6+: by name, by id or both), nothing looked up or deleted.
+pub fn error(
+    req: &DeleteTopicsRequest,
+    version: i16,
+    code: ResponseError,
+    message: &str,
+) -> DeleteTopicsResponse {
+    let named: Vec<(Option<TopicName>, Uuid)> = if version >= 6 {
+        req.topics.iter().map(|t| (t.name.clone(), t.topic_id)).collect()
+    } else {
+        req.topic_names.iter().map(|n| (Some(n.clone()), Uuid::nil())).collect()
+    };
+    let responses = named
+        .into_iter()
+        .map(|(name, id)| {
+            DeletableTopicResult::default()
+                .with_name(name)
+                .with_topic_id(id)
+                .with_error_code(code.code())
+                .with_error_message(Some(StrBytes::from_string(message.to_string())))
+        })
+        .collect();
+    DeleteTopicsResponse::default().with_responses(responses)
+}

@@ -1,18 +1,27 @@
 //! Metadata: kelp is the only broker and leads every partition; topics come from SeaweedFS.
+//! A missing topic is created when the request allows it, kelp is configured to, and the
+//! client may change the cluster (`authz`); a client that may not gets
+//! TOPIC_AUTHORIZATION_FAILED for that topic, as from Kafka (auto-creation needs CREATE).
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
-use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::messages::{ApiKey, BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
 use super::describe_cluster::AUTHORIZED_OPERATIONS_OMITTED;
+use crate::authz::{self, Authority};
 use crate::ctx::Ctx;
 use crate::protocol::topic_name;
 
-pub async fn handle(ctx: &Ctx, version: i16, req: MetadataRequest) -> MetadataResponse {
+pub async fn handle(
+    ctx: &Ctx,
+    version: i16,
+    authority: Authority,
+    req: MetadataRequest,
+) -> MetadataResponse {
     let me = BrokerId(ctx.config.node_id);
     // v0: an empty list means "all topics"; v1+: null means all, empty means none.
     let wanted: Option<Vec<(Option<String>, Uuid)>> = match req.topics {
@@ -25,6 +34,8 @@ pub async fn handle(ctx: &Ctx, version: i16, req: MetadataRequest) -> MetadataRe
     // Before v4 a Metadata request always allowed auto-creation.
     let allow_create =
         ctx.config.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
+    let create = allow_create && authority.may_alter_cluster();
+    let mut refused = false;
     let default = ctx.config.default_partitions as u32;
 
     let mut topics = Vec::new();
@@ -61,8 +72,14 @@ pub async fn handle(ctx: &Ctx, version: i16, req: MetadataRequest) -> MetadataRe
                     ));
                     continue;
                 }
-                let r = match ctx.topics.ensure(&name, allow_create, default).await {
+                let r = match ctx.topics.ensure(&name, create, default).await {
                     Ok(Some(n)) => Ok(n),
+                    // Missing, and this client may not create it: Kafka's answer when CREATE
+                    // on the cluster and on the topic is denied.
+                    Ok(None) if allow_create && !create => {
+                        refused = true;
+                        Err(ResponseError::TopicAuthorizationFailed)
+                    }
                     Ok(None) => Err(ResponseError::UnknownTopicOrPartition),
                     Err(e) => {
                         tracing::warn!(error = %e, "topic lookup failed");
@@ -72,6 +89,9 @@ pub async fn handle(ctx: &Ctx, version: i16, req: MetadataRequest) -> MetadataRe
                 topics.push(topic(ctx, me, &name, r));
             }
         }
+    }
+    if refused {
+        authz::refused(ApiKey::Metadata, authority);
     }
     base(ctx, me).with_topics(topics)
 }

@@ -32,15 +32,23 @@ pub mod sync_group;
 
 use kafka_protocol::messages::{RequestKind, ResponseKind};
 
+use crate::authz::{self, Authority};
 use crate::ctx::Ctx;
 use crate::protocol::{Body, Reply, Request};
 use crate::session::Session;
 
 /// Answer one request here, at this kelp. `None` means no response is sent (Produce with
 /// acks=0). `session` is the connection's (SASL state); requests from a peer kelp come with
-/// a trusted one. Whether a request is answered here or by another kelp was decided before
-/// (`routing`); nothing below forwards.
-pub async fn dispatch(ctx: &Ctx, session: &mut Session, request: Request) -> Option<Reply> {
+/// a trusted one. `authority` is what the client may do to the cluster: a cluster-wide
+/// request it may not make is refused here, before any handler runs (`authz`). Whether a
+/// request is answered here or by another kelp was decided before (`routing`); nothing below
+/// forwards.
+pub async fn dispatch(
+    ctx: &Ctx,
+    session: &mut Session,
+    authority: Authority,
+    request: Request,
+) -> Option<Reply> {
     let version = request.version;
     let kind = match request.body {
         Body::ApiVersionsTooNew => {
@@ -51,9 +59,14 @@ pub async fn dispatch(ctx: &Ctx, session: &mut Session, request: Request) -> Opt
         }
         Body::Kind(kind) => kind,
     };
+    if let Some(refused) = authz::refusal(authority, request.api_key, version, &kind) {
+        return Some(refused.into());
+    }
     let response = match kind {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions::handle(version)),
-        RequestKind::Metadata(r) => ResponseKind::Metadata(metadata::handle(ctx, version, r).await),
+        RequestKind::Metadata(r) => {
+            ResponseKind::Metadata(metadata::handle(ctx, version, authority, r).await)
+        }
         RequestKind::Produce(r) => ResponseKind::Produce(produce::handle(ctx, version, r).await?),
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(ctx, version, r).await),
         RequestKind::ListOffsets(r) => {

@@ -39,7 +39,9 @@ pub async fn handle(ctx: &Ctx, req: OffsetDeleteRequest) -> OffsetDeleteResponse
     OffsetDeleteResponse::default().with_topics(topics)
 }
 
-/// The whole request failed with `code` (it could not reach the group's owner, say).
+/// The whole request failed with `code` (it could not reach the group's owner, or the client
+/// may not delete offsets, say): OffsetDelete names one group, so Kafka puts a group-level
+/// error in the top-level code.
 pub fn error(code: ResponseError) -> OffsetDeleteResponse {
     OffsetDeleteResponse::default().with_error_code(code.code())
 }

@@ -8,7 +8,9 @@
 //! Around each request: the `Session` (SASL state: with SASL on, a connection that has not
 //! logged in may only send the login APIs), the client's quotas (charged here; a connection
 //! over quota is not read again until the throttle has passed, and for clients older than
-//! KIP-219 not even answered until then), then `routing` decides where it is answered.
+//! KIP-219 not even answered until then), what the client may do to the cluster (an
+//! `authz::Authority`, handed down with the request), then `routing` decides where it is
+//! answered.
 //!
 //! Owns: the request loop of a connection, its timeouts and its metrics. Does not own
 //! accepting (`listener`), framing (`protocol::frame`) or what a request does (`api`).
@@ -99,9 +101,10 @@ async fn serve_frames(
         let correlation_id = request.header.correlation_id;
         let span = debug_span!("request", api = ?key, version, correlation_id);
         let started = Instant::now();
+        let authority = session.authority(ctx.config.admin_apis, ctx.sasl.as_ref());
         let (conn, user) = session.quota_and_user();
         let governing = ctx.quotas.prepare(conn, user, &mut request);
-        let reply = routing::answer(ctx, &mut session, request).instrument(span).await;
+        let reply = routing::answer(ctx, &mut session, authority, request).instrument(span).await;
         let (reply, hold_before_reply) =
             ctx.quotas.settle(&mut session.quota, &governing, key, version, request_bytes, reply);
         metrics.observe_request(versions::name(key), started.elapsed());

@@ -4,9 +4,10 @@
 //! A different door from an application's connection: it accepts only the forwarded group
 //! APIs (`routing::FORWARDED`; anything else closes the connection, so the data path is not
 //! exposed on the pod network where the Kafka listener stays on loopback), and what applies
-//! to application connections (client quotas, authentication) was already applied by the
-//! kelp the application talks to. A request is answered here, whoever owns its group (the
-//! handlers answer NOT_COORDINATOR unless this kelp does): it is never forwarded again.
+//! to application connections (client quotas, authentication, the right to delete groups and
+//! offsets) was already applied by the kelp the application talks to. A request is answered
+//! here, whoever owns its group (the handlers answer NOT_COORDINATOR unless this kelp does):
+//! it is never forwarded again.
 //!
 //! Owns: the request loop of a peer connection. Does not own framing (`protocol::frame`)
 //! or what a group request does (`api`).
@@ -18,6 +19,7 @@ use tracing::{Instrument, debug, debug_span};
 
 use super::{ConnError, next_frame};
 use crate::api;
+use crate::authz::Authority;
 use crate::ctx::Ctx;
 use crate::protocol::frame::{self, FrameReader};
 use crate::protocol::{self, versions};
@@ -53,7 +55,8 @@ async fn serve_frames(
         let correlation_id = request.header.correlation_id;
         let span = debug_span!("forwarded", api = ?key, version, correlation_id);
         let started = Instant::now();
-        let reply = api::dispatch(ctx, &mut trusted, request).instrument(span).await;
+        let reply =
+            api::dispatch(ctx, &mut trusted, Authority::Forwarded, request).instrument(span).await;
         crate::metrics::global().observe_request(versions::name(key), started.elapsed());
         if let Some(reply) = reply {
             let out = protocol::encode_response(key, version, correlation_id, &reply)

@@ -14,11 +14,18 @@
 //!     password: alice-secret          # PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512
 //!   bob:                              # no password on disk; PLAIN still works for bob
 //!     scram-sha-256: {salt: <base64>, iterations: 8192, stored-key: <base64>, server-key: <base64>}
+//!   admin:
+//!     password: admin-secret
+//!     super-user: true                # may use the cluster-wide APIs (`authz`); default false
 //! ```
 //!
 //! Passwords are turned into SCRAM credentials (random salt, 4096 iterations) when the file is
 //! read and then dropped; PLAIN logins are checked against those credentials, so kelp holds
 //! no plaintext password in memory.
+//!
+//! `super-user` is the only right the file grants: what it allows is decided in `authz`. A
+//! file without it (as written before it existed) still parses, and then nobody is a
+//! super-user.
 
 pub mod scram;
 
@@ -93,6 +100,8 @@ struct UserDoc {
     scram_sha_256: Option<CredentialDoc>,
     #[serde(rename = "scram-sha-512")]
     scram_sha_512: Option<CredentialDoc>,
+    #[serde(rename = "super-user", default)]
+    super_user: bool,
 }
 
 #[derive(Deserialize)]
@@ -104,11 +113,12 @@ struct CredentialDoc {
     server_key: String,
 }
 
-/// One user's credentials, by hash.
+/// One user's credentials, by hash, and whether the user is a super-user.
 #[derive(Debug, Clone)]
 struct User {
     sha256: Option<Credential>,
     sha512: Option<Credential>,
+    super_user: bool,
 }
 
 impl User {
@@ -167,6 +177,7 @@ impl Users {
             let mut user = User {
                 sha256: stored(Hash::Sha256, u.scram_sha_256)?,
                 sha512: stored(Hash::Sha512, u.scram_sha_512)?,
+                super_user: u.super_user,
             };
             match u.password {
                 Some(p) if p.is_empty() => return Err(format!("user {name:?}: empty password")),
@@ -204,6 +215,16 @@ impl Users {
 
     pub fn is_empty(&self) -> bool {
         self.users.is_empty()
+    }
+
+    /// How many users are super-users.
+    pub fn super_users(&self) -> usize {
+        self.users.values().filter(|u| u.super_user).count()
+    }
+
+    /// Whether `user` is in the file and marked `super-user: true`.
+    pub fn is_super_user(&self, user: &str) -> bool {
+        self.users.get(user).is_some_and(|u| u.super_user)
     }
 
     fn credential(&self, user: &str, hash: Hash) -> Option<Credential> {
@@ -255,7 +276,12 @@ impl Sasl {
             .with_context(|| format!("{env}: reading {}", path.display()))?;
         let users =
             Users::parse(&text).map_err(|e| anyhow::anyhow!("{env}: {}: {e}", path.display()))?;
-        tracing::info!(users = users.len(), file = %path.display(), "SASL enabled");
+        tracing::info!(
+            users = users.len(),
+            super_users = users.super_users(),
+            file = %path.display(),
+            "SASL enabled"
+        );
         let sasl = Sasl::new(users);
         let shared = sasl.users.clone();
         tracker.spawn(crate::watch::poll(
@@ -266,7 +292,11 @@ impl Sasl {
             "SASL users",
             move |text| {
                 let users = Users::parse(text)?;
-                tracing::info!(users = users.len(), "SASL users file reloaded");
+                tracing::info!(
+                    users = users.len(),
+                    super_users = users.super_users(),
+                    "SASL users file reloaded"
+                );
                 *shared.write().expect("users lock") = Arc::new(users);
                 Ok(())
             },
@@ -283,6 +313,12 @@ impl Sasl {
 
     fn users(&self) -> Arc<Users> {
         self.users.read().expect("users lock").clone()
+    }
+
+    /// Whether `user` is a super-user in the users file in force now: a reloaded file
+    /// grants or revokes the right from the next request on, also on open connections.
+    pub fn is_super_user(&self, user: &str) -> bool {
+        self.users().is_super_user(user)
     }
 
     /// A credential for a user kelp does not know: stable for the process (a client probing
@@ -491,6 +527,40 @@ users:
             assert!(Users::parse(bad).is_err(), "{bad} accepted");
         }
         assert!(Users::parse("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn super_user_is_a_per_user_flag_that_defaults_to_false() {
+        let users = Users::parse(FILE).unwrap();
+        assert_eq!(users.super_users(), 0, "a file written before the flag grants nothing");
+        assert!(!users.is_super_user("alice"));
+
+        let users = Users::parse(
+            "users:\n  admin: {password: a, super-user: true}\n  app: {password: b, super-user: false}\n  other: {password: c}\n",
+        )
+        .unwrap();
+        assert_eq!(users.super_users(), 1);
+        assert!(users.is_super_user("admin"));
+        assert!(!users.is_super_user("app"));
+        assert!(!users.is_super_user("other"));
+        assert!(!users.is_super_user("nobody"), "not in the file");
+
+        for bad in [
+            "users: {a: {password: x, super-user: yes}}",
+            "users: {a: {password: x, super-user: 1}}",
+            "users: {a: {password: x, super_user: true}}",
+            "users: {a: {super-user: true}}",
+        ] {
+            assert!(Users::parse(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn a_reloaded_file_grants_and_revokes_super_user_at_once() {
+        let sasl = Sasl::new(Users::parse("users: {a: {password: x, super-user: true}}").unwrap());
+        assert!(sasl.is_super_user("a"));
+        *sasl.users.write().unwrap() = Arc::new(Users::parse("users: {a: {password: x}}").unwrap());
+        assert!(!sasl.is_super_user("a"));
     }
 
     #[test]
