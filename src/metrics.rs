@@ -53,6 +53,16 @@ pub struct SaslLabels {
     pub outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerHandshakeLabels {
+    /// `server` (the peer listener checked a kelp that connected) or `client` (this kelp
+    /// connected to another kelp's peer listener).
+    pub role: &'static str,
+    /// `ok`, `rejected` (a proof did not match the peer secret), `malformed` (not a kelp
+    /// handshake, or another version of it), `timeout` or `closed`.
+    pub outcome: &'static str,
+}
+
 fn throttle_histogram() -> Histogram {
     // 1 ms .. ~65 s
     Histogram::new(exponential_buckets(0.001, 2.0, 17))
@@ -79,6 +89,7 @@ pub struct Metrics {
     pub quota_bytes: Family<QuotaLabels, Counter>,
     pub quota_rules: Family<SourceLabels, Gauge>,
     pub sasl_authentications: Family<SaslLabels, Counter>,
+    pub peer_handshakes: Family<PeerHandshakeLabels, Counter>,
 }
 
 impl Metrics {
@@ -99,6 +110,7 @@ impl Metrics {
             quota_bytes: Family::default(),
             quota_rules: Family::default(),
             sasl_authentications: Family::default(),
+            peer_handshakes: Family::default(),
             registry: Registry::default(),
         };
         registry.register("requests", "Kafka requests answered, by API", m.requests.clone());
@@ -159,6 +171,11 @@ impl Metrics {
             "SASL logins, by mechanism and outcome",
             m.sasl_authentications.clone(),
         );
+        registry.register(
+            "peer_handshakes",
+            "Peer-link handshakes, by role (server: a kelp connected here; client: this kelp connected to one) and outcome; a failed one closes the connection",
+            m.peer_handshakes.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -206,6 +223,10 @@ impl Metrics {
         let outcome = if ok { "ok" } else { "failed" };
         self.sasl_authentications.get_or_create(&SaslLabels { mechanism, outcome }).inc();
     }
+
+    pub fn observe_peer_handshake(&self, role: &'static str, outcome: &'static str) {
+        self.peer_handshakes.get_or_create(&PeerHandshakeLabels { role, outcome }).inc();
+    }
 }
 
 static GLOBAL: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -228,6 +249,7 @@ mod tests {
         m.observe_throttle("produce", "default_client", Duration::from_millis(250));
         m.observe_quota_bytes("fetch", "user", 4096);
         m.observe_sasl("PLAIN", true);
+        m.observe_peer_handshake("server", "rejected");
         let text = m.render();
         for want in [
             "kelp_requests_total{api=\"Produce\"} 1",
@@ -238,6 +260,7 @@ mod tests {
             "kelp_quota_throttle_seconds_count{quota=\"produce\",entity=\"default_client\"} 1",
             "kelp_quota_bytes_total{quota=\"fetch\",entity=\"user\"} 4096",
             "kelp_sasl_authentications_total{mechanism=\"PLAIN\",outcome=\"ok\"} 1",
+            "kelp_peer_handshakes_total{role=\"server\",outcome=\"rejected\"} 1",
         ] {
             assert!(text.contains(want), "missing {want} in:\n{text}");
         }
