@@ -22,6 +22,7 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+#[expect(clippy::disallowed_methods, reason = "synchronous polling of a child process")]
 fn wait_exit(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
     let end = Instant::now() + within;
     while Instant::now() < end {
@@ -33,12 +34,34 @@ fn wait_exit(child: &mut Child, within: Duration) -> Option<std::process::ExitSt
     None
 }
 
+/// Arguments, environment, and what the error must name.
+type BadConfig<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+
 #[test]
 fn bad_configuration_exits_64_naming_the_setting() {
-    let cases: &[(&[&str], &[(&str, &str)], &str)] = &[
+    let short_secret = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(short_secret.path(), "too short\n").unwrap();
+    let short_secret = short_secret.path().to_str().unwrap();
+    let peer = ("KELP_PEER_LISTEN", "127.0.0.1:0");
+    let cases: &[BadConfig] = &[
         (&["serve", "--default-partitions", "0"], &[], "--default-partitions"),
         (&["serve"], &[("KELP_LISTEN", "not-an-address")], "--listen"),
         (&["serve"], &[("KELP_MAX_CONNECTIONS", "-3")], "--max-connections"),
+        // A peer listener without a secret, and without saying the network is trusted.
+        (&["serve"], &[peer], "KELP_PEER_SECRET_FILE"),
+        (&["dev"], &[peer], "KELP_PEER_SECRET_FILE"),
+        (
+            &["serve"],
+            &[peer, ("KELP_PEER_SECRET_FILE", "/nonexistent/kelp")],
+            "KELP_PEER_SECRET_FILE",
+        ),
+        (&["serve"], &[peer, ("KELP_PEER_SECRET_FILE", short_secret)], "KELP_PEER_SECRET_FILE"),
+        (
+            &["serve", "--peer-secret-file", short_secret],
+            &[peer, ("KELP_PEER_ALLOW_UNAUTHENTICATED", "true")],
+            "KELP_PEER_ALLOW_UNAUTHENTICATED",
+        ),
+        (&["serve"], &[("KELP_PEER_MAX_FRAME_BYTES", "100")], "--peer-max-frame-bytes"),
     ];
     for (args, env, name) in cases {
         let out = Command::new(KELP).args(*args).envs(env.iter().copied()).output().unwrap();
@@ -137,6 +160,7 @@ async fn reqwest_like_get(port: u16, path: &str) -> bool {
 }
 
 #[test]
+#[expect(clippy::disallowed_methods, reason = "a synchronous test polling kcat")]
 fn kelp_dev_serves_kafka_and_stops_seaweedfs_on_sigterm() {
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
