@@ -34,7 +34,8 @@
 //!
 //! Without a secret (`KELP_PEER_ALLOW_UNAUTHENTICATED=true`) there is no handshake at all and
 //! the first bytes on a peer connection are a Kafka frame. A kelp with a secret and one without
-//! cannot talk: each side's first bytes are garbage to the other, and the connection is closed.
+//! cannot talk: either both wait (one for a hello, the other for a frame) until the handshake's
+//! time is up, or one reads the other's first bytes as an impossible frame length and closes.
 //!
 //! Owns: the handshake's wire format, both of its sides, the secret and its file, and counting
 //! outcomes (`kelp_peer_handshakes_total`). Does not own when peer connections are made

@@ -99,9 +99,10 @@ impl Peers {
     }
 }
 
-/// The peer secret, read from `KELP_PEER_SECRET_FILE` when a peer listener is configured
-/// (`Config::validate` has made sure one of the two is set). `None` without a peer listener,
-/// or with `KELP_PEER_ALLOW_UNAUTHENTICATED`. Errors are `ConfigError`s naming the variable.
+/// The peer secret, read from `KELP_PEER_SECRET_FILE` when a peer listener is configured,
+/// after `Config::validate` (which refuses a peer listener with neither the secret nor
+/// `KELP_PEER_ALLOW_UNAUTHENTICATED`, or with both). `None` without a peer listener, or with
+/// the opt-out. Errors are `ConfigError`s naming the variable.
 pub fn load_secret(config: &Config) -> Result<Option<Secret>, config::ConfigError> {
     config.validate()?;
     match (&config.peer_listen, &config.peer_secret_file) {
