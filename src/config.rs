@@ -10,6 +10,16 @@ use std::time::Duration;
 
 use clap::Args;
 
+/// A setting, or a combination of settings, kelp cannot run with. `kelp serve` exits 64 on it
+/// (EX_USAGE), naming the setting, before it binds any port.
+#[derive(Debug, thiserror::Error)]
+#[error("{setting}: {reason}")]
+pub struct ConfigError {
+    /// The `KELP_*` variable to change.
+    pub setting: &'static str,
+    pub reason: String,
+}
+
 pub const ENV_LISTEN: &str = "KELP_LISTEN";
 pub const ENV_ADMIN_LISTEN: &str = "KELP_ADMIN_LISTEN";
 pub const ENV_ADVERTISED_LISTENER: &str = "KELP_ADVERTISED_LISTENER";
@@ -37,6 +47,9 @@ pub const ENV_ADMIN_APIS: &str = "KELP_ADMIN_APIS";
 // Consumer groups whose members talk to different kelps (docs/consumer-groups.md).
 pub const ENV_PEER_LISTEN: &str = "KELP_PEER_LISTEN";
 pub const ENV_PEER_ADVERTISED: &str = "KELP_PEER_ADVERTISED";
+pub const ENV_PEER_SECRET_FILE: &str = "KELP_PEER_SECRET_FILE";
+pub const ENV_PEER_ALLOW_UNAUTHENTICATED: &str = "KELP_PEER_ALLOW_UNAUTHENTICATED";
+pub const ENV_PEER_MAX_FRAME_BYTES: &str = "KELP_PEER_MAX_FRAME_BYTES";
 pub const ENV_GROUP_LEASE_MS: &str = "KELP_GROUP_LEASE_MS";
 
 // Settings of `kelp webhook` (the admission webhook that injects kelp into pods); see
@@ -153,7 +166,8 @@ pub struct Config {
 
     /// Address of the peer listener, where other kelps forward the requests of consumer
     /// groups this kelp owns. Off unless set: then this kelp runs every group itself, as a
-    /// kelp alone does (members of one group must then all talk to this kelp).
+    /// kelp alone does (members of one group must then all talk to this kelp). Needs
+    /// `peer_secret_file`, or `peer_allow_unauthenticated` to say it may go without.
     #[arg(long, env = ENV_PEER_LISTEN)]
     pub peer_listen: Option<SocketAddr>,
 
@@ -162,6 +176,28 @@ pub struct Config {
     /// this kelp uses to reach the SeaweedFS master (in Kubernetes, the pod IP).
     #[arg(long, env = ENV_PEER_ADVERTISED)]
     pub peer_advertised: Option<String>,
+
+    /// File holding the peer link's shared secret (at least 16 bytes once surrounding
+    /// whitespace is trimmed; in Kubernetes, a mounted Secret). Every kelp sharing groups must
+    /// have the same one: a peer connection starts with a handshake in which both kelps prove
+    /// they know it (`peer::handshake`), and one that cannot is closed. Read once at start.
+    /// Required with a peer listener unless `peer_allow_unauthenticated` is set.
+    #[arg(long, env = ENV_PEER_SECRET_FILE)]
+    pub peer_secret_file: Option<PathBuf>,
+
+    /// Run the peer link without authentication: anyone who reaches the peer port can then
+    /// commit offsets, delete groups and remove members, bypassing SASL and quotas. Only for a
+    /// network where every host that can reach the port is trusted (one host, tests). Must
+    /// not be combined with `peer_secret_file`.
+    #[arg(long, env = ENV_PEER_ALLOW_UNAUTHENTICATED, default_value_t = false, action = clap::ArgAction::Set)]
+    pub peer_allow_unauthenticated: bool,
+
+    /// Largest frame on the peer link, in either direction: a forwarded group request or its
+    /// answer. Group requests are small; a larger length prefix closes the peer connection,
+    /// and a forward that would need a larger frame is not sent (the client gets
+    /// COORDINATOR_NOT_AVAILABLE). Keep it the same on every kelp.
+    #[arg(long, env = ENV_PEER_MAX_FRAME_BYTES, default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u32).range(1024..))]
+    pub peer_max_frame_bytes: u32,
 
     /// Lifetime of a group-ownership lease in the filer, in milliseconds (the filer counts
     /// whole seconds, so it is rounded up to one). The owner renews it every third of that
@@ -189,6 +225,33 @@ impl Config {
             .and_then(|v| v.to_str())
             .and_then(|v| v.parse().ok())
             .expect("shutdown_grace_ms has a numeric default")
+    }
+
+    /// Rules between settings that clap cannot express. Pure (no file is read), so it runs
+    /// before anything starts; `kelp::start` runs it too.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.peer_listen.is_none() {
+            return Ok(());
+        }
+        match (&self.peer_secret_file, self.peer_allow_unauthenticated) {
+            (Some(_), false) | (None, true) => Ok(()),
+            (None, false) => Err(ConfigError {
+                setting: ENV_PEER_SECRET_FILE,
+                reason: format!(
+                    "the peer listener ({ENV_PEER_LISTEN}) needs a shared secret: set \
+                     {ENV_PEER_SECRET_FILE} (--peer-secret-file) to a file holding it, or \
+                     {ENV_PEER_ALLOW_UNAUTHENTICATED}=true if every host that can reach the \
+                     peer port is trusted"
+                ),
+            }),
+            (Some(_), true) => Err(ConfigError {
+                setting: ENV_PEER_ALLOW_UNAUTHENTICATED,
+                reason: format!(
+                    "set together with {ENV_PEER_SECRET_FILE}; choose one: the secret \
+                     (authenticated peers) or no authentication"
+                ),
+            }),
+        }
     }
 
     pub fn upstream_timeout(&self) -> Duration {
@@ -336,6 +399,39 @@ mod tests {
         assert!(err.contains("--group-lease-ms"), "{err}");
         let err = Config::from_args(["--peer-listen", "nowhere"]).unwrap_err().to_string();
         assert!(err.contains("--peer-listen"), "{err}");
+        let err = Config::from_args(["--peer-max-frame-bytes", "10"]).unwrap_err().to_string();
+        assert!(err.contains("--peer-max-frame-bytes"), "{err}");
+    }
+
+    #[test]
+    fn a_peer_listener_needs_a_secret_or_an_explicit_opt_out() {
+        let defaults = Config::from_args(Vec::<String>::new()).unwrap();
+        assert_eq!(defaults.peer_max_frame_bytes, 1024 * 1024);
+        assert!(!defaults.peer_allow_unauthenticated);
+        defaults.validate().expect("no peer listener, nothing to authenticate");
+
+        let bare = Config::from_args(["--peer-listen", "127.0.0.1:0"]).unwrap();
+        let err = bare.validate().unwrap_err();
+        assert_eq!(err.setting, ENV_PEER_SECRET_FILE);
+        let text = err.to_string();
+        assert!(text.starts_with(ENV_PEER_SECRET_FILE), "{text}");
+        assert!(text.contains(ENV_PEER_ALLOW_UNAUTHENTICATED), "names the opt-out: {text}");
+
+        let secret = ["--peer-listen", "127.0.0.1:0", "--peer-secret-file", "/run/s"];
+        Config::from_args(secret).unwrap().validate().unwrap();
+        let open = ["--peer-listen", "127.0.0.1:0", "--peer-allow-unauthenticated", "true"];
+        Config::from_args(open).unwrap().validate().unwrap();
+
+        let both = Config::from_args([
+            "--peer-listen",
+            "127.0.0.1:0",
+            "--peer-secret-file",
+            "/run/s",
+            "--peer-allow-unauthenticated",
+            "true",
+        ])
+        .unwrap();
+        assert_eq!(both.validate().unwrap_err().setting, ENV_PEER_ALLOW_UNAUTHENTICATED);
     }
 }
 

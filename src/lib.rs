@@ -53,7 +53,7 @@ pub(crate) mod group;
 pub(crate) mod listener;
 pub(crate) mod memory;
 pub mod metrics;
-pub(crate) mod peer;
+pub mod peer;
 pub(crate) mod producers;
 pub mod protocol;
 pub mod quota;
@@ -110,6 +110,9 @@ impl Running {
 /// Returns once the listener is bound; SeaweedFS is contacted lazily by requests (and by
 /// [`wait_for_seaweedfs`] when a caller wants to know it answers).
 pub async fn start(config: Config) -> anyhow::Result<Running> {
+    // Settings are checked (and the peer secret read) before anything connects or binds; the
+    // errors are `ConfigError`s, on which `kelp serve` exits 64.
+    let peer_secret = peer::load_secret(&config)?;
     // The tracker exists before anything that spawns: SeaweedFS's publish streams run on it,
     // so the drain waits for them as it does for connections.
     let cancel = CancellationToken::new();
@@ -173,7 +176,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             cancel.clone(),
             &tracker,
         ),
-        peers: peer::Peers::new(&config, cancel.clone()),
+        peers: peer::Peers::new(&config, peer_secret, cancel.clone()),
         memory: memory::Memory::new(config.memory_budget_bytes),
         quotas,
         sasl,
@@ -206,7 +209,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         None => None,
         Some((l, advertised)) => {
             let bound = l.local_addr()?;
-            tracing::info!(%bound, %advertised, "serving peer kelps");
+            let authenticated = ctx.peers.secret().is_some();
+            tracing::info!(%bound, %advertised, authenticated, "serving peer kelps");
+            if !authenticated {
+                tracing::warn!(
+                    setting = config::ENV_PEER_ALLOW_UNAUTHENTICATED,
+                    "the peer listener accepts group requests from anyone who reaches it"
+                );
+            }
             let door = Door { name: "peer", max_connections };
             let (ctx, stop) = (ctx.clone(), cancel.clone());
             tracker.spawn(listener::serve(

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use kelp::config::{Config, ENV_LOG};
+use kelp::config::{Config, ConfigError, ENV_LOG};
 
 #[derive(Parser)]
 #[command(name = "kelp", version, about = "Kafka protocol in front of SeaweedFS MQ")]
@@ -52,6 +52,13 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // Rules between settings, before `kelp dev` starts a SeaweedFS for nothing.
+    if let Command::Serve(config) | Command::Dev(config) = &cli.command
+        && let Err(e) = config.validate()
+    {
+        tracing::error!(error = %e, "bad configuration");
+        return ExitCode::from(EXIT_CONFIG);
+    }
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let result = runtime.block_on(async {
@@ -63,6 +70,11 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // A setting found wrong once kelp looked further (e.g. an unreadable secret file).
+        Err(e) if e.chain().any(|c| c.is::<ConfigError>()) => {
+            tracing::error!(error = format!("{e:#}"), "bad configuration");
+            ExitCode::from(EXIT_CONFIG)
+        }
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "kelp stopped");
             ExitCode::FAILURE

@@ -53,6 +53,16 @@ pub struct SaslLabels {
     pub outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerHandshakeLabels {
+    /// `server` (the peer listener checked a kelp that connected) or `client` (this kelp
+    /// connected to another kelp's peer listener).
+    pub role: &'static str,
+    /// `ok`, `rejected` (a proof did not match the peer secret), `malformed` (not a kelp
+    /// handshake, or another version of it), `timeout` or `closed`.
+    pub outcome: &'static str,
+}
+
 fn throttle_histogram() -> Histogram {
     // 1 ms .. ~65 s
     Histogram::new(exponential_buckets(0.001, 2.0, 17))
@@ -80,6 +90,7 @@ pub struct Metrics {
     pub quota_rules: Family<SourceLabels, Gauge>,
     pub sasl_authentications: Family<SaslLabels, Counter>,
     pub authorization_refusals: Family<ApiLabels, Counter>,
+    pub peer_handshakes: Family<PeerHandshakeLabels, Counter>,
 }
 
 impl Metrics {
@@ -101,6 +112,7 @@ impl Metrics {
             quota_rules: Family::default(),
             sasl_authentications: Family::default(),
             authorization_refusals: Family::default(),
+            peer_handshakes: Family::default(),
             registry: Registry::default(),
         };
         registry.register("requests", "Kafka requests answered, by API", m.requests.clone());
@@ -166,6 +178,11 @@ impl Metrics {
             "Requests refused because the client may not change the cluster, by API",
             m.authorization_refusals.clone(),
         );
+        registry.register(
+            "peer_handshakes",
+            "Peer-link handshakes, by role (server: a kelp connected here; client: this kelp connected to one) and outcome; a failed one closes the connection",
+            m.peer_handshakes.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -218,6 +235,11 @@ impl Metrics {
     pub fn observe_refusal(&self, api: &'static str) {
         self.authorization_refusals.get_or_create(&ApiLabels { api }).inc();
     }
+
+    /// A peer-link handshake and how it ended (`peer::handshake`).
+    pub fn observe_peer_handshake(&self, role: &'static str, outcome: &'static str) {
+        self.peer_handshakes.get_or_create(&PeerHandshakeLabels { role, outcome }).inc();
+    }
 }
 
 static GLOBAL: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -241,6 +263,7 @@ mod tests {
         m.observe_quota_bytes("fetch", "user", 4096);
         m.observe_sasl("PLAIN", true);
         m.observe_refusal("CreateTopics");
+        m.observe_peer_handshake("server", "rejected");
         let text = m.render();
         for want in [
             "kelp_requests_total{api=\"Produce\"} 1",
@@ -252,6 +275,7 @@ mod tests {
             "kelp_quota_bytes_total{quota=\"fetch\",entity=\"user\"} 4096",
             "kelp_sasl_authentications_total{mechanism=\"PLAIN\",outcome=\"ok\"} 1",
             "kelp_authorization_refusals_total{api=\"CreateTopics\"} 1",
+            "kelp_peer_handshakes_total{role=\"server\",outcome=\"rejected\"} 1",
         ] {
             assert!(text.contains(want), "missing {want} in:\n{text}");
         }

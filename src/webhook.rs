@@ -28,9 +28,9 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 pub use inject::{
-    CONTAINER_NAME, INJECT_ANNOTATION, INJECTED_ANNOTATION, InjectSettings,
-    NATIVE_SIDECAR_MIN_MINOR, Outcome, escape_pointer, mutate, native_sidecar, parse_kube_version,
-    review,
+    CONTAINER_NAME, HOST_NETWORK_REFUSAL, INJECT_ANNOTATION, INJECTED_ANNOTATION, InjectSettings,
+    NATIVE_SIDECAR_MIN_MINOR, Outcome, SIDECAR_LABEL, escape_pointer, mutate, native_sidecar,
+    parse_kube_version, review,
 };
 pub use tls::{ReloadingCert, provider as tls_provider};
 
@@ -184,6 +184,9 @@ fn review_and_log(request: &Value, settings: &InjectSettings) -> (Value, Outcome
     match &outcome {
         Outcome::Injected { native } => info!(namespace, pod = name, native, "kelp injected"),
         Outcome::Skipped(reason) => debug!(namespace, pod = name, reason, "pod left alone"),
+        Outcome::Refused(why) => {
+            warn!(namespace, pod = name, reason = why, "pod admitted without kelp")
+        }
         Outcome::Failed(why) => {
             warn!(namespace, pod = name, error = why.as_str(), "pod admitted without kelp")
         }

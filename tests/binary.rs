@@ -33,15 +33,34 @@ fn wait_exit(child: &mut Child, within: Duration) -> Option<std::process::ExitSt
     None
 }
 
-/// Arguments, environment, and the setting the error message must name.
-type ConfigCase<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+/// Arguments, environment, and what the error must name.
+type BadConfig<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
 
 #[test]
 fn bad_configuration_exits_64_naming_the_setting() {
-    let cases: &[ConfigCase] = &[
+    let short_secret = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(short_secret.path(), "too short\n").unwrap();
+    let short_secret = short_secret.path().to_str().unwrap();
+    let peer = ("KELP_PEER_LISTEN", "127.0.0.1:0");
+    let cases: &[BadConfig] = &[
         (&["serve", "--default-partitions", "0"], &[], "--default-partitions"),
         (&["serve"], &[("KELP_LISTEN", "not-an-address")], "--listen"),
         (&["serve"], &[("KELP_MAX_CONNECTIONS", "-3")], "--max-connections"),
+        // A peer listener without a secret, and without saying the network is trusted.
+        (&["serve"], &[peer], "KELP_PEER_SECRET_FILE"),
+        (&["dev"], &[peer], "KELP_PEER_SECRET_FILE"),
+        (
+            &["serve"],
+            &[peer, ("KELP_PEER_SECRET_FILE", "/nonexistent/kelp")],
+            "KELP_PEER_SECRET_FILE",
+        ),
+        (&["serve"], &[peer, ("KELP_PEER_SECRET_FILE", short_secret)], "KELP_PEER_SECRET_FILE"),
+        (
+            &["serve", "--peer-secret-file", short_secret],
+            &[peer, ("KELP_PEER_ALLOW_UNAUTHENTICATED", "true")],
+            "KELP_PEER_ALLOW_UNAUTHENTICATED",
+        ),
+        (&["serve"], &[("KELP_PEER_MAX_FRAME_BYTES", "100")], "--peer-max-frame-bytes"),
     ];
     for (args, env, name) in cases {
         let out = Command::new(KELP).args(*args).envs(env.iter().copied()).output().unwrap();

@@ -31,7 +31,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
-use common::kelp::{Kelp, KelpProcess};
+use common::kelp::{Kelp, KelpProcess, peer_secret};
 use common::python::PythonConsumer;
 use common::raw::Raw;
 
@@ -818,14 +818,14 @@ mod wire {
 
         // The owner's peer listener serves the group; another kelp's peer listener refuses it
         // (NOT_COORDINATOR), and refuses non-group APIs by closing the connection.
-        let mut owner_peer = Raw::connect(owner.peer.unwrap()).await;
+        let mut owner_peer = Raw::connect_peer(owner.peer.unwrap(), &peer_secret()).await;
         let ResponseKind::Heartbeat(r) =
             owner_peer.call(ApiKey::Heartbeat, 4, heartbeat(&group, &member, generation)).await
         else {
             panic!()
         };
         assert_eq!(r.error_code, 0);
-        let mut other_peer = Raw::connect(other.peer.unwrap()).await;
+        let mut other_peer = Raw::connect_peer(other.peer.unwrap(), &peer_secret()).await;
         let ResponseKind::Heartbeat(r) =
             other_peer.call(ApiKey::Heartbeat, 4, heartbeat(&group, &member, generation)).await
         else {
@@ -885,5 +885,118 @@ mod wire {
         assert!(!again.is_empty());
         assert_eq!(owner_of(&sw, &group).await, Some(other.peer.unwrap().to_string()));
         assert!(other.stop().await);
+    }
+
+    /// What a peer listener holds for whoever reaches it without the peer secret: the hello,
+    /// and then a closed connection. Each attempt below carries a DeleteGroups for a live
+    /// group (as an attacker would); the group is still there afterwards, and forwarding
+    /// between the two kelps, which do know the secret, works throughout.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_peer_without_the_secret_is_refused_and_the_kelps_keep_serving() {
+        use kelp::peer::handshake::{self, ANSWER_LEN, HELLO_LEN, HandshakeError, PROOF_LEN};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let seaweedfs = common::seaweedfs().await;
+        let sw = seaweed(&seaweedfs).await;
+        let (owner, other) = (peer_kelp(&seaweedfs).await, peer_kelp(&seaweedfs).await);
+        let peer_port = owner.peer.unwrap();
+        let group = common::unique_name("guarded");
+        let mut via_owner = Raw::connect(owner.addr).await;
+        let (member, generation) = sole_member(&mut via_owner, &group).await;
+        assert_eq!(owner_of(&sw, &group).await, Some(peer_port.to_string()));
+
+        // A connection that never speaks is closed once the handshake's time is up.
+        let mut silent = Raw::connect(peer_port).await;
+        let silent = tokio::spawn(async move {
+            let started = Instant::now();
+            let mut hello = [0u8; HELLO_LEN];
+            silent.stream.read_exact(&mut hello).await.expect("the hello");
+            assert!(silent.closed().await, "a silent connection is closed");
+            started.elapsed()
+        });
+
+        let delete = RequestKind::DeleteGroups(
+            DeleteGroupsRequest::default().with_groups_names(vec![gid(&group)]),
+        );
+        // What follows a refusal: nothing but the end of the connection.
+        async fn refused_after(c: &mut Raw, delete: &RequestKind) {
+            let frame = c.frame(ApiKey::DeleteGroups, 2, delete);
+            // The write may already fail: the listener closed first.
+            let _ = c.stream.write_all(&frame).await;
+            let mut rest = Vec::new();
+            let read = tokio::time::timeout(common::raw::TIMEOUT, c.stream.read_to_end(&mut rest));
+            match read.await.expect("closed in time") {
+                Ok(_) => assert!(rest.is_empty(), "no answer after a refusal: {rest:?}"),
+                Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+            }
+        }
+
+        // 1. No handshake: a Kafka frame straight away. The listener's hello comes first, then
+        //    the frame is read as a (malformed) answer and the connection closed.
+        let mut plain = Raw::connect(peer_port).await;
+        let frame = plain.frame(ApiKey::DeleteGroups, 2, &delete);
+        plain.send_bytes(&frame).await;
+        let mut hello = [0u8; HELLO_LEN];
+        plain.stream.read_exact(&mut hello).await.expect("the hello");
+        assert_eq!(&hello[..8], b"KELPPEER");
+        refused_after(&mut plain, &delete).await;
+
+        // 2. The wrong secret: the listener proves nothing back and closes.
+        let wrong = handshake::Secret::new(b"not-the-peer-secret-of-these-kelps").unwrap();
+        let mut guess = Raw::connect(peer_port).await;
+        let err = handshake::connect(&mut guess.stream, &wrong).await.unwrap_err();
+        assert!(matches!(err, HandshakeError::Refused), "{err}");
+        refused_after(&mut guess, &delete).await;
+
+        // 3. A replayed answer: one recorded from a genuine handshake, sent on a new
+        //    connection, whose hello carries a new nonce.
+        let mut genuine = Raw::connect(peer_port).await;
+        genuine.stream.read_exact(&mut hello).await.expect("the hello");
+        let recorded: [u8; ANSWER_LEN] = handshake::answer(
+            &peer_secret(),
+            &handshake::parse_hello(&hello).unwrap(),
+            &handshake::new_nonce(),
+        );
+        genuine.stream.write_all(&recorded).await.unwrap();
+        let mut proof = [0u8; PROOF_LEN];
+        genuine.stream.read_exact(&mut proof).await.expect("the genuine answer is accepted");
+        let mut replay = Raw::connect(peer_port).await;
+        let mut second_hello = [0u8; HELLO_LEN];
+        replay.stream.read_exact(&mut second_hello).await.expect("the hello");
+        assert_ne!(second_hello, hello, "every connection gets a new nonce");
+        replay.stream.write_all(&recorded).await.unwrap();
+        refused_after(&mut replay, &delete).await;
+
+        // 4. Past the handshake, a frame over the peer link's limit closes the connection.
+        let mut big = Raw::connect_peer(peer_port, &peer_secret()).await;
+        big.send_bytes(&(2 * 1024 * 1024i32).to_be_bytes()).await;
+        big.send_bytes(&[0u8; 1024]).await;
+        assert!(big.closed().await, "an oversized peer frame closes the connection");
+
+        // The group was never deleted, and both kelps go on serving it: its member (well
+        // within its 6 s session) heartbeats through the other kelp, forwarded over an
+        // authenticated connection, and through the owner.
+        for via in [other.addr, owner.addr] {
+            let mut c = Raw::connect(via).await;
+            let ResponseKind::Heartbeat(r) =
+                c.call(ApiKey::Heartbeat, 4, heartbeat(&group, &member, generation)).await
+            else {
+                panic!()
+            };
+            assert_eq!(r.error_code, 0, "heartbeat through {via}");
+        }
+        let took = silent.await.unwrap();
+        assert!(
+            took >= Duration::from_secs(4) && took < Duration::from_secs(15),
+            "the handshake's time limit (5 s) closed the silent connection after {took:?}"
+        );
+        let metrics = kelp::metrics::global().render();
+        for outcome in ["ok", "rejected", "malformed", "timeout"] {
+            let line =
+                format!("kelp_peer_handshakes_total{{role=\"server\",outcome=\"{outcome}\"}}");
+            assert!(metrics.contains(&line), "{line} in\n{metrics}");
+        }
+        assert!(other.stop().await);
+        assert!(owner.stop().await);
     }
 }

@@ -54,6 +54,11 @@ fn kelp_container(native: bool) -> Value {
     c
 }
 
+/// The label op on a pod that has labels already (every fixture pod does).
+fn sidecar_label() -> Value {
+    json!({ "op": "add", "path": "/metadata/labels/kelp.io~1sidecar", "value": "true" })
+}
+
 fn bootstrap() -> Value {
     json!({ "name": "KAFKA_BOOTSTRAP_SERVERS", "value": "127.0.0.1:9092" })
 }
@@ -166,6 +171,7 @@ fn opted_in_pod_on_1_29_gets_a_native_sidecar_as_the_first_init_container() {
             json!({ "op": "add", "path": "/spec/containers/0/env/-", "value": bootstrap() }),
             json!({ "op": "add", "path": "/spec/initContainers/0", "value": kelp_container(true) }),
             json!({ "op": "add", "path": "/metadata/annotations/kelp.io~1injected", "value": "true" }),
+            sidecar_label(),
         ]
     );
 }
@@ -185,6 +191,7 @@ fn opted_in_pod_on_1_28_gets_a_plain_container_after_the_apps() {
             json!({ "op": "add", "path": "/spec/containers/0/env", "value": [bootstrap()] }),
             json!({ "op": "add", "path": "/spec/containers/-", "value": kelp_container(false) }),
             json!({ "op": "add", "path": "/metadata/annotations/kelp.io~1injected", "value": "true" }),
+            sidecar_label(),
         ]
     );
 }
@@ -209,6 +216,7 @@ fn pod_without_init_containers_gets_the_whole_list() {
             json!({ "op": "add", "path": "/spec/containers/0/env/-", "value": bootstrap() }),
             json!({ "op": "add", "path": "/spec/initContainers", "value": [kelp_container(true)] }),
             json!({ "op": "add", "path": "/metadata/annotations/kelp.io~1injected", "value": "true" }),
+            sidecar_label(),
         ]
     );
 }
@@ -227,6 +235,7 @@ fn pod_opted_in_by_label_without_annotations_gets_the_annotation_map() {
             json!({ "op": "add", "path": "/spec/containers/0/env/-", "value": bootstrap() }),
             json!({ "op": "add", "path": "/spec/containers/-", "value": kelp_container(false) }),
             json!({ "op": "add", "path": "/metadata/annotations", "value": { "kelp.io/injected": "true" } }),
+            sidecar_label(),
         ]
     );
 }
@@ -282,6 +291,54 @@ fn already_injected_pod_is_not_injected_again() {
 }
 
 #[test]
+fn a_pod_without_labels_gets_the_label_map() {
+    let mut pod = app_pod();
+    pod["metadata"] = json!({
+        "generateName": "orders-",
+        "labels": null,
+        "annotations": { "kelp.io/inject": "true" }
+    });
+    let ops = patch_of(&mutate(&admission_review(pod), &settings_for("v1.29.0")));
+    assert_eq!(
+        ops.last().unwrap(),
+        &json!({ "op": "add", "path": "/metadata/labels", "value": { "kelp.io/sidecar": "true" } })
+    );
+}
+
+/// kelp in a host-network pod would open its ports in the node's network namespace: the
+/// webhook refuses it, visibly (a warning `kubectl` prints), without blocking the pod.
+#[test]
+fn a_host_network_pod_is_admitted_without_kelp_and_with_a_warning() {
+    let settings = settings_for("v1.29.0");
+    let mut pod = app_pod();
+    pod["spec"]["hostNetwork"] = json!(true);
+    let (response, outcome) = review(&admission_review(pod.clone()), &settings);
+    let warning = assert_allowed_with_warning(&response);
+    assert!(warning.starts_with("kelp was not injected: "), "{warning}");
+    assert!(warning.contains("hostNetwork"), "{warning}");
+    assert_eq!(outcome, Outcome::Refused(kelp::webhook::HOST_NETWORK_REFUSAL));
+
+    // hostNetwork: false (or null) is the ordinary case.
+    for value in [json!(false), Value::Null] {
+        pod["spec"]["hostNetwork"] = value;
+        let (_, outcome) = review(&admission_review(pod.clone()), &settings);
+        assert_eq!(outcome, Outcome::Injected { native: true });
+    }
+    // A pod that already runs kelp is left alone before hostNetwork is looked at.
+    pod["spec"]["hostNetwork"] = json!(true);
+    pod["metadata"]["annotations"]["kelp.io/injected"] = json!("true");
+    let (response, outcome) = review(&admission_review(pod.clone()), &settings);
+    assert_untouched(&response);
+    assert_eq!(outcome, Outcome::Skipped("already injected"));
+    // Not a boolean: a malformed pod, allowed with a warning like any other.
+    let mut odd = app_pod();
+    odd["spec"]["hostNetwork"] = json!("yes");
+    let (response, outcome) = review(&admission_review(odd), &settings);
+    assert!(assert_allowed_with_warning(&response).contains("spec.hostNetwork"));
+    assert!(matches!(outcome, Outcome::Failed(_)));
+}
+
+#[test]
 fn applying_the_patch_gives_an_injected_pod_that_a_second_review_leaves_alone() {
     for (version, native) in [("v1.29.0", true), ("v1.28.0", false)] {
         let settings = settings_for(version);
@@ -302,6 +359,11 @@ fn applying_the_patch_gives_an_injected_pod_that_a_second_review_leaves_alone() 
             json!([{ "name": "LOG_LEVEL", "value": "info" }, bootstrap()])
         );
         assert_eq!(injected["metadata"]["annotations"]["kelp.io/injected"], "true");
+        assert_eq!(
+            injected["metadata"]["labels"],
+            json!({ "app": "orders", "kelp.io/sidecar": "true" }),
+            "the pod's own labels stay; the NetworkPolicy's is added"
+        );
         let (response, outcome) = review(&admission_review(injected), &settings);
         assert_untouched(&response);
         assert_eq!(outcome, Outcome::Skipped("already injected"));
@@ -338,6 +400,7 @@ fn volumes_and_a_short_grace_period_are_patched_too() {
             json!({ "op": "add", "path": "/spec/volumes", "value": volumes }),
             json!({ "op": "replace", "path": "/spec/terminationGracePeriodSeconds", "value": grace }),
             json!({ "op": "add", "path": "/metadata/annotations/kelp.io~1injected", "value": "true" }),
+            sidecar_label(),
         ]
     );
 
@@ -347,7 +410,7 @@ fn volumes_and_a_short_grace_period_are_patched_too() {
     pod["spec"]["terminationGracePeriodSeconds"] = json!(120);
     let ops = patch_of(&mutate(&admission_review(pod), &settings));
     assert_eq!(ops[2], json!({ "op": "add", "path": "/spec/volumes/-", "value": volumes[0] }));
-    assert_eq!(ops.len(), 4, "{ops:?}");
+    assert_eq!(ops.len(), 5, "{ops:?}");
 
     // A volume of the same name already there: refuse rather than mount someone else's.
     let mut pod = app_pod();
@@ -563,6 +626,7 @@ async fn kelp_webhook_answers_an_admission_review_over_tls() {
             json!({ "op": "add", "path": "/spec/containers/0/env/-", "value": bootstrap() }),
             json!({ "op": "add", "path": "/spec/initContainers/0", "value": kelp_container(true) }),
             json!({ "op": "add", "path": "/metadata/annotations/kelp.io~1injected", "value": "true" }),
+            sidecar_label(),
         ]
     );
 

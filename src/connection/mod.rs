@@ -41,6 +41,8 @@ pub enum ConnError {
     Encode(anyhow::Error),
     #[error("idle for longer than the idle timeout")]
     Idle,
+    #[error("peer handshake: {0}")]
+    PeerHandshake(#[from] crate::peer::handshake::HandshakeError),
     #[error("{0:?} is not a forwarded group api")]
     NotForwarded(kafka_protocol::messages::ApiKey),
     #[error("{0:?} before SASL authentication")]

@@ -9,8 +9,16 @@
 //! here, whoever owns its group (the handlers answer NOT_COORDINATOR unless this kelp does):
 //! it is never forwarded again.
 //!
-//! Owns: the request loop of a peer connection. Does not own framing (`protocol::frame`)
-//! or what a group request does (`api`).
+//! Before anything else, the connecting kelp must pass the handshake (`peer::handshake`):
+//! prove it knows the peer secret, within `HANDSHAKE_TIMEOUT`. One that does not is closed
+//! having been sent nothing but the handshake's hello, and counted in
+//! `kelp_peer_handshakes_total`. Without a secret (`KELP_PEER_ALLOW_UNAUTHENTICATED`) there is
+//! no handshake. Frames are bounded by the peer link's own limit
+//! (`KELP_PEER_MAX_FRAME_BYTES`, group-request sized, far below the Kafka listener's) and
+//! every answer must be written within `peer::WRITE_TIMEOUT`.
+//!
+//! Owns: the request loop of a peer connection. Does not own framing (`protocol::frame`),
+//! the handshake (`peer::handshake`) or what a group request does (`api`).
 
 use std::time::Instant;
 
@@ -21,14 +29,15 @@ use super::{ConnError, next_frame};
 use crate::api;
 use crate::authz::Authority;
 use crate::ctx::Ctx;
+use crate::peer::{WRITE_TIMEOUT, handshake};
 use crate::protocol::frame::{self, FrameReader};
 use crate::protocol::{self, versions};
 use crate::routing::FORWARDED;
 use crate::session::Session;
 use crate::shutdown::CancellationToken;
 
-/// Serve one peer connection until the other kelp closes it, it sends something other than
-/// a forwarded group request, it idles out, or this kelp shuts down.
+/// Serve one peer connection until the other kelp closes it, it fails the handshake, it sends
+/// something other than a forwarded group request, it idles out, or this kelp shuts down.
 pub async fn serve(ctx: &Ctx, stream: TcpStream, cancel: &CancellationToken) {
     if let Err(e) = serve_frames(ctx, stream, cancel).await {
         debug!(error = %e, "peer connection closed");
@@ -40,8 +49,14 @@ async fn serve_frames(
     mut stream: TcpStream,
     cancel: &CancellationToken,
 ) -> Result<(), ConnError> {
+    if let Some(secret) = ctx.peers.secret() {
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            shook = handshake::accept(&mut stream, secret) => shook?,
+        }
+    }
     let idle = ctx.config.idle_timeout();
-    let mut frames = FrameReader::new(ctx.config.max_frame_bytes);
+    let mut frames = FrameReader::new(ctx.config.peer_max_frame_bytes);
     let mut trusted = Session::new(None);
     loop {
         let Some(frame) = next_frame(&mut frames, &mut stream, idle, cancel).await? else {
@@ -61,7 +76,7 @@ async fn serve_frames(
         if let Some(reply) = reply {
             let out = protocol::encode_response(key, version, correlation_id, &reply)
                 .map_err(ConnError::Encode)?;
-            frame::write(&mut stream, &out, idle).await?;
+            frame::write(&mut stream, &out, WRITE_TIMEOUT).await?;
         }
     }
 }

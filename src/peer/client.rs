@@ -1,5 +1,7 @@
 //! Pooled TCP connections to other kelps' peer listeners, one request at a time per
-//! connection; the caller (`Peers::call`) bounds each exchange in time.
+//! connection; the caller (`Peers::call`) bounds each exchange in time. A new connection is
+//! used only once the handshake (`handshake::connect`) has proved the listener knows the peer
+//! secret; pooled connections have done so already.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -9,10 +11,11 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tracing::warn;
 
-use super::{CONNECT_TIMEOUT, POOL_IDLE_PER_PEER, POOL_IDLE_TIMEOUT};
+use super::handshake::{self, HandshakeError, Secret};
+use super::{CONNECT_TIMEOUT, POOL_IDLE_PER_PEER, POOL_IDLE_TIMEOUT, WRITE_TIMEOUT};
 use crate::protocol::frame::{self, FrameError, FrameReader};
 
 /// Why a forward (or a peer connection) failed. Every variant means "the owner did not
@@ -30,6 +33,10 @@ pub enum PeerError {
     ShuttingDown,
     #[error("protocol: {0}")]
     Protocol(String),
+    #[error("handshake: {0}")]
+    Handshake(#[from] HandshakeError),
+    #[error("a {0}-byte request is over the peer frame limit ({1} bytes)")]
+    TooLarge(usize, u32),
 }
 
 impl From<FrameError> for PeerError {
@@ -50,13 +57,16 @@ struct Link {
 /// Idle connections per owner address, and the numbering of forwarded requests.
 pub(super) struct Pool {
     idle: Mutex<HashMap<String, Vec<(Link, Instant)>>>,
+    /// Largest frame sent or read (`KELP_PEER_MAX_FRAME_BYTES`).
     max_frame: u32,
+    /// What a new connection proves, and has proved to it, before it is used.
+    secret: Option<Secret>,
     correlation: AtomicI32,
 }
 
 impl Pool {
-    pub(super) fn new(max_frame: u32) -> Pool {
-        Pool { idle: Mutex::new(HashMap::new()), max_frame, correlation: AtomicI32::new(0) }
+    pub(super) fn new(max_frame: u32, secret: Option<Secret>) -> Pool {
+        Pool { idle: Mutex::new(HashMap::new()), max_frame, secret, correlation: AtomicI32::new(0) }
     }
 
     /// Send `body` (a request of `key` at `version`, with the client's `header` fields) to
@@ -72,6 +82,10 @@ impl Pool {
     ) -> Result<ResponseKind, PeerError> {
         let correlation_id = self.correlation.fetch_add(1, Ordering::Relaxed);
         let frame = encode(header, key, version, body, correlation_id)?;
+        // The owner would close the connection on it; say why here instead.
+        if frame.len() - frame::PREFIX > self.max_frame as usize {
+            return Err(PeerError::TooLarge(frame.len() - frame::PREFIX, self.max_frame));
+        }
         if let Some(conn) = self.take_idle(addr) {
             match self.exchange(conn, &frame, key, version, correlation_id).await {
                 Ok((conn, resp)) => {
@@ -89,11 +103,20 @@ impl Pool {
                 Err(e) => return Err(e),
             }
         }
-        let conn = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+        let mut conn = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
             Err(_) => return Err(PeerError::ConnectTimeout(addr.to_string())),
             Ok(c) => c?,
         };
         let _ = conn.set_nodelay(true);
+        if let Some(secret) = &self.secret {
+            handshake::connect(&mut conn, secret).await.inspect_err(|e| {
+                // Not this kelp's doing and not retried away: a listener with another secret
+                // (or none) fails every forward to it until someone fixes the configuration.
+                if matches!(e, HandshakeError::Rejected | HandshakeError::Refused) {
+                    warn!(owner = addr, error = %e, "peer handshake failed");
+                }
+            })?;
+        }
         let conn = Link { stream: conn, frames: FrameReader::new(self.max_frame) };
         let (conn, resp) = self.exchange(conn, &frame, key, version, correlation_id).await?;
         self.put_idle(addr, conn);
@@ -108,7 +131,7 @@ impl Pool {
         version: i16,
         correlation_id: i32,
     ) -> Result<(Link, ResponseKind), PeerError> {
-        conn.stream.write_all(frame).await?;
+        frame::write(&mut conn.stream, frame, WRITE_TIMEOUT).await?;
         let resp = conn
             .frames
             .read(&mut conn.stream)

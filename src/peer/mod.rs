@@ -1,11 +1,16 @@
 //! The peer link, forwarding side: this kelp's connections to other kelps' peer listeners,
-//! and the peer listener's address (DESIGN.md, "Consumer groups across sidecars").
+//! and the peer listener's address and secret (DESIGN.md, "Consumer groups across sidecars";
+//! docs/consumer-groups.md, "Peer link security").
 //!
-//! Owns: binding the peer listener and choosing the address other kelps are told, the pool of
-//! connections to other kelps, and the deadline of one forward. Does not own which requests
-//! are forwarded or to whom (`routing`), nor serving what peers send (`connection::peer`).
+//! Owns: binding the peer listener and choosing the address other kelps are told, loading the
+//! peer secret, the pool of connections to other kelps, the deadline of one forward and the
+//! limits of the link in both directions (frame size: `KELP_PEER_MAX_FRAME_BYTES`; write
+//! time: [`WRITE_TIMEOUT`]). Does not own which requests are forwarded or to whom
+//! (`routing`), serving what peers send (`connection::peer`), or the handshake's protocol
+//! (`handshake`).
 
 mod client;
+pub mod handshake;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -17,6 +22,7 @@ use tokio::net::TcpListener;
 use crate::config::{self, Config};
 use crate::shutdown::CancellationToken;
 pub use client::PeerError;
+use handshake::Secret;
 
 /// Longest a forwarding kelp waits to connect to an owner.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -30,12 +36,22 @@ const POOL_IDLE_PER_PEER: usize = 8;
 /// owner's idle timeout, so a reused connection is rarely one the owner already closed).
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Longest the write of one frame on the peer link may take, in either direction (a forwarded
+/// request, an owner's answer). The other end is a kelp that reads at once; one that has not
+/// taken a group-sized frame in this long is stuck, and the connection is given up rather
+/// than holding its task and buffers for the connection's idle timeout.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Added to two upstream timeouts for an owner's answer: the forward's own network time.
 const REQUEST_SLACK: Duration = Duration::from_secs(1);
 
 /// Forwarding to other kelps; one per process, shared by every client connection.
 pub struct Peers {
     pool: client::Pool,
+    /// The shared secret both sides of every peer connection prove they know; `None` only
+    /// when `KELP_PEER_ALLOW_UNAUTHENTICATED` said the network is trusted (or there is no
+    /// peer listener, and so nothing is forwarded).
+    secret: Option<Secret>,
     /// Cancelled on shutdown: forwards in flight answer COORDINATOR_NOT_AVAILABLE at once.
     cancel: CancellationToken,
     /// Deadline of a forwarded request that does not wait for a rebalance: the owner may read
@@ -44,12 +60,18 @@ pub struct Peers {
 }
 
 impl Peers {
-    pub fn new(config: &Config, cancel: CancellationToken) -> Peers {
+    pub fn new(config: &Config, secret: Option<Secret>, cancel: CancellationToken) -> Peers {
         Peers {
-            pool: client::Pool::new(config.max_frame_bytes),
+            pool: client::Pool::new(config.peer_max_frame_bytes, secret.clone()),
+            secret,
             cancel,
             request_timeout: config.upstream_timeout() * 2 + REQUEST_SLACK,
         }
+    }
+
+    /// The peer secret, which the peer listener checks on every connection it accepts.
+    pub fn secret(&self) -> Option<&Secret> {
+        self.secret.as_ref()
     }
 
     /// How long an owner may take to answer a request it does not park.
@@ -74,6 +96,18 @@ impl Peers {
             _ = self.cancel.cancelled() => Err(PeerError::ShuttingDown),
             r = tokio::time::timeout(timeout, call) => r.unwrap_or(Err(PeerError::Timeout(timeout))),
         }
+    }
+}
+
+/// The peer secret, read from `KELP_PEER_SECRET_FILE` when a peer listener is configured,
+/// after `Config::validate` (which refuses a peer listener with neither the secret nor
+/// `KELP_PEER_ALLOW_UNAUTHENTICATED`, or with both). `None` without a peer listener, or with
+/// the opt-out. Errors are `ConfigError`s naming the variable.
+pub fn load_secret(config: &Config) -> Result<Option<Secret>, config::ConfigError> {
+    config.validate()?;
+    match (&config.peer_listen, &config.peer_secret_file) {
+        (Some(_), Some(path)) => Secret::from_file(path).map(Some),
+        _ => Ok(None),
     }
 }
 

@@ -7,11 +7,16 @@
 //! 2. A pod is injected only when it opts in: annotation (or label) `kelp.io/inject: "true"`.
 //! 3. Never twice: a pod with a container or init container named `kelp`, or with the
 //!    `kelp.io/injected` annotation, is allowed untouched.
-//! 4. Each application container (`spec.containers`) that does not set the bootstrap variable
+//! 4. Never into the node's network: a pod with `hostNetwork: true` is refused kelp (allowed
+//!    without it, with a warning). kelp's listeners would open on the node: the Kafka port on
+//!    the node's loopback, shared with every other host-network pod and process there (and
+//!    clashing with a second such pod), the admin and peer ports on the node's addresses.
+//! 5. Each application container (`spec.containers`) that does not set the bootstrap variable
 //!    gets it; kelp is added as a native sidecar (first init container, `restartPolicy:
 //!    Always`) or as the last plain container; its volumes are added; the pod's
 //!    `terminationGracePeriodSeconds` is raised if it is shorter than kelp's drain needs; the
-//!    pod is marked `kelp.io/injected: "true"`.
+//!    pod is marked with the annotation `kelp.io/injected: "true"` and the label
+//!    `kelp.io/sidecar: "true"` (what the chart's NetworkPolicy selects kelp pods by).
 //!
 //! Errors never block a pod: a review that cannot be understood, or an opted-in pod that
 //! cannot be patched, is answered `allowed: true` without a patch and with a warning (which
@@ -30,6 +35,15 @@ use crate::config::{Config, ENV_SHUTDOWN_GRACE_MS, NativeSidecar, WebhookConfig}
 pub const INJECT_ANNOTATION: &str = "kelp.io/inject";
 /// Annotation the webhook puts on every pod it injected.
 pub const INJECTED_ANNOTATION: &str = "kelp.io/injected";
+/// Label the webhook puts on every pod it injected: NetworkPolicies (the chart's) select the
+/// pods that run kelp by it, since a selector cannot see annotations or containers. Pods
+/// written by hand carry it through the chart's `kelp.podLabels` template.
+pub const SIDECAR_LABEL: &str = "kelp.io/sidecar";
+/// Why a host-network pod gets no kelp (the warning `kubectl` prints).
+pub const HOST_NETWORK_REFUSAL: &str = "the pod uses hostNetwork, and kelp's listeners would \
+    open in the node's network: its Kafka port on the node's loopback, shared with every other \
+    host-network pod and process on the node, and its admin and peer ports on the node's \
+    addresses; run the application without hostNetwork to get kelp";
 /// The injected container's name; a pod with a container of this name is never injected.
 pub const CONTAINER_NAME: &str = "kelp";
 /// First Kubernetes 1.x minor version on which native sidecars (the SidecarContainers feature
@@ -176,6 +190,9 @@ pub enum Outcome {
     Injected { native: bool },
     /// The pod was left alone for the given reason (not a pod CREATE, not opted in, already injected).
     Skipped(&'static str),
+    /// The pod opted in but must not get kelp (see the module docs); it was allowed without
+    /// kelp and with a warning giving the reason.
+    Refused(&'static str),
     /// The review or the pod could not be handled; it was allowed with a warning.
     Failed(String),
 }
@@ -198,6 +215,9 @@ pub fn review(review: &Value, settings: &InjectSettings) -> (Value, Outcome) {
     let mut response = json!({ "uid": uid, "allowed": true });
     match &outcome {
         Ok(Decision::Skip(_)) => {}
+        Ok(Decision::Refuse(why)) => {
+            response["warnings"] = json!([format!("kelp was not injected: {why}")]);
+        }
         Ok(Decision::Patch { ops, .. }) => {
             let patch = serde_json::to_vec(ops).expect("a JSON value always serializes");
             response["patchType"] = json!("JSONPatch");
@@ -209,6 +229,7 @@ pub fn review(review: &Value, settings: &InjectSettings) -> (Value, Outcome) {
     }
     let outcome = match outcome {
         Ok(Decision::Skip(reason)) => Outcome::Skipped(reason),
+        Ok(Decision::Refuse(why)) => Outcome::Refused(why),
         Ok(Decision::Patch { native, .. }) => Outcome::Injected { native },
         Err(why) => Outcome::Failed(why),
     };
@@ -217,6 +238,7 @@ pub fn review(review: &Value, settings: &InjectSettings) -> (Value, Outcome) {
 
 enum Decision {
     Skip(&'static str),
+    Refuse(&'static str),
     Patch { ops: Vec<Value>, native: bool },
 }
 
@@ -266,6 +288,11 @@ fn decide(review: &Value, settings: &InjectSettings) -> Result<Decision, String>
         .any(|c| c.get("name").and_then(Value::as_str) == Some(CONTAINER_NAME));
     if has_kelp || annotations.is_some_and(|a| a.contains_key(INJECTED_ANNOTATION)) {
         return Ok(Decision::Skip("already injected"));
+    }
+    match spec.get("hostNetwork") {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => {}
+        Some(Value::Bool(true)) => return Ok(Decision::Refuse(HOST_NETWORK_REFUSAL)),
+        Some(_) => return Err("spec.hostNetwork is not a boolean".into()),
     }
 
     let mut ops = Vec::new();
@@ -336,19 +363,22 @@ fn decide(review: &Value, settings: &InjectSettings) -> Result<Decision, String>
         ops.push(json!({ "op": op, "path": "/spec/terminationGracePeriodSeconds", "value": settings.min_grace_seconds }));
     }
 
-    // The mark that makes a second pass (or a re-invocation) a no-op.
-    ops.push(match (metadata, annotations) {
-        (None, _) => {
-            add("/metadata".into(), json!({ "annotations": { INJECTED_ANNOTATION: "true" } }))
+    // The marks: the annotation makes a second pass (or a re-invocation) a no-op; the label
+    // lets a NetworkPolicy select the pods that run kelp.
+    let labels = string_map(metadata, "labels")?;
+    match metadata {
+        None => ops.push(add(
+            "/metadata".into(),
+            json!({
+                "annotations": { INJECTED_ANNOTATION: "true" },
+                "labels": { SIDECAR_LABEL: "true" },
+            }),
+        )),
+        Some(_) => {
+            ops.push(mark(annotations.is_some(), "annotations", INJECTED_ANNOTATION));
+            ops.push(mark(labels.is_some(), "labels", SIDECAR_LABEL));
         }
-        (Some(_), None) => {
-            add("/metadata/annotations".into(), json!({ INJECTED_ANNOTATION: "true" }))
-        }
-        (Some(_), Some(_)) => add(
-            format!("/metadata/annotations/{}", escape_pointer(INJECTED_ANNOTATION)),
-            json!("true"),
-        ),
-    });
+    }
 
     Ok(Decision::Patch { ops, native: settings.native_sidecar })
 }
@@ -381,6 +411,15 @@ fn list<'a>(spec: &'a Map<String, Value>, field: &str) -> Result<&'a [Value], St
         None | Some(Value::Null) => Ok(&[]),
         Some(Value::Array(a)) => Ok(a),
         Some(_) => Err(format!("spec.{field} is not a list")),
+    }
+}
+
+/// Set `key: "true"` in `metadata.<field>`, adding the map when the pod has none.
+fn mark(has_map: bool, field: &str, key: &str) -> Value {
+    if has_map {
+        add(format!("/metadata/{field}/{}", escape_pointer(key)), json!("true"))
+    } else {
+        add(format!("/metadata/{field}"), json!({ key: "true" }))
     }
 }
 

@@ -1,11 +1,46 @@
 //! Start kelp in-process in front of a test SeaweedFS, on a free loopback port; or as its own
 //! process ([`KelpProcess`]) when a test must kill it without warning.
+//!
+//! A kelp with a peer listener gets the test peer secret ([`peer_secret_file`]) unless the
+//! test passes its own `--peer-secret-file` or `--peer-allow-unauthenticated`: every kelp of a
+//! test process shares it, as every kelp of a cluster shares the mounted Secret.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use kelp::config::Config;
 use kelp::embedded::SeaweedFs;
+use kelp::peer::handshake::Secret;
+
+/// The peer secret of the test kelps.
+pub const PEER_SECRET: &str = "test-peer-secret-6f1c3a52b0e94d7c";
+
+/// A file holding [`PEER_SECRET`] (with a trailing newline, as a file written by hand has),
+/// written once per test process under cargo's temporary directory for tests.
+pub fn peer_secret_file() -> &'static Path {
+    static FILE: OnceLock<PathBuf> = OnceLock::new();
+    FILE.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let path = dir.join("kelp-test-peer-secret");
+        // Test processes run side by side: write aside and rename, so none reads a half file.
+        let tmp = dir.join(format!("kelp-test-peer-secret.{}", std::process::id()));
+        std::fs::write(&tmp, format!("{PEER_SECRET}\n")).expect("write the peer secret");
+        std::fs::rename(&tmp, &path).expect("move the peer secret into place");
+        path
+    })
+}
+
+/// [`PEER_SECRET`] as kelp holds it, for raw peer connections.
+pub fn peer_secret() -> Secret {
+    Secret::new(PEER_SECRET.as_bytes()).expect("a valid secret")
+}
+
+/// Whether `args` already say how the peer link is authenticated.
+fn chooses_peer_auth(args: &[&str]) -> bool {
+    args.iter().any(|a| *a == "--peer-secret-file" || *a == "--peer-allow-unauthenticated")
+}
 
 pub struct Kelp {
     pub addr: SocketAddr,
@@ -24,6 +59,10 @@ impl Kelp {
             args.extend_from_slice(&["--upstream-timeout-ms", "5000"]);
         }
         args.extend_from_slice(extra);
+        let secret = peer_secret_file().to_str().expect("a UTF-8 temporary path");
+        if extra.contains(&"--peer-listen") && !chooses_peer_auth(extra) {
+            args.extend_from_slice(&["--peer-secret-file", secret]);
+        }
         let config = Config::from_args(args).expect("test config parses");
         kelp::wait_for_seaweedfs(&config, Duration::from_secs(60))
             .await
@@ -72,6 +111,9 @@ impl KelpProcess {
             .stderr(std::process::Stdio::inherit());
         if let Some(p) = peer {
             cmd.args(["--peer-listen", &p.to_string()]);
+            if !chooses_peer_auth(extra) {
+                cmd.arg("--peer-secret-file").arg(peer_secret_file());
+            }
         }
         let child = cmd.spawn().expect("the kelp binary starts");
         let process = KelpProcess { addr, peer, child };

@@ -25,6 +25,17 @@ impl Raw {
         Raw { stream, correlation_id: 0, client_id: "raw-test".into() }
     }
 
+    /// A connection to a peer listener that has passed the peer handshake with `secret`, as
+    /// another kelp's would.
+    pub async fn connect_peer(addr: SocketAddr, secret: &kelp::peer::handshake::Secret) -> Raw {
+        let mut raw = Raw::connect(addr).await;
+        tokio::time::timeout(TIMEOUT, kelp::peer::handshake::connect(&mut raw.stream, secret))
+            .await
+            .expect("handshake in time")
+            .expect("the peer listener accepts the secret");
+        raw
+    }
+
     /// Encode `req` at `version` with the right header, without sending it.
     pub fn frame(&mut self, key: ApiKey, version: i16, req: &RequestKind) -> BytesMut {
         self.correlation_id += 1;

@@ -44,6 +44,9 @@ CERT_MANAGER = {"Certificate", "Issuer"}
 
 failures = []
 checks = 0
+# The label the webhook puts on pods it injects, which the NetworkPolicy selects.
+SIDECAR_LABEL = re.search(r'pub const SIDECAR_LABEL: &str = "([^"]+)";',
+                          (ROOT / "src" / "webhook" / "inject.rs").read_text()).group(1)
 
 
 def check(ok, what):
@@ -243,6 +246,12 @@ def scenario_existing_secret():
 def sample_value(key):
     if key == "adminListen":
         return "0.0.0.0:19644"
+    if key == "peerListen":
+        return "0.0.0.0:19093"
+    if key == "peerAllowUnauthenticated":
+        return False
+    if key == "peerMaxFrameBytes":
+        return 2097152
     if key in ("listen", "advertisedListener"):
         return "0.0.0.0:19092"
     if key.startswith("max") or key.endswith("Ms") or key in ("nodeId", "defaultPartitions"):
@@ -264,8 +273,11 @@ def scenario_every_setting_quotas_and_example():
         check(set(env) == set(SERVE_ENVS), f"one variable per config key: missing {set(SERVE_ENVS) - set(env)}, extra {set(env) - set(SERVE_ENVS)}")
         check(env["KELP_MAX_FRAME_BYTES"] == "104857600", f"large numbers keep their digits: {env['KELP_MAX_FRAME_BYTES']}")
         check(env["KELP_AUTO_CREATE_TOPICS"] == "false", "false is passed, not dropped")
-        check(sidecar["volumes"] == [{"name": "kelp-quotas", "configMap": {"name": "shop-kelp-quotas"}}], f"quotas volume {sidecar['volumes']}")
+        check(sidecar["volumes"] == [{"name": "kelp-quotas", "configMap": {"name": "shop-kelp-quotas"}},
+                                     {"name": "kelp-peer", "secret": {"secretName": "shop-kelp-peer"}}], f"quotas and peer volumes {sidecar['volumes']}")
         check(sidecar["container"]["volumeMounts"][0]["mountPath"] == "/etc/kelp/quotas", "quotas mounted")
+        check(env["KELP_PEER_SECRET_FILE"] == "sample-peerSecretFile", "a peerSecretFile set by hand is kept")
+        check(env["KELP_PEER_ALLOW_UNAUTHENTICATED"] == "false", "peerAllowUnauthenticated false is passed")
         kafka_port = next(p for p in sidecar["container"]["ports"] if p["name"] == "kafka")
         check(kafka_port["containerPort"] == 19092, "kafka port from config.listen")
         admin_port = next(p for p in sidecar["container"]["ports"] if p["name"] == "admin")
@@ -276,6 +288,8 @@ def scenario_every_setting_quotas_and_example():
         example = next(d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("-example"))
         spec = example["spec"]["template"]["spec"]
         check([c["name"] for c in spec["containers"]] == ["app", "kelp"], "example: app then kelp")
+        labels = example["spec"]["template"]["metadata"]["labels"]
+        check(labels.get(SIDECAR_LABEL) == "true", f"example pods carry {SIDECAR_LABEL} (kelp.podLabels): {labels}")
         check(spec["containers"][1] == sidecar["container"], "kelp.sidecar prints what the webhook injects")
         check(spec["terminationGracePeriodSeconds"] == 65, f"grace from shutdownGraceMs: {spec['terminationGracePeriodSeconds']}")
         check(spec["volumes"] == sidecar["volumes"], "example mounts the quotas volume")
@@ -310,6 +324,9 @@ def scenario_bad_values_fail():
         ({"webhook": {"tls": {"mode": "secret", "secretName": "x"}}}, "webhook.tls.caBundle"),
         ({"quotas": {"configMap": "a", "rules": "b"}}, "not both"),
         ({"config": {"adminListen": None}}, "config.adminListen"),
+        ({"config": {"peerListen": "0.0.0.0:9093"}, "peerSecret": {"create": False}}, "peerSecret.name"),
+        ({"config": {"peerListen": "0.0.0.0:9093", "peerAllowUnauthenticated": True, "peerSecretFile": "/s"}},
+         "config.peerAllowUnauthenticated"),
     ]:
         try:
             render(values, "1.29.0")
@@ -325,6 +342,117 @@ def scenario_admin_server_off():
     c = sidecar_file(docs)["container"]
     check([p["name"] for p in c["ports"]] == ["kafka"] and not any(k.endswith("Probe") for k in c), "no admin port, no probes")
     check(all(e["name"] != "KELP_ADMIN_LISTEN" for e in c["env"]), "admin server left off")
+
+
+def kelp_env(docs):
+    return {e["name"]: e["value"] for e in sidecar_file(docs)["container"]["env"]}
+
+
+def run_kelp_serve(env, tmp, within=20):
+    """`kelp serve` with the sidecar's environment, moved onto free loopback ports. Returns
+    (exit code or None if it was still serving, its log)."""
+    env = dict(env, KELP_LISTEN="127.0.0.1:0", KELP_ADMIN_LISTEN="127.0.0.1:0", KELP_MASTER="127.0.0.1:9333")
+    env.pop("KELP_FILER", None)
+    if "KELP_PEER_LISTEN" in env:
+        env["KELP_PEER_LISTEN"] = "127.0.0.1:0"
+    log = Path(tmp) / "kelp.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([kelp_binary(), "serve"], env={"PATH": os.environ.get("PATH", ""), "NO_COLOR": "1", **env},
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=out)
+        deadline = time.time() + within
+        while time.time() < deadline and proc.poll() is None and "serving kafka" not in log.read_text():
+            time.sleep(0.1)
+        code = proc.poll()
+        if code is None:
+            proc.kill()
+            proc.wait()
+    return code, re.sub(r"\x1b\[[0-9;]*m", "", log.read_text())
+
+
+def scenario_peer_secret():
+    """A peer listener gets the peer Secret: created (random, 48 characters) or named, mounted,
+    and KELP_PEER_SECRET_FILE pointed at it; kelp itself starts with what the chart renders,
+    and refuses to without the secret."""
+    values = {"config": {"peerListen": "0.0.0.0:9093"}}
+    for kv in ["1.28.0", "1.29.0"]:
+        docs = documents(render(values, kv))
+        validate(docs, "peer listener", kv)
+        lint(values, kv)
+        secret = next((d for d in by_kind(docs, "Secret") if d["metadata"]["name"] == "shop-kelp-peer"), None)
+        check(secret is not None, f"peer Secret created: {[d['metadata']['name'] for d in by_kind(docs, 'Secret')]}")
+        if secret is None:
+            continue
+        value = base64.b64decode(secret["data"]["secret"]).decode()
+        check(re.fullmatch(r"[A-Za-z0-9]{48}", value) is not None, f"48 random letters and digits: {value!r}")
+        sidecar = sidecar_file(docs)
+        check(kelp_env(docs).get("KELP_PEER_SECRET_FILE") == "/etc/kelp/peer/secret", "secret file points at the mount")
+        check(sidecar["volumes"] == [{"name": "kelp-peer", "secret": {"secretName": "shop-kelp-peer"}}], f"peer volume {sidecar['volumes']}")
+        check({"name": "kelp-peer", "mountPath": "/etc/kelp/peer", "readOnly": True} in sidecar["container"]["volumeMounts"],
+              f"peer Secret mounted read-only: {sidecar['container'].get('volumeMounts')}")
+    env = kelp_env(docs)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "secret"
+        path.write_text(value)
+        code, log = run_kelp_serve(dict(env, KELP_PEER_SECRET_FILE=str(path)), tmp)
+        check(code is None and "authenticated=true" in log, f"kelp serves with the chart's peer secret (exit {code}): {log[-2000:]}")
+        env_without = {k: v for k, v in env.items() if k != "KELP_PEER_SECRET_FILE"}
+        code, log = run_kelp_serve(env_without, tmp)
+        check(code == 64 and "KELP_PEER_SECRET_FILE" in log, f"without it kelp exits 64 naming the variable (exit {code}): {log[-2000:]}")
+        path.write_text("short\n")
+        code, log = run_kelp_serve(dict(env, KELP_PEER_SECRET_FILE=str(path)), tmp)
+        check(code == 64 and "KELP_PEER_SECRET_FILE" in log, f"a too short secret exits 64 (exit {code}): {log[-2000:]}")
+
+    docs = documents(render({"config": {"peerListen": "0.0.0.0:9093"}, "peerSecret": {"name": "corp-peer", "key": "k"}}, "1.29.0"))
+    check(not [d for d in by_kind(docs, "Secret") if "peer" in d["metadata"]["name"]], "a named peer Secret is not created")
+    check(sidecar_file(docs)["volumes"] == [{"name": "kelp-peer", "secret": {"secretName": "corp-peer"}}], "the named Secret is mounted")
+    check(kelp_env(docs)["KELP_PEER_SECRET_FILE"] == "/etc/kelp/peer/k", "its key is the file")
+
+    values = {"config": {"peerListen": "0.0.0.0:9093", "peerAllowUnauthenticated": True}}
+    docs = documents(render(values, "1.29.0"))
+    validate(docs, "peer listener without authentication", "1.29.0")
+    env = kelp_env(docs)
+    check(not [d for d in by_kind(docs, "Secret") if "peer" in d["metadata"]["name"]], "no peer Secret when unauthenticated")
+    check("KELP_PEER_SECRET_FILE" not in env and env.get("KELP_PEER_ALLOW_UNAUTHENTICATED") == "true", f"opt-out passed: {env}")
+    check(sidecar_file(docs)["volumes"] == [], "nothing mounted")
+
+
+def scenario_network_policy():
+    """The NetworkPolicy: the peer port from kelp pods only, the admin port from the scrapers
+    (and node ranges when given), nothing for a port whose sources are all unset."""
+    values = {"networkPolicy": {"enabled": True}, "config": {"peerListen": "0.0.0.0:9093"}}
+    for kv in KUBE_VERSIONS:
+        docs = documents(render(values, kv))
+        validate(docs, "network policy", kv)
+    lint(values, "1.29.0")
+    np = one(docs, "NetworkPolicy")
+    spec = np["spec"]
+    selector = {"matchLabels": {SIDECAR_LABEL: "true"}}
+    check(np["metadata"]["namespace"] == NAMESPACE, "in the release namespace")
+    check(spec["podSelector"] == selector, f"selects the pods the webhook labels: {spec['podSelector']}")
+    check(spec["policyTypes"] == ["Ingress"], "ingress only")
+    rules = {r["ports"][0]["port"]: r["from"] for r in spec["ingress"]}
+    check(sorted(rules) == [9093, 9644], f"rules for the peer and admin ports: {spec['ingress']}")
+    check(rules.get(9093) == [{"namespaceSelector": {}, "podSelector": selector}], f"peer port from kelp pods in any namespace: {rules.get(9093)}")
+    check(rules.get(9644) == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+                               "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}], f"admin port from Prometheus: {rules.get(9644)}")
+    check(all(r["ports"][0]["protocol"] == "TCP" for r in spec["ingress"]), "TCP")
+
+    app_rule = {"ports": [{"port": 8080, "protocol": "TCP"}]}
+    values = {"networkPolicy": {"enabled": True, "namespaces": ["shop", "billing"], "nodeCIDRs": ["10.0.0.0/16"],
+                                "extraIngress": [app_rule]}}
+    docs = documents(render(values, "1.29.0"))
+    validate(docs, "network policy in two namespaces", "1.29.0")
+    policies = by_kind(docs, "NetworkPolicy")
+    check(sorted(p["metadata"]["namespace"] for p in policies) == ["billing", "shop"], "one policy per namespace")
+    ingress = policies[0]["spec"]["ingress"]
+    check([r["ports"][0]["port"] for r in ingress] == [9644, 8080], f"no peer rule without a peer listener; the app's own rule kept: {ingress}")
+    check({"ipBlock": {"cidr": "10.0.0.0/16"}} in ingress[0]["from"], f"node range on the admin port: {ingress[0]['from']}")
+
+    # Sources all unset: the port is closed, never opened to everyone by an empty `from`.
+    values = {"networkPolicy": {"enabled": True, "peerFrom": [], "adminFrom": []}, "config": {"peerListen": "0.0.0.0:9093"}}
+    docs = documents(render(values, "1.29.0"))
+    validate(docs, "network policy closing everything", "1.29.0")
+    check(one(docs, "NetworkPolicy")["spec"]["ingress"] == [], "no rule at all")
 
 
 def scenario_parent_chart():
@@ -470,6 +598,12 @@ def scenario_webhook_binary_with_the_charts_files():
             proc, addr = start_webhook(docs, tmp)
             try:
                 answer = post_review(addr, docs, review)
+                host_network = copy.deepcopy(review)
+                host_network["request"]["object"]["spec"]["hostNetwork"] = True
+                refused = post_review(addr, docs, host_network)["response"]
+                check(refused["allowed"] is True and "patch" not in refused
+                      and "hostNetwork" in " ".join(refused.get("warnings", [])),
+                      f"a hostNetwork pod is admitted without kelp, with a warning: {refused}")
             finally:
                 if native:
                     # SIGTERM: the webhook drains (a few seconds' delay) and exits cleanly.
@@ -489,13 +623,15 @@ def scenario_webhook_binary_with_the_charts_files():
             check([c["name"] for c in spec["containers"]] == ["orders", "kelp"], f"plain container on {kv}")
         check({"name": "KAFKA_BOOTSTRAP_SERVERS", "value": "127.0.0.1:9092"} in spec["containers"][0]["env"], "bootstrap env")
         check(patched["metadata"]["annotations"]["kelp.io/injected"] == "true", "marked injected")
+        check(patched["metadata"]["labels"] == {SIDECAR_LABEL: "true"}, f"labelled for the NetworkPolicy: {patched['metadata'].get('labels')}")
         patched["metadata"]["name"] = "orders-x1"
         validate([patched], "injected pod", kv)
 
 
 def main():
     for scenario in [scenario_defaults, scenario_native_sidecar_switch, scenario_cert_manager, scenario_existing_secret,
-                     scenario_every_setting_quotas_and_example, scenario_quotas_file_and_sasl_secret, scenario_webhook_disabled, scenario_bad_values_fail,
+                     scenario_every_setting_quotas_and_example, scenario_quotas_file_and_sasl_secret, scenario_peer_secret,
+                     scenario_network_policy, scenario_webhook_disabled, scenario_bad_values_fail,
                      scenario_admin_server_off, scenario_parent_chart, scenario_webhook_binary_with_the_charts_files]:
         before = len(failures)
         try:

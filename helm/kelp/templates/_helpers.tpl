@@ -5,7 +5,9 @@ Named templates. The public ones, for pod specs written by hand (docs/kubernetes
   kelp.nativeSidecar                  the same with `restartPolicy: Always`, for `initContainers:`
                                       (Kubernetes 1.29 and later)
   kelp.volumes                        the volumes it mounts (quotas ConfigMap, SASL users
-                                      Secret), as list items (empty when none)
+                                      Secret, peer Secret), as list items (empty when none)
+  kelp.podLabels                      the pod label that marks a pod running kelp (what the
+                                      NetworkPolicy selects), as map entries
   kelp.bootstrapServers               the address the application's Kafka client uses
   kelp.terminationGracePeriodSeconds  the shortest grace period that lets kelp drain
 
@@ -122,6 +124,41 @@ app.kubernetes.io/component: webhook
 {{- end -}}
 {{- end -}}
 
+{{/* The label that marks pods running kelp; the webhook adds it to every pod it injects
+     (src/webhook/inject.rs, SIDECAR_LABEL). */}}
+{{- define "kelp.podLabels" -}}
+kelp.io/sidecar: "true"
+{{- end -}}
+
+{{/* "true" when kelp gets the peer Secret: a peer listener that is not explicitly left
+     unauthenticated. */}}
+{{- define "kelp.peerSecretMounted" -}}
+{{- $config := .Values.config | default dict -}}
+{{- $open := eq (toString $config.peerAllowUnauthenticated) "true" -}}
+{{- if and $config.peerListen $open $config.peerSecretFile -}}
+{{- fail "config.peerSecretFile and config.peerAllowUnauthenticated=true contradict each other (kelp refuses to start): choose one" -}}
+{{- end -}}
+{{- if and $config.peerListen (not $open) -}}true{{- end -}}
+{{- end -}}
+
+{{/* Name of the peer Secret (only meaningful when kelp.peerSecretMounted). */}}
+{{- define "kelp.peerSecretName" -}}
+{{- if .Values.peerSecret.name -}}
+{{- .Values.peerSecret.name -}}
+{{- else if .Values.peerSecret.create -}}
+{{- printf "%s-peer" (include "kelp.fullname" . | trunc 58 | trimSuffix "-") -}}
+{{- else -}}
+{{- fail "config.peerListen needs the peer secret: set peerSecret.name (an existing Secret), peerSecret.create=true, or config.peerAllowUnauthenticated=true on a trusted network" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The peer listener's port, or nothing when it is off. */}}
+{{- define "kelp.peerPort" -}}
+{{- with (.Values.config | default dict).peerListen -}}
+{{- include "kelp.portOf" . -}}
+{{- end -}}
+{{- end -}}
+
 {{/* kelp's environment: one KELP_* variable per non-empty key of `config`, then extraEnv. */}}
 {{- define "kelp.env" -}}
 {{- $env := list -}}
@@ -138,6 +175,10 @@ app.kubernetes.io/component: webhook
 {{- /* With a SASL users Secret (sasl.secret), point config.saslUsersFile at its mount. */ -}}
 {{- if and .Values.sasl.secret (not $config.saslUsersFile) -}}
 {{- $env = append $env (dict "name" "KELP_SASL_USERS_FILE" "value" (printf "%s/%s" .Values.sasl.mountPath .Values.sasl.key)) -}}
+{{- end -}}
+{{- /* With a peer listener, point config.peerSecretFile at the mounted peer Secret. */ -}}
+{{- if and (include "kelp.peerSecretMounted" .) (not $config.peerSecretFile) -}}
+{{- $env = append $env (dict "name" "KELP_PEER_SECRET_FILE" "value" (printf "%s/%s" .Values.peerSecret.mountPath .Values.peerSecret.key)) -}}
 {{- end -}}
 {{- concat $env (.Values.sidecar.extraEnv | default list) | toYaml -}}
 {{- end -}}
@@ -167,6 +208,9 @@ app.kubernetes.io/component: webhook
 {{- if .Values.sasl.secret -}}
 {{- $mounts = append $mounts (dict "name" "kelp-sasl" "mountPath" .Values.sasl.mountPath "readOnly" true) -}}
 {{- end -}}
+{{- if include "kelp.peerSecretMounted" . -}}
+{{- $mounts = append $mounts (dict "name" "kelp-peer" "mountPath" .Values.peerSecret.mountPath "readOnly" true) -}}
+{{- end -}}
 {{- if $mounts -}}
 {{- $_ := set $c "volumeMounts" $mounts -}}
 {{- end -}}
@@ -191,6 +235,9 @@ app.kubernetes.io/component: webhook
 {{- end -}}
 {{- with .Values.sasl.secret -}}
 {{- $volumes = append $volumes (dict "name" "kelp-sasl" "secret" (dict "secretName" .)) -}}
+{{- end -}}
+{{- if include "kelp.peerSecretMounted" . -}}
+{{- $volumes = append $volumes (dict "name" "kelp-peer" "secret" (dict "secretName" (include "kelp.peerSecretName" .))) -}}
 {{- end -}}
 {{- if $volumes -}}
 {{- toYaml $volumes -}}
