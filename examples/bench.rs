@@ -22,8 +22,10 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -417,7 +419,7 @@ async fn direct_produce(
                     let msgs = messages(&payloads, p, parts, from, (from + batch).min(n));
                     let t = Instant::now();
                     sw.publish(topic, p, msgs).await.map_err(|e| format!("publish: {e}"))?;
-                    lat.lock().unwrap().push(t.elapsed());
+                    lat.lock().push(t.elapsed());
                 }
             }
             return Ok::<(), String>(());
@@ -438,7 +440,7 @@ async fn direct_produce(
                         let msgs = messages(&payloads, p, parts, from, (from + batch).min(n));
                         let t = Instant::now();
                         sw.publish(&topic, p, msgs).await.map_err(|e| format!("publish: {e}"))?;
-                        lat.lock().unwrap().push(t.elapsed());
+                        lat.lock().push(t.elapsed());
                     }
                 });
             }
@@ -454,7 +456,7 @@ async fn direct_produce(
         Err(_) => return Err(format!("produce timed out after {} s", o.phase_timeout)),
     }
     let secs = start.elapsed().as_secs_f64();
-    let lat = std::mem::take(&mut *lat.lock().unwrap());
+    let lat = std::mem::take(&mut *lat.lock());
     Ok((Rate { records, bytes, secs }, lat))
 }
 
@@ -600,11 +602,7 @@ struct Timed(Arc<Deliveries>);
 impl ClientContext for Timed {
     fn log(&self, _: rdkafka::config::RDKafkaLogLevel, _: &str, _: &str) {}
     fn error(&self, error: KafkaError, reason: &str) {
-        self.0
-            .first_error
-            .lock()
-            .unwrap()
-            .get_or_insert_with(|| format!("client error: {error}: {reason}"));
+        self.0.first_error.lock().get_or_insert_with(|| format!("client error: {error}: {reason}"));
     }
 }
 
@@ -613,15 +611,11 @@ impl ProducerContext for Timed {
     fn delivery(&self, r: &DeliveryResult<'_>, sent: Box<Instant>) {
         match r {
             Ok(_) => {
-                self.0.lat.lock().unwrap().push(sent.elapsed());
+                self.0.lat.lock().push(sent.elapsed());
                 self.0.ok.fetch_add(1, Ordering::Release);
             }
             Err((e, _)) => {
-                self.0
-                    .first_error
-                    .lock()
-                    .unwrap()
-                    .get_or_insert_with(|| format!("delivery failed: {e}"));
+                self.0.first_error.lock().get_or_insert_with(|| format!("delivery failed: {e}"));
                 self.0.failed.fetch_add(1, Ordering::Release);
             }
         }
@@ -635,7 +629,7 @@ struct Quiet(Arc<Mutex<Option<String>>>);
 impl ClientContext for Quiet {
     fn log(&self, _: rdkafka::config::RDKafkaLogLevel, _: &str, _: &str) {}
     fn error(&self, error: KafkaError, reason: &str) {
-        self.0.lock().unwrap().get_or_insert_with(|| format!("client error: {error}: {reason}"));
+        self.0.lock().get_or_insert_with(|| format!("client error: {error}: {reason}"));
     }
 }
 impl rdkafka::consumer::ConsumerContext for Quiet {}
@@ -690,8 +684,7 @@ fn kafka_produce(job: &ProduceJob, payloads: &[Bytes]) -> Result<Produced, Strin
     let done = || d.ok.load(Ordering::Acquire) + d.failed.load(Ordering::Acquire);
     let warm = if job.warmup { job.partitions as usize } else { 0 };
     let timed_out = |what: &str| {
-        let err =
-            d.first_error.lock().unwrap().clone().map(|e| format!("; {e}")).unwrap_or_default();
+        let err = d.first_error.lock().clone().map(|e| format!("; {e}")).unwrap_or_default();
         let ok = d.ok.load(Ordering::Acquire);
         format!(
             "{what} timed out after {} s: {} of {} records acknowledged{err}",
@@ -740,10 +733,10 @@ fn kafka_produce(job: &ProduceJob, payloads: &[Bytes]) -> Result<Produced, Strin
         if d.failed.load(Ordering::Acquire) > 0 {
             return Err(format!(
                 "warm-up failed: {}",
-                d.first_error.lock().unwrap().clone().unwrap_or_default()
+                d.first_error.lock().clone().unwrap_or_default()
             ));
         }
-        d.lat.lock().unwrap().clear();
+        d.lat.lock().clear();
         let before = snapshot(job.proc, job.others);
         let metrics_before = job.admin.and_then(|a| scrape_requests(a, "Produce"));
         let start = Instant::now();
@@ -765,12 +758,12 @@ fn kafka_produce(job: &ProduceJob, payloads: &[Bytes]) -> Result<Produced, Strin
         let metrics_after = job.admin.and_then(|a| scrape_requests(a, "Produce"));
         let failed = d.failed.load(Ordering::Acquire);
         if failed > 0 {
-            let err = d.first_error.lock().unwrap().clone().unwrap_or_default();
+            let err = d.first_error.lock().clone().unwrap_or_default();
             return Err(format!("{failed} of {} records failed: {err}", job.records));
         }
         Ok(Produced {
             rate: Rate { records: job.records, bytes, secs },
-            lat: std::mem::take(&mut *d.lat.lock().unwrap()),
+            lat: std::mem::take(&mut *d.lat.lock()),
             cores: cores(&before, &after),
             served: served(metrics_before, metrics_after, secs),
         })
@@ -830,7 +823,7 @@ fn kafka_consume(
         if start.elapsed() > timeout {
             let why = first_poll_error
                 .clone()
-                .or_else(|| errors.lock().unwrap().clone())
+                .or_else(|| errors.lock().clone())
                 .map(|e| format!("; {e}"))
                 .unwrap_or_default();
             break Err(format!(

@@ -6,8 +6,8 @@
 //! is gone); a retry that straddles a restart can therefore be stored twice. Transactions are
 //! not supported.
 
+use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use kafka_protocol::ResponseError;
@@ -71,7 +71,7 @@ pub fn new_producer_id() -> i64 {
 impl Producers {
     pub fn check(&self, batch: BatchId<'_>) -> Check {
         let BatchId { producer_id: pid, epoch, topic, partition, first_seq } = batch;
-        let table = self.table.lock().expect("producers lock");
+        let table = self.table.lock();
         let Some(state) = table.get(&(pid, topic.to_string(), partition)) else {
             return Check::Append;
         };
@@ -94,7 +94,7 @@ impl Producers {
     pub fn record(&self, batch: BatchId<'_>, count: i32, base_offset: i64) {
         let BatchId { producer_id: pid, epoch, topic, partition, first_seq } = batch;
         let now = Instant::now();
-        let mut table = self.table.lock().expect("producers lock");
+        let mut table = self.table.lock();
         if table.len() >= MAX_ENTRIES {
             table.retain(|_, s| now.duration_since(s.used) < IDLE_EXPIRY);
             if table.len() >= MAX_ENTRIES {

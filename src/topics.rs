@@ -7,8 +7,8 @@
 //! creating or deleting a topic through `seaweed` refreshes that cache there, so nothing here
 //! has to be invalidated.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use uuid::Uuid;
@@ -56,7 +56,7 @@ impl Topics {
 
     fn remember(&self, topic: &str) {
         let id = self.id(topic);
-        self.ids.lock().expect("ids lock").names.entry(id).or_insert_with(|| topic.to_string());
+        self.ids.lock().names.entry(id).or_insert_with(|| topic.to_string());
     }
 
     /// Partition count of `topic`; `Ok(None)` when it does not exist.
@@ -95,14 +95,14 @@ impl Topics {
     pub async fn list(&self) -> Result<Vec<(String, u32)>, Error> {
         let all = self.seaweed.list_topics().await?;
         let names = all.iter().map(|(name, _)| (self.id(name), name.clone())).collect();
-        *self.ids.lock().expect("ids lock") = Ids { names, listed: Some(Instant::now()) };
+        *self.ids.lock() = Ids { names, listed: Some(Instant::now()) };
         Ok(all)
     }
 
     /// The topic a client named by id, `Ok(None)` if no topic has that id.
     pub async fn name_of(&self, id: Uuid) -> Result<Option<String>, Error> {
         {
-            let ids = self.ids.lock().expect("ids lock");
+            let ids = self.ids.lock();
             if let Some(n) = ids.names.get(&id) {
                 return Ok(Some(n.clone()));
             }
@@ -111,7 +111,7 @@ impl Topics {
             }
         }
         self.list().await?;
-        Ok(self.ids.lock().expect("ids lock").names.get(&id).cloned())
+        Ok(self.ids.lock().names.get(&id).cloned())
     }
 }
 

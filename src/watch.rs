@@ -62,7 +62,9 @@ pub async fn poll<F>(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
+
+    use parking_lot::Mutex;
 
     use super::*;
     use crate::quota::rules::{Kind, Rules};
@@ -88,12 +90,12 @@ mod tests {
             "quotas",
             move |text| {
                 seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                *shared.lock().unwrap() = Rules::parse_file(text)?;
+                *shared.lock() = Rules::parse_file(text)?;
                 Ok(())
             },
         ));
         let rate = |rules: &Mutex<Rules>| {
-            rules.lock().unwrap().iter().next().and_then(|(_, l)| l.get(Kind::Request))
+            rules.lock().iter().next().and_then(|(_, l)| l.get(Kind::Request))
         };
         // Wait (bounded) until the watcher has handed over one more version of the file.
         let handed_over = |before: usize| {

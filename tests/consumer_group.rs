@@ -8,8 +8,10 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -128,7 +130,7 @@ impl Member {
                         Ok(m) => {
                             let value = String::from_utf8_lossy(m.payload().unwrap_or_default())
                                 .into_owned();
-                            s.lock().unwrap().records.push((m.partition(), m.offset(), value));
+                            s.lock().records.push((m.partition(), m.offset(), value));
                         }
                         // Transient errors are reported by librdkafka and retried by it.
                         Err(e) => eprintln!("consumer error: {e}"),
@@ -138,18 +140,18 @@ impl Member {
                     .assignment()
                     .map(|tpl| tpl.elements().iter().map(|e| e.partition()).collect())
                     .unwrap_or_default();
-                s.lock().unwrap().assignment = assignment;
+                s.lock().assignment = assignment;
             }
         });
         Member { seen, stop, thread: Some(thread) }
     }
 
     fn assignment(&self) -> BTreeSet<i32> {
-        self.seen.lock().unwrap().assignment.clone()
+        self.seen.lock().assignment.clone()
     }
 
     fn records(&self) -> Vec<(i32, i64, String)> {
-        self.seen.lock().unwrap().records.clone()
+        self.seen.lock().records.clone()
     }
 
     /// Stop polling and close the consumer (it leaves the group).

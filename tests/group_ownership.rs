@@ -11,8 +11,10 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use kafka_protocol::ResponseError;
@@ -150,14 +152,10 @@ impl Member {
                 match consumer.poll(Duration::from_millis(100)) {
                     Some(Ok(m)) => {
                         let (partition, offset) = (m.partition(), m.offset());
-                        log.lock().unwrap().push(Event::Delivered {
-                            member: id,
-                            partition,
-                            offset,
-                        });
+                        log.lock().push(Event::Delivered { member: id, partition, offset });
                         if commit {
                             match consumer.commit_message(&m, CommitMode::Sync) {
-                                Ok(()) => log.lock().unwrap().push(Event::Committed {
+                                Ok(()) => log.lock().push(Event::Committed {
                                     member: id,
                                     partition,
                                     next: offset + 1,
@@ -175,14 +173,14 @@ impl Member {
                     .assignment()
                     .map(|tpl| tpl.elements().iter().map(|e| e.partition()).collect())
                     .unwrap_or_default();
-                *a.lock().unwrap() = now;
+                *a.lock() = now;
             }
         });
         Member { assignment, stop, thread: Some(thread) }
     }
 
     fn assignment(&self) -> BTreeSet<i32> {
-        self.assignment.lock().unwrap().clone()
+        self.assignment.lock().clone()
     }
 
     /// Stop polling and close the consumer (it leaves the group).
@@ -355,7 +353,7 @@ async fn members_on_three_kelps_split_partitions_and_take_over_from_a_crashed_or
     let rd_partitions: BTreeSet<i32> = split[0].union(&split[1]).copied().collect();
     let want = rd_partitions.len() * 5;
     let delivered = || {
-        let log = log.lock().unwrap();
+        let log = log.lock();
         log.iter()
             .filter_map(|e| match *e {
                 Event::Delivered { member, partition, offset } => Some((member, partition, offset)),
@@ -458,9 +456,8 @@ async fn a_crashed_owner_hands_the_group_over_and_members_resume_from_committed_
 
     // Everything produced so far is read and committed record by record.
     produce(&kelps[0].bootstrap(), &topic, PARTITIONS, 10, "before").await;
-    let committed_count = |log: &Log| {
-        log.lock().unwrap().iter().filter(|e| matches!(e, Event::Committed { .. })).count()
-    };
+    let committed_count =
+        |log: &Log| log.lock().iter().filter(|e| matches!(e, Event::Committed { .. })).count();
     common::eventually(|| {
         let n = committed_count(&log);
         async move { if n >= 40 { Ok(()) } else { Err(format!("{n} of 40 records committed")) } }
@@ -508,7 +505,7 @@ async fn a_crashed_owner_hands_the_group_over_and_members_resume_from_committed_
     // Every record is read: none skipped, and none read again once its commit was
     // acknowledged.
     common::eventually(|| {
-        let log = log.lock().unwrap().clone();
+        let log = log.lock().clone();
         async move {
             let delivered = check_no_committed_redelivery(&log);
             let complete = (0..PARTITIONS).all(|p| {
@@ -519,7 +516,7 @@ async fn a_crashed_owner_hands_the_group_over_and_members_resume_from_committed_
     })
     .await;
     tokio::time::sleep(Duration::from_millis(1_000)).await;
-    let log = log.lock().unwrap().clone();
+    let log = log.lock().clone();
     check_no_committed_redelivery(&log);
     // Records read but not committed (the commit failed while the group had no owner, or
     // the dead member had not committed yet) may be read again by the partition's next
@@ -559,7 +556,7 @@ async fn restarting_every_kelp_keeps_committed_offsets_and_releases_leases() {
         true,
     );
     common::eventually(|| {
-        let delivered = check_no_committed_redelivery(&log.lock().unwrap());
+        let delivered = check_no_committed_redelivery(&log.lock());
         async move {
             let all = (0..PARTITIONS).all(|p| delivered.get(&p).is_some_and(|s| s.len() == 5));
             if all { Ok(()) } else { Err(format!("delivered {delivered:?}")) }
@@ -572,7 +569,7 @@ async fn restarting_every_kelp_keeps_committed_offsets_and_releases_leases() {
     // What the members were told is committed (normally 5 everywhere; less where a commit
     // was refused during a rebalance and the record was not read again).
     let mut expected: BTreeMap<i32, i64> = BTreeMap::new();
-    for e in log.lock().unwrap().iter() {
+    for e in log.lock().iter() {
         if let Event::Committed { partition, next, .. } = *e {
             let c = expected.entry(partition).or_insert(0);
             *c = (*c).max(next);
@@ -629,7 +626,7 @@ async fn restarting_every_kelp_keeps_committed_offsets_and_releases_leases() {
         true,
     );
     common::eventually(|| {
-        let delivered = check_no_committed_redelivery(&log.lock().unwrap());
+        let delivered = check_no_committed_redelivery(&log.lock());
         async move {
             let all = (0..PARTITIONS).all(|p| delivered.get(&p).is_some_and(|s| s.contains(&7)));
             if all { Ok(delivered) } else { Err(format!("delivered {delivered:?}")) }
@@ -637,7 +634,7 @@ async fn restarting_every_kelp_keeps_committed_offsets_and_releases_leases() {
     })
     .await;
     tokio::time::sleep(Duration::from_millis(1_000)).await;
-    let delivered = check_no_committed_redelivery(&log.lock().unwrap());
+    let delivered = check_no_committed_redelivery(&log.lock());
     for p in 0..PARTITIONS {
         assert_eq!(
             delivered[&p],

@@ -20,7 +20,7 @@ impl Coordinator {
     /// Write `snapshot` unless a newer generation of the group has been written already.
     async fn persist(&self, group_id: &str, snapshot: &Snapshot) -> Result<(), Error> {
         let written = {
-            let groups = self.inner.groups.lock().expect("groups lock");
+            let groups = self.inner.groups.lock();
             match groups.get(group_id) {
                 Some(e) => Arc::clone(&e.written),
                 None => return Ok(()),

@@ -14,7 +14,7 @@
 //! Does not own: the group rules (`state`, pure), the file formats (`store`, `offsets`), lease
 //! timing (`lease`, pure), or wire types (the handlers in `api/` translate).
 //!
-//! Locking (mini-redis's rule): one `std::sync::Mutex` around the map, held only for a pure
+//! Locking (mini-redis's rule): one non-async `Mutex` around the map, held only for a pure
 //! transition and for handing its `Effect`s to the parked requests — never across `.await`.
 //! Filer I/O happens after the lock is released.
 //!
@@ -42,7 +42,9 @@ mod store;
 mod timer;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
@@ -249,7 +251,7 @@ impl Coordinator {
         if !self.owns(group_id) {
             return Err(Error::Kafka(ResponseError::NotCoordinator));
         }
-        if self.inner.groups.lock().expect("groups lock").contains_key(group_id) {
+        if self.inner.groups.lock().contains_key(group_id) {
             return Ok(true);
         }
         let seaweed = &self.inner.seaweed;
@@ -274,12 +276,7 @@ impl Coordinator {
             }
         };
         let group = group.with_initial_rebalance_delay(self.inner.settings.initial_rebalance_delay);
-        self.inner
-            .groups
-            .lock()
-            .expect("groups lock")
-            .entry(group_id.to_string())
-            .or_insert_with(|| Entry::new(group));
+        self.inner.groups.lock().entry(group_id.to_string()).or_insert_with(|| Entry::new(group));
         Ok(true)
     }
 
@@ -287,7 +284,7 @@ impl Coordinator {
     /// what it asks to persist. `None` when the group is not in memory (deleted meanwhile).
     fn with_group<T>(&self, group_id: &str, f: impl FnOnce(&mut Entry) -> T) -> Option<T> {
         let (out, persist) = {
-            let mut groups = self.inner.groups.lock().expect("groups lock");
+            let mut groups = self.inner.groups.lock();
             let entry = groups.get_mut(group_id)?;
             let out = f(entry);
             let effects = entry.group.take_effects();
@@ -324,7 +321,7 @@ impl Coordinator {
             .into_iter()
             .filter_map(|name| layout::parse_path_segment(&name))
             .collect();
-        ids.extend(self.inner.groups.lock().expect("groups lock").keys().cloned());
+        ids.extend(self.inner.groups.lock().keys().cloned());
         ids.sort();
         ids.dedup();
         let listed: Vec<Result<Option<(GroupState, String)>, Error>> =
@@ -397,7 +394,7 @@ impl Coordinator {
         // entry leaves memory afterwards, so the next touch starts from what is stored.
         let r =
             self.inner.seaweed.filer_delete(&layout::group_path(&self.inner.root, group_id)).await;
-        self.inner.groups.lock().expect("groups lock").remove(group_id);
+        self.inner.groups.lock().remove(group_id);
         r.map_err(|e| {
             warn!(group = group_id, error = %e, "deleting group failed");
             group_code(&e)

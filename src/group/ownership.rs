@@ -9,12 +9,14 @@
 //! whose lease ended. Does not own: the timing rules (`lease`, pure), the group state it drops
 //! (`group`), or forwarding (`peer`).
 //!
-//! Locking: two `std::sync::Mutex`es (held leases, remote owners), each held only for map
+//! Locking: two non-async `Mutex`es (held leases, remote owners), each held only for map
 //! operations, never across `.await`. Taking a lease is serialised by one async mutex, so two
 //! requests for a new group on this kelp never race each other for the same lock.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use kafka_protocol::ResponseError;
@@ -67,7 +69,7 @@ impl Leases {
 
     /// Whether this kelp may act as `group`'s owner at `now` (and note that it was used).
     pub fn owns(&self, group: &str, now: Instant) -> bool {
-        let mut held = self.held.lock().expect("leases lock");
+        let mut held = self.held.lock();
         match held.get_mut(group) {
             Some(h) if h.is_valid(now) => {
                 h.touch(now);
@@ -99,17 +101,13 @@ impl Leases {
                 let now = now();
                 self.held
                     .lock()
-                    .expect("leases lock")
                     .insert(group.to_string(), Held::granted(token, sent_at, now, &self.timing));
                 (Route::Local, true)
             }
             Decision::Elsewhere(peer) => {
                 debug!(group, owner = %peer, "group owned by another kelp");
                 let until = now() + self.timing.lease();
-                self.remote
-                    .lock()
-                    .expect("leases lock")
-                    .insert(group.to_string(), (peer.clone(), until));
+                self.remote.lock().insert(group.to_string(), (peer.clone(), until));
                 (Route::Remote(peer), false)
             }
             Decision::Unavailable => {
@@ -123,7 +121,7 @@ impl Leases {
         if self.owns(group, now) {
             return Some(Route::Local);
         }
-        let mut remote = self.remote.lock().expect("leases lock");
+        let mut remote = self.remote.lock();
         match remote.get(group) {
             Some((peer, until)) if now < *until => Some(Route::Remote(peer.clone())),
             Some(_) => {
@@ -136,12 +134,12 @@ impl Leases {
 
     /// Forget who owns `group` elsewhere (its owner did not answer, or said it is not).
     pub fn forget_remote(&self, group: &str) {
-        self.remote.lock().expect("leases lock").remove(group);
+        self.remote.lock().remove(group);
     }
 
     /// Leases due for renewal at `now`, marked as being renewed: (group, token).
     pub fn start_renewals(&self, now: Instant) -> Vec<(String, String)> {
-        let mut held = self.held.lock().expect("leases lock");
+        let mut held = self.held.lock();
         held.iter_mut()
             .filter_map(|(g, h)| h.start_renewal(now).map(|token| (g.clone(), token)))
             .collect()
@@ -155,7 +153,7 @@ impl Leases {
     /// The renewal sent at `sent_at` was granted. `false` when the lease is no longer held
     /// here (given up meanwhile): the caller must release the lock it just renewed.
     pub fn renewed(&self, group: &str, token: String, sent_at: Instant) -> bool {
-        match self.held.lock().expect("leases lock").get_mut(group) {
+        match self.held.lock().get_mut(group) {
             Some(h) if h.is_renewing() => {
                 h.renewed(token, sent_at, &self.timing);
                 true
@@ -166,19 +164,19 @@ impl Leases {
 
     /// The renewal got no answer; it is retried until the lease's stop time.
     pub fn renewal_failed(&self, group: &str, now: Instant) {
-        if let Some(h) = self.held.lock().expect("leases lock").get_mut(group) {
+        if let Some(h) = self.held.lock().get_mut(group) {
             h.renewal_failed(now, &self.timing);
         }
     }
 
     /// Stop holding `group`'s lease; its token, to release it with.
     pub fn give_up(&self, group: &str) -> Option<String> {
-        self.held.lock().expect("leases lock").remove(group).map(|h| h.token().to_string())
+        self.held.lock().remove(group).map(|h| h.token().to_string())
     }
 
     /// Leases past their stop time (renewals failed for too long), no longer held.
     pub fn take_expired(&self, now: Instant) -> Vec<String> {
-        let mut held = self.held.lock().expect("leases lock");
+        let mut held = self.held.lock();
         let expired: Vec<String> =
             held.iter().filter(|(_, h)| !h.is_valid(now)).map(|(g, _)| g.clone()).collect();
         for g in &expired {
@@ -190,7 +188,7 @@ impl Leases {
     /// Groups no request used for a whole lease: candidates for release.
     pub fn idle(&self, now: Instant) -> Vec<String> {
         let lease = self.timing.lease();
-        let held = self.held.lock().expect("leases lock");
+        let held = self.held.lock();
         held.iter()
             .filter(|(_, h)| !h.is_renewing() && h.idle_for(now) >= lease)
             .map(|(g, _)| g.clone())
@@ -199,12 +197,7 @@ impl Leases {
 
     /// Every lease, no longer held: (group, token). For shutdown.
     pub fn take_all(&self) -> Vec<(String, String)> {
-        self.held
-            .lock()
-            .expect("leases lock")
-            .drain()
-            .map(|(g, h)| (g, h.token().to_string()))
-            .collect()
+        self.held.lock().drain().map(|(g, h)| (g, h.token().to_string())).collect()
     }
 
     /// Release `group`'s lock held with `token`, so another kelp can take it at once.
@@ -215,7 +208,7 @@ impl Leases {
     /// Pretend a grant sent at `sent_at` succeeded (tests without a filer).
     #[cfg(test)]
     pub(crate) fn hold(&self, group: &str, token: &str, sent_at: Instant) {
-        self.held.lock().expect("leases lock").insert(
+        self.held.lock().insert(
             group.to_string(),
             Held::granted(token.to_string(), sent_at, sent_at, &self.timing),
         );
@@ -256,7 +249,7 @@ impl Coordinator {
                         }
                         return Err(ResponseError::CoordinatorNotAvailable);
                     }
-                    self.inner.groups.lock().expect("groups lock").remove(group_id);
+                    self.inner.groups.lock().remove(group_id);
                 }
                 Ok(route)
             }
@@ -284,7 +277,7 @@ impl Coordinator {
     /// COORDINATOR_NOT_AVAILABLE (their waiters are dropped) and its members rejoin at the
     /// new owner.
     fn drop_group(&self, group_id: &str) {
-        self.inner.groups.lock().expect("groups lock").remove(group_id);
+        self.inner.groups.lock().remove(group_id);
     }
 
     /// Renew leases when due, end those whose renewals failed until their stop time, release
@@ -353,7 +346,7 @@ impl Coordinator {
     fn release_idle(&self, leases: &Arc<Leases>) {
         for group in leases.idle(now()) {
             let token = {
-                let mut groups = self.inner.groups.lock().expect("groups lock");
+                let mut groups = self.inner.groups.lock();
                 let quiet = match groups.get(&group) {
                     None => true,
                     Some(e) => {

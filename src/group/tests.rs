@@ -90,7 +90,7 @@ async fn a_shared_kelp_serves_a_group_only_while_its_lease_is_valid() {
     c.inner.leases.as_ref().unwrap().hold("g", "t", granted);
     assert_eq!(c.route("g").await, Ok(Route::Local));
     // In memory already (the filer cannot load it).
-    c.inner.groups.lock().unwrap().insert("g".into(), Entry::new(Group::new()));
+    c.inner.groups.lock().insert("g".into(), Entry::new(Group::new()));
     let first = c.join("g", JoinRequest { require_known_member_id: false, ..join_req() }).await;
     assert_eq!(first.error, None, "alone in the group: its generation at once");
     let second = tokio::spawn({
@@ -112,7 +112,7 @@ async fn a_shared_kelp_serves_a_group_only_while_its_lease_is_valid() {
         c.heartbeat("g", &first.member_id, None, first.generation).await,
         Err(ResponseError::NotCoordinator)
     );
-    assert!(c.inner.groups.lock().unwrap().is_empty(), "the lost group's state is gone");
+    assert!(c.inner.groups.lock().is_empty(), "the lost group's state is gone");
     cancel.cancel();
 }
 
@@ -143,7 +143,7 @@ async fn parked_join_is_answered_by_the_timer_and_cancel_releases_waiters() {
     let SyncOutcome::Persist(_) = g.sync(sync, t0) else { panic!() };
     g.assignment_persisted(1, Ok(()), t0);
     let _ = g.take_effects();
-    c.inner.groups.lock().unwrap().insert("g".into(), Entry::new(g));
+    c.inner.groups.lock().insert("g".into(), Entry::new(g));
 
     let started = Instant::now();
     let r = c.join("g", short(join_req())).await;

@@ -23,7 +23,7 @@ impl Coordinator {
             let now = now();
             let mut persist = Vec::new();
             {
-                let mut groups = self.inner.groups.lock().expect("groups lock");
+                let mut groups = self.inner.groups.lock();
                 for (id, entry) in groups.iter_mut() {
                     entry.group.tick(now);
                     let effects = entry.group.take_effects();
@@ -36,7 +36,7 @@ impl Coordinator {
                 self.persist_in_background(id, snapshot);
             }
         }
-        let mut groups = self.inner.groups.lock().expect("groups lock");
+        let mut groups = self.inner.groups.lock();
         for entry in groups.values_mut() {
             entry.joins.clear();
             entry.syncs.clear();

@@ -3,8 +3,8 @@
 //! used only once the handshake (`handshake::connect`) has proved the listener knows the peer
 //! secret; pooled connections have done so already.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -141,7 +141,7 @@ impl Pool {
     }
 
     fn take_idle(&self, addr: &str) -> Option<Link> {
-        let mut idle = self.idle.lock().expect("pool lock");
+        let mut idle = self.idle.lock();
         let conns = idle.get_mut(addr)?;
         while let Some((conn, since)) = conns.pop() {
             if since.elapsed() < POOL_IDLE_TIMEOUT {
@@ -152,7 +152,7 @@ impl Pool {
     }
 
     fn put_idle(&self, addr: &str, conn: Link) {
-        let mut idle = self.idle.lock().expect("pool lock");
+        let mut idle = self.idle.lock();
         let conns = idle.entry(addr.to_string()).or_default();
         conns.retain(|(_, since)| since.elapsed() < POOL_IDLE_TIMEOUT);
         if conns.len() < POOL_IDLE_PER_PEER {

@@ -27,6 +27,11 @@ pub const BURST: Duration = Duration::from_secs(1);
 /// so governor's nanosecond arithmetic stays exact to well under 0.1 %.
 const MIN_PERIOD: Duration = Duration::from_micros(1);
 
+/// Bounds every meter's rate stays in whatever it is given: the validated range of request
+/// rates at the bottom, the validated maximum at the top (`rules::validate_value`).
+const MIN_RATE: f64 = super::rules::MIN_REQUEST_RATE;
+const MAX_RATE: f64 = super::rules::MAX_RATE;
+
 /// governor refuses a zero cell period; float rounding of `unit / rate` must not produce one.
 const SHORTEST_PERIOD: Duration = Duration::from_nanos(1);
 
@@ -64,11 +69,15 @@ impl Meter<DefaultClock> {
 }
 
 impl<C: Clock + Clone> Meter<C> {
-    /// A meter on `clock` (a fake clock in tests). `rate` must be positive and finite.
+    /// A meter on `clock` (a fake clock in tests). Rates are validated where they are read
+    /// (`rules::validate_value`); a rate outside that range anyway (not finite, or beyond it)
+    /// is clamped into it rather than allowed to panic.
     pub fn with_clock(rate: f64, clock: C) -> Meter<C> {
-        assert!(rate.is_finite() && rate > 0.0, "quota rates are validated before a meter is made");
+        let rate = if rate.is_nan() { MAX_RATE } else { rate.clamp(MIN_RATE, MAX_RATE) };
         let unit = (rate * MIN_PERIOD.as_secs_f64()).ceil().max(1.0) as u64;
-        let period = Duration::from_secs_f64(unit as f64 / rate).max(SHORTEST_PERIOD);
+        let period = Duration::try_from_secs_f64(unit as f64 / rate)
+            .unwrap_or(Duration::MAX)
+            .max(SHORTEST_PERIOD);
         let burst = (rate * BURST.as_secs_f64() / unit as f64)
             .ceil()
             .clamp(1.0, f64::from(u32::MAX)) as u32;
@@ -150,6 +159,15 @@ pub fn throttle_ms(d: Duration) -> i32 {
 mod tests {
     use super::*;
     use governor::clock::FakeRelativeClock;
+
+    #[test]
+    fn rates_outside_the_validated_range_make_a_meter_instead_of_a_panic() {
+        for rate in [1e-20, 0.0, -5.0, f64::NAN, f64::INFINITY, 1e300, f64::MIN_POSITIVE] {
+            let (m, _) = meter(rate);
+            assert!(m.rate() >= MIN_RATE && m.rate() <= MAX_RATE, "{rate}");
+            let _ = m.charge(u64::MAX);
+        }
+    }
 
     fn meter(rate: f64) -> (Meter<FakeRelativeClock>, FakeRelativeClock) {
         let clock = FakeRelativeClock::default();

@@ -28,7 +28,9 @@ mod store;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -141,16 +143,16 @@ impl Quotas {
 
     /// The rules in force: file rules with the filer's laid on top.
     pub(crate) fn rules(&self) -> Arc<Rules> {
-        self.inner.state.read().expect("quota state lock").effective.clone()
+        self.inner.state.read().effective.clone()
     }
 
     /// Bumped whenever the rules in force change; connections re-resolve their meters then.
     fn generation(&self) -> u64 {
-        self.inner.state.read().expect("quota state lock").generation
+        self.inner.state.read().generation
     }
 
     fn update(&self, change: impl FnOnce(&mut State)) {
-        let mut s = self.inner.state.write().expect("quota state lock");
+        let mut s = self.inner.state.write();
         change(&mut s);
         let effective = s.file.overlay(&s.filer);
         if effective != *s.effective {
@@ -204,7 +206,7 @@ impl Quotas {
 
     fn forget_idle_meters(&self) {
         let now = Instant::now();
-        self.inner.meters.lock().expect("meters lock").retain(|_, (meter, unused_since)| {
+        self.meters().retain(|_, (meter, unused_since)| {
             if Arc::strong_count(meter) > 1 {
                 *unused_since = None;
                 return true;
@@ -215,15 +217,21 @@ impl Quotas {
 
     /// The shared meter for a matched rule (a new one when the rate changed).
     fn meter(&self, m: &rules::Match) -> Arc<Meter> {
-        let mut meters = self.inner.meters.lock().expect("meters lock");
-        if let Some((meter, _)) = meters.get(&m.key)
+        if let Some((meter, _)) = self.meters().get(&m.key)
             && meter.rate() == m.rate
         {
             return meter.clone();
         }
+        // Built outside the lock: nothing that runs while it is held can fail.
         let meter = Arc::new(Meter::new(m.rate));
-        meters.insert(m.key.clone(), (meter.clone(), None));
+        self.meters().insert(m.key.clone(), (meter.clone(), None));
         meter
+    }
+
+    /// The meters (a `parking_lot` lock, as everywhere in kelp: a panic while one is held does
+    /// not poison it, so one failed request cannot fail every later one).
+    fn meters(&self) -> parking_lot::MutexGuard<'_, HashMap<MeterKey, MeterSlot>> {
+        self.inner.meters.lock()
     }
 
     // === KIP-546: the domain half; checks and wire types are in `api::*_client_quotas` ===

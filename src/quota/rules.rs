@@ -108,17 +108,35 @@ impl Kind {
     }
 }
 
-/// Check a quota value the way Kafka's controller does: positive, finite, and a whole number
-/// for the byte rates (Kafka types them LONG).
+/// Smallest request rate accepted: one request per thousand seconds. Below it a client could
+/// not send its next request within any timeout a client uses.
+pub const MIN_REQUEST_RATE: f64 = 1e-3;
+
+/// Largest rate of any kind accepted: 2^53, the largest count an `f64` holds exactly (a rate
+/// that high is no limit at all).
+pub const MAX_RATE: f64 = 9_007_199_254_740_992.0;
+
+/// Check a quota value the way Kafka's controller does: finite, and a whole number of at
+/// least 1 for the byte rates (Kafka types them LONG); request rates from
+/// [`MIN_REQUEST_RATE`]; nothing above [`MAX_RATE`]. Every value that passes makes a meter
+/// whose periods and waits fit a `Duration`.
 pub fn validate_value(kind: Kind, value: f64) -> Result<(), String> {
     let key = kind.config_key();
     if !value.is_finite() || value <= 0.0 {
         return Err(format!("quota {key} must be greater than 0"));
     }
-    if matches!(kind, Kind::Produce | Kind::Fetch) && (value % 1.0).abs() > 1e-6 {
-        return Err(format!("{key} cannot be a fractional value"));
+    if value > MAX_RATE {
+        return Err(format!("quota {key} must be at most {MAX_RATE}"));
     }
-    Ok(())
+    match kind {
+        Kind::Produce | Kind::Fetch if value.fract() != 0.0 => {
+            Err(format!("{key} cannot be a fractional value"))
+        }
+        Kind::Request if value < MIN_REQUEST_RATE => {
+            Err(format!("quota {key} must be at least {MIN_REQUEST_RATE}"))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Why a key cannot be set, for keys Kafka knows but kelp does not meter.
@@ -536,6 +554,13 @@ mod tests {
         assert!(validate_value(Kind::Request, 0.5).is_ok());
         assert!(validate_value(Kind::Request, 0.0).is_err());
         assert!(validate_value(Kind::Fetch, f64::NAN).is_err());
+        // Values that once passed and then panicked building a meter.
+        assert!(validate_value(Kind::Request, 1e-20).is_err());
+        assert!(validate_value(Kind::Produce, 1e-25).is_err());
+        assert!(validate_value(Kind::Produce, 1.000_000_1).is_err());
+        assert!(validate_value(Kind::Fetch, 1e300).is_err());
+        assert!(validate_value(Kind::Request, MIN_REQUEST_RATE).is_ok());
+        assert!(validate_value(Kind::Produce, MAX_RATE).is_ok());
         assert!(unsupported_key("request_percentage").contains("request_rate"));
     }
 }

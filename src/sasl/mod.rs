@@ -31,7 +31,9 @@ pub mod scram;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -297,7 +299,7 @@ impl Sasl {
                     super_users = users.super_users(),
                     "SASL users file reloaded"
                 );
-                *shared.write().expect("users lock") = Arc::new(users);
+                *shared.write() = Arc::new(users);
                 Ok(())
             },
         ));
@@ -312,7 +314,7 @@ impl Sasl {
     }
 
     fn users(&self) -> Arc<Users> {
-        self.users.read().expect("users lock").clone()
+        self.users.read().clone()
     }
 
     /// Whether `user` is a super-user in the users file in force now: a reloaded file
@@ -559,7 +561,7 @@ users:
     fn a_reloaded_file_grants_and_revokes_super_user_at_once() {
         let sasl = Sasl::new(Users::parse("users: {a: {password: x, super-user: true}}").unwrap());
         assert!(sasl.is_super_user("a"));
-        *sasl.users.write().unwrap() = Arc::new(Users::parse("users: {a: {password: x}}").unwrap());
+        *sasl.users.write() = Arc::new(Users::parse("users: {a: {password: x}}").unwrap());
         assert!(!sasl.is_super_user("a"));
     }
 

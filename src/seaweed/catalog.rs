@@ -15,7 +15,9 @@
 //! asks the filer whether `topic.conf` exists to tell "no such topic" from "couldn't tell".
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use kafka_protocol::ResponseError;
@@ -72,13 +74,11 @@ impl Layout {
     /// The first offset after kelp's markers in `partition`, when already known. It lives
     /// with the layout because a re-created topic (a new layout) starts over.
     pub(super) fn data_start(&self, partition: u32) -> Option<i64> {
-        self.data_start.lock().expect("data_start lock").get(partition as usize).copied().flatten()
+        self.data_start.lock().get(partition as usize).copied().flatten()
     }
 
     pub(super) fn set_data_start(&self, partition: u32, start: i64) {
-        if let Some(s) =
-            self.data_start.lock().expect("data_start lock").get_mut(partition as usize)
-        {
+        if let Some(s) = self.data_start.lock().get_mut(partition as usize) {
             *s = Some(start);
         }
     }
@@ -111,12 +111,12 @@ impl Catalog {
 
     /// Forget the cached layout of `topic` (after an error, or a change made here).
     pub(super) fn invalidate(&self, topic: &str) {
-        self.cache.lock().expect("layout cache lock").remove(topic);
+        self.cache.lock().remove(topic);
     }
 
     /// The layout of `topic`, from the cache while it is fresh.
     pub(super) async fn layout(&self, topic: &str) -> Result<Option<Arc<Layout>>, Error> {
-        if let Some(l) = self.cache.lock().expect("layout cache lock").get(topic)
+        if let Some(l) = self.cache.lock().get(topic)
             && l.fetched_at.elapsed() < LAYOUT_TTL
         {
             return Ok(Some(Arc::clone(l)));
@@ -209,7 +209,7 @@ impl Catalog {
             slots,
             fetched_at: Instant::now(),
         });
-        self.cache.lock().expect("layout cache lock").insert(topic.to_string(), Arc::clone(&l));
+        self.cache.lock().insert(topic.to_string(), Arc::clone(&l));
         Ok(Some(l))
     }
 

@@ -26,7 +26,9 @@ mod reader;
 mod rpc;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -198,8 +200,8 @@ impl Seaweed {
     /// Other kelps notice within a few seconds (their cached layout expires).
     pub async fn delete_topic(&self, topic: &str) -> Result<(), Error> {
         self.inner.catalog.delete(topic).await?;
-        self.inner.publishers.lock().expect("publishers lock").retain(|(t, _), _| t != topic);
-        self.inner.wakers.lock().expect("wakers lock").retain(|(t, _), _| t != topic);
+        self.inner.publishers.lock().retain(|(t, _), _| t != topic);
+        self.inner.wakers.lock().retain(|(t, _), _| t != topic);
         Ok(())
     }
 
@@ -275,7 +277,7 @@ impl Seaweed {
             leader: slot.leader.clone(),
         };
         let key = (topic.to_string(), partition);
-        let mut publishers = self.inner.publishers.lock().expect("publishers lock");
+        let mut publishers = self.inner.publishers.lock();
         if let Some(p) = publishers.get(&key)
             && !p.is_closed()
             && *p.target() == target
@@ -294,7 +296,7 @@ impl Seaweed {
     }
 
     fn forget_publisher(&self, topic: &str, partition: u32, which: &Publisher) {
-        let mut publishers = self.inner.publishers.lock().expect("publishers lock");
+        let mut publishers = self.inner.publishers.lock();
         let key = (topic.to_string(), partition);
         if publishers.get(&key).is_some_and(|p| p.target() == which.target()) {
             publishers.remove(&key);
@@ -302,7 +304,7 @@ impl Seaweed {
     }
 
     fn waker(&self, topic: &str, partition: u32) -> Arc<Notify> {
-        let mut wakers = self.inner.wakers.lock().expect("wakers lock");
+        let mut wakers = self.inner.wakers.lock();
         Arc::clone(wakers.entry((topic.to_string(), partition)).or_default())
     }
 

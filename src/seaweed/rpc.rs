@@ -6,9 +6,9 @@
 //!
 //! Does not own: anything about topics, records or filer entries.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
@@ -200,7 +200,7 @@ impl Clients {
         let (addr, channel) = match &self.configured_filer {
             Some(f) => f.clone(),
             None => {
-                let known = self.discovered_filer.lock().expect("filer lock").clone();
+                let known = self.discovered_filer.lock().clone();
                 match known {
                     Some(f) => f,
                     None => {
@@ -225,8 +225,7 @@ impl Clients {
                                 message: why,
                             })?;
                         tracing::debug!(filer = %addr, "discovered filer through the master");
-                        *self.discovered_filer.lock().expect("filer lock") =
-                            Some((addr.clone(), channel.clone()));
+                        *self.discovered_filer.lock() = Some((addr.clone(), channel.clone()));
                         (addr, channel)
                     }
                 }
@@ -240,12 +239,12 @@ impl Clients {
 
     /// Forget a discovered filer after a transport failure, so the next call asks the master.
     pub(crate) fn forget_filer(&self) {
-        *self.discovered_filer.lock().expect("filer lock") = None;
+        *self.discovered_filer.lock() = None;
     }
 
     /// A client for the broker at `addr` (as the master or a topic assignment names it).
     pub(crate) fn broker(&self, addr: &str) -> Result<BrokerClient, Error> {
-        let mut brokers = self.brokers.lock().expect("brokers lock");
+        let mut brokers = self.brokers.lock();
         let channel = match brokers.get(addr) {
             Some(c) => c.clone(),
             None => {
@@ -271,8 +270,8 @@ impl Clients {
     /// Drop the channel to a broker that failed at the transport level; a broker that comes
     /// back at the same address gets a fresh connection on next use.
     pub(crate) fn forget_broker(&self, addr: &str) {
-        self.brokers.lock().expect("brokers lock").remove(addr);
-        let mut control = self.control.lock().expect("control lock");
+        self.brokers.lock().remove(addr);
+        let mut control = self.control.lock();
         if control.as_deref() == Some(addr) {
             *control = None;
         }
@@ -281,14 +280,14 @@ impl Clients {
     /// The broker for control-plane calls: the one used last, else the first the master
     /// lists. Non-balancer brokers forward control calls to the balancer themselves.
     pub(crate) async fn control_broker(&self) -> Result<(String, BrokerClient), Error> {
-        let known = self.control.lock().expect("control lock").clone();
+        let known = self.control.lock().clone();
         let addr = match known {
             Some(a) => a,
             None => {
                 let nodes = self.cluster_nodes("broker").await?;
                 let addr = nodes.into_iter().next().ok_or(Error::NoBroker { op: "discover" })?;
                 tracing::debug!(broker = %addr, "using broker for control calls");
-                *self.control.lock().expect("control lock") = Some(addr.clone());
+                *self.control.lock() = Some(addr.clone());
                 addr
             }
         };

@@ -2,7 +2,9 @@
 //! change, so a renewal (cert-manager rewrites the mounted Secret) needs no restart.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -48,8 +50,7 @@ impl ReloadingCert {
     pub fn reload(&self) -> bool {
         match read(&self.cert_path, &self.key_path) {
             Ok((raw, key)) => {
-                let mut current =
-                    self.current.write().expect("the certificate lock is never poisoned");
+                let mut current = self.current.write();
                 if current.0 == raw {
                     return false;
                 }
@@ -86,7 +87,7 @@ impl ReloadingCert {
 
 impl ResolvesServerCert for ReloadingCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current.read().expect("the certificate lock is never poisoned").1.clone())
+        Some(self.current.read().1.clone())
     }
 }
 

@@ -4,7 +4,9 @@
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 /// Prints the consumer's assignment as a JSON list each time it changes.
 const KAFKA_PYTHON_CONSUMER: &str = r#"
@@ -43,7 +45,7 @@ impl PythonConsumer {
         let (a, out) = (Arc::clone(&assignment), child.stdout.take().expect("stdout"));
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
-                *a.lock().unwrap() = line
+                *a.lock() = line
                     .trim_matches(['[', ']'])
                     .split(',')
                     .filter_map(|s| s.trim().parse().ok())
@@ -53,7 +55,7 @@ impl PythonConsumer {
         let (e, err) = (Arc::clone(&stderr), child.stderr.take().expect("stderr"));
         std::thread::spawn(move || {
             for line in BufReader::new(err).lines().map_while(Result::ok) {
-                let mut e = e.lock().unwrap();
+                let mut e = e.lock();
                 e.push_str(&line);
                 e.push('\n');
             }
@@ -63,21 +65,21 @@ impl PythonConsumer {
 
     /// The partitions it owns now; panics with its stderr if the process has exited.
     pub fn assignment(&self) -> BTreeSet<i32> {
-        if let Ok(Some(status)) = self.child.lock().unwrap().try_wait() {
-            panic!("kafka-python consumer exited ({status}):\n{}", self.stderr.lock().unwrap());
+        if let Ok(Some(status)) = self.child.lock().try_wait() {
+            panic!("kafka-python consumer exited ({status}):\n{}", self.stderr.lock());
         }
-        self.assignment.lock().unwrap().clone()
+        self.assignment.lock().clone()
     }
 
     /// SIGKILL: the member disappears without leaving the group.
     pub fn kill(&self) {
-        self.child.lock().unwrap().kill().expect("kill kafka-python");
+        self.child.lock().kill().expect("kill kafka-python");
     }
 }
 
 impl Drop for PythonConsumer {
     fn drop(&mut self) {
-        let child = self.child.get_mut().unwrap();
+        let child = self.child.get_mut();
         let _ = child.kill();
         let _ = child.wait();
     }
