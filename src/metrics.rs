@@ -53,6 +53,12 @@ pub struct SaslLabels {
     pub outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `ok`, `failed` or `timed_out`.
+    pub outcome: &'static str,
+}
+
 fn throttle_histogram() -> Histogram {
     // 1 ms .. ~65 s
     Histogram::new(exponential_buckets(0.001, 2.0, 17))
@@ -79,6 +85,7 @@ pub struct Metrics {
     pub quota_bytes: Family<QuotaLabels, Counter>,
     pub quota_rules: Family<SourceLabels, Gauge>,
     pub sasl_authentications: Family<SaslLabels, Counter>,
+    pub tls_handshakes: Family<OutcomeLabels, Counter>,
 }
 
 impl Metrics {
@@ -99,6 +106,7 @@ impl Metrics {
             quota_bytes: Family::default(),
             quota_rules: Family::default(),
             sasl_authentications: Family::default(),
+            tls_handshakes: Family::default(),
             registry: Registry::default(),
         };
         registry.register("requests", "Kafka requests answered, by API", m.requests.clone());
@@ -159,6 +167,11 @@ impl Metrics {
             "SASL logins, by mechanism and outcome",
             m.sasl_authentications.clone(),
         );
+        registry.register(
+            "tls_handshakes",
+            "TLS handshakes on the Kafka listener, by outcome",
+            m.tls_handshakes.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -206,6 +219,11 @@ impl Metrics {
         let outcome = if ok { "ok" } else { "failed" };
         self.sasl_authentications.get_or_create(&SaslLabels { mechanism, outcome }).inc();
     }
+
+    /// `outcome`: `ok`, `failed` or `timed_out`.
+    pub fn observe_tls_handshake(&self, outcome: &'static str) {
+        self.tls_handshakes.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
 }
 
 static GLOBAL: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -228,6 +246,7 @@ mod tests {
         m.observe_throttle("produce", "default_client", Duration::from_millis(250));
         m.observe_quota_bytes("fetch", "user", 4096);
         m.observe_sasl("PLAIN", true);
+        m.observe_tls_handshake("timed_out");
         let text = m.render();
         for want in [
             "kelp_requests_total{api=\"Produce\"} 1",
@@ -238,6 +257,7 @@ mod tests {
             "kelp_quota_throttle_seconds_count{quota=\"produce\",entity=\"default_client\"} 1",
             "kelp_quota_bytes_total{quota=\"fetch\",entity=\"user\"} 4096",
             "kelp_sasl_authentications_total{mechanism=\"PLAIN\",outcome=\"ok\"} 1",
+            "kelp_tls_handshakes_total{outcome=\"timed_out\"} 1",
         ] {
             assert!(text.contains(want), "missing {want} in:\n{text}");
         }
