@@ -5,7 +5,7 @@ Named templates. The public ones, for pod specs written by hand (docs/kubernetes
   kelp.nativeSidecar                  the same with `restartPolicy: Always`, for `initContainers:`
                                       (Kubernetes 1.29 and later)
   kelp.volumes                        the volumes it mounts (quotas ConfigMap, SASL users
-                                      Secret), as list items (empty when none)
+                                      Secret, TLS Secrets), as list items (empty when none)
   kelp.bootstrapServers               the address the application's Kafka client uses
   kelp.terminationGracePeriodSeconds  the shortest grace period that lets kelp drain
 
@@ -139,6 +139,32 @@ app.kubernetes.io/component: webhook
 {{- if and .Values.sasl.secret (not $config.saslUsersFile) -}}
 {{- $env = append $env (dict "name" "KELP_SASL_USERS_FILE" "value" (printf "%s/%s" .Values.sasl.mountPath .Values.sasl.key)) -}}
 {{- end -}}
+{{- /* With a listener TLS Secret (listenerTls.secret), point the config.tls* files left empty at its mount. */ -}}
+{{- $t := .Values.listenerTls -}}
+{{- if $t.secret -}}
+{{- if not $config.tlsCert -}}
+{{- $env = append $env (dict "name" "KELP_TLS_CERT" "value" (printf "%s/%s" $t.mountPath $t.certKey)) -}}
+{{- end -}}
+{{- if not $config.tlsKey -}}
+{{- $env = append $env (dict "name" "KELP_TLS_KEY" "value" (printf "%s/%s" $t.mountPath $t.keyKey)) -}}
+{{- end -}}
+{{- if and $t.clientCaKey (not $config.tlsClientCa) -}}
+{{- $env = append $env (dict "name" "KELP_TLS_CLIENT_CA" "value" (printf "%s/%s" $t.mountPath $t.clientCaKey)) -}}
+{{- end -}}
+{{- end -}}
+{{- /* The same for SeaweedFS's TLS Secret (seaweedfsTls.secret) and config.seaweedfsTls*. */ -}}
+{{- $w := .Values.seaweedfsTls -}}
+{{- if $w.secret -}}
+{{- if not $config.seaweedfsTlsCa -}}
+{{- $env = append $env (dict "name" "KELP_SEAWEEDFS_TLS_CA" "value" (printf "%s/%s" $w.mountPath $w.caKey)) -}}
+{{- end -}}
+{{- if not $config.seaweedfsTlsCert -}}
+{{- $env = append $env (dict "name" "KELP_SEAWEEDFS_TLS_CERT" "value" (printf "%s/%s" $w.mountPath $w.certKey)) -}}
+{{- end -}}
+{{- if not $config.seaweedfsTlsKey -}}
+{{- $env = append $env (dict "name" "KELP_SEAWEEDFS_TLS_KEY" "value" (printf "%s/%s" $w.mountPath $w.keyKey)) -}}
+{{- end -}}
+{{- end -}}
 {{- concat $env (.Values.sidecar.extraEnv | default list) | toYaml -}}
 {{- end -}}
 
@@ -167,6 +193,12 @@ app.kubernetes.io/component: webhook
 {{- if .Values.sasl.secret -}}
 {{- $mounts = append $mounts (dict "name" "kelp-sasl" "mountPath" .Values.sasl.mountPath "readOnly" true) -}}
 {{- end -}}
+{{- if .Values.listenerTls.secret -}}
+{{- $mounts = append $mounts (dict "name" "kelp-tls" "mountPath" .Values.listenerTls.mountPath "readOnly" true) -}}
+{{- end -}}
+{{- if .Values.seaweedfsTls.secret -}}
+{{- $mounts = append $mounts (dict "name" "kelp-seaweedfs-tls" "mountPath" .Values.seaweedfsTls.mountPath "readOnly" true) -}}
+{{- end -}}
 {{- if $mounts -}}
 {{- $_ := set $c "volumeMounts" $mounts -}}
 {{- end -}}
@@ -191,6 +223,12 @@ app.kubernetes.io/component: webhook
 {{- end -}}
 {{- with .Values.sasl.secret -}}
 {{- $volumes = append $volumes (dict "name" "kelp-sasl" "secret" (dict "secretName" .)) -}}
+{{- end -}}
+{{- with .Values.listenerTls.secret -}}
+{{- $volumes = append $volumes (dict "name" "kelp-tls" "secret" (dict "secretName" .)) -}}
+{{- end -}}
+{{- with .Values.seaweedfsTls.secret -}}
+{{- $volumes = append $volumes (dict "name" "kelp-seaweedfs-tls" "secret" (dict "secretName" .)) -}}
 {{- end -}}
 {{- if $volumes -}}
 {{- toYaml $volumes -}}
