@@ -6,8 +6,8 @@
 //! Owns: [`Reloading`] (files → a value built from them, rebuilt when any file changes; the
 //! webhook's identity, the Kafka listener's config and the SeaweedFS client config are each
 //! one), PEM parsing, the crypto provider, and [`KafkaTls`]. Does not own the SeaweedFS side
-//! (`seaweed::tls` builds its client config here and dials with it) nor the webhook's
-//! HTTP server (`webhook`).
+//! (`seaweed::tls` builds its client config with these pieces and dials with it) nor the
+//! webhook's HTTP server (`webhook`).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock, Weak};

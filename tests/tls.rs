@@ -336,6 +336,11 @@ async fn librdkafka_over_mtls_to_kelp_over_mtls_to_seaweedfs_keeps_records_and_o
     assert!(kelp.stop().await);
 }
 
+/// A value of 300 KB: many TLS records each way, more than one socket buffer on some systems.
+fn large_value(i: i32) -> String {
+    format!("value-{i}-{}", "x".repeat(300 * 1024))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sasl_ssl_logs_in_over_the_tls_listener() {
     let pki = Pki::new();
@@ -369,7 +374,7 @@ async fn sasl_ssl_logs_in_over_the_tls_listener() {
     create_topic(&sasl_ssl("alice-secret"), &topic, PARTITIONS).await;
     let producer: FutureProducer = sasl_ssl("alice-secret").create().expect("producer");
     for i in 0..PARTITIONS {
-        let value = format!("value-{i}");
+        let value = large_value(i);
         let record = FutureRecord::to(&topic).partition(i).key("k").payload(&value);
         let d = producer.send(record, Duration::from_secs(30)).await.map_err(|(e, _)| e);
         assert_eq!(d.expect("delivered").offset, 0, "first record of partition {i}");
@@ -377,7 +382,7 @@ async fn sasl_ssl_logs_in_over_the_tls_listener() {
     drop(producer);
     let got = consume(&sasl_ssl("alice-secret"), &topic, PARTITIONS as usize);
     for i in 0..PARTITIONS {
-        assert_eq!(got[&i], vec![(0, "k".to_string(), format!("value-{i}"))]);
+        assert_eq!(got[&i], vec![(0, "k".to_string(), large_value(i))]);
     }
     assert!(gets_metadata(&sasl_ssl("wrong")).is_err(), "a wrong password over TLS");
     let mut no_sasl = rd_ssl(&kelp.bootstrap(), &pki, None);
