@@ -15,6 +15,12 @@
 //! - A server's `allowed_commonNames` (and `[grpc] allowed_wildcard_domain`) restrict which
 //!   client certificate subjects it accepts: kelp's certificate CN must be listed there.
 //!
+//! kelp hands tonic its own connector (TCP, then tokio-rustls) rather than using tonic's
+//! TLS features: tonic fixes a channel's client identity and trust when the channel is made,
+//! while kelp's channels live as long as the process and reconnect by themselves; through
+//! the connector every new connection uses the files as last read, so a renewed client
+//! certificate or CA needs no restart. tonic then needs no TLS feature.
+//!
 //! Owns: [`SeaweedTls`] (the settings), the client config built from its files (re-read
 //! when they change) and the tonic connector that dials with it. Does not own which servers
 //! are dialled (`rpc`).
