@@ -344,6 +344,18 @@ mod tests {
         assert!(err.contains("Certificate") || err.contains("certificate"), "{err}");
     }
 
+    #[tokio::test]
+    async fn new_connections_use_the_files_as_last_read() {
+        let pki = Pki::new();
+        let port = seaweedfs_like(&pki, &["seaweedfs"]).await;
+        let connector = Connector::load(&settings(&pki, true, None)).unwrap();
+        answers(&connector, port).await.expect("the first files work");
+        std::fs::copy(Pki::new().ca_path(), pki.ca_path()).unwrap();
+        assert!(connector.config.reload(), "a replaced CA is read again");
+        let err = answers(&connector, port).await.unwrap_err();
+        assert!(err.contains("invalid peer certificate"), "the next connection uses it: {err}");
+    }
+
     #[test]
     fn unusable_files_fail_the_load_with_their_name() {
         let pki = Pki::new();
