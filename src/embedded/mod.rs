@@ -31,8 +31,9 @@
 //!   cleanly in 20 ms to 2 s.
 //! - Each gRPC server also listens on `/tmp/seaweedfs-<kind>-grpc-<port>.sock` (a fixed path,
 //!   not the temp dir). `Drop` removes the ones named after the instance's ports.
-//! - `weed` reads `security.toml` from its working directory first (then
-//!   `~/.seaweedfs/`, then `/etc/seaweedfs/`); the processes run in the instance's dir, so
+//! - Without `-config_dir`, `weed` reads the first `security.toml` it finds in its working
+//!   directory, `~/.seaweedfs/`, `/usr/local/etc/seaweedfs/`, `/etc/seaweedfs/`, in that
+//!   order; the processes run in the instance's dir, so
 //!   [`SeaweedFs::start_secured`] writes one there. With gRPC TLS on, every server requires a
 //!   client certificate, the readiness probes' included.
 //!
