@@ -51,6 +51,15 @@ pub const ENV_PEER_SECRET_FILE: &str = "KELP_PEER_SECRET_FILE";
 pub const ENV_PEER_ALLOW_UNAUTHENTICATED: &str = "KELP_PEER_ALLOW_UNAUTHENTICATED";
 pub const ENV_PEER_MAX_FRAME_BYTES: &str = "KELP_PEER_MAX_FRAME_BYTES";
 pub const ENV_GROUP_LEASE_MS: &str = "KELP_GROUP_LEASE_MS";
+// TLS on the Kafka listener, and from kelp to SeaweedFS (docs/security.md).
+pub const ENV_TLS_CERT: &str = "KELP_TLS_CERT";
+pub const ENV_TLS_KEY: &str = "KELP_TLS_KEY";
+pub const ENV_TLS_CLIENT_CA: &str = "KELP_TLS_CLIENT_CA";
+pub const ENV_TLS_HANDSHAKE_TIMEOUT_MS: &str = "KELP_TLS_HANDSHAKE_TIMEOUT_MS";
+pub const ENV_SEAWEEDFS_TLS_CA: &str = "KELP_SEAWEEDFS_TLS_CA";
+pub const ENV_SEAWEEDFS_TLS_CERT: &str = "KELP_SEAWEEDFS_TLS_CERT";
+pub const ENV_SEAWEEDFS_TLS_KEY: &str = "KELP_SEAWEEDFS_TLS_KEY";
+pub const ENV_SEAWEEDFS_TLS_SERVER_NAME: &str = "KELP_SEAWEEDFS_TLS_SERVER_NAME";
 
 // Settings of `kelp webhook` (the admission webhook that injects kelp into pods); see
 // `WebhookConfig`. In values.yaml they live under `webhook.config`.
@@ -205,6 +214,47 @@ pub struct Config {
     /// groups move to another kelp at most this long after its last renewal.
     #[arg(long, env = ENV_GROUP_LEASE_MS, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(2_000..=3_600_000))]
     pub group_lease_ms: u64,
+
+    /// PEM certificate chain of the Kafka listener. When set (with `tls_key`) the listener
+    /// speaks TLS only: clients use security.protocol=SSL, or SASL_SSL when SASL is on too.
+    /// Re-read when it changes, like the key and the client CA.
+    #[arg(long, env = ENV_TLS_CERT, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of `tls_cert` (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = ENV_TLS_KEY, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA bundle: when set, every Kafka client must present a certificate that chains
+    /// to one of these CAs (mTLS); a client without one is refused during the handshake.
+    #[arg(long, env = ENV_TLS_CLIENT_CA, requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// How long a client may take to complete the TLS handshake, in milliseconds; a slower
+    /// one is disconnected (it holds a connection slot meanwhile).
+    #[arg(long, env = ENV_TLS_HANDSHAKE_TIMEOUT_MS, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub tls_handshake_timeout_ms: u64,
+
+    /// PEM CA bundle SeaweedFS's gRPC certificates chain to (security.toml's `grpc.ca`).
+    /// When set, kelp speaks TLS to the master, the filer and every broker.
+    #[arg(long, env = ENV_SEAWEEDFS_TLS_CA)]
+    pub seaweedfs_tls_ca: Option<PathBuf>,
+
+    /// PEM client certificate kelp presents to SeaweedFS (mTLS, as `grpc.client`'s cert).
+    /// SeaweedFS requires one whenever its gRPC has TLS on.
+    #[arg(long, env = ENV_SEAWEEDFS_TLS_CERT, requires_all = ["seaweedfs_tls_key", "seaweedfs_tls_ca"])]
+    pub seaweedfs_tls_cert: Option<PathBuf>,
+
+    /// PEM private key of `seaweedfs_tls_cert`.
+    #[arg(long, env = ENV_SEAWEEDFS_TLS_KEY, requires = "seaweedfs_tls_cert")]
+    pub seaweedfs_tls_key: Option<PathBuf>,
+
+    /// Name every SeaweedFS server certificate must be valid for (also sent as SNI). Unset:
+    /// the chain is verified but not the name, as SeaweedFS's own clients do ("the host name
+    /// is not checked", security.toml), since servers are dialled at the addresses they
+    /// register, usually pod IPs.
+    #[arg(long, env = ENV_SEAWEEDFS_TLS_SERVER_NAME, requires = "seaweedfs_tls_ca")]
+    pub seaweedfs_tls_server_name: Option<String>,
 }
 
 impl Config {
@@ -268,6 +318,20 @@ impl Config {
 
     pub fn group_lease(&self) -> Duration {
         Duration::from_millis(self.group_lease_ms)
+    }
+
+    pub fn tls_handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.tls_handshake_timeout_ms)
+    }
+
+    /// How to reach SeaweedFS over TLS; `None` for plaintext gRPC.
+    pub fn seaweedfs_tls(&self) -> Option<crate::seaweed::SeaweedTls> {
+        let ca = self.seaweedfs_tls_ca.clone()?;
+        Some(crate::seaweed::SeaweedTls {
+            ca,
+            identity: self.seaweedfs_tls_cert.clone().zip(self.seaweedfs_tls_key.clone()),
+            server_name: self.seaweedfs_tls_server_name.clone(),
+        })
     }
 
     /// Parse settings from `args` (as if given on the command line; `KELP_*` variables still
@@ -432,6 +496,33 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(both.validate().unwrap_err().setting, ENV_PEER_ALLOW_UNAUTHENTICATED);
+    }
+
+    #[test]
+    fn tls_files_come_in_pairs() {
+        let c = Config::from_args(Vec::<String>::new()).unwrap();
+        assert!(c.tls_cert.is_none() && c.seaweedfs_tls().is_none(), "plaintext by default");
+        let err = Config::from_args(["--tls-cert", "c.pem"]).unwrap_err().to_string();
+        assert!(err.contains("--tls-key"), "{err}");
+        let err = Config::from_args(["--tls-client-ca", "ca.pem"]).unwrap_err().to_string();
+        assert!(err.contains("--tls-cert"), "{err}");
+        let err = Config::from_args(["--seaweedfs-tls-cert", "c.pem", "--seaweedfs-tls-key", "k"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--seaweedfs-tls-ca"), "{err}");
+        let c = Config::from_args(["--seaweedfs-tls-ca", "ca.pem"]).unwrap();
+        let tls = c.seaweedfs_tls().unwrap();
+        assert!(tls.identity.is_none() && tls.server_name.is_none(), "{tls:?}");
+        let c = Config::from_args([
+            "--seaweedfs-tls-ca",
+            "ca.pem",
+            "--seaweedfs-tls-cert",
+            "c.pem",
+            "--seaweedfs-tls-key",
+            "k.pem",
+        ])
+        .unwrap();
+        assert_eq!(c.seaweedfs_tls().unwrap().identity, Some(("c.pem".into(), "k.pem".into())));
     }
 }
 

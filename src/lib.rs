@@ -63,6 +63,7 @@ pub mod sasl;
 pub mod seaweed;
 pub(crate) mod session;
 pub mod shutdown;
+pub(crate) mod tls;
 pub mod topics;
 pub(crate) mod watch;
 pub mod webhook;
@@ -117,6 +118,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     // so the drain waits for them as it does for connections.
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
+    // TLS files are read before anything is bound: unusable ones fail the start first.
+    let tls = tls::KafkaTls::start(&config, cancel.clone(), &tracker)?;
     let seaweed = Seaweed::connect_tracked(
         SeaweedOptions {
             master: config.master.clone(),
@@ -124,6 +127,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             namespace: config.namespace.clone(),
             call_timeout: config.upstream_timeout(),
         },
+        config.seaweedfs_tls().as_ref(),
         cancel.clone(),
         &tracker,
     )
@@ -233,12 +237,21 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         }
     };
     let door = Door { name: "kafka", max_connections };
-    let stop = cancel.clone();
+    let (stop, tls_on) = (cancel.clone(), tls.is_some());
     tracker.spawn(listener::serve(listener, door, cancel.clone(), tracker.clone(), move |s, _| {
-        let (ctx, stop) = (ctx.clone(), stop.clone());
-        async move { connection::serve(&ctx, s, &stop).await }
+        let (ctx, stop, tls) = (ctx.clone(), stop.clone(), tls.clone());
+        async move {
+            match tls {
+                None => connection::serve(&ctx, s, &stop).await,
+                Some(tls) => {
+                    if let Some(s) = tls.accept(s, &stop).await {
+                        connection::serve(&ctx, s, &stop).await
+                    }
+                }
+            }
+        }
     }));
-    tracing::info!(%kafka_addr, ?admin_addr, "serving kafka");
+    tracing::info!(%kafka_addr, ?admin_addr, tls = tls_on, "serving kafka");
     Ok(Running { kafka_addr, admin_addr, peer_addr, readiness, cancel, tracker, grace })
 }
 
@@ -273,12 +286,15 @@ async fn become_ready(seaweed: Seaweed, readiness: admin::Readiness, cancel: Can
 
 /// Poll SeaweedFS until the broker and filer answer, or `deadline` passes.
 pub async fn wait_for_seaweedfs(config: &Config, deadline: Duration) -> anyhow::Result<()> {
-    let seaweed = Seaweed::connect(SeaweedOptions {
-        master: config.master.clone(),
-        filer: config.filer.clone(),
-        namespace: config.namespace.clone(),
-        call_timeout: config.upstream_timeout().min(WAIT_PROBE_TIMEOUT),
-    })
+    let seaweed = Seaweed::connect_with(
+        SeaweedOptions {
+            master: config.master.clone(),
+            filer: config.filer.clone(),
+            namespace: config.namespace.clone(),
+            call_timeout: config.upstream_timeout().min(WAIT_PROBE_TIMEOUT),
+        },
+        config.seaweedfs_tls().as_ref(),
+    )
     .await?;
     let start = Instant::now();
     loop {

@@ -63,6 +63,12 @@ pub struct PeerHandshakeLabels {
     pub outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `ok`, `failed` or `timed_out`.
+    pub outcome: &'static str,
+}
+
 fn throttle_histogram() -> Histogram {
     // 1 ms .. ~65 s
     Histogram::new(exponential_buckets(0.001, 2.0, 17))
@@ -91,6 +97,7 @@ pub struct Metrics {
     pub sasl_authentications: Family<SaslLabels, Counter>,
     pub authorization_refusals: Family<ApiLabels, Counter>,
     pub peer_handshakes: Family<PeerHandshakeLabels, Counter>,
+    pub tls_handshakes: Family<OutcomeLabels, Counter>,
 }
 
 impl Metrics {
@@ -113,6 +120,7 @@ impl Metrics {
             sasl_authentications: Family::default(),
             authorization_refusals: Family::default(),
             peer_handshakes: Family::default(),
+            tls_handshakes: Family::default(),
             registry: Registry::default(),
         };
         registry.register("requests", "Kafka requests answered, by API", m.requests.clone());
@@ -183,6 +191,11 @@ impl Metrics {
             "Peer-link handshakes, by role (server: a kelp connected here; client: this kelp connected to one) and outcome; a failed one closes the connection",
             m.peer_handshakes.clone(),
         );
+        registry.register(
+            "tls_handshakes",
+            "TLS handshakes on the Kafka listener, by outcome",
+            m.tls_handshakes.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -240,6 +253,11 @@ impl Metrics {
     pub fn observe_peer_handshake(&self, role: &'static str, outcome: &'static str) {
         self.peer_handshakes.get_or_create(&PeerHandshakeLabels { role, outcome }).inc();
     }
+
+    /// `outcome`: `ok`, `failed` or `timed_out`.
+    pub fn observe_tls_handshake(&self, outcome: &'static str) {
+        self.tls_handshakes.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
 }
 
 static GLOBAL: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -264,6 +282,7 @@ mod tests {
         m.observe_sasl("PLAIN", true);
         m.observe_refusal("CreateTopics");
         m.observe_peer_handshake("server", "rejected");
+        m.observe_tls_handshake("timed_out");
         let text = m.render();
         for want in [
             "kelp_requests_total{api=\"Produce\"} 1",
@@ -276,6 +295,7 @@ mod tests {
             "kelp_sasl_authentications_total{mechanism=\"PLAIN\",outcome=\"ok\"} 1",
             "kelp_authorization_refusals_total{api=\"CreateTopics\"} 1",
             "kelp_peer_handshakes_total{role=\"server\",outcome=\"rejected\"} 1",
+            "kelp_tls_handshakes_total{outcome=\"timed_out\"} 1",
         ] {
             assert!(text.contains(want), "missing {want} in:\n{text}");
         }

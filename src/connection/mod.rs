@@ -20,7 +20,7 @@ pub mod peer;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{Instrument, debug, debug_span};
 
 use crate::ctx::Ctx;
@@ -54,8 +54,12 @@ pub enum ConnError {
 }
 
 /// Serve one connection until the peer closes it, it breaks the protocol, it idles out, or
-/// kelp shuts down (the request in progress is answered first).
-pub async fn serve(ctx: &Ctx, stream: TcpStream, cancel: &CancellationToken) {
+/// kelp shuts down (the request in progress is answered first). The stream is a plain TCP
+/// connection or a TLS one over it (`tls`), read and written in place.
+pub async fn serve<S>(ctx: &Ctx, stream: S, cancel: &CancellationToken)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
     let metrics = crate::metrics::global();
     metrics.connections.inc();
     metrics.connections_active.inc();
@@ -67,7 +71,7 @@ pub async fn serve(ctx: &Ctx, stream: TcpStream, cancel: &CancellationToken) {
 
 async fn serve_frames(
     ctx: &Ctx,
-    mut stream: TcpStream,
+    mut stream: impl AsyncRead + AsyncWrite + Unpin + Send,
     cancel: &CancellationToken,
 ) -> Result<(), ConnError> {
     let metrics = crate::metrics::global();
@@ -131,7 +135,7 @@ async fn serve_frames(
 /// its rest must arrive within another `idle`, and shutdown no longer interrupts it.
 pub(crate) async fn next_frame(
     frames: &mut FrameReader,
-    stream: &mut TcpStream,
+    stream: &mut (impl AsyncRead + Unpin),
     idle: Duration,
     cancel: &CancellationToken,
 ) -> Result<Option<Bytes>, ConnError> {

@@ -9,6 +9,7 @@ use anyhow::Context;
 
 use super::ports::HOST;
 use super::ready::PROBE_TIMEOUT;
+use crate::seaweed::TlsConnector;
 
 /// The two messages of `master_pb.Seaweed/ListClusterNodes`, declared by hand: the generated
 /// `master_pb` types stay inside `seaweed/`, and this readiness check for a throw-away
@@ -32,19 +33,25 @@ struct ClusterNode {
     address: String,
 }
 
-/// Addresses of the cluster nodes of one type (`"filer"`, `"broker"`) the master knows.
+/// Addresses of the cluster nodes of one type (`"filer"`, `"broker"`) the master knows;
+/// over TLS when `tls` is given.
 pub(super) async fn list_cluster_nodes(
     master_grpc: u16,
     client_type: &str,
+    tls: Option<&TlsConnector>,
 ) -> anyhow::Result<Vec<String>> {
     const METHOD: &str = "/master_pb.Seaweed/ListClusterNodes";
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{HOST}:{master_grpc}"))
-        .context("master endpoint")?
-        .connect_timeout(PROBE_TIMEOUT)
-        .timeout(PROBE_TIMEOUT)
-        .connect()
-        .await
-        .with_context(|| format!("connecting to the master's gRPC port {master_grpc}"))?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let endpoint =
+        tonic::transport::Endpoint::from_shared(format!("{scheme}://{HOST}:{master_grpc}"))
+            .context("master endpoint")?
+            .connect_timeout(PROBE_TIMEOUT)
+            .timeout(PROBE_TIMEOUT);
+    let channel = match tls {
+        None => endpoint.connect().await,
+        Some(connector) => endpoint.connect_with_connector(connector.clone()).await,
+    }
+    .with_context(|| format!("connecting to the master's gRPC port {master_grpc}"))?;
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.context("master gRPC channel not ready")?;
     let codec =

@@ -31,6 +31,11 @@
 //!   cleanly in 20 ms to 2 s.
 //! - Each gRPC server also listens on `/tmp/seaweedfs-<kind>-grpc-<port>.sock` (a fixed path,
 //!   not the temp dir). `Drop` removes the ones named after the instance's ports.
+//! - Without `-config_dir`, `weed` reads the first `security.toml` it finds in its working
+//!   directory, `~/.seaweedfs/`, `/usr/local/etc/seaweedfs/`, `/etc/seaweedfs/`, in that
+//!   order; the processes run in the instance's dir, so
+//!   [`SeaweedFs::start_secured`] writes one there. With gRPC TLS on, every server requires a
+//!   client certificate, the readiness probes' included.
 //!
 //! # Layout
 //! This file owns [`SeaweedFs`]: its public API, the startup attempts and their retry, and
@@ -68,6 +73,8 @@ use ports::Ports;
 use process::STOP_GRACE;
 use ready::Stage;
 
+use crate::seaweed::{SeaweedTls, TlsConnector};
+
 /// How many times [`SeaweedFs::start`] tries when a process exits during startup: a port
 /// taken between picking and binding it rarely happens twice in a row, while a `weed` that
 /// cannot start at all should fail fast.
@@ -96,11 +103,28 @@ impl From<Startup> for anyhow::Error {
     }
 }
 
+/// Security settings for a throw-away instance: what `weed` reads, and how a client (its
+/// own readiness probes, and a kelp in front of it) gets in.
+#[derive(Clone, Debug)]
+pub struct Security {
+    /// The `security.toml` every `weed` process reads (written into the instance's dir,
+    /// its working directory). File paths in it should be absolute.
+    pub toml: String,
+    /// TLS the readiness probes dial the master with; `None` when `toml` leaves gRPC in
+    /// plaintext.
+    pub client: Option<SeaweedTls>,
+}
+
+/// The file name `weed` looks for in its working directory.
+const SECURITY_TOML: &str = "security.toml";
+
 /// A running throw-away SeaweedFS. Dropping it kills both processes and deletes its dir.
 pub struct SeaweedFs {
     weed: PathBuf,
     ports: Ports,
     addrs: EmbeddedAddrs,
+    /// How the readiness probes reach the master: over TLS when this is set.
+    tls: Option<TlsConnector>,
     server: Option<Child>,
     broker: Option<Child>,
     /// Data (`data/`) and logs (`server.log`, `broker.log`). Removed when the fields drop,
@@ -131,12 +155,36 @@ impl SeaweedFs {
     /// When `weed` is missing, a process keeps exiting early, or the deadline passes. The
     /// error carries the last lines of each process's log.
     pub async fn start(deadline: Duration) -> anyhow::Result<SeaweedFs> {
+        Self::start_with(deadline, None).await
+    }
+
+    /// Like [`start`](Self::start), with `security.toml` written into the instance's dir
+    /// before any process starts (e.g. gRPC TLS for every server, JWT signing keys).
+    ///
+    /// # Errors
+    /// As [`start`](Self::start), and when `security.client`'s files cannot be read.
+    pub async fn start_secured(
+        deadline: Duration,
+        security: Security,
+    ) -> anyhow::Result<SeaweedFs> {
+        Self::start_with(deadline, Some(security)).await
+    }
+
+    async fn start_with(
+        deadline: Duration,
+        security: Option<Security>,
+    ) -> anyhow::Result<SeaweedFs> {
         let started = Instant::now();
         let weed = Self::find_weed()?;
         weed::check_version(&weed).await;
+        let tls = match security.as_ref().and_then(|s| s.client.as_ref()) {
+            Some(client) => Some(TlsConnector::load(client).context("the probes' TLS files")?),
+            None => None,
+        };
+        let toml = security.map(|s| s.toml);
         let mut attempt = 1;
         loop {
-            match Self::start_once(&weed, started + deadline).await {
+            match Self::start_once(&weed, started + deadline, toml.as_deref(), tls.clone()).await {
                 Ok(fs) => {
                     tracing::debug!(
                         elapsed = ?started.elapsed(),
@@ -166,17 +214,27 @@ impl SeaweedFs {
 
     /// One startup attempt with its own ports and dir. The dir and any process started are
     /// cleaned up by `Drop` when the attempt fails.
-    async fn start_once(weed: &Path, deadline: Instant) -> Result<SeaweedFs, Startup> {
+    async fn start_once(
+        weed: &Path,
+        deadline: Instant,
+        security: Option<&str>,
+        tls: Option<TlsConnector>,
+    ) -> Result<SeaweedFs, Startup> {
         let dir = tempfile::Builder::new()
             .prefix("kelp-seaweedfs-")
             .tempdir()
             .context("creating a temp dir for SeaweedFS")?;
         fs::create_dir(dir.path().join("data")).context("creating the SeaweedFS data dir")?;
+        if let Some(toml) = security {
+            fs::write(dir.path().join(SECURITY_TOML), toml)
+                .context("writing security.toml for SeaweedFS")?;
+        }
         let ports = Ports::pick().context("picking free loopback ports")?;
         let mut fs = SeaweedFs {
             addrs: ports.addrs(),
             weed: weed.to_path_buf(),
             ports,
+            tls,
             server: None,
             broker: None,
             dir,
@@ -236,7 +294,8 @@ impl SeaweedFs {
 
     /// Whether the master currently lists a broker at [`EmbeddedAddrs::broker`].
     pub async fn master_lists_broker(&self) -> anyhow::Result<bool> {
-        let brokers = master::list_cluster_nodes(self.ports.master_grpc, "broker").await?;
+        let brokers =
+            master::list_cluster_nodes(self.ports.master_grpc, "broker", self.tls.as_ref()).await?;
         Ok(brokers.iter().any(|a| a == &self.addrs.broker))
     }
 

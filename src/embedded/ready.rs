@@ -78,7 +78,7 @@ impl SeaweedFs {
         tcp_accepts(self.ports.master_http).await?;
         tcp_accepts(self.ports.filer_http).await?;
         tcp_accepts(self.ports.filer_grpc).await?;
-        let filers = list_cluster_nodes(self.ports.master_grpc, "filer").await?;
+        let filers = list_cluster_nodes(self.ports.master_grpc, "filer", self.tls.as_ref()).await?;
         let want = format!("{HOST}:{}", self.ports.filer_http);
         if !filers.iter().any(|a| a == &want || a.starts_with(&format!("{want}."))) {
             bail!("the master lists no filer at {want} (it lists {filers:?})");

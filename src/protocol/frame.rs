@@ -128,22 +128,38 @@ pub fn wrap(payload: &[u8]) -> Result<BytesMut, FrameError> {
     Ok(buf)
 }
 
-/// Write a whole frame (prefix included); a peer that stops reading for `within` is given
-/// up on rather than holding the connection's task and buffers forever.
+/// Write a whole frame (prefix included) and flush it; a peer that stops reading for
+/// `within` is given up on rather than holding the connection's task and buffers forever.
+///
+/// The flush is a no-op on a TCP stream; on a TLS stream it sends what the TLS layer still
+/// holds when the socket was full at the end of the write, which would otherwise wait for
+/// the next write while the client waits for this response.
 pub async fn write(
     stream: &mut (impl AsyncWrite + Unpin),
     frame: &[u8],
     within: Duration,
 ) -> Result<(), FrameError> {
-    tokio::time::timeout(within, stream.write_all(frame))
-        .await
-        .map_err(|_| FrameError::WriteTimeout(within))??;
+    let written = async {
+        stream.write_all(frame).await?;
+        stream.flush().await
+    };
+    tokio::time::timeout(within, written).await.map_err(|_| FrameError::WriteTimeout(within))??;
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_written_frame_leaves_a_buffering_stream() {
+        let (a, mut b) = tokio::io::duplex(64);
+        let mut buffered = tokio::io::BufWriter::new(a);
+        write(&mut buffered, &[0, 0, 0, 1, 7], Duration::from_secs(1)).await.unwrap();
+        let mut r = FrameReader::new(100);
+        let frame = tokio::time::timeout(Duration::from_secs(1), r.read(&mut b)).await;
+        assert_eq!(frame.expect("sent without another write").unwrap().unwrap(), &[7][..]);
+    }
 
     #[tokio::test]
     async fn frames_are_split_bounded_and_eof_is_told_apart() {

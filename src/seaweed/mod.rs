@@ -6,7 +6,8 @@
 //! the wire (`grpc-timeout`) and on this side. Inside: `catalog` (topics and their layouts,
 //! the one topic cache), `reader` (fetching and offset ranges), `publisher` (publish
 //! streams), `filer` (kelp's own entries), `rpc` (channels, discovery, status conversion),
-//! `layout` (names and paths), `address` (SeaweedFS address formats).
+//! `tls` (TLS to SeaweedFS's gRPC, on its `security.toml` terms), `layout` (names and
+//! paths), `address` (SeaweedFS address formats).
 //!
 //! Does not own: record encoding (`records`), Kafka error codes (`error`), Kafka's rules for
 //! topic names and ids (`topics`).
@@ -24,6 +25,7 @@ mod pb;
 mod publisher;
 mod reader;
 mod rpc;
+mod tls;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -38,6 +40,9 @@ use crate::error::{Error, UpstreamCode};
 use crate::shutdown::{CancellationToken, TaskTracker};
 use catalog::Catalog;
 use publisher::{Outcome, Publisher, Target};
+
+pub(crate) use tls::Connector as TlsConnector;
+pub use tls::SeaweedTls;
 
 /// One Kafka record's worth of data as SeaweedFS stores it (a `DataMessage`): no headers, no
 /// null key or value; `records` carries those inside `value`.
@@ -122,16 +127,27 @@ impl Seaweed {
     /// of their own that nothing waits for: fine for probes and tools, while a serving kelp
     /// uses [`connect_tracked`](Self::connect_tracked) so its shutdown waits for them.
     pub async fn connect(opts: SeaweedOptions) -> Result<Seaweed, Error> {
-        Seaweed::connect_tracked(opts, CancellationToken::new(), &TaskTracker::new()).await
+        Seaweed::connect_with(opts, None).await
     }
 
-    /// Like [`connect`](Self::connect), with every publish stream task spawned on `tracker`.
+    /// Like [`connect`](Self::connect), over TLS when `tls` is given; this also fails when
+    /// its files cannot be read or do not parse.
+    pub async fn connect_with(
+        opts: SeaweedOptions,
+        tls: Option<&SeaweedTls>,
+    ) -> Result<Seaweed, Error> {
+        Seaweed::connect_tracked(opts, tls, CancellationToken::new(), &TaskTracker::new()).await
+    }
+
+    /// Like [`connect_with`](Self::connect_with), with every publish stream task (and the
+    /// re-reading of TLS files) spawned on `tracker`.
     /// Once `cancel` fires, each stream closes as soon as nothing is in flight on it (the
     /// broker then drops the publisher and, when it was the partition's last, flushes the
     /// partition), so draining `tracker` waits for that and never cuts off a publish in
     /// progress.
     pub async fn connect_tracked(
         opts: SeaweedOptions,
+        tls: Option<&SeaweedTls>,
         cancel: CancellationToken,
         tracker: &TaskTracker,
     ) -> Result<Seaweed, Error> {
@@ -150,8 +166,17 @@ impl Seaweed {
         if opts.call_timeout.is_zero() {
             return Err(invalid("call timeout must be positive".into()));
         }
+        let tls = match tls {
+            None => None,
+            Some(settings) => {
+                let connector = tls::Connector::load(settings)
+                    .map_err(|e| invalid(format!("SeaweedFS TLS: {e:#}")))?;
+                tracker.spawn(connector.clone().watch(cancel.clone()));
+                Some(connector)
+            }
+        };
         let clients = Arc::new(
-            rpc::Clients::new(&opts.master, opts.filer.as_deref(), opts.call_timeout)
+            rpc::Clients::new(&opts.master, opts.filer.as_deref(), opts.call_timeout, tls)
                 .map_err(invalid)?,
         );
         Ok(Seaweed {

@@ -19,6 +19,7 @@ use super::pb::filer_pb::seaweed_filer_client::SeaweedFilerClient;
 use super::pb::master_pb::ListClusterNodesRequest;
 use super::pb::master_pb::seaweed_client::SeaweedClient as MasterClient;
 use super::pb::messaging_pb::seaweed_messaging_client::SeaweedMessagingClient;
+use super::tls::Connector;
 use crate::error::{Error, UpstreamCode};
 
 /// Largest gRPC message kelp sends or accepts. Fetch responses carry up to the client's
@@ -143,6 +144,8 @@ pub(crate) struct Clients {
     brokers: Mutex<HashMap<String, Channel>>,
     /// The broker used for control-plane calls (any broker answers them).
     control: Mutex<Option<String>>,
+    /// TLS for every channel; `None` for plaintext.
+    tls: Option<Connector>,
 }
 
 impl Clients {
@@ -150,12 +153,15 @@ impl Clients {
         master: &str,
         filer: Option<&str>,
         call_timeout: Duration,
+        tls: Option<Connector>,
     ) -> Result<Clients, String> {
-        let master_channel = lazy_channel(&address::server_endpoint(master)?, call_timeout)?;
+        let master_channel =
+            lazy_channel(&address::server_endpoint(master)?, call_timeout, tls.as_ref())?;
         let configured_filer = match filer {
-            Some(f) => {
-                Some((f.to_string(), lazy_channel(&address::server_endpoint(f)?, call_timeout)?))
-            }
+            Some(f) => Some((
+                f.to_string(),
+                lazy_channel(&address::server_endpoint(f)?, call_timeout, tls.as_ref())?,
+            )),
             None => None,
         };
         Ok(Clients {
@@ -166,6 +172,7 @@ impl Clients {
             discovered_filer: Mutex::new(None),
             brokers: Mutex::new(HashMap::new()),
             control: Mutex::new(None),
+            tls,
         })
     }
 
@@ -217,8 +224,8 @@ impl Clients {
                             code: UpstreamCode::Unavailable,
                             message: why,
                         })?;
-                        let channel =
-                            lazy_channel(&uri, self.call_timeout).map_err(|why| Error::Filer {
+                        let channel = lazy_channel(&uri, self.call_timeout, self.tls.as_ref())
+                            .map_err(|why| Error::Filer {
                                 op: "discover",
                                 path: String::new(),
                                 code: UpstreamCode::Unavailable,
@@ -253,11 +260,14 @@ impl Clients {
                     code: UpstreamCode::InvalidArgument,
                     message: why,
                 })?;
-                let c = lazy_channel(&uri, self.call_timeout).map_err(|why| Error::Broker {
-                    op: "connect",
-                    code: UpstreamCode::InvalidArgument,
-                    message: why,
-                })?;
+                let c =
+                    lazy_channel(&uri, self.call_timeout, self.tls.as_ref()).map_err(|why| {
+                        Error::Broker {
+                            op: "connect",
+                            code: UpstreamCode::InvalidArgument,
+                            message: why,
+                        }
+                    })?;
                 brokers.insert(addr.to_string(), c.clone());
                 c
             }
@@ -296,15 +306,29 @@ impl Clients {
     }
 }
 
-fn lazy_channel(uri: &str, connect_timeout: Duration) -> Result<Channel, String> {
-    let endpoint = Endpoint::from_shared(uri.to_string()).map_err(|e| format!("{uri}: {e}"))?;
-    Ok(endpoint
+/// A channel that connects on first use. `uri` is `http://host:port` (the `address`
+/// forms); with `tls` the same server is dialled as `https://` through the TLS connector,
+/// and the connect timeout bounds the TCP connect and the handshake together.
+fn lazy_channel(
+    uri: &str,
+    connect_timeout: Duration,
+    tls: Option<&Connector>,
+) -> Result<Channel, String> {
+    let uri = match tls {
+        Some(_) => uri.replacen("http://", "https://", 1),
+        None => uri.to_string(),
+    };
+    let endpoint = Endpoint::from_shared(uri.clone()).map_err(|e| format!("{uri}: {e}"))?;
+    let endpoint = endpoint
         .connect_timeout(connect_timeout)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
         .keep_alive_timeout(connect_timeout)
-        .keep_alive_while_idle(true)
-        .connect_lazy())
+        .keep_alive_while_idle(true);
+    Ok(match tls {
+        Some(connector) => endpoint.connect_with_connector_lazy(connector.clone()),
+        None => endpoint.connect_lazy(),
+    })
 }
 
 #[cfg(test)]

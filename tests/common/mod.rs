@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 #[allow(unused_imports)]
 pub use raw::create_topic_raw;
+#[allow(unused_imports)]
 pub use seaweedfs::seaweedfs;
 
 /// Env var: how long polling helpers wait by default, in milliseconds. Raise it on a slow

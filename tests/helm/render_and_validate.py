@@ -311,6 +311,27 @@ def scenario_quotas_file_and_sasl_secret():
         check(mounts == {"kelp-quotas": "/etc/kelp/quotas", "kelp-sasl": "/etc/kelp/sasl"}, f"mounts {mounts}")
 
 
+def scenario_tls_secrets():
+    values = {"listenerTls": {"secret": "kelp-kafka-tls", "clientCaKey": "ca.crt"}, "seaweedfsTls": {"secret": "kelp-seaweedfs-client"},
+              "config": {"tlsKey": "/elsewhere/key.pem"}}
+    for kv in ["1.28.0", "1.29.0"]:
+        docs = documents(render(values, kv))
+        validate(docs, "tls secrets", kv)
+        lint(values, kv)
+        sidecar = sidecar_file(docs)
+        env = {e["name"]: e["value"] for e in sidecar["container"]["env"]}
+        want = {"KELP_TLS_CERT": "/etc/kelp/tls/tls.crt", "KELP_TLS_KEY": "/elsewhere/key.pem", "KELP_TLS_CLIENT_CA": "/etc/kelp/tls/ca.crt",
+                "KELP_SEAWEEDFS_TLS_CA": "/etc/kelp/seaweedfs-tls/ca.crt", "KELP_SEAWEEDFS_TLS_CERT": "/etc/kelp/seaweedfs-tls/tls.crt",
+                "KELP_SEAWEEDFS_TLS_KEY": "/etc/kelp/seaweedfs-tls/tls.key"}
+        got = {k: env.get(k) for k in want}
+        check(got == want, f"TLS files point at the mounts unless set: {got}")
+        check([e["name"] for e in sidecar["container"]["env"]].count("KELP_TLS_KEY") == 1, "a set file is not passed twice")
+        check(sidecar["volumes"] == [{"name": "kelp-tls", "secret": {"secretName": "kelp-kafka-tls"}},
+                                     {"name": "kelp-seaweedfs-tls", "secret": {"secretName": "kelp-seaweedfs-client"}}], f"volumes {sidecar['volumes']}")
+        mounts = {m["name"]: m["mountPath"] for m in sidecar["container"]["volumeMounts"]}
+        check(mounts == {"kelp-tls": "/etc/kelp/tls", "kelp-seaweedfs-tls": "/etc/kelp/seaweedfs-tls"}, f"mounts {mounts}")
+
+
 def scenario_webhook_disabled():
     docs = documents(render({"webhook": {"enabled": False}}, "1.29.0"))
     check(docs == [], f"nothing rendered without the webhook: {[d['kind'] for d in docs]}")
@@ -631,7 +652,7 @@ def scenario_webhook_binary_with_the_charts_files():
 def main():
     for scenario in [scenario_defaults, scenario_native_sidecar_switch, scenario_cert_manager, scenario_existing_secret,
                      scenario_every_setting_quotas_and_example, scenario_quotas_file_and_sasl_secret, scenario_peer_secret,
-                     scenario_network_policy, scenario_webhook_disabled, scenario_bad_values_fail,
+                     scenario_network_policy, scenario_tls_secrets, scenario_webhook_disabled, scenario_bad_values_fail,
                      scenario_admin_server_off, scenario_parent_chart, scenario_webhook_binary_with_the_charts_files]:
         before = len(failures)
         try:

@@ -5,7 +5,8 @@ Named templates. The public ones, for pod specs written by hand (docs/kubernetes
   kelp.nativeSidecar                  the same with `restartPolicy: Always`, for `initContainers:`
                                       (Kubernetes 1.29 and later)
   kelp.volumes                        the volumes it mounts (quotas ConfigMap, SASL users
-                                      Secret, peer Secret), as list items (empty when none)
+                                      Secret, peer Secret, TLS Secrets), as list items (empty when
+                                      none)
   kelp.podLabels                      the pod label that marks a pod running kelp (what the
                                       NetworkPolicy selects), as map entries
   kelp.bootstrapServers               the address the application's Kafka client uses
@@ -180,6 +181,32 @@ kelp.io/sidecar: "true"
 {{- if and (include "kelp.peerSecretMounted" .) (not $config.peerSecretFile) -}}
 {{- $env = append $env (dict "name" "KELP_PEER_SECRET_FILE" "value" (printf "%s/%s" .Values.peerSecret.mountPath .Values.peerSecret.key)) -}}
 {{- end -}}
+{{- /* With a listener TLS Secret (listenerTls.secret), point the config.tls* files left empty at its mount. */ -}}
+{{- $t := .Values.listenerTls -}}
+{{- if $t.secret -}}
+{{- if not $config.tlsCert -}}
+{{- $env = append $env (dict "name" "KELP_TLS_CERT" "value" (printf "%s/%s" $t.mountPath $t.certKey)) -}}
+{{- end -}}
+{{- if not $config.tlsKey -}}
+{{- $env = append $env (dict "name" "KELP_TLS_KEY" "value" (printf "%s/%s" $t.mountPath $t.keyKey)) -}}
+{{- end -}}
+{{- if and $t.clientCaKey (not $config.tlsClientCa) -}}
+{{- $env = append $env (dict "name" "KELP_TLS_CLIENT_CA" "value" (printf "%s/%s" $t.mountPath $t.clientCaKey)) -}}
+{{- end -}}
+{{- end -}}
+{{- /* The same for SeaweedFS's TLS Secret (seaweedfsTls.secret) and config.seaweedfsTls*. */ -}}
+{{- $w := .Values.seaweedfsTls -}}
+{{- if $w.secret -}}
+{{- if not $config.seaweedfsTlsCa -}}
+{{- $env = append $env (dict "name" "KELP_SEAWEEDFS_TLS_CA" "value" (printf "%s/%s" $w.mountPath $w.caKey)) -}}
+{{- end -}}
+{{- if not $config.seaweedfsTlsCert -}}
+{{- $env = append $env (dict "name" "KELP_SEAWEEDFS_TLS_CERT" "value" (printf "%s/%s" $w.mountPath $w.certKey)) -}}
+{{- end -}}
+{{- if not $config.seaweedfsTlsKey -}}
+{{- $env = append $env (dict "name" "KELP_SEAWEEDFS_TLS_KEY" "value" (printf "%s/%s" $w.mountPath $w.keyKey)) -}}
+{{- end -}}
+{{- end -}}
 {{- concat $env (.Values.sidecar.extraEnv | default list) | toYaml -}}
 {{- end -}}
 
@@ -211,6 +238,12 @@ kelp.io/sidecar: "true"
 {{- if include "kelp.peerSecretMounted" . -}}
 {{- $mounts = append $mounts (dict "name" "kelp-peer" "mountPath" .Values.peerSecret.mountPath "readOnly" true) -}}
 {{- end -}}
+{{- if .Values.listenerTls.secret -}}
+{{- $mounts = append $mounts (dict "name" "kelp-tls" "mountPath" .Values.listenerTls.mountPath "readOnly" true) -}}
+{{- end -}}
+{{- if .Values.seaweedfsTls.secret -}}
+{{- $mounts = append $mounts (dict "name" "kelp-seaweedfs-tls" "mountPath" .Values.seaweedfsTls.mountPath "readOnly" true) -}}
+{{- end -}}
 {{- if $mounts -}}
 {{- $_ := set $c "volumeMounts" $mounts -}}
 {{- end -}}
@@ -238,6 +271,12 @@ kelp.io/sidecar: "true"
 {{- end -}}
 {{- if include "kelp.peerSecretMounted" . -}}
 {{- $volumes = append $volumes (dict "name" "kelp-peer" "secret" (dict "secretName" (include "kelp.peerSecretName" .))) -}}
+{{- end -}}
+{{- with .Values.listenerTls.secret -}}
+{{- $volumes = append $volumes (dict "name" "kelp-tls" "secret" (dict "secretName" .)) -}}
+{{- end -}}
+{{- with .Values.seaweedfsTls.secret -}}
+{{- $volumes = append $volumes (dict "name" "kelp-seaweedfs-tls" "secret" (dict "secretName" .)) -}}
 {{- end -}}
 {{- if $volumes -}}
 {{- toYaml $volumes -}}
