@@ -96,10 +96,10 @@ impl Session {
 
     /// SaslAuthenticate: one message of the agreed mechanism. `Err` carries the Kafka code
     /// (and the connection is closed after the response on an authentication failure).
-    pub fn authenticate(
+    pub async fn authenticate(
         &mut self,
         shared: Option<&sasl::Sasl>,
-        message: &[u8],
+        message: Bytes,
     ) -> Result<Vec<u8>, kafka_protocol::ResponseError> {
         use kafka_protocol::ResponseError as E;
         let (Some(exchange), Some(shared)) = (self.sasl.as_mut(), shared) else {
@@ -108,7 +108,7 @@ impl Session {
         if !exchange.awaits_authenticate() {
             return Err(E::IllegalSaslState);
         }
-        match self.step(shared, message) {
+        match self.step(shared, message).await {
             Ok(reply) => Ok(reply),
             Err(_) => {
                 self.close = true;
@@ -124,25 +124,48 @@ impl Session {
 
     /// One bare SASL token (SaslHandshake v0): the token to send back. A failure ends the
     /// connection without a reply, as Kafka does.
-    pub fn raw_token(
+    pub async fn raw_token(
         &mut self,
         shared: Option<&sasl::Sasl>,
-        token: &[u8],
+        token: Bytes,
     ) -> Result<Bytes, SaslFailed> {
         let shared = shared.ok_or(SaslFailed("SASL is off"))?;
-        self.step(shared, token).map(Bytes::from)
+        self.step(shared, token).await.map(Bytes::from)
     }
 
-    fn step(&mut self, shared: &sasl::Sasl, message: &[u8]) -> Result<Vec<u8>, SaslFailed> {
-        let exchange = self.sasl.as_mut().expect("callers checked that SASL is on");
+    /// One message of the exchange, run on the blocking pool: PLAIN derives a key from the
+    /// password (thousands of SHA-512 rounds), which must not stall the async runtime.
+    async fn step(&mut self, shared: &sasl::Sasl, message: Bytes) -> Result<Vec<u8>, SaslFailed> {
+        let Some(mut exchange) = self.sasl.take() else {
+            return Err(SaslFailed("SASL is off"));
+        };
         let mechanism = exchange.mechanism().map(sasl::Mechanism::name);
+        let shared = shared.clone();
+        let stepped = tokio::task::spawn_blocking(move || {
+            let outcome = exchange.step(&shared, &message);
+            (exchange, outcome)
+        })
+        .await;
+        let outcome = match stepped {
+            Ok((exchange, outcome)) => {
+                self.sasl = Some(exchange);
+                outcome
+            }
+            Err(e) => {
+                // A bug in the exchange: the connection stays unauthenticated and closes.
+                tracing::error!(error = %e, "SASL exchange failed inside kelp");
+                self.sasl = Some(Exchange::Failed);
+                self.close = true;
+                Outcome::Failed("internal error")
+            }
+        };
         let metrics = crate::metrics::global();
         let count = |ok| {
             if let Some(m) = mechanism {
                 metrics.observe_sasl(m, ok);
             }
         };
-        match exchange.step(shared, message) {
+        match outcome {
             Outcome::Continue(reply) => Ok(reply),
             Outcome::Authenticated { reply, user } => {
                 tracing::debug!(mechanism = mechanism.unwrap_or("none"), %user, "authenticated");

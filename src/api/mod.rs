@@ -123,7 +123,7 @@ pub async fn dispatch(
             ResponseKind::SaslHandshake(sasl_handshake::handle(ctx, session, version, r))
         }
         RequestKind::SaslAuthenticate(r) => {
-            ResponseKind::SaslAuthenticate(sasl_authenticate::handle(ctx, session, r))
+            ResponseKind::SaslAuthenticate(sasl_authenticate::handle(ctx, session, r).await)
         }
         RequestKind::DescribeClientQuotas(r) => {
             ResponseKind::DescribeClientQuotas(describe_client_quotas::handle(ctx, r))

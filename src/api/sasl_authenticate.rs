@@ -11,12 +11,12 @@ use kafka_protocol::protocol::StrBytes;
 use crate::ctx::Ctx;
 use crate::session::Session;
 
-pub fn handle(
+pub async fn handle(
     ctx: &Ctx,
     session: &mut Session,
     req: SaslAuthenticateRequest,
 ) -> SaslAuthenticateResponse {
-    match session.authenticate(ctx.sasl.as_ref(), &req.auth_bytes) {
+    match session.authenticate(ctx.sasl.as_ref(), req.auth_bytes).await {
         Ok(reply) => SaslAuthenticateResponse::default().with_auth_bytes(Bytes::from(reply)),
         Err(code) => {
             // One message for every failure: it must not tell a wrong password from an

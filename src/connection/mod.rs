@@ -86,7 +86,7 @@ async fn serve_frames(
         metrics.bytes_received.inc_by(request_bytes as u64);
         // After SaslHandshake v0 the client sends bare SASL tokens, answered the same way.
         if session.awaits_raw_token() {
-            let token = session.raw_token(ctx.sasl.as_ref(), &frame)?;
+            let token = session.raw_token(ctx.sasl.as_ref(), frame).await?;
             let out = frame::wrap(&token)?;
             frame::write(&mut stream, &out, idle).await?;
             metrics.bytes_sent.inc_by(out.len() as u64);

@@ -235,13 +235,14 @@ impl Users {
 
     /// PLAIN: whether `password` is `user`'s, checked against the user's stored SCRAM
     /// credential (SHA-512 when present).
-    fn check_password(&self, user: &str, password: &[u8]) -> bool {
-        let Some(u) = self.users.get(user) else { return false };
-        match (&u.sha512, &u.sha256) {
+    /// Whether `password` is `user`'s; `None` when there is no such user.
+    fn check_password(&self, user: &str, password: &[u8]) -> Option<bool> {
+        let u = self.users.get(user)?;
+        Some(match (&u.sha512, &u.sha256) {
             (Some(c), _) => c.matches_password(Hash::Sha512, password),
             (None, Some(c)) => c.matches_password(Hash::Sha256, password),
             (None, None) => false,
-        }
+        })
     }
 }
 
@@ -460,7 +461,15 @@ fn plain(sasl: &Sasl, message: &[u8]) -> Outcome {
     if !authzid.is_empty() && authzid != user.as_bytes() {
         return Outcome::Failed("authzid differs from the user name");
     }
-    if user.is_empty() || !sasl.users().check_password(user, password) {
+    let known = sasl.users().check_password(user, password);
+    let ok = known.unwrap_or_else(|| {
+        // An unknown user costs the same key derivation as a known one, so the time of the
+        // answer does not tell which user names exist.
+        let decoy = sasl.decoy(Hash::Sha512, user);
+        let _ = decoy.matches_password(Hash::Sha512, password);
+        false
+    });
+    if user.is_empty() || !ok {
         return Outcome::Failed("invalid credentials");
     }
     Outcome::Authenticated { reply: Vec::new(), user: user.to_string() }
@@ -488,11 +497,12 @@ users:
         let sasl = Sasl::new(Users::parse(FILE).unwrap());
         let users = sasl.users();
         assert_eq!(users.len(), 2);
-        assert!(users.check_password("alice", b"alice-secret"));
-        assert!(!users.check_password("alice", b"alice-secreT"));
-        assert!(users.check_password("bob", b"pencil"), "PLAIN against a stored SCRAM credential");
+        assert_eq!(users.check_password("alice", b"alice-secret"), Some(true));
+        assert_eq!(users.check_password("alice", b"alice-secreT"), Some(false));
+        let scram_only = users.check_password("bob", b"pencil");
+        assert_eq!(scram_only, Some(true), "PLAIN against a stored SCRAM credential");
         assert!(users.credential("bob", Hash::Sha512).is_none());
-        assert!(!users.check_password("carol", b"x"));
+        assert_eq!(users.check_password("carol", b"x"), None, "no such user");
 
         let mut e = Exchange::default();
         assert!(e.handshake(Mechanism::Plain, 1));
