@@ -96,6 +96,15 @@ pub struct Ownership {
 
 /// Kafka's broker default for `group.min.session.timeout.ms`, so a client tuned for Kafka is
 /// accepted here as it is there.
+/// An Empty group nobody has used for this long leaves memory (its state is in the filer).
+/// Long next to the background write that follows a group becoming Empty.
+const IDLE_GROUP_EVICT: Duration = Duration::from_secs(300);
+
+/// Most groups kept in memory at once. A request that would load one more, while every one
+/// in memory is in use, gets COORDINATOR_LOAD_IN_PROGRESS (retriable): made-up group ids
+/// cannot grow the map without bound.
+const MAX_LIVE_GROUPS: usize = 20_000;
+
 const DEFAULT_MIN_SESSION_TIMEOUT: Duration = Duration::from_millis(6_000);
 /// Kafka's broker default for `group.max.session.timeout.ms` (30 minutes), for the same reason.
 const DEFAULT_MAX_SESSION_TIMEOUT: Duration = Duration::from_millis(1_800_000);
@@ -154,12 +163,26 @@ struct Entry {
     /// Serialises this group's generation writes and remembers the newest one written, so a
     /// slow older write can never overwrite a newer generation.
     written: Arc<tokio::sync::Mutex<i32>>,
+    /// When a request last ran on the group (for dropping idle Empty groups from memory).
+    touched: std::time::Instant,
 }
 
 impl Entry {
     fn new(group: Group) -> Entry {
         let written = Arc::new(tokio::sync::Mutex::new(group.generation()));
-        Entry { group, joins: HashMap::new(), syncs: HashMap::new(), written }
+        let touched = std::time::Instant::now();
+        Entry { group, joins: HashMap::new(), syncs: HashMap::new(), written, touched }
+    }
+
+    /// Whether the entry can leave memory: Empty, nothing parked on it, no generation write
+    /// in flight, and untouched for [`IDLE_GROUP_EVICT`]. Its state is in the filer; the next
+    /// request loads it again.
+    fn is_idle(&self) -> bool {
+        self.group.state() == GroupState::Empty
+            && self.joins.is_empty()
+            && self.syncs.is_empty()
+            && Arc::strong_count(&self.written) == 1
+            && self.touched.elapsed() >= IDLE_GROUP_EVICT
     }
 
     /// Answer the parked requests the effects name; return the snapshots to persist.
@@ -251,8 +274,17 @@ impl Coordinator {
         if !self.owns(group_id) {
             return Err(Error::Kafka(ResponseError::NotCoordinator));
         }
-        if self.inner.groups.lock().contains_key(group_id) {
-            return Ok(true);
+        {
+            let mut groups = self.inner.groups.lock();
+            if groups.contains_key(group_id) {
+                return Ok(true);
+            }
+            if groups.len() >= MAX_LIVE_GROUPS {
+                groups.retain(|_, e| !e.is_idle());
+                if groups.len() >= MAX_LIVE_GROUPS {
+                    return Err(Error::Kafka(ResponseError::CoordinatorLoadInProgress));
+                }
+            }
         }
         let seaweed = &self.inner.seaweed;
         let root = &self.inner.root;
@@ -286,6 +318,7 @@ impl Coordinator {
         let (out, persist) = {
             let mut groups = self.inner.groups.lock();
             let entry = groups.get_mut(group_id)?;
+            entry.touched = std::time::Instant::now();
             let out = f(entry);
             let effects = entry.group.take_effects();
             (out, entry.deliver(effects))

@@ -169,3 +169,32 @@ async fn parked_join_is_answered_by_the_timer_and_cancel_releases_waiters() {
         tokio::time::timeout(Duration::from_secs(2), rx).await.expect("released promptly");
     assert!(released.is_err(), "the waiter was dropped");
 }
+
+#[tokio::test]
+async fn idle_empty_groups_leave_memory_and_the_live_map_is_bounded() {
+    let (c, cancel) = unreachable().await;
+    let long_ago = std::time::Instant::now().checked_sub(IDLE_GROUP_EVICT).expect("uptime");
+    let insert = |id: &str, touched| {
+        let mut entry = Entry::new(Group::new());
+        entry.touched = touched;
+        c.inner.groups.lock().insert(id.into(), entry);
+    };
+    insert("idle", long_ago);
+    insert("recent", std::time::Instant::now());
+    // The timer's next tick drops the idle Empty group, never the recently used one.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while c.inner.groups.lock().contains_key("idle") && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ids: Vec<String> = c.inner.groups.lock().keys().cloned().collect();
+    assert_eq!(ids, vec!["recent".to_string()]);
+
+    // Full of groups in use: a new group is refused with a retriable code, not added.
+    for i in 0..MAX_LIVE_GROUPS {
+        insert(&format!("busy-{i}"), std::time::Instant::now());
+    }
+    let r = c.join("new", join_req()).await;
+    assert_eq!(r.error, Some(ResponseError::CoordinatorLoadInProgress));
+    assert!(!c.inner.groups.lock().contains_key("new"));
+    cancel.cancel();
+}

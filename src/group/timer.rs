@@ -1,7 +1,7 @@
 //! The coordinator's clock: one task that, every `Settings::tick`, applies the deadlines of
-//! every live group (sessions, the end of a join phase, members that never sent SyncGroup)
-//! and answers the requests those deadlines release; on shutdown it releases every parked
-//! request.
+//! every live group (sessions, the end of a join phase, members that never sent SyncGroup),
+//! answers the requests those deadlines release and drops idle Empty groups from memory; on
+//! shutdown it releases every parked request.
 //!
 //! Owns: that loop. Does not own: what a deadline does (`state`, `Group::tick`) or storing
 //! what a deadline completes (`generations`).
@@ -28,9 +28,11 @@ impl Coordinator {
                     entry.group.tick(now);
                     let effects = entry.group.take_effects();
                     if !effects.is_empty() {
+                        entry.touched = std::time::Instant::now();
                         persist.extend(entry.deliver(effects).into_iter().map(|s| (id.clone(), s)));
                     }
                 }
+                groups.retain(|_, entry| !entry.is_idle());
             }
             for (id, snapshot) in persist {
                 self.persist_in_background(id, snapshot);
