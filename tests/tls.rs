@@ -347,7 +347,11 @@ async fn sasl_ssl_logs_in_over_the_tls_listener() {
     let seaweedfs = secured_seaweedfs(&pki).await;
     let (to_sw, listener) = (pki.issue("kelp"), pki.issue("kelp-listener"));
     let users = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(users.path(), "users:\n  alice:\n    password: alice-secret\n").unwrap();
+    std::fs::write(
+        users.path(),
+        "users:\n  alice:\n    password: alice-secret\n    super-user: true\n",
+    )
+    .unwrap();
     let mut flags = to_seaweedfs(&pki, &to_sw);
     flags.extend(
         [
