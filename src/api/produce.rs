@@ -119,8 +119,13 @@ async fn produce(ctx: &Ctx, parts: Vec<Part>, framing: Framing) -> Vec<Partition
         .filter_map(|(i, p)| Some((i, p.records.clone()?)))
         .collect();
     let limit = ctx.config.max_uncompressed_bytes as usize;
+    // Only compressed batches expand beyond the frame they arrived in; a request of plain
+    // batches needs no share of the memory budget.
+    let expands = framing == Framing::Legacy
+        || to_decode.iter().any(|(_, records)| batch::any_compressed(records));
+    let need = if expands { limit } else { 0 };
     let within = ctx.config.upstream_timeout();
-    let Some(mut share) = ctx.memory.take(limit, within).await else {
+    let Some(mut share) = ctx.memory.take(need, within).await else {
         debug!("no memory share for a produce request in time");
         for (i, _) in &to_decode {
             results[*i] = Err(ResponseError::RequestTimedOut);

@@ -49,6 +49,23 @@ pub fn decode_all(mut buf: Bytes, budget: &mut usize) -> Result<Vec<Batch>, Batc
     Ok(out)
 }
 
+/// Whether any batch in `buf` says it is compressed (attribute bits 0-2). Reads only the
+/// batch headers, stopping at a length that does not fit: decoding refuses that later.
+pub fn any_compressed(buf: &[u8]) -> bool {
+    let mut rest = buf;
+    while rest.len() >= HEADER_LEN {
+        if i16::from_be_bytes([rest[CRC_START], rest[CRC_START + 1]]) & 0x7 != 0 {
+            return true;
+        }
+        let len = i32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]);
+        match usize::try_from(len).ok().and_then(|l| l.checked_add(12)) {
+            Some(whole) if whole <= rest.len() && whole >= HEADER_LEN => rest = &rest[whole..],
+            _ => return false,
+        }
+    }
+    false
+}
+
 /// The magic byte of the first batch, if there is one.
 pub fn magic(buf: &[u8]) -> Option<i8> {
     buf.get(MAGIC_OFFSET).map(|m| *m as i8)
@@ -386,6 +403,16 @@ mod tests {
         let crc = crc32c::crc32c(&b[CRC_START..]);
         b[17..21].copy_from_slice(&crc.to_be_bytes());
         b.freeze()
+    }
+
+    #[test]
+    fn compressed_batches_are_told_from_plain_ones_by_their_headers() {
+        let plain = library_batch(&sample(), Compression::None);
+        let zstd = library_batch(&sample(), Compression::Zstd);
+        assert!(!any_compressed(&plain));
+        assert!(any_compressed(&zstd));
+        assert!(any_compressed(&[plain.clone(), zstd].concat()), "the second batch counts");
+        assert!(!any_compressed(&plain[..HEADER_LEN - 1]), "too short to tell");
     }
 
     #[test]
