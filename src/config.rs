@@ -85,7 +85,8 @@ pub struct Config {
     pub admin_listen: Option<SocketAddr>,
 
     /// host:port clients are told to connect to (Metadata, FindCoordinator). Defaults to the
-    /// bound listen address.
+    /// bound listen address; for a wildcard bind (0.0.0.0, ::), the local address that routes
+    /// to the SeaweedFS master (the pod IP).
     #[arg(long, env = ENV_ADVERTISED_LISTENER)]
     pub advertised_listener: Option<String>,
 
