@@ -116,7 +116,7 @@ pub struct Config {
     pub auto_create_topics: bool,
 
     /// Partitions of an auto-created topic (and of CreateTopics with num_partitions = -1).
-    #[arg(long, env = ENV_DEFAULT_PARTITIONS, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=4096))]
+    #[arg(long, env = ENV_DEFAULT_PARTITIONS, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=crate::seaweed::layout::MAX_PARTITIONS as i64))]
     pub default_partitions: i32,
 
     /// Largest request frame accepted; a larger length prefix closes the connection.
