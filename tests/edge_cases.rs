@@ -6,11 +6,96 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, ListOffsetsRequest, ProduceRequest, RequestKind, ResponseKind, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, Producer};
 
 use common::kelp::Kelp;
+use common::raw::{self, Raw};
+
+fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+/// Produce (v9, acks=all) `records` to partition `partition` of `topic`; the response.
+async fn produce(
+    c: &mut Raw,
+    version: i16,
+    acks: i16,
+    parts: Vec<(&str, i32, Option<Bytes>)>,
+) -> Option<kafka_protocol::messages::ProduceResponse> {
+    let topic_data = parts
+        .into_iter()
+        .map(|(t, p, records)| {
+            TopicProduceData::default().with_name(name(t)).with_partition_data(vec![
+                PartitionProduceData::default().with_index(p).with_records(records),
+            ])
+        })
+        .collect();
+    let req = ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(10_000)
+        .with_topic_data(topic_data);
+    if acks == 0 {
+        let frame = c.frame(ApiKey::Produce, version, &RequestKind::Produce(req));
+        c.send_bytes(&frame).await;
+        return None;
+    }
+    match c.call(ApiKey::Produce, version, RequestKind::Produce(req)).await {
+        ResponseKind::Produce(r) => Some(r),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// ListOffsets v9 for one partition: (error code, timestamp, offset).
+async fn list_offset(c: &mut Raw, topic: &str, timestamp: i64) -> (i16, i64, i64) {
+    let req = ListOffsetsRequest::default().with_replica_id((-1).into()).with_topics(vec![
+        ListOffsetsTopic::default().with_name(name(topic)).with_partitions(vec![
+            ListOffsetsPartition::default().with_partition_index(0).with_timestamp(timestamp),
+        ]),
+    ]);
+    match c.call(ApiKey::ListOffsets, 9, RequestKind::ListOffsets(req)).await {
+        ResponseKind::ListOffsets(r) => {
+            let p = &r.topics[0].partitions[0];
+            (p.error_code, p.timestamp, p.offset)
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_offsets_max_timestamp_and_tiered_answer_as_kafka() {
+    let seaweedfs = common::seaweedfs().await;
+    let kelp = Kelp::start(&seaweedfs, &[]).await;
+    let topic = common::unique_name("max-ts");
+    raw::create_topic_raw(kelp.addr, &topic, 1).await;
+    let mut c = Raw::connect(kelp.addr).await;
+
+    // Empty partition: no record, so -1/-1.
+    assert_eq!(list_offset(&mut c, &topic, -3).await, (0, -1, -1));
+
+    let v = |s: &str| Bytes::from(s.to_string());
+    let ts = [1_000, 5_000, 2_000, 5_000, 4_000];
+    let records = ts.iter().map(|t| (None, v("x"), *t)).collect();
+    let r = produce(&mut c, 9, -1, vec![(&topic, 0, Some(raw::batch_of(records)))]).await.unwrap();
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+
+    // The largest timestamp (the first of the two 5000s), not the last record.
+    assert_eq!(list_offset(&mut c, &topic, -3).await, (0, 5_000, 1));
+    // No tiered storage: -1/-1, as Kafka with remote storage off.
+    assert_eq!(list_offset(&mut c, &topic, -5).await, (0, -1, -1));
+    // Earliest local is the earliest; latest is the end.
+    assert_eq!(list_offset(&mut c, &topic, -4).await, (0, -1, 0));
+    assert_eq!(list_offset(&mut c, &topic, -1).await, (0, -1, 5));
+    kelp.stop().await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transactional_producer_fails_at_once_not_after_its_timeout() {
