@@ -122,3 +122,54 @@ async fn a_transactional_producer_fails_at_once_not_after_its_timeout() {
     assert!(elapsed < Duration::from_secs(10), "failed after {elapsed:?}");
     kelp.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_is_validated_as_kafka_validates_it() {
+    use kafka_protocol::ResponseError;
+    use kafka_protocol::records::Compression;
+    let seaweedfs = common::seaweedfs().await;
+    let kelp = Kelp::start(&seaweedfs, &[]).await;
+    let topic = common::unique_name("validate");
+    raw::create_topic_raw(kelp.addr, &topic, 1).await;
+    let one = || raw::batch_of(vec![(None, Bytes::from_static(b"v"), 1)]);
+    let code = |r: Option<kafka_protocol::messages::ProduceResponse>| {
+        r.unwrap().responses[0].partition_responses[0].error_code
+    };
+    let mut c = Raw::connect(kelp.addr).await;
+
+    // acks outside -1/0/1: INVALID_REQUIRED_ACKS, answered even though acks is not -1 or 1.
+    for acks in [2, -2] {
+        let r = produce(&mut c, 9, acks, vec![(&topic, 0, Some(one()))]).await;
+        assert_eq!(code(r), ResponseError::InvalidRequiredAcks.code(), "acks {acks}");
+    }
+    // Two batches in one partition: INVALID_RECORD.
+    let two = Bytes::from([one(), one()].concat());
+    let r = produce(&mut c, 9, -1, vec![(&topic, 0, Some(two))]).await;
+    assert_eq!(code(r), ResponseError::InvalidRecord.code());
+    // zstd before Produce v7: UNSUPPORTED_COMPRESSION_TYPE; from v7 it is stored.
+    let zstd =
+        || raw::compressed_batch_of(vec![(None, Bytes::from_static(b"z"), 1)], Compression::Zstd);
+    let r = produce(&mut c, 6, -1, vec![(&topic, 0, Some(zstd()))]).await;
+    assert_eq!(code(r), ResponseError::UnsupportedCompressionType.code());
+    let r = produce(&mut c, 7, -1, vec![(&topic, 0, Some(zstd()))]).await;
+    assert_eq!(code(r), 0);
+    // A last offset delta that disagrees with the record count: INVALID_RECORD.
+    let mut bad = one().to_vec();
+    bad[23..27].copy_from_slice(&3i32.to_be_bytes());
+    let crc = crc32c::crc32c(&bad[21..]);
+    bad[17..21].copy_from_slice(&crc.to_be_bytes());
+    let r = produce(&mut c, 9, -1, vec![(&topic, 0, Some(Bytes::from(bad)))]).await;
+    assert_eq!(code(r), ResponseError::InvalidRecord.code());
+
+    // acks=0: a request that worked keeps the connection; one that failed closes it.
+    produce(&mut c, 9, 0, vec![(&topic, 0, Some(one()))]).await;
+    let r = produce(&mut c, 9, -1, vec![(&topic, 0, Some(one()))]).await;
+    assert_eq!(code(r), 0, "the connection is still usable after a good acks=0 request");
+    produce(&mut c, 9, 0, vec![("no-such-topic-edge", 0, Some(one()))]).await;
+    assert!(c.closed().await, "a failed acks=0 request closes the connection");
+    // An unknown partition of a known topic, likewise.
+    let mut c = Raw::connect(kelp.addr).await;
+    produce(&mut c, 9, 0, vec![(&topic, 5, Some(one()))]).await;
+    assert!(c.closed().await, "an unknown partition with acks=0 closes the connection");
+    kelp.stop().await;
+}
