@@ -173,3 +173,37 @@ async fn produce_is_validated_as_kafka_validates_it() {
     assert!(c.closed().await, "an unknown partition with acks=0 closes the connection");
     kelp.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_topic_listing_is_no_empty_topic_list() {
+    use kafka_protocol::messages::MetadataRequest;
+    let mut seaweedfs = common::seaweedfs().await;
+    let kelp = Kelp::start(&seaweedfs, &["--upstream-timeout-ms", "2000"]).await;
+    let topic = common::unique_name("listed");
+    raw::create_topic_raw(kelp.addr, &topic, 1).await;
+    let all = || RequestKind::Metadata(MetadataRequest::default().with_topics(None));
+
+    seaweedfs.stop_broker().await.expect("broker stops");
+    for version in [1, 9, 12] {
+        let mut c = Raw::connect(kelp.addr).await;
+        let frame = c.frame(ApiKey::Metadata, version, &all());
+        c.send_bytes(&frame).await;
+        assert!(
+            c.closed().await,
+            "v{version}: no answer that says 'no topics'; the connection closes"
+        );
+    }
+
+    seaweedfs.start_broker(Duration::from_secs(60)).await.expect("broker restarts");
+    common::eventually(|| async {
+        let mut c = Raw::connect(kelp.addr).await;
+        let frame = c.frame(ApiKey::Metadata, 12, &all());
+        c.send_bytes(&frame).await;
+        c.read_frame().await.map(|_| ()).ok_or("closed")
+    })
+    .await;
+    let mut c = Raw::connect(kelp.addr).await;
+    let ResponseKind::Metadata(r) = c.call(ApiKey::Metadata, 12, all()).await else { panic!() };
+    assert!(r.topics.iter().any(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == topic)));
+    kelp.stop().await;
+}

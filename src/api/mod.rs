@@ -67,7 +67,7 @@ pub async fn dispatch(
     let response = match kind {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions::handle(version)),
         RequestKind::Metadata(r) => {
-            ResponseKind::Metadata(metadata::handle(ctx, version, authority, r).await)
+            ResponseKind::Metadata(metadata::handle(ctx, session, version, authority, r).await?)
         }
         RequestKind::Produce(r) => {
             ResponseKind::Produce(produce::handle(ctx, session, version, r).await?)
