@@ -155,7 +155,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         owner_id: group::lease::owner_id(advertised, &uuid::Uuid::new_v4().simple().to_string()),
         lease: config.group_lease(),
     });
-    let group_settings = group::Settings { ownership, ..group::Settings::default() };
+    let group_settings = group::Settings {
+        ownership,
+        max_size: config.group_max_size as usize,
+        ..group::Settings::default()
+    };
     let sasl = match &config.sasl_users_file {
         Some(path) => Some(sasl::Sasl::start(path.clone(), cancel.clone(), &tracker)?),
         None => None,

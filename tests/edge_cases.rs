@@ -207,3 +207,69 @@ async fn a_failed_topic_listing_is_no_empty_topic_list() {
     assert!(r.topics.iter().any(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == topic)));
     kelp.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_ids_and_group_size_are_checked_as_kafka_checks_them() {
+    use kafka_protocol::ResponseError;
+    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    use kafka_protocol::messages::{
+        GroupId, HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, OffsetDeleteRequest,
+        SyncGroupRequest,
+    };
+    let seaweedfs = common::seaweedfs().await;
+    let kelp = Kelp::start(&seaweedfs, &["--group-max-size", "1"]).await;
+    let mut c = Raw::connect(kelp.addr).await;
+    let gid = |s: &str| GroupId(StrBytes::from_string(s.to_string()));
+    let join = |group: &str, member: &str| {
+        RequestKind::JoinGroup(
+            JoinGroupRequest::default()
+                .with_group_id(gid(group))
+                .with_member_id(StrBytes::from_string(member.to_string()))
+                .with_session_timeout_ms(10_000)
+                .with_rebalance_timeout_ms(10_000)
+                .with_protocol_type(StrBytes::from_static_str("consumer"))
+                .with_protocols(vec![
+                    JoinGroupRequestProtocol::default()
+                        .with_name(StrBytes::from_static_str("range"))
+                        .with_metadata(Bytes::new()),
+                ]),
+        )
+    };
+    let invalid = ResponseError::InvalidGroupId.code();
+
+    // An empty group id, on every API where Kafka refuses one.
+    let ResponseKind::JoinGroup(r) = c.call(ApiKey::JoinGroup, 5, join("", "")).await else {
+        panic!()
+    };
+    assert_eq!(r.error_code, invalid, "JoinGroup");
+    let sync = RequestKind::SyncGroup(SyncGroupRequest::default().with_group_id(gid("")));
+    let ResponseKind::SyncGroup(r) = c.call(ApiKey::SyncGroup, 3, sync).await else { panic!() };
+    assert_eq!(r.error_code, invalid, "SyncGroup");
+    let hb = RequestKind::Heartbeat(HeartbeatRequest::default().with_group_id(gid("")));
+    let ResponseKind::Heartbeat(r) = c.call(ApiKey::Heartbeat, 3, hb).await else { panic!() };
+    assert_eq!(r.error_code, invalid, "Heartbeat");
+    let leave = RequestKind::LeaveGroup(LeaveGroupRequest::default().with_group_id(gid("")));
+    let ResponseKind::LeaveGroup(r) = c.call(ApiKey::LeaveGroup, 2, leave).await else { panic!() };
+    assert_eq!(r.error_code, invalid, "LeaveGroup");
+    let del = RequestKind::OffsetDelete(OffsetDeleteRequest::default().with_group_id(gid("")));
+    let ResponseKind::OffsetDelete(r) = c.call(ApiKey::OffsetDelete, 0, del).await else {
+        panic!()
+    };
+    assert_eq!(r.error_code, invalid, "OffsetDelete");
+
+    // group.max.size 1: the first member joins (v3: no member id round trip), the second is
+    // refused.
+    let group = common::unique_name("full");
+    let ResponseKind::JoinGroup(first) = c.call(ApiKey::JoinGroup, 3, join(&group, "")).await
+    else {
+        panic!()
+    };
+    assert_eq!(first.error_code, 0);
+    let mut other = Raw::connect(kelp.addr).await;
+    let ResponseKind::JoinGroup(second) = other.call(ApiKey::JoinGroup, 3, join(&group, "")).await
+    else {
+        panic!()
+    };
+    assert_eq!(second.error_code, ResponseError::GroupMaxSizeReached.code());
+    kelp.stop().await;
+}
