@@ -51,6 +51,8 @@ pub const ENV_PEER_SECRET_FILE: &str = "KELP_PEER_SECRET_FILE";
 pub const ENV_PEER_ALLOW_UNAUTHENTICATED: &str = "KELP_PEER_ALLOW_UNAUTHENTICATED";
 pub const ENV_PEER_MAX_FRAME_BYTES: &str = "KELP_PEER_MAX_FRAME_BYTES";
 pub const ENV_GROUP_LEASE_MS: &str = "KELP_GROUP_LEASE_MS";
+// Consumer groups (docs/consumer-groups.md).
+pub const ENV_GROUP_MAX_SIZE: &str = "KELP_GROUP_MAX_SIZE";
 // TLS on the Kafka listener, and from kelp to SeaweedFS (docs/security.md).
 pub const ENV_TLS_CERT: &str = "KELP_TLS_CERT";
 pub const ENV_TLS_KEY: &str = "KELP_TLS_KEY";
@@ -85,7 +87,8 @@ pub struct Config {
     pub admin_listen: Option<SocketAddr>,
 
     /// host:port clients are told to connect to (Metadata, FindCoordinator). Defaults to the
-    /// bound listen address.
+    /// bound listen address; for a wildcard bind (0.0.0.0, ::), the local address that routes
+    /// to the SeaweedFS master (the pod IP).
     #[arg(long, env = ENV_ADVERTISED_LISTENER)]
     pub advertised_listener: Option<String>,
 
@@ -115,7 +118,7 @@ pub struct Config {
     pub auto_create_topics: bool,
 
     /// Partitions of an auto-created topic (and of CreateTopics with num_partitions = -1).
-    #[arg(long, env = ENV_DEFAULT_PARTITIONS, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=4096))]
+    #[arg(long, env = ENV_DEFAULT_PARTITIONS, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=crate::seaweed::layout::MAX_PARTITIONS as i64))]
     pub default_partitions: i32,
 
     /// Largest request frame accepted; a larger length prefix closes the connection.
@@ -214,6 +217,11 @@ pub struct Config {
     /// groups move to another kelp at most this long after its last renewal.
     #[arg(long, env = ENV_GROUP_LEASE_MS, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(2_000..=3_600_000))]
     pub group_lease_ms: u64,
+
+    /// Most members one consumer group may have (Kafka's `group.max.size`, whose default,
+    /// 2147483647, is kept); a JoinGroup that would add one more gets GROUP_MAX_SIZE_REACHED.
+    #[arg(long, env = ENV_GROUP_MAX_SIZE, default_value_t = i32::MAX as u32, value_parser = clap::value_parser!(u32).range(1..=i32::MAX as i64))]
+    pub group_max_size: u32,
 
     /// PEM certificate chain of the Kafka listener. When set (with `tls_key`) the listener
     /// speaks TLS only: clients use security.protocol=SSL, or SASL_SSL when SASL is on too.

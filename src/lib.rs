@@ -137,7 +137,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let kafka_addr = listener.local_addr()?;
-    let (advertised_host, advertised_port) = advertised(&config, kafka_addr)?;
+    let (advertised_host, advertised_port) = advertised(&config, kafka_addr).await?;
     // Every listener is bound before any task is spawned, so a failed bind leaves nothing
     // running behind.
     let admin_listener = match config.admin_listen {
@@ -155,7 +155,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         owner_id: group::lease::owner_id(advertised, &uuid::Uuid::new_v4().simple().to_string()),
         lease: config.group_lease(),
     });
-    let group_settings = group::Settings { ownership, ..group::Settings::default() };
+    let group_settings = group::Settings {
+        ownership,
+        max_size: config.group_max_size as usize,
+        ..group::Settings::default()
+    };
     let sasl = match &config.sasl_users_file {
         Some(path) => Some(sasl::Sasl::start(path.clone(), cancel.clone(), &tracker)?),
         None => None,
@@ -308,8 +312,22 @@ pub async fn wait_for_seaweedfs(config: &Config, deadline: Duration) -> anyhow::
     }
 }
 
-fn advertised(config: &Config, bound: SocketAddr) -> anyhow::Result<(String, i32)> {
+/// The host and port clients are told to use (Metadata, FindCoordinator). Without
+/// `KELP_ADVERTISED_LISTENER`, the bound address; a wildcard bind (`0.0.0.0`, `::`) is not an
+/// address a client can connect to (Kafka refuses to advertise one), so the local address
+/// that routes to SeaweedFS's master is used instead: in a pod, the pod IP.
+async fn advertised(config: &Config, bound: SocketAddr) -> anyhow::Result<(String, i32)> {
     match &config.advertised_listener {
+        None if bound.ip().is_unspecified() => {
+            let ip = peer::local_ip_towards(&config.master).await.with_context(|| {
+                format!(
+                    "{} binds {bound}; set {} to the address clients reach it at",
+                    config::ENV_LISTEN,
+                    config::ENV_ADVERTISED_LISTENER
+                )
+            })?;
+            Ok((ip.to_string(), i32::from(bound.port())))
+        }
         None => Ok((bound.ip().to_string(), i32::from(bound.port()))),
         Some(s) => {
             let (host, port) = s.rsplit_once(':').with_context(|| {
@@ -320,5 +338,39 @@ fn advertised(config: &Config, bound: SocketAddr) -> anyhow::Result<(String, i32
             })?;
             Ok((host.to_string(), i32::from(port)))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_wildcard_listen_advertises_the_address_that_reaches_seaweedfs() {
+        let config =
+            Config::from_args(["--listen", "0.0.0.0:9092", "--master", "127.0.0.1:9333"]).unwrap();
+        let bound: SocketAddr = "0.0.0.0:9092".parse().unwrap();
+        let (host, port) = advertised(&config, bound).await.unwrap();
+        assert_eq!((host.as_str(), port), ("127.0.0.1", 9092));
+        let bound: SocketAddr = "[::]:9092".parse().unwrap();
+        let (host, _) = advertised(&config, bound).await.unwrap();
+        assert_ne!(host, "::");
+        assert_ne!(host, "0.0.0.0");
+    }
+
+    #[tokio::test]
+    async fn a_named_bind_or_advertised_listener_is_used_as_given() {
+        let config = Config::from_args(["--listen", "127.0.0.1:9092"]).unwrap();
+        let bound: SocketAddr = "127.0.0.1:9092".parse().unwrap();
+        assert_eq!(advertised(&config, bound).await.unwrap(), ("127.0.0.1".to_string(), 9092));
+        let config = Config::from_args([
+            "--listen",
+            "0.0.0.0:9092",
+            "--advertised-listener",
+            "kelp.example:19092",
+        ])
+        .unwrap();
+        let bound: SocketAddr = "0.0.0.0:9092".parse().unwrap();
+        assert_eq!(advertised(&config, bound).await.unwrap(), ("kelp.example".to_string(), 19092));
     }
 }

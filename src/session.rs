@@ -27,8 +27,8 @@ pub struct Session {
     /// `None` when SASL is off on the listener.
     sasl: Option<Exchange>,
     principal: Option<String>,
-    /// Set when the connection must close after the response being written.
-    close: bool,
+    /// Set, with the reason, when the connection must close after the response being written.
+    close: Option<&'static str>,
     pub(crate) quota: quota::Conn,
 }
 
@@ -38,7 +38,7 @@ impl Session {
         Session {
             sasl: sasl.map(|_| Exchange::default()),
             principal: None,
-            close: false,
+            close: None,
             quota: quota::Conn::default(),
         }
     }
@@ -69,9 +69,15 @@ impl Session {
         Authority::decide(admin_apis, caller)
     }
 
-    /// Whether the connection closes after the response just written (a failed login).
-    pub fn closing(&self) -> bool {
+    /// Why the connection closes after the response just written (a failed login, a failed
+    /// acks=0 Produce), if it does.
+    pub fn closing(&self) -> Option<&'static str> {
         self.close
+    }
+
+    /// Close the connection once the response to the current request (if any) is written.
+    pub fn close_after_reply(&mut self, why: &'static str) {
+        self.close = Some(why);
     }
 
     /// Wait out what the last request cost over quota.
@@ -111,7 +117,7 @@ impl Session {
         match self.step(shared, message).await {
             Ok(reply) => Ok(reply),
             Err(_) => {
-                self.close = true;
+                self.close = Some("a failed SASL authentication");
                 Err(E::SaslAuthenticationFailed)
             }
         }

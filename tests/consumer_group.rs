@@ -684,8 +684,8 @@ mod wire {
         };
         assert_eq!(
             r.error_code,
-            code(ResponseError::CoordinatorNotAvailable),
-            "no transaction coordinator"
+            code(ResponseError::TransactionalIdAuthorizationFailed),
+            "no transaction coordinator: a fatal error for a transactional producer"
         );
 
         // JoinGroup at every version, each in its own group, then SyncGroup, Heartbeat and

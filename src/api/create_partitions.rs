@@ -66,7 +66,7 @@ async fn grow(
         return Err((
             ResponseError::InvalidPartitions,
             format!(
-                "topic has {current} partitions; the new count must be larger and at most {MAX_PARTITIONS}"
+                "topic has {current} partitions; the new count must be larger and at most {MAX_PARTITIONS}, the most a SeaweedFS topic can have"
             ),
         ));
     }

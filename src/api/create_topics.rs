@@ -9,9 +9,11 @@ use kafka_protocol::protocol::StrBytes;
 use crate::ctx::Ctx;
 use crate::error::{ApiKind, Error};
 use crate::protocol::topic_name;
+use crate::seaweed::layout;
 
-/// Most partitions one topic may have through kelp.
-pub const MAX_PARTITIONS: i32 = 4096;
+/// Most partitions one topic may have: SeaweedFS's limit (every partition is a slice of its
+/// partition ring), kept in `seaweed::layout`.
+pub const MAX_PARTITIONS: i32 = layout::MAX_PARTITIONS as i32;
 
 pub async fn handle(ctx: &Ctx, _version: i16, req: CreateTopicsRequest) -> CreateTopicsResponse {
     let mut results = Vec::with_capacity(req.topics.len());
@@ -24,11 +26,8 @@ pub async fn handle(ctx: &Ctx, _version: i16, req: CreateTopicsRequest) -> Creat
                 ResponseError::InvalidTopicException,
                 format!("topic names are 1-{} characters of [a-zA-Z0-9._-]", topic_name::MAX_LEN),
             ))
-        } else if !(1..=MAX_PARTITIONS).contains(&partitions) {
-            Err((
-                ResponseError::InvalidPartitions,
-                format!("partitions must be between 1 and {MAX_PARTITIONS}"),
-            ))
+        } else if let Err(refused) = partition_count(partitions) {
+            Err(refused)
         } else if !t.assignments.is_empty() {
             Err((
                 ResponseError::InvalidReplicaAssignment,
@@ -56,6 +55,20 @@ pub async fn handle(ctx: &Ctx, _version: i16, req: CreateTopicsRequest) -> Creat
         });
     }
     CreateTopicsResponse::default().with_topics(results)
+}
+
+/// A topic's partition count must be at least 1 and at most SeaweedFS's limit; Kafka answers
+/// INVALID_PARTITIONS for a count it cannot create.
+pub fn partition_count(partitions: i32) -> Result<(), (ResponseError, String)> {
+    if (1..=MAX_PARTITIONS).contains(&partitions) {
+        return Ok(());
+    }
+    Err((
+        ResponseError::InvalidPartitions,
+        format!(
+            "partitions must be between 1 and {MAX_PARTITIONS}, the most a SeaweedFS topic can have"
+        ),
+    ))
 }
 
 /// Every topic of the request failed with `code` and `message` (refused, say), nothing
@@ -103,4 +116,21 @@ async fn create(
 fn upstream(e: Error) -> (ResponseError, String) {
     tracing::warn!(error = %e, "creating a topic failed");
     (e.code(ApiKind::Data), "SeaweedFS did not answer; retry".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partition_count_above_seaweedfs_limit_is_invalid_partitions() {
+        assert_eq!(MAX_PARTITIONS, 2520);
+        assert!(partition_count(1).is_ok());
+        assert!(partition_count(MAX_PARTITIONS).is_ok());
+        for n in [0, -2, MAX_PARTITIONS + 1, 4096] {
+            let (code, msg) = partition_count(n).unwrap_err();
+            assert_eq!(code, ResponseError::InvalidPartitions, "{n}");
+            assert!(msg.contains("2520") && msg.contains("SeaweedFS"), "{msg}");
+        }
+    }
 }

@@ -12,8 +12,10 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::ctx::Ctx;
 
-/// `key_type` of a consumer group; 1 is a transactional id, 2 a share group (KIP-932).
+/// `key_type` of a consumer group.
 pub const KEY_TYPE_GROUP: i8 = 0;
+/// `key_type` of a transactional id.
+pub const KEY_TYPE_TRANSACTION: i8 = 1;
 
 pub fn handle(ctx: &Ctx, version: i16, req: FindCoordinatorRequest) -> FindCoordinatorResponse {
     if version >= 4 {
@@ -35,18 +37,38 @@ pub fn handle(ctx: &Ctx, version: i16, req: FindCoordinatorRequest) -> FindCoord
 
 fn answer(ctx: &Ctx, key_type: i8, key: StrBytes) -> Coordinator {
     let c = Coordinator::default().with_key(key);
-    if key_type != KEY_TYPE_GROUP {
-        // Transactions and share groups are not supported: no coordinator for them (a
-        // retriable code, as a cluster without a transaction coordinator would answer).
-        return c
-            .with_error_code(ResponseError::CoordinatorNotAvailable.code())
-            .with_error_message(Some(StrBytes::from_static_str(
+    match key_type {
+        KEY_TYPE_GROUP => {}
+        // There is no transaction coordinator. A retriable code here would have a
+        // transactional producer retry `init_transactions()` until its timeout (60 s by
+        // default); TRANSACTIONAL_ID_AUTHORIZATION_FAILED is what Kafka answers a client that
+        // may not use the id, and both librdkafka (rd_kafka_txn_handle_FindCoordinator) and
+        // the Java TransactionManager treat it as fatal at once.
+        KEY_TYPE_TRANSACTION => {
+            return no_coordinator(
+                c,
+                ResponseError::TransactionalIdAuthorizationFailed,
+                "kelp does not support transactions",
+            );
+        }
+        // Share groups (KIP-932) and unknown types: no coordinator for them, as a cluster
+        // without a share coordinator answers.
+        _ => {
+            return no_coordinator(
+                c,
+                ResponseError::CoordinatorNotAvailable,
                 "kelp coordinates consumer groups only",
-            )))
-            .with_node_id(BrokerId(-1))
-            .with_port(-1);
+            );
+        }
     }
     c.with_node_id(BrokerId(ctx.config.node_id))
         .with_host(ctx.host())
         .with_port(ctx.advertised_port)
+}
+
+fn no_coordinator(c: Coordinator, code: ResponseError, message: &'static str) -> Coordinator {
+    c.with_error_code(code.code())
+        .with_error_message(Some(StrBytes::from_static_str(message)))
+        .with_node_id(BrokerId(-1))
+        .with_port(-1)
 }

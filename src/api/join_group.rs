@@ -52,6 +52,7 @@ pub async fn handle(
         // KIP-394: from v4 a first join gets MEMBER_ID_REQUIRED and an id to come back with.
         require_known_member_id: version >= 4,
         supports_skip_assignment: version >= 9,
+        max_size: settings.max_size,
     };
     let reply = ctx.groups.join(&group_id, join).await;
     response(version, reply)

@@ -1,5 +1,11 @@
 //! ListOffsets: earliest, latest, max-timestamp and by-timestamp offsets.
 //!
+//! Max timestamp (-3, KIP-734): the offset and timestamp of the record with the largest
+//! timestamp (the first such record when several share it), found by reading the partition
+//! through, as kelp keeps no time index. Latest tiered (-5, KIP-1005): there is no tiered
+//! storage, so offset and timestamp -1, as Kafka answers when remote storage is off; earliest
+//! local (-4, KIP-405) is the earliest offset, everything being "local".
+//!
 //! By timestamp: the first offset whose record timestamp is at or after the target, found by
 //! binary search over the partition (log₂ n reads of one record each). This is exact when a
 //! partition's timestamps never decrease, which holds for CreateTime from one producer per
@@ -59,14 +65,12 @@ async fn lookup(
     let data = |e: Error| e.code(ApiKind::Data);
     let (earliest, latest) = ctx.seaweed.offset_range(topic, p).await.map_err(data)?;
     match timestamp {
-        LATEST | LATEST_TIERED => Ok((-1, latest)),
+        LATEST => Ok((-1, latest)),
+        LATEST_TIERED => Ok((-1, -1)),
         EARLIEST | EARLIEST_LOCAL => Ok((-1, earliest)),
         MAX_TIMESTAMP => {
-            if latest <= earliest {
-                return Ok((-1, -1));
-            }
-            let ts = timestamp_at(ctx, topic, p, latest - 1).await.map_err(data)?;
-            Ok((ts.unwrap_or(-1), latest - 1))
+            let max = max_timestamp(ctx, topic, p, earliest, latest).await.map_err(data)?;
+            Ok(max.map_or((-1, -1), |(ts, offset)| (ts, offset)))
         }
         t if t >= 0 => {
             // Find the first offset in [earliest, latest) whose timestamp is >= t.
@@ -88,6 +92,45 @@ async fn lookup(
     }
 }
 
+/// Bytes read from SeaweedFS at a time while looking for the largest timestamp.
+const SCAN_CHUNK_BYTES: i32 = 1 << 20;
+
+/// (timestamp, offset) of the record with the largest timestamp in `[earliest, latest)`,
+/// `None` for an empty partition.
+async fn max_timestamp(
+    ctx: &Ctx,
+    topic: &str,
+    partition: u32,
+    earliest: i64,
+    latest: i64,
+) -> Result<Option<(i64, i64)>, Error> {
+    let mut best = None;
+    let mut next = earliest;
+    while next < latest {
+        let f = ctx
+            .seaweed
+            .fetch(topic, partition, next, SCAN_CHUNK_BYTES, std::time::Duration::ZERO, 1)
+            .await?;
+        let Some(&(last, _)) = f.messages.last() else { break };
+        best = f
+            .messages
+            .iter()
+            .filter(|(o, _)| *o >= next && *o < latest)
+            .fold(best, |b, (o, m)| keep_max(b, (envelope::from_message(m).timestamp_ms, *o)));
+        next = last + 1;
+    }
+    Ok(best)
+}
+
+/// The larger of two (timestamp, offset); on a tie the one seen first (the lower offset), as
+/// Kafka answers.
+fn keep_max(best: Option<(i64, i64)>, candidate: (i64, i64)) -> Option<(i64, i64)> {
+    match best {
+        Some(b) if b.0 >= candidate.0 => Some(b),
+        _ => Some(candidate),
+    }
+}
+
 /// The timestamp of the record at `offset`, `None` if there is none there.
 async fn timestamp_at(
     ctx: &Ctx,
@@ -100,4 +143,17 @@ async fn timestamp_at(
         .iter()
         .find(|(o, _)| *o >= offset)
         .map(|(_, m)| envelope::from_message(m).timestamp_ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_largest_timestamp_wins_and_the_first_of_equals() {
+        let records = [(5, 0), (9, 1), (3, 2), (9, 3), (7, 4)];
+        let best = records.iter().fold(None, |b, r| keep_max(b, *r));
+        assert_eq!(best, Some((9, 1)));
+        assert_eq!(keep_max(None, (-1, 0)), Some((-1, 0)));
+    }
 }

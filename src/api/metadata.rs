@@ -15,13 +15,24 @@ use super::describe_cluster::AUTHORIZED_OPERATIONS_OMITTED;
 use crate::authz::{self, Authority};
 use crate::ctx::Ctx;
 use crate::protocol::topic_name;
+use crate::session::Session;
 
+/// The answer; `None` (and the session set to close the connection) when the list of all
+/// topics could not be read.
+///
+/// A Kafka broker answers from its in-memory metadata and never fails this. kelp reads
+/// SeaweedFS, which can be unreachable, and Metadata v0–v12 has no field for "the list
+/// failed": a response with no topics reads as "there are no topics", and a regex subscriber
+/// would revoke every partition it has. So kelp sends nothing and closes the connection; the
+/// client treats that as a failed request, reconnects and asks again (librdkafka and the Java
+/// client both retry Metadata after a disconnect), keeping what it knew meanwhile.
 pub async fn handle(
     ctx: &Ctx,
+    session: &mut Session,
     version: i16,
     authority: Authority,
     req: MetadataRequest,
-) -> MetadataResponse {
+) -> Option<MetadataResponse> {
     let me = BrokerId(ctx.config.node_id);
     // v0: an empty list means "all topics"; v1+: null means all, empty means none.
     let wanted: Option<Vec<(Option<String>, Uuid)>> = match req.topics {
@@ -43,8 +54,9 @@ pub async fn handle(
         None => match ctx.topics.list().await {
             Ok(all) => topics.extend(all.into_iter().map(|(name, n)| topic(ctx, me, &name, Ok(n)))),
             Err(e) => {
-                tracing::warn!(error = %e, "listing topics failed");
-                return base(ctx, me).with_error_code(ResponseError::KafkaStorageError.code());
+                tracing::warn!(error = %e, "listing topics failed; closing the connection");
+                session.close_after_reply("a failed topic listing");
+                return None;
             }
         },
         Some(list) => {
@@ -93,7 +105,7 @@ pub async fn handle(
     if refused {
         authz::refused(ApiKey::Metadata, authority);
     }
-    base(ctx, me).with_topics(topics)
+    Some(base(ctx, me).with_topics(topics))
 }
 
 fn base(ctx: &Ctx, me: BrokerId) -> MetadataResponse {

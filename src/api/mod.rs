@@ -55,7 +55,9 @@ pub async fn dispatch(
             return Some(ResponseKind::ApiVersions(api_versions::too_new()).into());
         }
         Body::LegacyProduce(req) => {
-            return produce::handle_legacy(ctx, version, req).await.map(Reply::LegacyProduce);
+            return produce::handle_legacy(ctx, session, version, req)
+                .await
+                .map(Reply::LegacyProduce);
         }
         Body::Kind(kind) => kind,
     };
@@ -65,9 +67,11 @@ pub async fn dispatch(
     let response = match kind {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions::handle(version)),
         RequestKind::Metadata(r) => {
-            ResponseKind::Metadata(metadata::handle(ctx, version, authority, r).await)
+            ResponseKind::Metadata(metadata::handle(ctx, session, version, authority, r).await?)
         }
-        RequestKind::Produce(r) => ResponseKind::Produce(produce::handle(ctx, version, r).await?),
+        RequestKind::Produce(r) => {
+            ResponseKind::Produce(produce::handle(ctx, session, version, r).await?)
+        }
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(ctx, version, r).await),
         RequestKind::ListOffsets(r) => {
             ResponseKind::ListOffsets(list_offsets::handle(ctx, version, r).await)

@@ -11,6 +11,11 @@ use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
 use crate::ctx::Ctx;
 
 pub async fn handle(ctx: &Ctx, req: OffsetDeleteRequest) -> OffsetDeleteResponse {
+    // As JoinGroup, SyncGroup, Heartbeat and LeaveGroup (Kafka's group coordinator refuses an
+    // empty id there); OffsetCommit, OffsetFetch, DescribeGroups and DeleteGroups accept one.
+    if req.group_id.0.is_empty() {
+        return error(ResponseError::InvalidGroupId);
+    }
     let topics: Vec<(String, Vec<i32>)> = req
         .topics
         .iter()

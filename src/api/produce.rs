@@ -16,6 +16,7 @@ use crate::error::ApiKind;
 use crate::producers::{BatchId, Check};
 use crate::protocol::legacy_produce as legacy;
 use crate::records::{BatchError, batch, envelope};
+use crate::session::Session;
 
 use std::collections::HashMap;
 
@@ -24,9 +25,20 @@ use futures::future::join_all;
 /// The records of one partition, as the request version framed them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Framing {
-    V2,
+    /// Produce v3+ (record batches, magic 2), with the request's version.
+    V2(i16),
     Legacy,
 }
+
+/// The `acks` Kafka accepts: all in-sync replicas (-1), none (0), the leader (1).
+fn valid_acks(acks: i16) -> bool {
+    matches!(acks, -1..=1)
+}
+
+/// The compression codec number of zstd in a batch's attributes (KIP-110).
+const CODEC_ZSTD: i16 = 4;
+/// The first Produce version that may carry zstd batches (KIP-110).
+const ZSTD_MIN_VERSION: i16 = 7;
 
 /// One partition of a request on its way through: checked, decoded, published.
 struct Part {
@@ -36,7 +48,32 @@ struct Part {
     records: Option<Bytes>,
 }
 
-pub async fn handle(ctx: &Ctx, _version: i16, req: ProduceRequest) -> Option<ProduceResponse> {
+pub async fn handle(
+    ctx: &Ctx,
+    session: &mut Session,
+    version: i16,
+    req: ProduceRequest,
+) -> Option<ProduceResponse> {
+    if !valid_acks(req.acks) {
+        // Kafka appends nothing and answers every partition INVALID_REQUIRED_ACKS
+        // (ReplicaManager.appendRecords); acks is not 0, so there is a response.
+        let responses = req
+            .topic_data
+            .into_iter()
+            .map(|t| {
+                let parts = t
+                    .partition_data
+                    .iter()
+                    .map(|p| partition_response(p.index, Err(ResponseError::InvalidRequiredAcks)))
+                    .collect();
+                TopicProduceResponse::default()
+                    .with_name(t.name)
+                    .with_topic_id(t.topic_id)
+                    .with_partition_responses(parts)
+            })
+            .collect();
+        return Some(ProduceResponse::default().with_responses(responses));
+    }
     let mut topics = Vec::with_capacity(req.topic_data.len());
     let mut parts = Vec::new();
     for t in req.topic_data {
@@ -53,7 +90,12 @@ pub async fn handle(ctx: &Ctx, _version: i16, req: ProduceRequest) -> Option<Pro
         topics
             .push((TopicProduceResponse::default().with_name(t.name).with_topic_id(t.topic_id), n));
     }
-    let mut results = produce(ctx, parts, Framing::V2).await.into_iter();
+    let results = produce(ctx, parts, Framing::V2(version)).await;
+    if req.acks == 0 {
+        close_if_failed(session, results.iter().map(|r| r.error_code));
+        return None;
+    }
+    let mut results = results.into_iter();
     let responses = topics
         .into_iter()
         .map(|(t, n)| {
@@ -61,15 +103,46 @@ pub async fn handle(ctx: &Ctx, _version: i16, req: ProduceRequest) -> Option<Pro
             t.with_partition_responses(parts)
         })
         .collect();
-    (req.acks != 0).then_some(ProduceResponse::default().with_responses(responses))
+    Some(ProduceResponse::default().with_responses(responses))
+}
+
+/// An acks=0 request gets no response, so a failed partition would go unnoticed: Kafka closes
+/// the connection instead (KafkaApis.handleProduceRequest), and the client sees the error
+/// through the closed connection and refreshes its metadata.
+fn close_if_failed(session: &mut Session, codes: impl IntoIterator<Item = i16>) {
+    if codes.into_iter().any(|c| c != 0) {
+        debug!("an acks=0 produce request failed; closing the connection");
+        session.close_after_reply("a failed acks=0 produce request");
+    }
 }
 
 /// Produce v0-v2 (message sets v0/v1).
 pub async fn handle_legacy(
     ctx: &Ctx,
+    session: &mut Session,
     _version: i16,
     req: legacy::ProduceRequest,
 ) -> Option<legacy::ProduceResponse> {
+    if !valid_acks(req.acks) {
+        let code = ResponseError::InvalidRequiredAcks.code();
+        let topics = req
+            .topics
+            .into_iter()
+            .map(|t| legacy::TopicResponse {
+                name: t.name,
+                partitions: t
+                    .partitions
+                    .iter()
+                    .map(|(index, _)| legacy::PartitionResponse {
+                        index: *index,
+                        error_code: code,
+                        base_offset: -1,
+                    })
+                    .collect(),
+            })
+            .collect();
+        return Some(legacy::ProduceResponse { topics, throttle_time_ms: 0 });
+    }
     let mut shape = Vec::with_capacity(req.topics.len());
     let mut parts = Vec::new();
     for t in req.topics {
@@ -78,7 +151,12 @@ pub async fn handle_legacy(
             parts.push(Part { topic: Some(t.name.clone()), index, records });
         }
     }
-    let mut results = produce(ctx, parts, Framing::Legacy).await.into_iter();
+    let results = produce(ctx, parts, Framing::Legacy).await;
+    if req.acks == 0 {
+        close_if_failed(session, results.iter().map(|r| r.error_code));
+        return None;
+    }
+    let mut results = results.into_iter();
     let topics = shape
         .into_iter()
         .map(|(name, n)| {
@@ -94,7 +172,7 @@ pub async fn handle_legacy(
             legacy::TopicResponse { name, partitions }
         })
         .collect();
-    (req.acks != 0).then_some(legacy::ProduceResponse { topics, throttle_time_ms: 0 })
+    Some(legacy::ProduceResponse { topics, throttle_time_ms: 0 })
 }
 
 /// Every part's answer, in the request's order. Parts are independent: one bad partition
@@ -220,11 +298,8 @@ fn decode_part(
     budget: &mut usize,
 ) -> Result<Vec<batch::Batch>, ResponseError> {
     let batches = match framing {
-        Framing::V2 => {
-            // Produce v3+ may only carry magic-2 batches (as a Kafka broker insists).
-            if batch::magic(&records).is_some_and(|m| m != 2) {
-                return Err(ResponseError::InvalidRecord);
-            }
+        Framing::V2(version) => {
+            v2_framing(&records, version)?;
             batch::decode_all(records, budget).map_err(|e| batch_code(&e))?
         }
         Framing::Legacy => {
@@ -244,6 +319,31 @@ fn decode_part(
         return Err(ResponseError::CorruptMessage);
     }
     Ok(batches)
+}
+
+/// What Kafka checks of a v3+ partition's records before appending them
+/// (ProduceRequest.validateRecords), in its order: there is a batch, it is magic 2, zstd only
+/// from v7, and it is the only one. Bytes too short or lengths that do not add up are left to
+/// the decoder, which calls them corrupt.
+fn v2_framing(records: &[u8], version: i16) -> Result<(), ResponseError> {
+    if records.is_empty() {
+        return Err(ResponseError::InvalidRecord);
+    }
+    if batch::magic(records).is_some_and(|m| m != 2) {
+        return Err(ResponseError::InvalidRecord);
+    }
+    let attributes = records.get(21..23).map(|a| i16::from_be_bytes([a[0], a[1]]));
+    if version < ZSTD_MIN_VERSION && attributes.is_some_and(|a| a & 0x07 == CODEC_ZSTD) {
+        return Err(ResponseError::UnsupportedCompressionType);
+    }
+    let whole = |b: &[u8]| -> Option<usize> {
+        let len = usize::try_from(i32::from_be_bytes(b.get(8..12)?.try_into().ok()?)).ok()?;
+        (b.len() > batch::MAGIC_OFFSET && 12 + len <= b.len()).then_some(12 + len)
+    };
+    match whole(records) {
+        Some(first) if whole(&records[first..]).is_some() => Err(ResponseError::InvalidRecord),
+        _ => Ok(()),
+    }
 }
 
 fn partition_response(index: i32, r: Result<i64, ResponseError>) -> PartitionProduceResponse {
@@ -266,6 +366,10 @@ fn message(code: ResponseError) -> &'static str {
         ResponseError::MessageTooLarge => "record batch larger than the configured maximum",
         ResponseError::UnsupportedCompressionType => "unknown compression codec",
         ResponseError::UnknownTopicOrPartition => "topic or partition does not exist",
+        ResponseError::InvalidRequiredAcks => "acks must be -1 (all), 0 (none) or 1 (leader)",
+        ResponseError::InvalidRecord => {
+            "a partition's records must be exactly one magic-2 batch whose offset range matches its record count"
+        }
         _ => "",
     }
 }
@@ -275,6 +379,7 @@ fn batch_code(e: &BatchError) -> ResponseError {
         BatchError::Crc | BatchError::Malformed(_) => ResponseError::CorruptMessage,
         BatchError::TooLarge(_) => ResponseError::MessageTooLarge,
         BatchError::UnsupportedCodec(_) => ResponseError::UnsupportedCompressionType,
+        BatchError::Invalid(_) => ResponseError::InvalidRecord,
     }
 }
 
@@ -325,4 +430,68 @@ async fn publish(
         base.get_or_insert(first);
     }
     Ok(base.expect("at least one non-empty batch was handled"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch_bytes(compression: kafka_protocol::records::Compression) -> Vec<u8> {
+        use kafka_protocol::records::{
+            Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+        };
+        let r = Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: 0,
+            sequence: -1,
+            timestamp: 1,
+            key: None,
+            value: Some(Bytes::from_static(b"v")),
+            headers: Default::default(),
+        };
+        let mut buf = bytes::BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            [&r],
+            &RecordEncodeOptions { version: 2, compression },
+        )
+        .unwrap();
+        buf.to_vec()
+    }
+
+    #[test]
+    fn only_kafkas_three_acks_are_valid() {
+        assert!([-1, 0, 1].into_iter().all(valid_acks));
+        assert!(![-2, 2, 3, i16::MAX, i16::MIN].into_iter().any(valid_acks));
+    }
+
+    #[test]
+    fn a_v3_partition_carries_exactly_one_magic_2_batch() {
+        use kafka_protocol::records::Compression;
+        let one = batch_bytes(Compression::None);
+        assert_eq!(v2_framing(&one, 3), Ok(()));
+        assert_eq!(v2_framing(&[], 9), Err(ResponseError::InvalidRecord));
+        let two = [one.clone(), one.clone()].concat();
+        assert_eq!(v2_framing(&two, 9), Err(ResponseError::InvalidRecord));
+        // A short tail is no second batch: the decoder calls it corrupt.
+        assert_eq!(v2_framing(&[one.clone(), vec![0; 5]].concat(), 9), Ok(()));
+        let mut old = one.clone();
+        old[batch::MAGIC_OFFSET] = 1;
+        assert_eq!(v2_framing(&old, 9), Err(ResponseError::InvalidRecord));
+    }
+
+    #[test]
+    fn zstd_needs_produce_v7() {
+        let zstd = batch_bytes(kafka_protocol::records::Compression::Zstd);
+        assert_eq!(v2_framing(&zstd, 6), Err(ResponseError::UnsupportedCompressionType));
+        assert_eq!(v2_framing(&zstd, 7), Ok(()));
+        let gzip = batch_bytes(kafka_protocol::records::Compression::Gzip);
+        assert_eq!(v2_framing(&gzip, 3), Ok(()));
+    }
 }

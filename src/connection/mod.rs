@@ -49,8 +49,8 @@ pub enum ConnError {
     Unauthenticated(kafka_protocol::messages::ApiKey),
     #[error(transparent)]
     Sasl(#[from] SaslFailed),
-    #[error("closed after a failed SASL authentication")]
-    AuthenticationFailed,
+    #[error("closed after {0}")]
+    Closing(&'static str),
 }
 
 /// Serve one connection until the peer closes it, it breaks the protocol, it idles out, or
@@ -123,8 +123,8 @@ async fn serve_frames(
             frame::write(&mut stream, &out, idle).await?;
             metrics.bytes_sent.inc_by(out.len() as u64);
         }
-        if session.closing() {
-            return Err(ConnError::AuthenticationFailed);
+        if let Some(why) = session.closing() {
+            return Err(ConnError::Closing(why));
         }
         hold(&mut session, cancel).await;
     }

@@ -81,6 +81,8 @@ pub struct Settings {
     pub wait_slack: Duration,
     /// Filer calls in flight for one OffsetCommit / OffsetFetch / ListGroups.
     pub io_concurrency: usize,
+    /// Most members a group may have (Kafka's `group.max.size`, `KELP_GROUP_MAX_SIZE`).
+    pub max_size: usize,
     /// Group ownership across kelps; `None`: this kelp runs every group it is asked about.
     pub ownership: Option<Ownership>,
 }
@@ -127,6 +129,7 @@ impl Default for Settings {
             tick: DEFAULT_TICK,
             wait_slack: DEFAULT_WAIT_SLACK,
             io_concurrency: DEFAULT_IO_CONCURRENCY,
+            max_size: i32::MAX as usize,
             ownership: None,
         }
     }

@@ -38,6 +38,7 @@ fn join_req() -> JoinRequest {
         protocols: vec![Protocol { name: "range".into(), metadata: bytes::Bytes::new() }],
         require_known_member_id: true,
         supports_skip_assignment: true,
+        max_size: i32::MAX as usize,
     }
 }
 

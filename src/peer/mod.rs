@@ -146,7 +146,7 @@ pub async fn bind(config: &Config) -> anyhow::Result<Option<(TcpListener, String
 
 /// The local address this host uses to reach `server` (SeaweedFS's `host:port[.grpcPort]`):
 /// in a pod, the pod IP. A UDP "connect" picks the route without sending anything.
-async fn local_ip_towards(server: &str) -> anyhow::Result<IpAddr> {
+pub(crate) async fn local_ip_towards(server: &str) -> anyhow::Result<IpAddr> {
     let (host, port) = server.rsplit_once(':').context("no port in the master address")?;
     let port: u16 = port
         .split('.')

@@ -86,18 +86,22 @@ fn decode_one(b: Bytes, budget: &mut usize) -> Result<Batch, BatchError> {
     }
     let mut h = &b[CRC_START..HEADER_LEN];
     let attributes = h.get_i16();
-    let _last_offset_delta = h.get_i32();
+    let last_offset_delta = h.get_i32();
     let base_timestamp = h.get_i64();
     let _max_timestamp = h.get_i64();
     let producer_id = h.get_i64();
     let producer_epoch = h.get_i16();
     let base_sequence = h.get_i32();
     let count = h.get_i32();
+    // Kafka's check on an intact batch (LogValidator): it holds at least one record, and its
+    // offset range matches its record count.
+    if count <= 0 || i64::from(last_offset_delta) + 1 != i64::from(count) {
+        return Err(BatchError::Invalid(format!(
+            "last offset delta {last_offset_delta} does not match the record count {count}"
+        )));
+    }
     let codec = Codec::from_attributes(attributes)?;
     let body = b.slice(HEADER_LEN..);
-    if count < 0 {
-        return Err(BatchError::malformed(format!("record count {count}")));
-    }
     let body = compression::decompress_within(codec, body, budget)?;
     let mut records = Vec::with_capacity((count as usize).min(body.len() / MIN_RECORD_BYTES));
     let mut pos = 0;
@@ -381,6 +385,20 @@ mod tests {
         // A count far above what the bytes can hold reserves nothing for it.
         let err = decode_all(raw_batch(&[0], i32::MAX / 2), &mut (1 << 30)).unwrap_err();
         assert!(matches!(err, BatchError::Malformed(_)), "{err:?}");
+    }
+
+    #[test]
+    fn an_offset_range_that_disagrees_with_the_count_is_invalid() {
+        let one = [12u8, 0, 0, 0, 1, 1, 0]; // one record (length 6): null key and value, no headers
+        assert_eq!(decode_all(raw_batch(&one, 1), &mut (1 << 20)).unwrap()[0].records.len(), 1);
+        for (count, last_delta) in [(1, 1), (1, -1), (0, -1), (2, 0)] {
+            let mut b = raw_batch(&one, count).to_vec();
+            b[23..27].copy_from_slice(&i32::to_be_bytes(last_delta));
+            let crc = crc32c::crc32c(&b[CRC_START..]);
+            b[17..21].copy_from_slice(&crc.to_be_bytes());
+            let err = decode_all(Bytes::from(b), &mut (1 << 20)).unwrap_err();
+            assert!(matches!(err, BatchError::Invalid(_)), "{count}/{last_delta}: {err:?}");
+        }
     }
 
     /// An uncompressed v2 batch around `records` claiming `count` records, with a correct CRC.

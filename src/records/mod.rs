@@ -39,6 +39,10 @@ pub enum BatchError {
     TooLarge(usize),
     #[error("unsupported compression codec {0}")]
     UnsupportedCodec(i16),
+    /// Intact (its checksum matches) but inconsistent: what Kafka's log validation refuses
+    /// with INVALID_RECORD.
+    #[error("invalid batch: {0}")]
+    Invalid(String),
 }
 
 impl BatchError {

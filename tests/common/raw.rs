@@ -123,8 +123,8 @@ pub async fn create_topic_raw(addr: SocketAddr, name: &str, partitions: i32) {
     }
 }
 
-/// One uncompressed magic-2 record batch, encoded by the wire library, holding a record per
-/// `(key, value, timestamp)`.
+/// One uncompressed magic-2 record batch (exactly one, as Produce v3+ requires), encoded by the
+/// wire library, holding a record per `(key, value, timestamp)`.
 pub fn batch_of(records: Vec<(Option<Bytes>, Bytes, i64)>) -> Bytes {
     compressed_batch_of(records, kafka_protocol::records::Compression::None)
 }
@@ -147,7 +147,9 @@ pub fn compressed_batch_of(
             producer_epoch: -1,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: -1,
+            // The library starts a new batch wherever offset - sequence changes; this keeps
+            // every record in one batch (as a producer sends them) with base sequence -1.
+            sequence: i as i32 - 1,
             timestamp,
             key,
             value: Some(value),

@@ -33,6 +33,8 @@ pub struct JoinRequest {
     pub require_known_member_id: bool,
     /// JoinGroup v9+: a rejoining static leader may be told to skip the assignment.
     pub supports_skip_assignment: bool,
+    /// Most members the group may have (Kafka's `group.max.size`).
+    pub max_size: usize,
 }
 
 /// One member as the leader sees it in its JoinGroup response.
@@ -100,6 +102,12 @@ impl Group {
                 ResponseError::InconsistentGroupProtocol,
             ));
         }
+        if !self.accepts_joining(&req.member_id, req.max_size) {
+            return JoinOutcome::Reply(JoinReply::error(
+                &req.member_id,
+                ResponseError::GroupMaxSizeReached,
+            ));
+        }
         let outcome = if req.member_id == UNKNOWN_MEMBER_ID {
             self.join_new(req, now)
         } else {
@@ -109,6 +117,25 @@ impl Group {
             self.try_complete_join(now);
         }
         outcome
+    }
+
+    /// Whether `member_id` may join with the group at most `max_size` strong, as Kafka's
+    /// classic coordinator decides: an empty group takes anyone; while members rejoin, a
+    /// member already rejoining is taken and others only while fewer than `max_size` have
+    /// rejoined (so a group over a lowered limit sheds its last rejoiners); otherwise a known
+    /// member is taken and a new one only below the limit.
+    fn accepts_joining(&self, member_id: &str, max_size: usize) -> bool {
+        let known = self.members.get(member_id);
+        match self.state {
+            GroupState::Empty | GroupState::Dead => true,
+            GroupState::PreparingRebalance => {
+                known.is_some_and(|m| m.awaiting_join)
+                    || self.members.values().filter(|m| m.awaiting_join).count() < max_size
+            }
+            GroupState::CompletingRebalance | GroupState::Stable => {
+                known.is_some() || self.members.len() < max_size
+            }
+        }
     }
 
     /// An empty group accepts any non-empty protocol set; otherwise the type must match and

@@ -36,6 +36,7 @@ fn join_req(member_id: &str) -> JoinRequest {
         protocols: protocols(&["range", "roundrobin"]),
         require_known_member_id: true,
         supports_skip_assignment: true,
+        max_size: i32::MAX as usize,
     }
 }
 
@@ -778,4 +779,29 @@ fn state_names_parse_case_insensitively() {
     }
     assert_eq!(GroupState::parse("Stable"), Some(GroupState::Stable));
     assert_eq!(GroupState::parse("bogus"), None);
+}
+
+#[test]
+fn a_join_beyond_the_max_size_gets_group_max_size_reached() {
+    let c = Clock::new();
+    let (mut g, a) = single_member_group(&c);
+    let full = |id: &str| JoinRequest { max_size: 1, ..join_req(id) };
+    // Stable and full: a new member is refused, before any id is handed out.
+    match g.join(full(""), c.at(100)) {
+        JoinOutcome::Reply(r) => assert_eq!(r.error, Some(ResponseError::GroupMaxSizeReached)),
+        other => panic!("expected GROUP_MAX_SIZE_REACHED, got {other:?}"),
+    }
+    assert_eq!(g.state(), GroupState::Stable, "no rebalance for a refused member");
+    // The member already in it rejoins as before.
+    match g.join(full(&a), c.at(200)) {
+        JoinOutcome::Reply(r) => assert_eq!(r.error, None),
+        JoinOutcome::Wait { .. } => {}
+    }
+    // With room for two, the second member gets in.
+    let (mut g, _) = single_member_group(&c);
+    let two = |id: &str| JoinRequest { max_size: 2, ..join_req(id) };
+    match g.join(two(""), c.at(100)) {
+        JoinOutcome::Reply(r) => assert_eq!(r.error, Some(ResponseError::MemberIdRequired)),
+        other => panic!("expected MEMBER_ID_REQUIRED, got {other:?}"),
+    }
 }
