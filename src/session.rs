@@ -161,7 +161,7 @@ impl Session {
                 // A bug in the exchange: the connection stays unauthenticated and closes.
                 tracing::error!(error = %e, "SASL exchange failed inside kelp");
                 self.sasl = Some(Exchange::Failed);
-                self.close = true;
+                self.close = Some("a failed SASL exchange");
                 Outcome::Failed("internal error")
             }
         };
