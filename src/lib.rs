@@ -50,6 +50,7 @@ pub(crate) mod ctx;
 pub mod embedded;
 pub mod error;
 pub(crate) mod group;
+pub(crate) mod lease;
 pub(crate) mod listener;
 pub(crate) mod memory;
 pub mod metrics;
@@ -67,6 +68,7 @@ pub(crate) mod tls;
 pub mod topics;
 pub(crate) mod watch;
 pub mod webhook;
+pub(crate) mod writers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -150,10 +152,17 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
     let peer = peer::bind(&config).await?;
     let grace = config.shutdown_grace();
-    // With a peer listener, groups are owned through leases shared with other kelps.
-    let ownership = peer.as_ref().map(|(_, advertised)| group::Ownership {
-        owner_id: group::lease::owner_id(advertised, &uuid::Uuid::new_v4().simple().to_string()),
-        lease: config.group_lease(),
+    // With a peer listener, groups and partitions are owned through leases shared with
+    // other kelps; one owner string per process names this kelp in all of them.
+    let owner_id = peer.as_ref().map(|(_, advertised)| {
+        lease::owner_id(advertised, &uuid::Uuid::new_v4().simple().to_string())
+    });
+    let ownership =
+        owner_id.clone().map(|owner_id| group::Ownership { owner_id, lease: config.group_lease() });
+    let sharing = owner_id.map(|owner_id| writers::Sharing {
+        owner_id,
+        lease: config.partition_lease(),
+        publish_bound: config.upstream_timeout() * seaweed::PUBLISH_CALL_TIMEOUTS,
     });
     let group_settings = group::Settings { ownership, ..group::Settings::default() };
     let sasl = match &config.sasl_users_file {
@@ -172,7 +181,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     .inspect_err(|_| cancel.cancel())?;
     let ctx = Arc::new(Ctx {
         topics: topics::Topics::new(seaweed.clone(), config.namespace.clone()),
-        producers: producers::Producers::default(),
+        writers: writers::Writers::start(
+            seaweed.clone(),
+            config.filer_root.clone(),
+            sharing,
+            cancel.clone(),
+            &tracker,
+        ),
         groups: group::Coordinator::start(
             seaweed.clone(),
             config.filer_root.clone(),

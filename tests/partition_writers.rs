@@ -1,0 +1,290 @@
+//! Several kelps writing the same partitions: one writer per partition (the holder of the
+//! partition's lease in the filer), the others forward to it. Real SeaweedFS, real librdkafka
+//! producers (acks=all, idempotent), one per kelp, all producing into the same two partitions
+//! at once; then one consumer reads every partition from offset 0 and checks that every
+//! acknowledged record is there exactly once, at exactly the offset its delivery report
+//! gave, and that each producer's records are in its order.
+//!
+//! With one publish stream per kelp the broker stores records of concurrent streams in an
+//! order other than the offsets it assigned (src/seaweed/SEAWEEDFS.md), and these checks
+//! fail; with one writer per partition they hold, also when the writer is killed mid-produce.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+
+use common::kelp::{Kelp, KelpProcess};
+
+const PARTITIONS: i32 = 2;
+const PER_PRODUCER: usize = 3000;
+const LEASE_MS: &str = "3000";
+const KELP_BIN: &str = env!("CARGO_BIN_EXE_kelp");
+
+/// Where a producer's delivery report put one record: value → (partition, offset).
+type Acked = Arc<Mutex<HashMap<String, (i32, i64)>>>;
+
+fn producer(bootstrap: &str, message_timeout_ms: &str) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", message_timeout_ms)
+        .create()
+        .expect("producer")
+}
+
+/// Producer `id` sends `n` records alternating between the partitions, values
+/// `"p<id>-<seq>"`, and notes each acknowledged one in `acked`. Returns how many failed.
+async fn produce(p: FutureProducer, topic: String, id: usize, n: usize, acked: Acked) -> usize {
+    let sends = (0..n).map(|seq| {
+        let (p, topic, acked) = (p.clone(), topic.clone(), Arc::clone(&acked));
+        async move {
+            let value = format!("p{id}-{seq:06}");
+            let partition = (seq % PARTITIONS as usize) as i32;
+            let record = FutureRecord::<(), _>::to(&topic).partition(partition).payload(&value);
+            match p.send(record, Duration::from_secs(120)).await {
+                Ok(d) => {
+                    assert_eq!(d.partition, partition);
+                    acked.lock().insert(value, (d.partition, d.offset));
+                    true
+                }
+                Err(_) => false,
+            }
+        }
+    });
+    futures::future::join_all(sends).await.into_iter().filter(|ok| !ok).count()
+}
+
+/// Every record of every partition from offset 0 up to `ends` (partition → end offset):
+/// (partition, offset) → value.
+fn read_all(
+    bootstrap: &str,
+    topic: &str,
+    ends: &BTreeMap<i32, i64>,
+) -> BTreeMap<(i32, i64), String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "unused-assign-only")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(topic, p, Offset::Beginning).expect("tpl");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut seen = BTreeMap::new();
+    let mut next: BTreeMap<i32, i64> = (0..PARTITIONS).map(|p| (p, 0)).collect();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while next.iter().any(|(p, n)| *n < ends[p]) && Instant::now() < deadline {
+        if let Some(m) = consumer.poll(Duration::from_millis(300)) {
+            let m = m.expect("consume without error");
+            let value = String::from_utf8(m.payload().expect("a value").to_vec()).expect("utf-8");
+            assert!(
+                seen.insert((m.partition(), m.offset()), value).is_none(),
+                "offset {} of partition {} read twice",
+                m.offset(),
+                m.partition()
+            );
+            next.insert(m.partition(), m.offset() + 1);
+        }
+    }
+    seen
+}
+
+/// The end offset of each partition as ListOffsets (latest) reports it through `bootstrap`.
+fn high_water_marks(bootstrap: &str, topic: &str) -> BTreeMap<i32, i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "unused-assign-only")
+        .create()
+        .expect("consumer");
+    (0..PARTITIONS)
+        .map(|p| {
+            let (_, high) =
+                consumer.fetch_watermarks(topic, p, Duration::from_secs(30)).expect("watermarks");
+            (p, high)
+        })
+        .collect()
+}
+
+/// The checks of this file: every acknowledged record exactly once at its acknowledged
+/// offset, each producer's records in its order within a partition, no offset holding a
+/// record nobody produced. Returns a description of every violation (empty: all hold).
+fn violations(
+    acked: &HashMap<String, (i32, i64)>,
+    log: &BTreeMap<(i32, i64), String>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut where_stored: HashMap<&str, Vec<(i32, i64)>> = HashMap::new();
+    for (at, value) in log {
+        where_stored.entry(value.as_str()).or_default().push(*at);
+    }
+    let mut wrong = 0;
+    for (value, at) in acked {
+        match where_stored.get(value.as_str()) {
+            Some(places) if places == &vec![*at] => {}
+            Some(places) => {
+                wrong += 1;
+                if wrong <= 10 {
+                    out.push(format!("{value}: acknowledged at {at:?}, stored at {places:?}"));
+                }
+            }
+            None => {
+                wrong += 1;
+                if wrong <= 10 {
+                    out.push(format!("{value}: acknowledged at {at:?}, not stored"));
+                }
+            }
+        }
+    }
+    if wrong > 0 {
+        out.push(format!("{wrong} of {} acknowledged records not where acknowledged", acked.len()));
+    }
+    // Each producer's records, in offset order within each partition, in its own order.
+    let mut last: HashMap<(&str, i32), (&str, i64)> = HashMap::new();
+    for ((p, offset), value) in log {
+        let Some((producer, seq)) = value.split_once('-') else {
+            out.push(format!("{value:?} at {p}/{offset} was not produced by this test"));
+            continue;
+        };
+        if let Some((before, at)) = last.insert((producer, *p), (seq, *offset))
+            && before >= seq
+        {
+            out.push(format!("{producer}: {before} at {p}/{at} before {seq} at {p}/{offset}"));
+        }
+    }
+    out
+}
+
+async fn create_topic(kelp: &str, topic: &str) {
+    common::create_topic_raw(kelp.parse().expect("socket address"), topic, PARTITIONS).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_kelps_writing_the_same_partitions_keep_every_acknowledged_offset() {
+    let seaweedfs = common::seaweedfs().await;
+    let args = ["--peer-listen", "127.0.0.1:0", "--partition-lease-ms", LEASE_MS];
+    let kelps = [
+        Kelp::start(&seaweedfs, &args).await,
+        Kelp::start(&seaweedfs, &args).await,
+        Kelp::start(&seaweedfs, &args).await,
+    ];
+    let topic = common::unique_name("writers");
+    create_topic(&kelps[0].bootstrap(), &topic).await;
+    let acked: Acked = Arc::default();
+    let started = Instant::now();
+    let runs = kelps.iter().enumerate().map(|(id, k)| {
+        let p = producer(&k.bootstrap(), "120000");
+        tokio::spawn(produce(p, topic.clone(), id, PER_PRODUCER, Arc::clone(&acked)))
+    });
+    let failed: usize = futures::future::join_all(runs).await.into_iter().map(|r| r.unwrap()).sum();
+    let took = started.elapsed();
+    assert_eq!(failed, 0, "every record is acknowledged");
+    let acked = acked.lock().clone();
+    eprintln!("{} records acknowledged in {took:?}", acked.len());
+
+    let bootstrap = kelps[0].bootstrap();
+    let ends = tokio::task::block_in_place(|| high_water_marks(&bootstrap, &topic));
+    let log = tokio::task::block_in_place(|| read_all(&bootstrap, &topic, &ends));
+    let mut bad = violations(&acked, &log);
+    if ends.values().sum::<i64>() != (3 * PER_PRODUCER) as i64 {
+        bad.push(format!("{ends:?}: not {} records in all", 3 * PER_PRODUCER));
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+    for k in kelps {
+        assert!(k.stop().await, "kelp drains in time");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_the_writer_mid_produce_loses_and_repeats_no_acknowledged_record() {
+    let seaweedfs = common::seaweedfs().await;
+    let args = ["--partition-lease-ms", LEASE_MS];
+    let mut kelps = Vec::new();
+    for _ in 0..3 {
+        kelps.push(KelpProcess::start(KELP_BIN, &seaweedfs, true, &args).await);
+    }
+    let topic = common::unique_name("writers-kill");
+    create_topic(&kelps[0].bootstrap(), &topic).await;
+    let acked: Acked = Arc::default();
+    let started = Instant::now();
+    // Producers whose kelp dies give up on their records after 20 s; the others keep going.
+    let runs: Vec<_> = kelps
+        .iter()
+        .enumerate()
+        .map(|(id, k)| {
+            let p = producer(&k.bootstrap(), "20000");
+            tokio::spawn(produce(p, topic.clone(), id, PER_PRODUCER, Arc::clone(&acked)))
+        })
+        .collect();
+    // Once a third of the records are acknowledged, kill the writer of partition 0.
+    common::eventually(|| async {
+        let n = acked.lock().len();
+        if n >= PER_PRODUCER { Ok(()) } else { Err(n) }
+    })
+    .await;
+    let sw = writers_view(&seaweedfs).await;
+    let writer = writer_of(&sw, &topic, 0).await.expect("partition 0 has a writer");
+    let victim = kelps
+        .iter()
+        .position(|k| k.peer.map(|a| a.to_string()) == Some(writer.clone()))
+        .expect("the writer is one of the kelps");
+    let before_kill = acked.lock().len();
+    kelps[victim].kill();
+    eprintln!("killed kelp {victim} (writer of partition 0) after {before_kill} acknowledgements");
+    let mut failed = 0;
+    for r in futures::future::join_all(runs).await {
+        failed += r.unwrap();
+    }
+    let acked = acked.lock().clone();
+    eprintln!(
+        "{} records acknowledged ({} after the kill), {failed} not, in {:?}",
+        acked.len(),
+        acked.len() - before_kill,
+        started.elapsed()
+    );
+    // Two kelps survive; each producer on them finished every record.
+    assert!(acked.len() >= 2 * PER_PRODUCER, "the producers of the surviving kelps got through");
+    let survivor = &kelps[(victim + 1) % 3];
+    let bootstrap = survivor.bootstrap();
+    let ends = tokio::task::block_in_place(|| high_water_marks(&bootstrap, &topic));
+    let log = tokio::task::block_in_place(|| read_all(&bootstrap, &topic, &ends));
+    let bad = violations(&acked, &log);
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+    let stored = log.len();
+    eprintln!("{stored} records stored, {} of them never acknowledged", stored - acked.len());
+}
+
+/// kelp's own filer client, to see partition leases the way kelp sees them.
+async fn writers_view(seaweedfs: &kelp::embedded::SeaweedFs) -> kelp::seaweed::Seaweed {
+    let a = seaweedfs.addrs();
+    let opts = kelp::seaweed::SeaweedOptions {
+        master: a.master.clone(),
+        filer: Some(a.filer.clone()),
+        namespace: "kafka".into(),
+        call_timeout: Duration::from_secs(5),
+    };
+    kelp::seaweed::Seaweed::connect(opts).await.expect("options are valid")
+}
+
+/// The peer address of the kelp writing `topic`'s `partition` now, if any.
+async fn writer_of(sw: &kelp::seaweed::Seaweed, topic: &str, partition: i32) -> Option<String> {
+    let lock = kelp::seaweed::layout::partition_writer_lock(
+        kelp::seaweed::layout::DEFAULT_FILER_ROOT,
+        topic,
+        partition,
+    );
+    let owner = sw.filer_lock_owner(&lock).await.expect("the filer answers");
+    owner.map(|o| o.split(' ').next().expect("peer address").to_string())
+}
