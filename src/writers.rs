@@ -25,9 +25,10 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tracing::{Instrument, debug, debug_span};
 
-use crate::error::ApiKind;
+use crate::error::{ApiKind, Error};
 use crate::lease::{self, Holder, Kind, Leases, Route};
-use crate::producers::Producers;
+use crate::producers::{BatchId, Producers};
+use crate::records::envelope::{self, Produced};
 use crate::seaweed::{Seaweed, layout};
 use crate::shutdown::{CancellationToken, TaskTracker};
 
@@ -56,6 +57,7 @@ pub struct Writers {
 }
 
 struct Inner {
+    seaweed: Seaweed,
     /// The idempotent-producer state of the partitions this kelp writes.
     producers: Producers,
     /// `None`: this kelp writes every partition itself.
@@ -110,6 +112,72 @@ fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
 
+/// Records at the end of a partition read back when its lease is taken. A retried batch that
+/// the previous writer stored without answering is among the partition's last records: the
+/// producer retries it within its delivery timeout, with at most five batches in flight.
+const TAIL_RECORDS: i64 = 10_000;
+
+/// Bytes read back per call while reading a partition's tail.
+const TAIL_READ_BYTES: i32 = 1024 * 1024;
+
+/// Rebuild the idempotent-producer state of a partition whose lease was just taken: forget
+/// what this kelp knew (another kelp may have written since) and learn the batches at the
+/// partition's end from the records themselves (`records::envelope`, format 2). A batch
+/// stored only in part (its writer died mid-publish) is not remembered: a retry of it is
+/// stored again, whole.
+async fn recover(
+    seaweed: &Seaweed,
+    producers: &Producers,
+    topic: &str,
+    partition: i32,
+) -> Result<(), Error> {
+    producers.forget_partition(topic, partition);
+    let (earliest, end) = seaweed.offset_range(topic, partition as u32).await?;
+    let mut next = earliest.max(end - TAIL_RECORDS);
+    // The batch being read: its identity, first offset and records seen so far.
+    let mut run: Option<(Produced, i64, i32)> = None;
+    let mut batches = 0usize;
+    let mut remember = |run: Option<(Produced, i64, i32)>| {
+        if let Some((p, first, seen)) = run
+            && seen == p.count
+        {
+            let id = BatchId {
+                producer_id: p.producer_id,
+                epoch: p.epoch,
+                topic,
+                partition,
+                first_seq: p.base_sequence,
+            };
+            producers.record(id, p.count, first);
+            batches += 1;
+        }
+    };
+    while next < end {
+        let fetched = seaweed
+            .fetch(topic, partition as u32, next, TAIL_READ_BYTES, Duration::ZERO, 0)
+            .await?;
+        let Some((last, _)) = fetched.messages.last() else { break };
+        next = last + 1;
+        for (offset, m) in &fetched.messages {
+            let produced = envelope::produced(m);
+            match (&mut run, produced) {
+                (Some((p, first, seen)), Some(q))
+                    if *p == q && *seen < q.count && *first + i64::from(*seen) == *offset =>
+                {
+                    *seen += 1
+                }
+                (current, q) => {
+                    remember(current.take());
+                    *current = q.map(|q| (q, *offset, 1));
+                }
+            }
+        }
+    }
+    remember(run);
+    debug!(topic, partition, batches, "producer state read back from the partition's end");
+    Ok(())
+}
+
 impl Writers {
     /// Partition writing for this kelp; with `sharing`, through leases kept by a task on
     /// `tracker` until `cancel` (which then releases them all).
@@ -125,6 +193,7 @@ impl Writers {
             .map(|s| Arc::new(Leases::new(seaweed.clone(), root, KIND, s.owner_id, s.lease)));
         let w = Writers {
             inner: Arc::new(Inner {
+                seaweed,
                 producers: Producers::default(),
                 leases,
                 writing: Mutex::new(HashMap::new()),
@@ -138,21 +207,6 @@ impl Writers {
             tracker.spawn(task.instrument(debug_span!("partition_leases")));
         }
         w
-    }
-
-    /// A kelp writing every partition itself (no peer listener).
-    #[cfg(test)]
-    pub fn alone() -> Writers {
-        Writers {
-            inner: Arc::new(Inner {
-                producers: Producers::default(),
-                leases: None,
-                writing: Mutex::new(HashMap::new()),
-                written: Notify::new(),
-                stopping: CancellationToken::new(),
-                publish_bound: Duration::ZERO,
-            }),
-        }
     }
 
     /// Whether partitions are shared with other kelps through leases.
@@ -177,18 +231,14 @@ impl Writers {
             return Err(ResponseError::NotLeaderOrFollower);
         }
         let key = key(topic, partition);
-        match leases.route(&key, now).await {
+        let recover = || recover(&self.inner.seaweed, &self.inner.producers, topic, partition);
+        match leases.route_prepared(&key, now, recover).await {
             Ok(Some((route, fresh))) => {
-                if fresh {
-                    if self.inner.stopping.is_cancelled() {
-                        if let Some(token) = leases.give_up(&key) {
-                            let _ = leases.release(&key, &token).await;
-                        }
-                        return Err(ResponseError::NotLeaderOrFollower);
+                if fresh && self.inner.stopping.is_cancelled() {
+                    if let Some(token) = leases.give_up(&key) {
+                        let _ = leases.release(&key, &token).await;
                     }
-                    // Whatever this kelp knew of the partition's producers is from an earlier
-                    // tenure; another kelp may have written since.
-                    self.inner.producers.forget_partition(topic, partition);
+                    return Err(ResponseError::NotLeaderOrFollower);
                 }
                 Ok(route)
             }

@@ -43,26 +43,57 @@ fn producer(bootstrap: &str, message_timeout_ms: &str) -> FutureProducer {
         .expect("producer")
 }
 
+/// Records a producer hands to librdkafka at a time; then it pauses for the pace.
+const CHUNK: usize = 10;
+
 /// Producer `id` sends `n` records alternating between the partitions, values
-/// `"p<id>-<seq>"`, and notes each acknowledged one in `acked`. Returns how many failed.
-async fn produce(p: FutureProducer, topic: String, id: usize, n: usize, acked: Acked) -> usize {
-    let sends = (0..n).map(|seq| {
-        let (p, topic, acked) = (p.clone(), topic.clone(), Arc::clone(&acked));
-        async move {
-            let value = format!("p{id}-{seq:06}");
-            let partition = (seq % PARTITIONS as usize) as i32;
-            let record = FutureRecord::<(), _>::to(&topic).partition(partition).payload(&value);
-            match p.send(record, Duration::from_secs(120)).await {
-                Ok(d) => {
+/// `"p<id>-<seq>"`, in order, `CHUNK` records every `pace`, and notes each acknowledged one in
+/// `acked`. Returns how many failed.
+async fn produce(
+    p: FutureProducer,
+    topic: String,
+    id: usize,
+    n: usize,
+    pace: Duration,
+    acked: Acked,
+) -> usize {
+    let mut deliveries = Vec::with_capacity(n);
+    for seq in 0..n {
+        let value = format!("p{id}-{seq:06}");
+        let partition = (seq % PARTITIONS as usize) as i32;
+        let mut record = FutureRecord::<(), _>::to(&topic).partition(partition).payload(&value);
+        let delivery = loop {
+            match p.send_result(record) {
+                Ok(d) => break d,
+                Err((_, r)) => {
+                    // The producer's queue is full: wait for it to drain.
+                    record = r;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        };
+        let acked = Arc::clone(&acked);
+        deliveries.push(tokio::spawn(async move {
+            match delivery.await {
+                Ok(Ok(d)) => {
                     assert_eq!(d.partition, partition);
                     acked.lock().insert(value, (d.partition, d.offset));
                     true
                 }
-                Err(_) => false,
+                _ => false,
             }
+        }));
+        if seq % CHUNK == CHUNK - 1 {
+            tokio::time::sleep(pace).await;
         }
-    });
-    futures::future::join_all(sends).await.into_iter().filter(|ok| !ok).count()
+    }
+    let mut failed = 0;
+    for d in deliveries {
+        if !d.await.expect("delivery task") {
+            failed += 1;
+        }
+    }
+    failed
 }
 
 /// Every record of every partition from offset 0 up to `ends` (partition → end offset):
@@ -186,7 +217,8 @@ async fn three_kelps_writing_the_same_partitions_keep_every_acknowledged_offset(
     let started = Instant::now();
     let runs = kelps.iter().enumerate().map(|(id, k)| {
         let p = producer(&k.bootstrap(), "120000");
-        tokio::spawn(produce(p, topic.clone(), id, PER_PRODUCER, Arc::clone(&acked)))
+        let pace = Duration::ZERO;
+        tokio::spawn(produce(p, topic.clone(), id, PER_PRODUCER, pace, Arc::clone(&acked)))
     });
     let failed: usize = futures::future::join_all(runs).await.into_iter().map(|r| r.unwrap()).sum();
     let took = started.elapsed();
@@ -225,7 +257,9 @@ async fn killing_the_writer_mid_produce_loses_and_repeats_no_acknowledged_record
         .enumerate()
         .map(|(id, k)| {
             let p = producer(&k.bootstrap(), "20000");
-            tokio::spawn(produce(p, topic.clone(), id, PER_PRODUCER, Arc::clone(&acked)))
+            // About 3 s of producing, so the kill lands mid-produce.
+            let pace = Duration::from_millis(10);
+            tokio::spawn(produce(p, topic.clone(), id, PER_PRODUCER, pace, Arc::clone(&acked)))
         })
         .collect();
     // Once a third of the records are acknowledged, kill the writer of partition 0.

@@ -316,7 +316,16 @@ async fn publish(
             }
         }
         let n = b.records.len() as i32;
-        let messages = b.records.iter().map(envelope::to_message).collect();
+        // An idempotent batch says so in every record, so that a later writer of the
+        // partition can recognise a retry of it (`writers`).
+        let produced = idempotent.then_some(envelope::Produced {
+            producer_id: b.producer_id,
+            epoch: b.producer_epoch,
+            base_sequence: b.base_sequence,
+            count: n,
+        });
+        let messages =
+            b.records.iter().map(|r| envelope::to_message_from(r, produced.as_ref())).collect();
         let offsets = ctx.seaweed.publish(topic, index as u32, messages).await.map_err(|e| {
             debug!(error = %e, "publish failed");
             e.code(ApiKind::Data)

@@ -92,6 +92,22 @@ impl Leases {
         key: &str,
         now: impl Fn() -> Instant,
     ) -> Result<Option<(Route, bool)>, Error> {
+        self.route_prepared(key, now, || async { Ok(()) }).await
+    }
+
+    /// [`Leases::route`], running `prepare` when the lease was just taken, before anyone on
+    /// this kelp acts under it (others asking meanwhile wait for it). If `prepare` fails the
+    /// lease is released again and the error returned.
+    pub async fn route_prepared<F, Fut>(
+        &self,
+        key: &str,
+        now: impl Fn() -> Instant,
+        prepare: F,
+    ) -> Result<Option<(Route, bool)>, Error>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<(), Error>>,
+    {
         if let Some(r) = self.known(key, now()) {
             return Ok(Some((r, false)));
         }
@@ -104,6 +120,11 @@ impl Leases {
         let what = self.kind.what;
         Ok(match decide(answer, &self.me) {
             Decision::Mine(token) => {
+                if let Err(e) = prepare().await {
+                    debug!(what, key, error = %e, "could not prepare to act under a new lease");
+                    let _ = self.release(key, &token).await;
+                    return Err(e);
+                }
                 info!(what, key, "took the lease");
                 let now = now();
                 self.held
