@@ -3,20 +3,26 @@
 //!
 //! The layers, each calling only down (docs/architecture.md draws them):
 //! `listener` → `connection` (frames, session, quota hold) → `routing` (here, or forward to
-//! the group's owner over `peer`) → `api/<one file per API>` → `group` / `quota` / `records` /
-//! `topics` / `producers` → `seaweed`; with `ctx`, `protocol`, `error`, `config` at the bottom.
+//! the group's owner or the partition's writer over `peer`) → `api/<one file per API>` →
+//! `group` / `writers` / `quota` / `records` / `topics` / `producers` → `lease` → `seaweed`;
+//! with `ctx`, `protocol`, `error`, `config` at the bottom.
 //!
 //! How a Produce request flows:
 //! `listener::serve` accepts → `connection::serve` reads one frame (`protocol::frame`),
 //! decodes it (`protocol::decode_request`), checks the `session` and charges the client's
-//! quotas (`quota::Quotas::prepare`) → `routing::answer` (Produce is never forwarded) →
-//! `api::dispatch` → `api::produce::handle`: partitions checked (`topics`), batches decoded
-//! off the runtime within the request's limit and the process `memory` budget
-//! (`records::batch::decode_all`), idempotence checked (`producers`), records turned into
-//! SeaweedFS messages (`records::envelope::to_message`) → `seaweed::Seaweed::publish` (one
-//! long-lived publish stream per partition, `seaweed/publisher.rs`) → broker-assigned offsets →
-//! the response, encoded by `protocol::encode_response` and written by `connection`, which
-//! then holds a client over quota before reading on (`quota::Quotas::settle`, KIP-219).
+//! quotas (`quota::Quotas::prepare`) → `routing::answer`: with a peer listener,
+//! `routing::produce` splits the request by partition writer (`writers`: the holder of the
+//! partition's lease, `lease`) and sends the partitions written elsewhere to their writer's
+//! peer listener (`peer::Peers::call` → `connection::peer` there); the partitions written here
+//! go on → `api::dispatch` → `api::produce::handle`: partitions checked (`topics`), batches
+//! decoded off the runtime within the request's limit and the process `memory` budget
+//! (`records::batch::decode_all`), the lease checked (`writers::Writers::begin`), idempotence
+//! checked (the writer's `producers`), records turned into SeaweedFS messages
+//! (`records::envelope::to_message_from`) → `seaweed::Seaweed::publish` (one long-lived
+//! publish stream per partition, `seaweed/publisher.rs`) → broker-assigned offsets → the
+//! response (put back together in request order when parts were forwarded), encoded by
+//! `protocol::encode_response` and written by `connection`, which then holds a client over
+//! quota before reading on (`quota::Quotas::settle`, KIP-219).
 //!
 //! How a JoinGroup request flows:
 //! `listener::serve` → `connection::serve` (as above) → `routing::answer`: JoinGroup is a

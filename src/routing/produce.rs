@@ -399,3 +399,86 @@ fn failed(index: i32, code: ResponseError) -> PartitionProduceResponse {
         .with_log_append_time_ms(-1)
         .with_log_start_offset(-1)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::TopicName;
+    use kafka_protocol::protocol::StrBytes;
+
+    fn current(topics: &[(&'static str, &[i32])]) -> (Frame, Vec<Part>) {
+        let mut parts = Vec::new();
+        let mut frame_topics = Vec::new();
+        for (ti, (name, indexes)) in topics.iter().enumerate() {
+            for &index in *indexes {
+                let data = PartitionProduceData::default().with_index(index);
+                let name = Some(name.to_string());
+                parts.push(Part { topic: ti, name, index, data: Data::Current(data) });
+            }
+            let name = TopicName(StrBytes::from_static_str(name));
+            frame_topics.push(TopicProduceData::default().with_name(name));
+        }
+        let frame =
+            Frame::Current { transactional_id: None, acks: 0, timeout_ms: 5, topics: frame_topics };
+        (frame, parts)
+    }
+
+    #[test]
+    fn a_writer_is_sent_only_its_partitions_in_request_order() {
+        let (frame, parts) = current(&[("a", &[0, 1, 2]), ("b", &[0, 1])]);
+        // Partitions 1 of a and 0 of b, as positions 1 and 3 of the request.
+        let Produce::Current(sub) = frame.sub(&parts, &[1, 3]) else { panic!() };
+        let got: Vec<(String, Vec<i32>)> = sub
+            .topic_data
+            .iter()
+            .map(|t| (t.name.0.to_string(), t.partition_data.iter().map(|p| p.index).collect()))
+            .collect();
+        assert_eq!(got, vec![("a".to_string(), vec![1]), ("b".to_string(), vec![0])]);
+        assert_eq!((sub.acks, sub.timeout_ms), (1, 5), "acks=0 is forwarded as acks=1");
+    }
+
+    #[test]
+    fn legacy_requests_are_split_the_same_way() {
+        let parts = vec![
+            Part { topic: 0, name: Some("a".into()), index: 0, data: Data::Legacy(None) },
+            Part { topic: 0, name: Some("a".into()), index: 1, data: Data::Legacy(None) },
+            Part { topic: 1, name: Some("b".into()), index: 0, data: Data::Legacy(None) },
+        ];
+        let frame = Frame::Legacy { acks: -1, timeout_ms: 9, topics: vec!["a".into(), "b".into()] };
+        let Produce::Legacy(sub) = frame.sub(&parts, &[1, 2]) else { panic!() };
+        let got: Vec<(&str, Vec<i32>)> = sub
+            .topics
+            .iter()
+            .map(|t| (t.name.as_str(), t.partitions.iter().map(|p| p.0).collect()))
+            .collect();
+        assert_eq!(got, vec![("a", vec![1]), ("b", vec![0])]);
+        assert_eq!(sub.acks, -1);
+    }
+
+    #[test]
+    fn an_answer_counts_only_when_every_partition_is_in_it() {
+        let answer = |n: usize| {
+            let ps = (0..n as i32).map(|i| PartitionProduceResponse::default().with_index(i));
+            let t = TopicProduceResponse::default().with_partition_responses(ps.collect());
+            Some(Reply::Kind(ResponseKind::Produce(
+                ProduceResponse::default().with_responses(vec![t]),
+            )))
+        };
+        assert_eq!(flatten(answer(2), 2).map(|v| v.len()), Some(2));
+        assert!(flatten(answer(1), 2).is_none());
+        assert!(flatten(None, 2).is_none());
+        let legacy = legacy::ProduceResponse {
+            topics: vec![legacy::TopicResponse {
+                name: "a".into(),
+                partitions: vec![legacy::PartitionResponse {
+                    index: 3,
+                    error_code: 6,
+                    base_offset: -1,
+                }],
+            }],
+            throttle_time_ms: 0,
+        };
+        let got = flatten(Some(Reply::LegacyProduce(legacy)), 1).unwrap();
+        assert_eq!((got[0].index, got[0].error_code), (3, 6));
+    }
+}
