@@ -322,3 +322,126 @@ async fn writer_of(sw: &kelp::seaweed::Seaweed, topic: &str, partition: i32) -> 
     let owner = sw.filer_lock_owner(&lock).await.expect("the filer answers");
     owner.map(|o| o.split(' ').next().expect("peer address").to_string())
 }
+
+/// Produce `values` (one record each) with Produce v9, one partition per value, in the order
+/// given; returns (partition, error code, base offset) in the order answered.
+async fn produce_raw(
+    kelp: std::net::SocketAddr,
+    topic: &str,
+    values: &[(i32, &str)],
+) -> Vec<(i32, i16, i64)> {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ApiKey, ProduceRequest, RequestKind, ResponseKind, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let partitions = values
+        .iter()
+        .map(|(p, v)| {
+            let batch = common::raw::batch_of(vec![(None, bytes::Bytes::from(v.to_string()), 1)]);
+            PartitionProduceData::default().with_index(*p).with_records(Some(batch))
+        })
+        .collect();
+    let name = TopicName(StrBytes::from_string(topic.to_string()));
+    let req =
+        ProduceRequest::default().with_acks(-1).with_timeout_ms(10_000).with_topic_data(vec![
+            TopicProduceData::default().with_name(name).with_partition_data(partitions),
+        ]);
+    let mut c = common::raw::Raw::connect(kelp).await;
+    let ResponseKind::Produce(r) = c.call(ApiKey::Produce, 9, RequestKind::Produce(req)).await
+    else {
+        panic!("not a produce answer")
+    };
+    r.responses[0]
+        .partition_responses
+        .iter()
+        .map(|p| (p.index, p.error_code, p.base_offset))
+        .collect()
+}
+
+/// The same with Produce v2 (a v1 message set per partition), encoded by kelp's own codec.
+async fn produce_legacy(
+    kelp: std::net::SocketAddr,
+    topic: &str,
+    values: &[(i32, &str)],
+) -> Vec<(i32, i16, i64)> {
+    use bytes::{Buf, BufMut, BytesMut};
+    use kafka_protocol::messages::{ApiKey, RequestHeader};
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+    use kelp::protocol::legacy_produce as legacy;
+    let partitions = values
+        .iter()
+        .map(|(p, v)| {
+            let mut set = Vec::new();
+            kelp::records::legacy::encode_message(&mut set, 1, 1, None, Some(v.as_bytes()));
+            (*p, Some(bytes::Bytes::from(set)))
+        })
+        .collect();
+    let req = legacy::ProduceRequest {
+        acks: -1,
+        timeout_ms: 10_000,
+        topics: vec![legacy::TopicData { name: topic.to_string(), partitions }],
+    };
+    let mut body = BytesMut::new();
+    RequestHeader::default()
+        .with_request_api_key(ApiKey::Produce as i16)
+        .with_request_api_version(2)
+        .with_correlation_id(7)
+        .with_client_id(Some(StrBytes::from_static_str("legacy")))
+        .encode(&mut body, 1)
+        .unwrap();
+    req.encode(&mut body);
+    let mut frame = BytesMut::new();
+    frame.put_i32(body.len() as i32);
+    frame.extend_from_slice(&body);
+    let mut c = common::raw::Raw::connect(kelp).await;
+    c.send_bytes(&frame).await;
+    let mut r = c.read_frame().await.expect("answered");
+    assert_eq!(r.get_i32(), 7, "correlation id");
+    let r = legacy::ProduceResponse::decode(&mut r, 2).expect("a Produce v2 answer");
+    r.topics[0].partitions.iter().map(|p| (p.index, p.error_code, p.base_offset)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_naming_partitions_of_two_writers_is_split_and_answered_in_order() {
+    let seaweedfs = common::seaweedfs().await;
+    let args = ["--peer-listen", "127.0.0.1:0", "--partition-lease-ms", LEASE_MS];
+    let (a, b) = (Kelp::start(&seaweedfs, &args).await, Kelp::start(&seaweedfs, &args).await);
+    let topic = common::unique_name("writers-split");
+    create_topic(&a.bootstrap(), &topic).await;
+    // The first kelp to write a partition becomes its writer: a writes 0, b writes 1.
+    assert_eq!(produce_raw(a.addr, &topic, &[(0, "a0")]).await, vec![(0, 0, 0)]);
+    assert_eq!(produce_raw(b.addr, &topic, &[(1, "b1")]).await, vec![(1, 0, 0)]);
+    let sw = writers_view(&seaweedfs).await;
+    let peer = |k: &Kelp| Some(k.peer.unwrap().to_string());
+    assert_eq!(writer_of(&sw, &topic, 0).await, peer(&a));
+    assert_eq!(writer_of(&sw, &topic, 1).await, peer(&b));
+
+    // Through a, partition 1 first: it is forwarded to b, partition 0 written at a, and the
+    // answers come back in the request's order.
+    let got = produce_raw(a.addr, &topic, &[(1, "a1"), (0, "a0-2")]).await;
+    assert_eq!(got, vec![(1, 0, 1), (0, 0, 1)]);
+    // Produce v2 through b: partition 0 forwarded to a in kelp's own encoding.
+    let got = produce_legacy(b.addr, &topic, &[(0, "b0"), (1, "b1-2")]).await;
+    assert_eq!(got, vec![(0, 0, 2), (1, 0, 2)]);
+    // Nothing moved: each partition still has its one writer.
+    assert_eq!(writer_of(&sw, &topic, 0).await, peer(&a));
+    assert_eq!(writer_of(&sw, &topic, 1).await, peer(&b));
+
+    let ends: BTreeMap<i32, i64> = [(0, 3), (1, 3)].into();
+    let bootstrap = b.bootstrap();
+    let log = tokio::task::block_in_place(|| read_all(&bootstrap, &topic, &ends));
+    let values: Vec<(i32, i64, &str)> =
+        log.iter().map(|((p, o), v)| (*p, *o, v.as_str())).collect();
+    assert_eq!(
+        values,
+        vec![
+            (0, 0, "a0"),
+            (0, 1, "a0-2"),
+            (0, 2, "b0"),
+            (1, 0, "b1"),
+            (1, 1, "a1"),
+            (1, 2, "b1-2")
+        ]
+    );
+    assert!(a.stop().await);
+    assert!(b.stop().await);
+}
