@@ -8,6 +8,8 @@
 //! With one publish stream per kelp the broker stores records of concurrent streams in an
 //! order other than the offsets it assigned (src/seaweed/SEAWEEDFS.md), and these checks
 //! fail; with one writer per partition they hold, also when the writer is killed mid-produce.
+//! A last test splits one request across two writers (Produce v9 and v2) and hands a
+//! partition over on a clean stop.
 
 mod common;
 
@@ -442,6 +444,22 @@ async fn a_request_naming_partitions_of_two_writers_is_split_and_answered_in_ord
             (1, 2, "b1-2")
         ]
     );
-    assert!(a.stop().await);
+
+    // a stops (SIGTERM's path): it releases its lease, so b writes partition 0 at once,
+    // without waiting for the lease to expire, and carries on at the next offset.
+    assert!(a.stop().await, "a drains in time");
+    let stopped = Instant::now();
+    let got = common::eventually(|| async {
+        match produce_raw(b.addr, &topic, &[(0, "after-a")]).await[..] {
+            [(0, 0, offset)] => Ok(offset),
+            ref other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let took = stopped.elapsed();
+    assert_eq!(got, 3);
+    assert_eq!(writer_of(&sw, &topic, 0).await, peer(&b));
+    assert!(took < Duration::from_millis(3000), "b wrote partition 0 after {took:?}");
+    eprintln!("after a stopped, b wrote its partition after {took:?}");
     assert!(b.stop().await);
 }
