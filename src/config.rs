@@ -53,6 +53,7 @@ pub const ENV_PEER_MAX_FRAME_BYTES: &str = "KELP_PEER_MAX_FRAME_BYTES";
 pub const ENV_GROUP_LEASE_MS: &str = "KELP_GROUP_LEASE_MS";
 // Consumer groups (docs/consumer-groups.md).
 pub const ENV_GROUP_MAX_SIZE: &str = "KELP_GROUP_MAX_SIZE";
+pub const ENV_PARTITION_LEASE_MS: &str = "KELP_PARTITION_LEASE_MS";
 // TLS on the Kafka listener, and from kelp to SeaweedFS (docs/security.md).
 pub const ENV_TLS_CERT: &str = "KELP_TLS_CERT";
 pub const ENV_TLS_KEY: &str = "KELP_TLS_KEY";
@@ -204,10 +205,11 @@ pub struct Config {
     #[arg(long, env = ENV_PEER_ALLOW_UNAUTHENTICATED, default_value_t = false, action = clap::ArgAction::Set)]
     pub peer_allow_unauthenticated: bool,
 
-    /// Largest frame on the peer link, in either direction: a forwarded group request or its
-    /// answer. Group requests are small; a larger length prefix closes the peer connection,
-    /// and a forward that would need a larger frame is not sent (the client gets
-    /// COORDINATOR_NOT_AVAILABLE). Keep it the same on every kelp.
+    /// Largest frame on the peer link, in either direction: a forwarded request or its
+    /// answer. Forwarded Produce requests are as large as the client's, so the link accepts
+    /// the larger of this and `KELP_MAX_FRAME_BYTES` ([`Config::peer_frame_limit`]); a larger
+    /// length prefix closes the peer connection, and a forward that would need a larger frame
+    /// is not sent (the client gets a retriable error). Keep it the same on every kelp.
     #[arg(long, env = ENV_PEER_MAX_FRAME_BYTES, default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u32).range(1024..))]
     pub peer_max_frame_bytes: u32,
 
@@ -222,6 +224,13 @@ pub struct Config {
     /// 2147483647, is kept); a JoinGroup that would add one more gets GROUP_MAX_SIZE_REACHED.
     #[arg(long, env = ENV_GROUP_MAX_SIZE, default_value_t = i32::MAX as u32, value_parser = clap::value_parser!(u32).range(1..=i32::MAX as i64))]
     pub group_max_size: u32,
+    /// Lifetime of a partition-writer lease in the filer, in milliseconds (rounded up to whole
+    /// seconds like the group lease). The writer renews it every third of that and stops
+    /// publishing a fifth of it before it could expire; a crashed writer's partitions are
+    /// written by another kelp at most this long after its last renewal (until then, produce
+    /// requests for them get a retriable error).
+    #[arg(long, env = ENV_PARTITION_LEASE_MS, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(2_000..=3_600_000))]
+    pub partition_lease_ms: u64,
 
     /// PEM certificate chain of the Kafka listener. When set (with `tls_key`) the listener
     /// speaks TLS only: clients use security.protocol=SSL, or SASL_SSL when SASL is on too.
@@ -326,6 +335,15 @@ impl Config {
 
     pub fn group_lease(&self) -> Duration {
         Duration::from_millis(self.group_lease_ms)
+    }
+
+    pub fn partition_lease(&self) -> Duration {
+        Duration::from_millis(self.partition_lease_ms)
+    }
+
+    /// Largest frame on the peer link: group requests and forwarded Produce requests.
+    pub fn peer_frame_limit(&self) -> u32 {
+        self.peer_max_frame_bytes.max(self.max_frame_bytes)
     }
 
     pub fn tls_handshake_timeout(&self) -> Duration {

@@ -1,5 +1,5 @@
 //! The context every layer below the listener shares: configuration, the SeaweedFS client and
-//! the process-wide services (topics, producers, groups, peers, quotas, SASL).
+//! the process-wide services (topics, partition writers, groups, peers, quotas, SASL).
 //!
 //! Owns: the struct and its small accessors. Does not own: building it (`lib.rs::start`) or
 //! what any service does.
@@ -7,7 +7,6 @@
 use kafka_protocol::protocol::StrBytes;
 
 use crate::config::Config;
-use crate::producers::Producers;
 use crate::seaweed::Seaweed;
 use crate::topics::Topics;
 
@@ -16,10 +15,12 @@ pub struct Ctx {
     pub config: Config,
     pub seaweed: Seaweed,
     pub topics: Topics,
-    pub producers: Producers,
+    /// Which partitions this kelp writes, and their idempotent producers.
+    pub writers: crate::writers::Writers,
     /// Consumer groups and committed offsets.
     pub groups: crate::group::Coordinator,
-    /// Forwarding of group requests to the kelp that owns the group.
+    /// Forwarding to other kelps: group requests to a group's owner, records to a
+    /// partition's writer.
     pub peers: crate::peer::Peers,
     /// The process-wide budget for decompressed and fetched record bytes.
     pub memory: crate::memory::Memory,

@@ -3,20 +3,26 @@
 //!
 //! The layers, each calling only down (docs/architecture.md draws them):
 //! `listener` → `connection` (frames, session, quota hold) → `routing` (here, or forward to
-//! the group's owner over `peer`) → `api/<one file per API>` → `group` / `quota` / `records` /
-//! `topics` / `producers` → `seaweed`; with `ctx`, `protocol`, `error`, `config` at the bottom.
+//! the group's owner or the partition's writer over `peer`) → `api/<one file per API>` →
+//! `group` / `writers` / `quota` / `records` / `topics` / `producers` → `lease` → `seaweed`;
+//! with `ctx`, `protocol`, `error`, `config` at the bottom.
 //!
 //! How a Produce request flows:
 //! `listener::serve` accepts → `connection::serve` reads one frame (`protocol::frame`),
 //! decodes it (`protocol::decode_request`), checks the `session` and charges the client's
-//! quotas (`quota::Quotas::prepare`) → `routing::answer` (Produce is never forwarded) →
-//! `api::dispatch` → `api::produce::handle`: partitions checked (`topics`), batches decoded
-//! off the runtime within the request's limit and the process `memory` budget
-//! (`records::batch::decode_all`), idempotence checked (`producers`), records turned into
-//! SeaweedFS messages (`records::envelope::to_message`) → `seaweed::Seaweed::publish` (one
-//! long-lived publish stream per partition, `seaweed/publisher.rs`) → broker-assigned offsets →
-//! the response, encoded by `protocol::encode_response` and written by `connection`, which
-//! then holds a client over quota before reading on (`quota::Quotas::settle`, KIP-219).
+//! quotas (`quota::Quotas::prepare`) → `routing::answer`: with a peer listener,
+//! `routing::produce` splits the request by partition writer (`writers`: the holder of the
+//! partition's lease, `lease`) and sends the partitions written elsewhere to their writer's
+//! peer listener (`peer::Peers::call` → `connection::peer` there); the partitions written here
+//! go on → `api::dispatch` → `api::produce::handle`: partitions checked (`topics`), batches
+//! decoded off the runtime within the request's limit and the process `memory` budget
+//! (`records::batch::decode_all`), the lease checked (`writers::Writers::begin`), idempotence
+//! checked (the writer's `producers`), records turned into SeaweedFS messages
+//! (`records::envelope::to_message_from`) → `seaweed::Seaweed::publish` (one long-lived
+//! publish stream per partition, `seaweed/publisher.rs`) → broker-assigned offsets → the
+//! response (put back together in request order when parts were forwarded), encoded by
+//! `protocol::encode_response` and written by `connection`, which then holds a client over
+//! quota before reading on (`quota::Quotas::settle`, KIP-219).
 //!
 //! How a JoinGroup request flows:
 //! `listener::serve` → `connection::serve` (as above) → `routing::answer`: JoinGroup is a
@@ -50,6 +56,7 @@ pub(crate) mod ctx;
 pub mod embedded;
 pub mod error;
 pub(crate) mod group;
+pub(crate) mod lease;
 pub(crate) mod listener;
 pub(crate) mod memory;
 pub mod metrics;
@@ -67,6 +74,7 @@ pub(crate) mod tls;
 pub mod topics;
 pub(crate) mod watch;
 pub mod webhook;
+pub(crate) mod writers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -150,10 +158,17 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
     let peer = peer::bind(&config).await?;
     let grace = config.shutdown_grace();
-    // With a peer listener, groups are owned through leases shared with other kelps.
-    let ownership = peer.as_ref().map(|(_, advertised)| group::Ownership {
-        owner_id: group::lease::owner_id(advertised, &uuid::Uuid::new_v4().simple().to_string()),
-        lease: config.group_lease(),
+    // With a peer listener, groups and partitions are owned through leases shared with
+    // other kelps; one owner string per process names this kelp in all of them.
+    let owner_id = peer.as_ref().map(|(_, advertised)| {
+        lease::owner_id(advertised, &uuid::Uuid::new_v4().simple().to_string())
+    });
+    let ownership =
+        owner_id.clone().map(|owner_id| group::Ownership { owner_id, lease: config.group_lease() });
+    let sharing = owner_id.map(|owner_id| writers::Sharing {
+        owner_id,
+        lease: config.partition_lease(),
+        publish_bound: config.upstream_timeout() * seaweed::PUBLISH_CALL_TIMEOUTS,
     });
     let group_settings = group::Settings {
         ownership,
@@ -176,7 +191,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     .inspect_err(|_| cancel.cancel())?;
     let ctx = Arc::new(Ctx {
         topics: topics::Topics::new(seaweed.clone(), config.namespace.clone()),
-        producers: producers::Producers::default(),
+        writers: writers::Writers::start(
+            seaweed.clone(),
+            config.filer_root.clone(),
+            sharing,
+            cancel.clone(),
+            &tracker,
+        ),
         groups: group::Coordinator::start(
             seaweed.clone(),
             config.filer_root.clone(),

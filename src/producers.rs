@@ -1,10 +1,10 @@
 //! Idempotent producers: producer ids and the per-partition sequence check that turns a
 //! retried batch into its earlier answer instead of a duplicate.
 //!
-//! A producer talks to the kelp in its own pod, so the sequence state lives in memory here.
-//! After a kelp restart a producer's next batch is accepted whatever its sequence (the state
-//! is gone); a retry that straddles a restart can therefore be stored twice. Transactions are
-//! not supported.
+//! The state lives in memory at the kelp that writes the partition (`writers`): a batch
+//! forwarded from another kelp is checked here, where it is published. It is only right while
+//! this kelp writes the partition without a break, so `writers` drops a partition's state when
+//! its lease ends and when it is taken again. Transactions are not supported.
 
 use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
@@ -91,6 +91,11 @@ impl Producers {
         Check::Append
     }
 
+    /// Forget every producer's state for one partition (its lease ended or was just taken).
+    pub fn forget_partition(&self, topic: &str, partition: i32) {
+        self.table.lock().retain(|(_, t, p), _| !(*p == partition && t == topic));
+    }
+
     pub fn record(&self, batch: BatchId<'_>, count: i32, base_offset: i64) {
         let BatchId { producer_id: pid, epoch, topic, partition, first_seq } = batch;
         let now = Instant::now();
@@ -153,6 +158,16 @@ mod tests {
         assert_eq!(p.check(id(7, 0, 0, 10)), Check::Reject(ResponseError::InvalidProducerEpoch));
         assert_eq!(p.check(id(7, 2, 0, 0)), Check::Append);
         assert_eq!(p.check(id(7, 1, 1, 55)), Check::Append, "other partitions are independent");
+    }
+
+    #[test]
+    fn a_partition_can_be_forgotten_alone() {
+        let p = Producers::default();
+        p.record(id(7, 0, 0, 0), 10, 100);
+        p.record(id(7, 0, 1, 0), 10, 100);
+        p.forget_partition("t", 0);
+        assert_eq!(p.check(id(7, 0, 0, 3)), Check::Append, "nothing known of partition 0");
+        assert_eq!(p.check(id(7, 0, 1, 0)), Check::Duplicate(100));
     }
 
     #[test]

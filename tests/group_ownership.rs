@@ -964,9 +964,11 @@ mod wire {
         replay.stream.write_all(&recorded).await.unwrap();
         refused_after(&mut replay, &delete).await;
 
-        // 4. Past the handshake, a frame over the peer link's limit closes the connection.
+        // 4. Past the handshake, a frame over the peer link's limit (as large as a client's
+        //    Produce, which may be forwarded) closes the connection.
         let mut big = Raw::connect_peer(peer_port, &peer_secret()).await;
-        big.send_bytes(&(2 * 1024 * 1024i32).to_be_bytes()).await;
+        let limit = i32::try_from(owner.config.peer_frame_limit()).unwrap();
+        big.send_bytes(&(limit + 1).to_be_bytes()).await;
         big.send_bytes(&[0u8; 1024]).await;
         assert!(big.closed().await, "an oversized peer frame closes the connection");
 

@@ -2,6 +2,11 @@
 //! the broker-assigned base offset. acks=0 gets no response (the records are still published
 //! before the next request on the connection is read).
 //!
+//! Only the partition's writer publishes (`writers`): `routing` sends each partition here
+//! only when this kelp writes it, and a kelp that does not (it lost the lease meanwhile, or
+//! a peer forwarded to it after the lease moved) answers NOT_LEADER_OR_FOLLOWER for that
+//! partition and publishes nothing. This handler never forwards.
+//!
 //! Errors are per partition: one bad partition never fails its neighbours.
 
 use bytes::Bytes;
@@ -383,13 +388,17 @@ fn batch_code(e: &BatchError) -> ResponseError {
     }
 }
 
-/// Publish one partition's decoded batches; the base offset on success.
+/// Publish one partition's decoded batches; the base offset on success. Nothing is checked
+/// or published unless this kelp writes the partition, and the lease is not let go before
+/// the last batch is acknowledged.
 async fn publish(
     ctx: &Ctx,
     topic: &str,
     index: i32,
     batches: Vec<batch::Batch>,
 ) -> Result<i64, ResponseError> {
+    let _writing = ctx.writers.begin(topic, index)?;
+    let producers = ctx.writers.producers();
     let mut base = None;
     for b in batches {
         if b.transactional || b.control {
@@ -407,7 +416,7 @@ async fn publish(
             first_seq: b.base_sequence,
         };
         if idempotent {
-            match ctx.producers.check(id) {
+            match producers.check(id) {
                 Check::Append => {}
                 Check::Duplicate(offset) => {
                     base.get_or_insert(offset);
@@ -417,7 +426,16 @@ async fn publish(
             }
         }
         let n = b.records.len() as i32;
-        let messages = b.records.iter().map(envelope::to_message).collect();
+        // An idempotent batch says so in every record, so that a later writer of the
+        // partition can recognise a retry of it (`writers`).
+        let produced = idempotent.then_some(envelope::Produced {
+            producer_id: b.producer_id,
+            epoch: b.producer_epoch,
+            base_sequence: b.base_sequence,
+            count: n,
+        });
+        let messages =
+            b.records.iter().map(|r| envelope::to_message_from(r, produced.as_ref())).collect();
         let offsets = ctx.seaweed.publish(topic, index as u32, messages).await.map_err(|e| {
             debug!(error = %e, "publish failed");
             e.code(ApiKind::Data)
@@ -425,7 +443,7 @@ async fn publish(
         crate::metrics::global().records_produced.inc_by(offsets.len() as u64);
         let first = *offsets.first().ok_or(ResponseError::CorruptMessage)?;
         if idempotent {
-            ctx.producers.record(id, n, first);
+            producers.record(id, n, first);
         }
         base.get_or_insert(first);
     }

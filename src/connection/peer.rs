@@ -1,9 +1,12 @@
 //! One connection from another kelp's peer client: group requests that kelp forwards here
-//! because this kelp owns (or may own) their group.
+//! because this kelp owns (or may own) their group, and Produce requests for partitions this
+//! kelp writes (or wrote when the other kelp looked).
 //!
 //! A different door from an application's connection: it accepts only the forwarded group
-//! APIs (`routing::FORWARDED`; anything else closes the connection, so the data path is not
-//! exposed on the pod network where the Kafka listener stays on loopback), and what applies
+//! APIs and Produce (`routing::served_to_peers`; anything else closes the connection, so the
+//! rest of the data path is not exposed on the pod network where the Kafka listener stays on
+//! loopback). A forwarded Produce is published only into partitions this kelp writes; the
+//! others are answered NOT_LEADER_OR_FOLLOWER (`api::produce`). What applies
 //! to application connections (client quotas, authentication, the right to delete groups and
 //! offsets) was already applied by the kelp the application talks to. A request is answered
 //! here, whoever owns its group (the handlers answer NOT_COORDINATOR unless this kelp does):
@@ -13,8 +16,8 @@
 //! prove it knows the peer secret, within `HANDSHAKE_TIMEOUT`. One that does not is closed
 //! having been sent nothing but the handshake's hello, and counted in
 //! `kelp_peer_handshakes_total`. Without a secret (`KELP_PEER_ALLOW_UNAUTHENTICATED`) there is
-//! no handshake. Frames are bounded by the peer link's own limit
-//! (`KELP_PEER_MAX_FRAME_BYTES`, group-request sized, far below the Kafka listener's) and
+//! no handshake. Frames are bounded by the peer link's limit (`Config::peer_frame_limit`:
+//! a forwarded Produce is as large as the client's) and
 //! every answer must be written within `peer::WRITE_TIMEOUT`.
 //!
 //! Owns: the request loop of a peer connection. Does not own framing (`protocol::frame`),
@@ -32,7 +35,7 @@ use crate::ctx::Ctx;
 use crate::peer::{WRITE_TIMEOUT, handshake};
 use crate::protocol::frame::{self, FrameReader};
 use crate::protocol::{self, versions};
-use crate::routing::FORWARDED;
+use crate::routing::served_to_peers;
 use crate::session::Session;
 use crate::shutdown::CancellationToken;
 
@@ -56,14 +59,14 @@ async fn serve_frames(
         }
     }
     let idle = ctx.config.idle_timeout();
-    let mut frames = FrameReader::new(ctx.config.peer_max_frame_bytes);
+    let mut frames = FrameReader::new(ctx.config.peer_frame_limit());
     let mut trusted = Session::new(None);
     loop {
         let Some(frame) = next_frame(&mut frames, &mut stream, idle, cancel).await? else {
             return Ok(());
         };
         let request = protocol::decode_request(frame)?;
-        if !FORWARDED.contains(&request.api_key) {
+        if !served_to_peers(request.api_key) {
             return Err(ConnError::NotForwarded(request.api_key));
         }
         let (key, version) = (request.api_key, request.version);

@@ -12,7 +12,7 @@
 //! - `offsets`: committing, fetching and deleting offsets.
 //!
 //! Does not own: the group rules (`state`, pure), the file formats (`store`, `offsets`), lease
-//! timing (`lease`, pure), or wire types (the handlers in `api/` translate).
+//! timing and keeping (`crate::lease`), or wire types (the handlers in `api/` translate).
 //!
 //! Locking (mini-redis's rule): one non-async `Mutex` around the map, held only for a pure
 //! transition and for handing its `Effect`s to the parked requests — never across `.await`.
@@ -23,7 +23,7 @@
 //!
 //! Ownership (DESIGN.md, "Consumer groups across sidecars"): with a peer listener
 //! configured, this kelp runs a group only while it holds the group's lease in the filer
-//! (`ownership`, `lease`). [`Coordinator::route`] says where a group's requests go and takes
+//! (`ownership`, `crate::lease`). [`Coordinator::route`] says where a group's requests go and takes
 //! the lease of a group nobody owns; every operation that touches a group's state checks
 //! ownership first (in `load`) and answers NOT_COORDINATOR when this kelp is not the owner,
 //! so a request forwarded to a kelp that just lost the group is never served from stale
@@ -33,7 +33,6 @@
 //! this happens. Forwarding itself is `peer`'s.
 
 mod generations;
-pub(crate) mod lease;
 mod membership;
 mod offsets;
 mod ownership;
@@ -149,7 +148,7 @@ struct Inner {
     /// Once cancelled, nothing parks any more (the timer that ends waits has stopped).
     stopping: CancellationToken,
     /// The leases of this kelp; `None` when it runs every group itself.
-    leases: Option<Arc<ownership::Leases>>,
+    leases: Option<Arc<crate::lease::Leases>>,
     /// Every task started after `start` (generation writes, lease renewals and releases) runs
     /// here, so shutdown waits for it: a generation write is not cut off halfway, and a
     /// renewal answered after the shutdown release lets go of what it renewed.
@@ -234,9 +233,10 @@ impl Coordinator {
         tracker: &TaskTracker,
     ) -> Coordinator {
         let leases = settings.ownership.as_ref().map(|o| {
-            Arc::new(ownership::Leases::new(
+            Arc::new(crate::lease::Leases::new(
                 seaweed.clone(),
                 root.clone(),
+                ownership::KIND,
                 o.owner_id.clone(),
                 o.lease,
             ))

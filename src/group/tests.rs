@@ -70,7 +70,7 @@ async fn filer_unreachable_is_retriable_never_no_offset() {
 #[tokio::test]
 async fn a_shared_kelp_serves_a_group_only_while_its_lease_is_valid() {
     let ownership = Ownership {
-        owner_id: lease::owner_id("127.0.0.1:9093", "me"),
+        owner_id: crate::lease::owner_id("127.0.0.1:9093", "me"),
         lease: Duration::from_secs(2),
     };
     let (c, cancel) =

@@ -17,6 +17,7 @@ use tracing::warn;
 use super::handshake::{self, HandshakeError, Secret};
 use super::{CONNECT_TIMEOUT, POOL_IDLE_PER_PEER, POOL_IDLE_TIMEOUT, WRITE_TIMEOUT};
 use crate::protocol::frame::{self, FrameError, FrameReader};
+use crate::protocol::{Reply, legacy_produce};
 
 /// Why a forward (or a peer connection) failed. Every variant means "the owner did not
 /// answer": the forwarder answers its client COORDINATOR_NOT_AVAILABLE and looks the owner
@@ -78,8 +79,8 @@ impl Pool {
         header: &RequestHeader,
         key: ApiKey,
         version: i16,
-        body: &RequestKind,
-    ) -> Result<ResponseKind, PeerError> {
+        body: Outgoing<'_>,
+    ) -> Result<Reply, PeerError> {
         let correlation_id = self.correlation.fetch_add(1, Ordering::Relaxed);
         let frame = encode(header, key, version, body, correlation_id)?;
         // The owner would close the connection on it; say why here instead.
@@ -130,7 +131,7 @@ impl Pool {
         key: ApiKey,
         version: i16,
         correlation_id: i32,
-    ) -> Result<(Link, ResponseKind), PeerError> {
+    ) -> Result<(Link, Reply), PeerError> {
         frame::write(&mut conn.stream, frame, WRITE_TIMEOUT).await?;
         let resp = conn
             .frames
@@ -161,12 +162,19 @@ impl Pool {
     }
 }
 
+/// What is sent to a peer: a request the wire library encodes, or Produce v0-v2.
+#[derive(Clone, Copy)]
+pub enum Outgoing<'a> {
+    Kind(&'a RequestKind),
+    LegacyProduce(&'a legacy_produce::ProduceRequest),
+}
+
 /// The request frame (length prefix, header, body) as the client sent it, renumbered.
 fn encode(
     header: &RequestHeader,
     key: ApiKey,
     version: i16,
-    body: &RequestKind,
+    body: Outgoing<'_>,
     correlation_id: i32,
 ) -> Result<BytesMut, PeerError> {
     let bad = |e: anyhow::Error| PeerError::Protocol(format!("encoding {key:?} v{version}: {e}"));
@@ -176,8 +184,17 @@ fn encode(
         .with_request_api_version(version)
         .with_correlation_id(correlation_id);
     let mut buf = frame::start(256);
-    header.encode(&mut buf, key.request_header_version(version)).map_err(bad)?;
-    body.encode(&mut buf, version).map_err(bad)?;
+    match body {
+        Outgoing::Kind(body) => {
+            header.encode(&mut buf, key.request_header_version(version)).map_err(bad)?;
+            body.encode(&mut buf, version).map_err(bad)?;
+        }
+        Outgoing::LegacyProduce(body) => {
+            // Produce v0-v2 use request header v1 (`protocol::decode_request`).
+            header.encode(&mut buf, 1).map_err(bad)?;
+            body.encode(&mut buf);
+        }
+    }
     frame::finish(&mut buf)?;
     Ok(buf)
 }
@@ -188,17 +205,24 @@ fn decode(
     key: ApiKey,
     version: i16,
     correlation_id: i32,
-) -> Result<ResponseKind, PeerError> {
+) -> Result<Reply, PeerError> {
     let bad = |e: anyhow::Error| PeerError::Protocol(format!("{key:?} v{version} response: {e}"));
-    let h =
-        ResponseHeader::decode(&mut frame, key.response_header_version(version)).map_err(bad)?;
+    let legacy = key == ApiKey::Produce && version < 3;
+    let header_version = if legacy { 0 } else { key.response_header_version(version) };
+    let h = ResponseHeader::decode(&mut frame, header_version).map_err(bad)?;
     if h.correlation_id != correlation_id {
         return Err(PeerError::Protocol(format!(
             "correlation id {} for request {correlation_id}",
             h.correlation_id
         )));
     }
-    let body = ResponseKind::decode(key, &mut frame, version).map_err(bad)?;
+    let body = if legacy {
+        Reply::LegacyProduce(
+            legacy_produce::ProduceResponse::decode(&mut frame, version).map_err(bad)?,
+        )
+    } else {
+        Reply::Kind(ResponseKind::decode(key, &mut frame, version).map_err(bad)?)
+    };
     if frame.has_remaining() {
         return Err(PeerError::Protocol(format!(
             "{key:?} v{version} response: {} trailing bytes",
@@ -227,9 +251,14 @@ mod tests {
             .with_generation_id(4)
             .with_member_id(StrBytes::from_static_str("m"));
         for version in [0, 4] {
-            let frame =
-                encode(&header, ApiKey::Heartbeat, version, &RequestKind::Heartbeat(hb.clone()), 9)
-                    .unwrap();
+            let frame = encode(
+                &header,
+                ApiKey::Heartbeat,
+                version,
+                Outgoing::Kind(&RequestKind::Heartbeat(hb.clone())),
+                9,
+            )
+            .unwrap();
             let r = decode_request(frame.freeze().slice(4..)).unwrap();
             assert_eq!(
                 (r.api_key, r.version, r.header.correlation_id),
@@ -252,7 +281,7 @@ mod tests {
             let range = supported(key).expect("advertised");
             for version in range.min..=range.max {
                 let request = default_request(key);
-                let frame = encode(&header, key, version, &request, 5)
+                let frame = encode(&header, key, version, Outgoing::Kind(&request), 5)
                     .unwrap_or_else(|e| panic!("{key:?} v{version}: {e}"));
                 let r = decode_request(frame.freeze().slice(4..))
                     .unwrap_or_else(|e| panic!("{key:?} v{version}: {e}"));
@@ -262,9 +291,71 @@ mod tests {
                 let response = default_response(key);
                 let out = encode_response(key, version, 5, &Reply::Kind(response.clone()))
                     .unwrap_or_else(|e| panic!("{key:?} v{version}: {e}"));
-                let back = decode(out.freeze().slice(4..), key, version, 5)
-                    .unwrap_or_else(|e| panic!("{key:?} v{version}: {e}"));
+                let Reply::Kind(back) = decode(out.freeze().slice(4..), key, version, 5)
+                    .unwrap_or_else(|e| panic!("{key:?} v{version}: {e}"))
+                else {
+                    panic!("{key:?} v{version}: not a library response")
+                };
                 assert_eq!(back, response, "{key:?} v{version} response");
+            }
+        }
+    }
+
+    /// Produce crosses the peer link at every advertised version: v0-v2 in kelp's own
+    /// encoding, v3+ with the wire library.
+    #[test]
+    fn produce_round_trips_at_every_advertised_version() {
+        use crate::protocol::legacy_produce as legacy;
+        let header =
+            RequestHeader::default().with_client_id(Some(StrBytes::from_static_str("app")));
+        let range = supported(ApiKey::Produce).expect("advertised");
+        for version in range.min..=range.max {
+            let (frame, reply) = if version < 3 {
+                let req = legacy::ProduceRequest {
+                    acks: -1,
+                    timeout_ms: 100,
+                    topics: vec![legacy::TopicData {
+                        name: "t".into(),
+                        partitions: vec![(1, Some(bytes::Bytes::from_static(b"set")))],
+                    }],
+                };
+                let frame =
+                    encode(&header, ApiKey::Produce, version, Outgoing::LegacyProduce(&req), 3)
+                        .unwrap();
+                let r = decode_request(frame.clone().freeze().slice(4..)).unwrap();
+                let Body::LegacyProduce(got) = r.body else { panic!("v{version}") };
+                assert_eq!(got, req, "v{version} request");
+                let resp = legacy::ProduceResponse {
+                    topics: vec![legacy::TopicResponse {
+                        name: "t".into(),
+                        partitions: vec![legacy::PartitionResponse {
+                            index: 1,
+                            error_code: 0,
+                            base_offset: 42,
+                        }],
+                    }],
+                    throttle_time_ms: 0,
+                };
+                (frame, Reply::LegacyProduce(resp))
+            } else {
+                let req = RequestKind::Produce(Default::default());
+                let frame =
+                    encode(&header, ApiKey::Produce, version, Outgoing::Kind(&req), 3).unwrap();
+                let r = decode_request(frame.clone().freeze().slice(4..)).unwrap();
+                let Body::Kind(got) = r.body else { panic!("v{version}") };
+                assert_eq!(got, req, "v{version} request");
+                (frame, Reply::Kind(ResponseKind::Produce(Default::default())))
+            };
+            assert!(!frame.is_empty());
+            let out = encode_response(ApiKey::Produce, version, 3, &reply).unwrap();
+            let back = decode(out.freeze().slice(4..), ApiKey::Produce, version, 3)
+                .unwrap_or_else(|e| panic!("v{version}: {e}"));
+            match (back, reply) {
+                (Reply::Kind(a), Reply::Kind(b)) => assert_eq!(a, b, "v{version}"),
+                (Reply::LegacyProduce(a), Reply::LegacyProduce(b)) => {
+                    assert_eq!(a, b, "v{version}")
+                }
+                _ => panic!("v{version}: answer of the wrong kind"),
             }
         }
     }

@@ -20,7 +20,9 @@ use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind}
 use tokio::net::TcpListener;
 
 use crate::config::{self, Config};
+use crate::protocol::{Reply, legacy_produce};
 use crate::shutdown::CancellationToken;
+use client::Outgoing;
 pub use client::PeerError;
 use handshake::Secret;
 
@@ -62,7 +64,7 @@ pub struct Peers {
 impl Peers {
     pub fn new(config: &Config, secret: Option<Secret>, cancel: CancellationToken) -> Peers {
         Peers {
-            pool: client::Pool::new(config.peer_max_frame_bytes, secret.clone()),
+            pool: client::Pool::new(config.peer_frame_limit(), secret.clone()),
             secret,
             cancel,
             request_timeout: config.upstream_timeout() * 2 + REQUEST_SLACK,
@@ -91,6 +93,38 @@ impl Peers {
         body: &RequestKind,
         timeout: Duration,
     ) -> Result<ResponseKind, PeerError> {
+        match self.send(owner, header, key, version, Outgoing::Kind(body), timeout).await? {
+            Reply::Kind(r) => Ok(r),
+            Reply::LegacyProduce(_) => Err(PeerError::Protocol("a Produce v0-v2 answer".into())),
+        }
+    }
+
+    /// [`Peers::call`] for a Produce v0-v2 request (message sets v0/v1), which the wire
+    /// library does not encode.
+    pub async fn call_legacy_produce(
+        &self,
+        writer: &str,
+        header: &RequestHeader,
+        version: i16,
+        body: &legacy_produce::ProduceRequest,
+        timeout: Duration,
+    ) -> Result<legacy_produce::ProduceResponse, PeerError> {
+        let body = Outgoing::LegacyProduce(body);
+        match self.send(writer, header, ApiKey::Produce, version, body, timeout).await? {
+            Reply::LegacyProduce(r) => Ok(r),
+            Reply::Kind(_) => Err(PeerError::Protocol("not a Produce v0-v2 answer".into())),
+        }
+    }
+
+    async fn send(
+        &self,
+        owner: &str,
+        header: &RequestHeader,
+        key: ApiKey,
+        version: i16,
+        body: Outgoing<'_>,
+        timeout: Duration,
+    ) -> Result<Reply, PeerError> {
         let call = self.pool.call(owner, header, key, version, body);
         tokio::select! {
             _ = self.cancel.cancelled() => Err(PeerError::ShuttingDown),

@@ -96,7 +96,7 @@ impl ProduceRequest {
         Ok(ProduceRequest { acks, timeout_ms, topics })
     }
 
-    /// Encode (used by tests that speak v0-v2 on the wire).
+    /// Encode (a forwarded request; tests that speak v0-v2 on the wire).
     pub fn encode(&self, buf: &mut BytesMut) {
         buf.put_i16(self.acks);
         buf.put_i32(self.timeout_ms);
@@ -120,6 +120,30 @@ impl ProduceRequest {
 }
 
 impl ProduceResponse {
+    /// Decode a response of `version` (a writer's answer to a forwarded request).
+    pub fn decode(buf: &mut Bytes, version: i16) -> anyhow::Result<Self> {
+        let mut topics = Vec::new();
+        for _ in 0..get_count(buf)? {
+            let name = get_string(buf)?;
+            let mut partitions = Vec::new();
+            for _ in 0..get_count(buf)? {
+                let index = get_i32(buf)?;
+                let error_code = get_i16(buf)?;
+                need(buf, 8)?;
+                let base_offset = buf.get_i64();
+                if version >= 2 {
+                    need(buf, 8)?;
+                    buf.advance(8);
+                }
+                partitions.push(PartitionResponse { index, error_code, base_offset });
+            }
+            topics.push(TopicResponse { name, partitions });
+        }
+        let throttle_time_ms = if version >= 1 { get_i32(buf)? } else { 0 };
+        anyhow::ensure!(!buf.has_remaining(), "trailing bytes after produce response");
+        Ok(ProduceResponse { topics, throttle_time_ms })
+    }
+
     pub fn encode(&self, buf: &mut BytesMut, version: i16) {
         buf.put_i32(self.topics.len() as i32);
         for t in &self.topics {
@@ -181,5 +205,10 @@ mod tests {
         assert_eq!(len(0), 4 + 2 + 1 + 4 + 4 + 2 + 8);
         assert_eq!(len(1), len(0) + 4);
         assert_eq!(len(2), len(1) + 8);
+        for v in 0..=2 {
+            let mut b = BytesMut::new();
+            resp.encode(&mut b, v);
+            assert_eq!(ProduceResponse::decode(&mut b.freeze(), v).unwrap(), resp, "v{v}");
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! The envelope that carries what a SeaweedFS `DataMessage` cannot: null-ness of key and
-//! value, the exact timestamp, and headers.
+//! value, the exact timestamp, headers, and for a record of an idempotent producer the batch
+//! it came in.
 //!
-//! Layout of `DataMessage.value` (format 1), all integers as Kafka-style zigzag varints:
+//! Layout of `DataMessage.value`, all integers as Kafka-style zigzag varints. Format 1:
 //! ```text
 //! u8      format   = 1
 //! u8      flags    bit 0: key is null, bit 1: value is null
@@ -10,7 +11,12 @@
 //!   repeated: varint key_len, key bytes, varint value_len (-1 = null), value bytes
 //! bytes   the record value (to the end)
 //! ```
-//! This is persisted data: a change needs a new format number and a reader for the old one.
+//! Format 2 (records of idempotent producers) is format 1 with the batch's identity after the
+//! flags: `varlong producer_id, varint producer_epoch, varint base_sequence, varint
+//! record_count`. A partition's new writer reads it back from the partition's tail
+//! (`writers`) to recognise a retried batch that its predecessor stored but never answered.
+//!
+//! This is persisted data: a change needs a new format number and a reader for the old ones.
 
 use bytes::{BufMut, BytesMut};
 
@@ -18,14 +24,32 @@ use super::Record;
 use crate::seaweed::Message;
 
 pub const FORMAT: u8 = 1;
+/// [`FORMAT`] with the producer batch section.
+pub const FORMAT_PRODUCED: u8 = 2;
 const KEY_NULL: u8 = 1;
 const VALUE_NULL: u8 = 2;
 
+/// The idempotent-producer batch a record was written in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Produced {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub base_sequence: i32,
+    /// Records in the batch.
+    pub count: i32,
+}
+
 /// Build the SeaweedFS message for one Kafka record.
 pub fn to_message(r: &Record) -> Message {
+    to_message_from(r, None)
+}
+
+/// Build the SeaweedFS message for one Kafka record, written in the idempotent batch
+/// `produced` when given.
+pub fn to_message_from(r: &Record, produced: Option<&Produced>) -> Message {
     let value = r.value.as_deref().unwrap_or_default();
-    let mut buf = BytesMut::with_capacity(16 + value.len() + headers_len(r));
-    buf.put_u8(FORMAT);
+    let mut buf = BytesMut::with_capacity(40 + value.len() + headers_len(r));
+    buf.put_u8(if produced.is_some() { FORMAT_PRODUCED } else { FORMAT });
     let mut flags = 0;
     if r.key.is_none() {
         flags |= KEY_NULL;
@@ -34,6 +58,12 @@ pub fn to_message(r: &Record) -> Message {
         flags |= VALUE_NULL;
     }
     buf.put_u8(flags);
+    if let Some(p) = produced {
+        put_varlong(&mut buf, p.producer_id);
+        put_varlong(&mut buf, i64::from(p.epoch));
+        put_varlong(&mut buf, i64::from(p.base_sequence));
+        put_varlong(&mut buf, i64::from(p.count));
+    }
     put_varlong(&mut buf, r.timestamp_ms);
     put_varlong(&mut buf, r.headers.len() as i64);
     for (k, v) in &r.headers {
@@ -69,13 +99,35 @@ pub fn from_message(m: &Message) -> Record {
     })
 }
 
+/// The idempotent batch a stored message was written in; `None` for any other message.
+pub fn produced(m: &Message) -> Option<Produced> {
+    let v = &m.value;
+    if v.len() < 2 || v[0] != FORMAT_PRODUCED {
+        return None;
+    }
+    let mut pos = 2;
+    produced_at(v, &mut pos)
+}
+
+fn produced_at(v: &[u8], pos: &mut usize) -> Option<Produced> {
+    Some(Produced {
+        producer_id: get_varlong(v, pos)?,
+        epoch: i16::try_from(get_varlong(v, pos)?).ok()?,
+        base_sequence: i32::try_from(get_varlong(v, pos)?).ok()?,
+        count: i32::try_from(get_varlong(v, pos)?).ok()?,
+    })
+}
+
 fn decode(m: &Message) -> Option<Record> {
     let v = &m.value;
-    if v.len() < 2 || v[0] != FORMAT {
+    if v.len() < 2 || !matches!(v[0], FORMAT | FORMAT_PRODUCED) {
         return None;
     }
     let flags = v[1];
     let mut pos = 2;
+    if v[0] == FORMAT_PRODUCED {
+        produced_at(v, &mut pos)?;
+    }
     let timestamp_ms = get_varlong(v, &mut pos)?;
     let count = get_varlong(v, &mut pos)?;
     if count < 0 || count as usize > v.len() {
@@ -176,10 +228,15 @@ mod tests {
                 ],
             },
         ];
+        let batch = Produced { producer_id: 1 << 40, epoch: 3, base_sequence: 7, count: 2 };
         for r in cases {
             let m = to_message(&r);
             assert_eq!(from_message(&m), r);
             assert_eq!(m.ts_ns, 0, "the broker's clock stamps the message");
+            assert_eq!(produced(&m), None);
+            let m = to_message_from(&r, Some(&batch));
+            assert_eq!(from_message(&m), r, "format 2 reads back the same record");
+            assert_eq!(produced(&m), Some(batch));
         }
     }
 
@@ -210,10 +267,13 @@ mod tests {
             value: Some(b("v")),
             headers: vec![(b("a"), Some(b("bb")))],
         };
-        let m = to_message(&r);
-        for cut in 0..m.value.len() {
-            let t = Message { key: m.key.clone(), value: m.value.slice(..cut), ts_ns: 0 };
-            let _ = from_message(&t);
+        let batch = Produced { producer_id: 5, epoch: 0, base_sequence: 0, count: 1 };
+        for m in [to_message(&r), to_message_from(&r, Some(&batch))] {
+            for cut in 0..m.value.len() {
+                let t = Message { key: m.key.clone(), value: m.value.slice(..cut), ts_ns: 0 };
+                let _ = from_message(&t);
+                let _ = produced(&t);
+            }
         }
     }
 

@@ -216,6 +216,14 @@ pub fn group_owner_lock(root: &str, group: &str) -> String {
     format!("{}#owner", group_path(root, group))
 }
 
+/// `<root>/partitions/<topic>/<partition>#writer`: the name of the lock in the filer's lock
+/// manager whose holder writes the partition (the one kelp that publishes into it; DESIGN.md
+/// "Writing a partition from many sidecars"). A lock name, not a filer entry, built like
+/// [`group_owner_lock`].
+pub fn partition_writer_lock(root: &str, topic: &str, partition: i32) -> String {
+    format!("{}/partitions/{}/{partition}#writer", root.trim_end_matches('/'), path_segment(topic))
+}
+
 /// The string a name written by [`path_segment`] stands for; `None` for a name that
 /// `path_segment` would not have produced (so listing a directory never yields two names for
 /// one string).
@@ -451,6 +459,10 @@ mod tests {
         assert_eq!(topic_offsets_dir("/kelp", "g1", "orders"), "/kelp/groups/g1/offsets/orders");
         assert_eq!(group_owner_lock("/kelp", "my-group"), "/kelp/groups/my-group#owner");
         assert_eq!(group_owner_lock("/kelp/", "a#b"), "/kelp/groups/a%23b#owner");
+        assert_eq!(
+            partition_writer_lock("/kelp/", "orders", 3),
+            "/kelp/partitions/orders/3#writer"
+        );
         // The per-partition file lives in the topic directory.
         assert!(
             offsets_path("/kelp", "g1", "orders", 3)

@@ -119,7 +119,7 @@ struct Inner {
 const PUBLISH_ATTEMPTS: usize = 3;
 
 /// A publish may take this many call timeouts in all: one to open a stream, one for the acks.
-const PUBLISH_CALL_TIMEOUTS: u32 = 2;
+pub(crate) const PUBLISH_CALL_TIMEOUTS: u32 = 2;
 
 impl Seaweed {
     /// Set up clients. Connections are made lazily on first use, so this does not wait for

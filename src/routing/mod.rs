@@ -1,6 +1,10 @@
 //! Where a client's request is answered: here (`api::dispatch`), or by the kelp that owns its
 //! consumer group, over the peer link (DESIGN.md, "Consumer groups across sidecars";
-//! docs/consumer-groups.md). Decided once per request, for the [`FORWARDED`] APIs only.
+//! docs/consumer-groups.md). Decided once per request, for the [`FORWARDED`] APIs and
+//! Produce only.
+//!
+//! Produce goes partition by partition to each partition's writer (`produce`, DESIGN.md
+//! "Writing a partition from many sidecars"; docs/writers.md).
 //!
 //! Forwarded, because their answer depends on the group's live state, which only the owner
 //! has: JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit (generation and member are
@@ -29,9 +33,13 @@
 //! Authorization: DeleteGroups and OffsetDelete are cluster-wide (`authz`). The kelp the
 //! application talks to refuses them before forwarding; the owner trusts what a peer sends.
 //!
-//! Owns: the choice of where, splitting multi-group requests, forward deadlines. Does not
-//! own: who owns a group (`group`), the peer connections (`peer`), who may do what (`authz`)
-//! or the error response of each API (each `api/<name>.rs` has its own `error`).
+//! Owns: the choice of where, splitting multi-group and multi-writer requests, forward
+//! deadlines, what a peer may send ([`served_to_peers`]). Does not own: who owns a group
+//! (`group`) or writes a partition (`writers`), the peer connections (`peer`), who may do
+//! what (`authz`) or the error response of each API (each `api/<name>.rs` has its own
+//! `error`).
+
+mod produce;
 
 use std::time::Duration;
 
@@ -50,7 +58,13 @@ use crate::peer::PeerError;
 use crate::protocol::{Body, Reply, Request};
 use crate::session::Session;
 
-/// The group APIs answered by a group's owner; also all a peer kelp may send.
+/// Whether a peer kelp may send requests of `key`: the forwarded group APIs, and Produce
+/// (answered only for the partitions the receiving kelp writes).
+pub fn served_to_peers(key: ApiKey) -> bool {
+    key == ApiKey::Produce || FORWARDED.contains(&key)
+}
+
+/// The group APIs answered by a group's owner.
 pub const FORWARDED: &[ApiKey] = &[
     ApiKey::JoinGroup,
     ApiKey::SyncGroup,
@@ -88,6 +102,23 @@ pub async fn answer(
     authority: Authority,
     request: Request,
 ) -> Option<Reply> {
+    if request.api_key == ApiKey::Produce && ctx.writers.is_shared() {
+        let Request { header, api_key, version, body } = request;
+        return match body {
+            Body::Kind(RequestKind::Produce(req)) => {
+                let req = produce::Produce::Current(req);
+                produce::answer(ctx, session, authority, header, version, req).await
+            }
+            Body::LegacyProduce(req) => {
+                let req = produce::Produce::Legacy(req);
+                produce::answer(ctx, session, authority, header, version, req).await
+            }
+            body => {
+                api::dispatch(ctx, session, authority, Request { header, api_key, version, body })
+                    .await
+            }
+        };
+    }
     if !ctx.groups.is_shared() || !FORWARDED.contains(&request.api_key) {
         return api::dispatch(ctx, session, authority, request).await;
     }

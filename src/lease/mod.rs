@@ -1,14 +1,15 @@
-//! Group-ownership leases: their timing and what a lock answer means, pure and driven by an
-//! explicit clock.
+//! Leases: how a kelp comes to own something (a consumer group, the writing of a partition)
+//! when several kelps front one SeaweedFS. Groups and partitions are both "things a kelp
+//! owns" (DESIGN.md); this module is what they share.
 //!
-//! A kelp owns a consumer group while it holds the group's lock in the filer's lock manager
-//! (`Seaweed::filer_lock`, named by `layout::group_owner_lock`). The filer expires that lock
+//! A kelp owns a key while it holds the key's lock in the filer's lock manager
+//! (`Seaweed::filer_lock`, named by `seaweed::layout`). The filer expires that lock
 //! `lock_seconds` after a grant or renewal *arrives* there, on the filer's own clock. The
 //! owner cannot read that clock, so it measures from when it *sent* the call, on its own
 //! monotonic clock: the filer's expiry is no earlier than send time + lease, so an owner that
 //! stops acting at send time + lease − margin has stopped before any other kelp can be
 //! granted the lock (fencing by time). The margin absorbs clocks that tick at slightly
-//! different rates and the time between a request's ownership check and its answer. No wall
+//! different rates and the time between a request's ownership check and its effect. No wall
 //! clocks are compared, so kelps need no clock synchronisation.
 //!
 //! One lease, L = the configured lease (10 s by default), t0 = when the grant was sent:
@@ -18,8 +19,15 @@
 //! A failed renewal is retried every `retry` until the stop time.
 //!
 //! Owns: [`Timing`], the state of one held lease ([`Held`]), the owner string recorded in the
-//! lock, and [`decide`] (what a lock answer means for this kelp). Does not own: calling the
-//! filer or acting on the outcome (`group::ownership`).
+//! lock, [`decide`] (what a lock answer means for this kelp), all pure and driven by an
+//! explicit clock; and, in `table`, the leases of one kind ([`Leases`]: taking, renewing,
+//! releasing, the cache of other holders) and the task that keeps them ([`run`], telling a
+//! [`Holder`] when a lease ends). Does not own: what is done under a lease (`group`,
+//! `writers`) or forwarding (`routing`, `peer`).
+
+mod table;
+
+pub use table::{Holder, Kind, Leases, Route, run};
 
 use std::time::{Duration, Instant};
 
@@ -62,7 +70,7 @@ impl Timing {
     }
 }
 
-/// A lease this kelp holds on one group.
+/// A lease this kelp holds on one key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Held {
     /// The token of the last grant or renewal; the next renewal must present it.
@@ -71,8 +79,8 @@ pub struct Held {
     valid_until: Instant,
     /// When to renew next.
     renew_at: Instant,
-    /// When a request last used the group here; a lease idle for a whole lease on a group
-    /// with nothing going on is released.
+    /// When a request last used the key here; a lease idle for a whole lease on a key with
+    /// nothing going on is released.
     last_used: Instant,
     /// A renewal call is in flight (so no second one is started).
     renewing: bool,
@@ -99,17 +107,17 @@ impl Held {
         self.valid_until
     }
 
-    /// Whether this kelp may act as the group's owner at `now`.
+    /// Whether this kelp may act as the key's owner at `now`.
     pub fn is_valid(&self, now: Instant) -> bool {
         now < self.valid_until
     }
 
-    /// A request used the group.
+    /// A request used the key.
     pub fn touch(&mut self, now: Instant) {
         self.last_used = now;
     }
 
-    /// How long no request used the group.
+    /// How long no request used the key.
     pub fn idle_for(&self, now: Instant) -> Duration {
         now.saturating_duration_since(self.last_used)
     }
@@ -145,8 +153,8 @@ impl Held {
     }
 }
 
-/// The owner string recorded in a group's lock: `<peer address> <instance>`. The peer address
-/// is where other kelps forward the group's requests; the instance (random per process) tells
+/// The owner string recorded in a lease's lock: `<peer address> <instance>`. The peer address
+/// is where other kelps forward the key's requests; the instance (random per process) tells
 /// a kelp restarted at the same address from its previous life, whose lease it must wait out
 /// like anyone else's.
 pub fn owner_id(peer: &str, instance: &str) -> String {
@@ -159,14 +167,14 @@ pub fn peer_of(owner: &str) -> Option<&str> {
     (!peer.is_empty() && !instance.is_empty() && peer.contains(':')).then_some(peer)
 }
 
-/// What taking a group's lock meant for this kelp (`me` is its owner string).
+/// What taking a lock meant for this kelp (`me` is its owner string).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    /// This kelp now owns the group; renew with this token.
+    /// This kelp now owns the key; renew with this token.
     Mine(String),
     /// Another kelp owns it; forward to this peer address.
     Elsewhere(String),
-    /// Nobody can serve the group right now: the filer refused without naming a holder, the
+    /// Nobody can serve the key right now: the filer refused without naming a holder, the
     /// holder is this process under a token it no longer knows (a renewal whose answer was
     /// lost) or a previous process at this kelp's address, or the holder's owner string is
     /// not kelp's. Retriable; the lock expires on its own.
