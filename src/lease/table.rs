@@ -55,7 +55,35 @@ pub struct Leases {
     /// Key → (holder's peer address, trusted until). A forward that fails or is refused
     /// by the named holder forgets the entry, so the next request looks again.
     remote: Mutex<HashMap<String, (String, Instant)>>,
-    acquiring: tokio::sync::Mutex<()>,
+    /// One gate per key being acquired right now: a second request for the same key waits for
+    /// the first (and then finds the answer known), while acquisitions of different keys, and
+    /// the preparation a new lease may need, run side by side. Entries leave with their last
+    /// waiter, so the map never holds more keys than requests in flight.
+    acquiring: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// A key's acquisition gate, removed from [`Leases::acquiring`] when its last user drops it.
+struct Gate<'a> {
+    leases: &'a Leases,
+    key: &'a str,
+    gate: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl<'a> Gate<'a> {
+    fn enter(leases: &'a Leases, key: &'a str) -> Gate<'a> {
+        let gate = leases.acquiring.lock().entry(key.to_string()).or_default().clone();
+        Gate { leases, key, gate }
+    }
+}
+
+impl Drop for Gate<'_> {
+    fn drop(&mut self) {
+        let mut acquiring = self.leases.acquiring.lock();
+        // The map's reference and this one: nobody else waits on the key.
+        if Arc::strong_count(&self.gate) == 2 {
+            acquiring.remove(self.key);
+        }
+    }
 }
 
 impl Leases {
@@ -68,7 +96,7 @@ impl Leases {
             timing: Timing::new(lease),
             held: Mutex::new(HashMap::new()),
             remote: Mutex::new(HashMap::new()),
-            acquiring: tokio::sync::Mutex::new(()),
+            acquiring: Mutex::new(HashMap::new()),
         }
     }
 
@@ -111,7 +139,8 @@ impl Leases {
         if let Some(r) = self.known(key, now()) {
             return Ok(Some((r, false)));
         }
-        let _one_at_a_time = self.acquiring.lock().await;
+        let gate = Gate::enter(self, key);
+        let _one_at_a_time = gate.gate.lock().await;
         if let Some(r) = self.known(key, now()) {
             return Ok(Some((r, false)));
         }
@@ -351,4 +380,35 @@ async fn renew<H: Holder>(leases: &Leases, holder: &H, key: String, token: Strin
 
 fn now() -> Instant {
     tokio::time::Instant::now().into_std()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::seaweed::SeaweedOptions;
+
+    #[tokio::test]
+    async fn acquisitions_wait_per_key_and_their_gates_leave_with_them() {
+        let seaweed = Seaweed::connect(SeaweedOptions {
+            master: "127.0.0.1:1".into(),
+            filer: Some("127.0.0.1:1".into()),
+            namespace: "kafka".into(),
+            call_timeout: Duration::from_millis(200),
+        })
+        .await
+        .expect("options are valid");
+        let kind = Kind { what: "test", lock_name: |root, key| format!("{root}/{key}") };
+        let leases =
+            Leases::new(seaweed, "/kelp".into(), kind, "me".into(), Duration::from_secs(3));
+        let a = Gate::enter(&leases, "a");
+        let held = a.gate.try_lock().expect("free");
+        let again = Gate::enter(&leases, "a");
+        assert!(again.gate.try_lock().is_err(), "the same key waits");
+        let b = Gate::enter(&leases, "b");
+        assert!(b.gate.try_lock().is_ok(), "another key does not");
+        drop((held, again, b));
+        assert_eq!(leases.acquiring.lock().len(), 1, "a's first user still holds its gate");
+        drop(a);
+        assert!(leases.acquiring.lock().is_empty());
+    }
 }
