@@ -28,20 +28,16 @@
 //! to decides, under its own settings. A request that arrives over the peer link carries
 //! [`Authority::Forwarded`]: the kelp that forwarded it decided already.
 //!
-//! Owns: the rule, [`CLUSTER_WIDE`] and the refusals. Does not own: who the user is
-//! (`session`, `sasl`), or what the APIs do (`api`).
+//! Owns: the rule and [`CLUSTER_WIDE`]. Does not own: who the user is (`session`, `sasl`),
+//! the refusal each API answers (`api::refusal`, built from each API's own `error`), or what
+//! the APIs do (`api`).
 //!
 //! When adding a cluster-wide API: add its key to [`CLUSTER_WIDE`] and its arm to
-//! [`refusal`] (a test checks that the two agree), and document it in docs/security.md.
+//! `api::refusal::refusal` (a test checks that the two agree), and document it in
+//! docs/security.md.
 
-use kafka_protocol::ResponseError;
-use kafka_protocol::messages::alter_client_quotas_response::{EntityData, EntryData};
-use kafka_protocol::messages::{
-    AlterClientQuotasRequest, AlterClientQuotasResponse, ApiKey, RequestKind, ResponseKind,
-};
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::messages::ApiKey;
 
-use crate::api;
 use crate::protocol::versions;
 
 /// The APIs that change the cluster as a whole, each refused by [`refusal`] to a client
@@ -103,44 +99,6 @@ impl Authority {
     }
 }
 
-/// The answer to a cluster-wide request (`key`, at `version`) that `authority` may not make;
-/// `None` when the request may go ahead, or is not cluster-wide.
-pub fn refusal(
-    authority: Authority,
-    key: ApiKey,
-    version: i16,
-    kind: &RequestKind,
-) -> Option<ResponseKind> {
-    let Err(why) = authority.check() else { return None };
-    let topic = ResponseError::TopicAuthorizationFailed;
-    let group = ResponseError::GroupAuthorizationFailed;
-    let response =
-        match kind {
-            RequestKind::CreateTopics(r) => {
-                ResponseKind::CreateTopics(api::create_topics::error(r, topic, why))
-            }
-            RequestKind::DeleteTopics(r) => {
-                ResponseKind::DeleteTopics(api::delete_topics::error(r, version, topic, why))
-            }
-            RequestKind::CreatePartitions(r) => {
-                ResponseKind::CreatePartitions(api::create_partitions::error(r, topic, why))
-            }
-            // Neither response has a message field.
-            RequestKind::DeleteGroups(r) => {
-                ResponseKind::DeleteGroups(api::delete_groups::error(r, group))
-            }
-            RequestKind::OffsetDelete(_) => {
-                ResponseKind::OffsetDelete(api::offset_delete::error(group))
-            }
-            RequestKind::AlterClientQuotas(r) => ResponseKind::AlterClientQuotas(
-                alter_client_quotas(r, ResponseError::ClusterAuthorizationFailed, why),
-            ),
-            _ => return None,
-        };
-    refused(key, authority);
-    Some(response)
-}
-
 /// Count and log one refused request (for Metadata: one that asked to create topics).
 pub fn refused(key: ApiKey, authority: Authority) {
     let api = versions::name(key);
@@ -148,48 +106,9 @@ pub fn refused(key: ApiKey, authority: Authority) {
     crate::metrics::global().observe_refusal(api);
 }
 
-/// Every entry of an AlterClientQuotas request failed with `code`: each echoes its entity,
-/// as Kafka's `AlterClientQuotasRequest::getErrorResponse` does.
-fn alter_client_quotas(
-    req: &AlterClientQuotasRequest,
-    code: ResponseError,
-    message: &str,
-) -> AlterClientQuotasResponse {
-    let entries = req
-        .entries
-        .iter()
-        .map(|e| {
-            let entity = e
-                .entity
-                .iter()
-                .map(|d| {
-                    EntityData::default()
-                        .with_entity_type(d.entity_type.clone())
-                        .with_entity_name(d.entity_name.clone())
-                })
-                .collect();
-            EntryData::default()
-                .with_entity(entity)
-                .with_error_code(code.code())
-                .with_error_message(Some(StrBytes::from_string(message.to_string())))
-        })
-        .collect();
-    AlterClientQuotasResponse::default().with_entries(entries)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kafka_protocol::messages::alter_client_quotas_request::{self, OpData};
-    use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
-    use kafka_protocol::messages::create_topics_request::CreatableTopic;
-    use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
-    use kafka_protocol::messages::*;
-    use uuid::Uuid;
-
-    fn s(x: &str) -> StrBytes {
-        StrBytes::from_string(x.to_string())
-    }
 
     #[test]
     fn only_super_users_may_and_the_switch_stops_everyone() {
@@ -209,200 +128,5 @@ mod tests {
             assert_eq!(got.may_alter_cluster(), want == Granted);
         }
         assert!(Forwarded.may_alter_cluster(), "decided by the kelp that forwarded it");
-    }
-
-    /// One request of each cluster-wide API, naming two of its things (topics, groups, ...).
-    fn requests() -> Vec<(ApiKey, i16, RequestKind)> {
-        let topics = |names: [&str; 2]| names.map(|n| TopicName(s(n))).to_vec();
-        let entry = |client: &str| {
-            alter_client_quotas_request::EntryData::default()
-                .with_entity(vec![
-                    alter_client_quotas_request::EntityData::default()
-                        .with_entity_type(s("client-id"))
-                        .with_entity_name(Some(s(client))),
-                ])
-                .with_ops(vec![
-                    OpData::default().with_key(s("producer_byte_rate")).with_value(1024.0),
-                ])
-        };
-        vec![
-            (
-                ApiKey::CreateTopics,
-                7,
-                RequestKind::CreateTopics(
-                    CreateTopicsRequest::default().with_topics(
-                        topics(["a", "b"])
-                            .into_iter()
-                            .map(|n| CreatableTopic::default().with_name(n).with_num_partitions(3))
-                            .collect(),
-                    ),
-                ),
-            ),
-            (
-                ApiKey::DeleteTopics,
-                5,
-                RequestKind::DeleteTopics(
-                    DeleteTopicsRequest::default().with_topic_names(topics(["a", "b"])),
-                ),
-            ),
-            (
-                ApiKey::CreatePartitions,
-                3,
-                RequestKind::CreatePartitions(
-                    CreatePartitionsRequest::default().with_topics(
-                        topics(["a", "b"])
-                            .into_iter()
-                            .map(|n| CreatePartitionsTopic::default().with_name(n).with_count(4))
-                            .collect(),
-                    ),
-                ),
-            ),
-            (
-                ApiKey::DeleteGroups,
-                2,
-                RequestKind::DeleteGroups(
-                    DeleteGroupsRequest::default()
-                        .with_groups_names(vec![GroupId(s("g1")), GroupId(s("g2"))]),
-                ),
-            ),
-            (
-                ApiKey::OffsetDelete,
-                0,
-                RequestKind::OffsetDelete(
-                    OffsetDeleteRequest::default().with_group_id(GroupId(s("g1"))),
-                ),
-            ),
-            (
-                ApiKey::AlterClientQuotas,
-                1,
-                RequestKind::AlterClientQuotas(
-                    AlterClientQuotasRequest::default()
-                        .with_entries(vec![entry("c1"), entry("c2")]),
-                ),
-            ),
-        ]
-    }
-
-    /// (name, code, message) of every part of a refusal.
-    fn parts(r: &ResponseKind) -> Vec<(String, i16, Option<String>)> {
-        let m = |m: &Option<StrBytes>| m.as_ref().map(|m| m.to_string());
-        match r {
-            ResponseKind::CreateTopics(r) => {
-                { r.topics.iter().map(|t| (t.name.to_string(), t.error_code, m(&t.error_message))) }
-                    .collect()
-            }
-            ResponseKind::DeleteTopics(r) => r
-                .responses
-                .iter()
-                .map(|t| {
-                    let name = t.name.as_ref().map_or(String::new(), |n| n.to_string());
-                    (name, t.error_code, m(&t.error_message))
-                })
-                .collect(),
-            ResponseKind::CreatePartitions(r) => {
-                r.results.iter().map(|t| (t.name.to_string(), t.error_code, m(&t.error_message)))
-            }
-            .collect(),
-            ResponseKind::DeleteGroups(r) => {
-                r.results.iter().map(|g| (g.group_id.to_string(), g.error_code, None)).collect()
-            }
-            ResponseKind::OffsetDelete(r) => vec![(String::new(), r.error_code, None)],
-            ResponseKind::AlterClientQuotas(r) => r
-                .entries
-                .iter()
-                .map(|e| {
-                    let name =
-                        e.entity[0].entity_name.as_ref().map_or(String::new(), |n| n.to_string());
-                    (name, e.error_code, m(&e.error_message))
-                })
-                .collect(),
-            other => panic!("not a refusal: {other:?}"),
-        }
-    }
-
-    #[test]
-    fn every_cluster_wide_api_is_refused_part_by_part_with_kafkas_code() {
-        let requests = requests();
-        assert_eq!(
-            requests.iter().map(|(k, ..)| *k).collect::<Vec<_>>(),
-            CLUSTER_WIDE,
-            "one request per cluster-wide api"
-        );
-        let topic = ResponseError::TopicAuthorizationFailed.code();
-        let group = ResponseError::GroupAuthorizationFailed.code();
-        let cluster = ResponseError::ClusterAuthorizationFailed.code();
-        for authority in [Authority::Disabled, Authority::NotSuperUser] {
-            let why = authority.check().unwrap_err().to_string();
-            for (key, version, kind) in &requests {
-                let r = refusal(authority, *key, *version, kind)
-                    .unwrap_or_else(|| panic!("{key:?} not refused"));
-                let got = parts(&r);
-                let want: Vec<(String, i16, Option<String>)> = match key {
-                    ApiKey::CreateTopics | ApiKey::DeleteTopics | ApiKey::CreatePartitions => {
-                        ["a", "b"].map(|n| (n.to_string(), topic, Some(why.clone()))).to_vec()
-                    }
-                    ApiKey::DeleteGroups => {
-                        ["g1", "g2"].map(|n| (n.to_string(), group, None)).to_vec()
-                    }
-                    ApiKey::OffsetDelete => vec![(String::new(), group, None)],
-                    ApiKey::AlterClientQuotas => {
-                        ["c1", "c2"].map(|n| (n.to_string(), cluster, Some(why.clone()))).to_vec()
-                    }
-                    _ => unreachable!(),
-                };
-                assert_eq!(got, want, "{key:?} refused to {authority:?}");
-            }
-        }
-        for authority in [Authority::Granted, Authority::Forwarded] {
-            for (key, version, kind) in &requests {
-                assert!(refusal(authority, *key, *version, kind).is_none(), "{key:?}");
-            }
-        }
-    }
-
-    #[test]
-    fn other_apis_are_never_refused() {
-        let metadata = RequestKind::Metadata(MetadataRequest::default());
-        assert!(refusal(Authority::Disabled, ApiKey::Metadata, 12, &metadata).is_none());
-        let commit = RequestKind::OffsetCommit(OffsetCommitRequest::default());
-        assert!(refusal(Authority::NotSuperUser, ApiKey::OffsetCommit, 8, &commit).is_none());
-        let describe = RequestKind::DescribeClientQuotas(DescribeClientQuotasRequest::default());
-        assert!(refusal(Authority::Disabled, ApiKey::DescribeClientQuotas, 1, &describe).is_none());
-    }
-
-    #[test]
-    fn a_delete_by_topic_id_is_refused_without_looking_the_id_up() {
-        let id = Uuid::new_v4();
-        let req = DeleteTopicsRequest::default().with_topics(vec![
-            DeleteTopicState::default().with_topic_id(id),
-            DeleteTopicState::default().with_name(Some(TopicName(s("named")))),
-        ]);
-        let Some(ResponseKind::DeleteTopics(r)) = refusal(
-            Authority::NotSuperUser,
-            ApiKey::DeleteTopics,
-            6,
-            &RequestKind::DeleteTopics(req),
-        ) else {
-            panic!()
-        };
-        let got: Vec<_> = r
-            .responses
-            .iter()
-            .map(|t| (t.name.as_ref().map(|n| n.to_string()), t.topic_id, t.error_code))
-            .collect();
-        let code = ResponseError::TopicAuthorizationFailed.code();
-        assert_eq!(got, vec![(None, id, code), (Some("named".into()), Uuid::nil(), code)]);
-    }
-
-    #[test]
-    fn refusals_encode_at_every_advertised_version() {
-        for (key, _, kind) in requests() {
-            let row = versions::SUPPORTED.iter().find(|r| r.key == key).expect("advertised");
-            for version in row.min..=row.max {
-                let r = refusal(Authority::Disabled, key, version, &kind).expect("refused");
-                let mut buf = bytes::BytesMut::new();
-                r.encode(&mut buf, version).unwrap_or_else(|e| panic!("{key:?} v{version}: {e}"));
-            }
-        }
     }
 }

@@ -350,6 +350,21 @@ impl Config {
         Duration::from_millis(self.tls_handshake_timeout_ms)
     }
 
+    /// The Kafka listener's TLS files, `None` when TLS is off; an error names the setting
+    /// missing from a pair.
+    pub fn listener_tls(&self) -> anyhow::Result<Option<crate::tls::ListenerFiles<'_>>> {
+        let Some(cert) = &self.tls_cert else { return Ok(None) };
+        let Some(key) = &self.tls_key else {
+            anyhow::bail!("{ENV_TLS_CERT} is set without {ENV_TLS_KEY}");
+        };
+        Ok(Some(crate::tls::ListenerFiles {
+            cert,
+            key,
+            client_ca: self.tls_client_ca.as_deref(),
+            handshake_timeout: self.tls_handshake_timeout(),
+        }))
+    }
+
     /// How to reach SeaweedFS over TLS; `None` for plaintext gRPC.
     pub fn seaweedfs_tls(&self) -> Option<crate::seaweed::SeaweedTls> {
         let ca = self.seaweedfs_tls_ca.clone()?;

@@ -127,7 +127,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
     // TLS files are read before anything is bound: unusable ones fail the start first.
-    let tls = tls::KafkaTls::start(&config, cancel.clone(), &tracker)?;
+    let tls = tls::KafkaTls::start(config.listener_tls()?, cancel.clone(), &tracker)?;
     let seaweed = Seaweed::connect_tracked(
         SeaweedOptions {
             master: config.master.clone(),

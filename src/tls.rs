@@ -25,7 +25,6 @@ use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert, WebPkiClient
 use tokio_rustls::rustls::sign::CertifiedKey;
 use tokio_rustls::rustls::{self, RootCertStore, ServerConfig};
 
-use crate::config::{self, Config};
 use crate::shutdown::{CancellationToken, TaskTracker};
 
 /// How often the files are checked for a change. Secret volumes themselves are refreshed by
@@ -203,6 +202,15 @@ pub struct KafkaTls {
     handshake_timeout: Duration,
 }
 
+/// The Kafka listener's TLS settings (`Config::listener_tls`).
+pub struct ListenerFiles<'a> {
+    pub cert: &'a Path,
+    pub key: &'a Path,
+    /// Clients must present a certificate from this CA (mTLS).
+    pub client_ca: Option<&'a Path>,
+    pub handshake_timeout: Duration,
+}
+
 /// How a handshake ended, as the metric counts it.
 enum Handshake {
     Done(Box<tokio_rustls::server::TlsStream<TcpStream>>),
@@ -216,18 +224,15 @@ impl KafkaTls {
     /// (failing the start when they are unusable) and re-reads them every
     /// [`RELOAD_INTERVAL`] on `tracker` until `cancel`.
     pub fn start(
-        config: &Config,
+        files: Option<ListenerFiles<'_>>,
         cancel: CancellationToken,
         tracker: &TaskTracker,
     ) -> anyhow::Result<Option<KafkaTls>> {
-        let Some(cert) = &config.tls_cert else { return Ok(None) };
-        let key = config.tls_key.as_ref().with_context(|| {
-            format!("{} is set without {}", config::ENV_TLS_CERT, config::ENV_TLS_KEY)
-        })?;
-        let server = server_config(cert, key, config.tls_client_ca.as_deref())
+        let Some(files) = files else { return Ok(None) };
+        let server = server_config(files.cert, files.key, files.client_ca)
             .context("loading the Kafka listener's TLS files")?;
         tracker.spawn(server.clone().watch(cancel));
-        Ok(Some(KafkaTls { config: server, handshake_timeout: config.tls_handshake_timeout() }))
+        Ok(Some(KafkaTls { config: server, handshake_timeout: files.handshake_timeout }))
     }
 
     /// The server's side of the handshake on an accepted connection, bounded by the

@@ -107,6 +107,35 @@ fn parse_alteration(
     Ok((entity, changes))
 }
 
+/// Every entry of the request failed with `code`: each echoes its entity,
+/// as Kafka's `AlterClientQuotasRequest::getErrorResponse` does.
+pub fn error(
+    req: &AlterClientQuotasRequest,
+    code: ResponseError,
+    message: &str,
+) -> AlterClientQuotasResponse {
+    let entries = req
+        .entries
+        .iter()
+        .map(|e| {
+            let entity = e
+                .entity
+                .iter()
+                .map(|d| {
+                    EntityData::default()
+                        .with_entity_type(d.entity_type.clone())
+                        .with_entity_name(d.entity_name.clone())
+                })
+                .collect();
+            EntryData::default()
+                .with_entity(entity)
+                .with_error_code(code.code())
+                .with_error_message(Some(StrBytes::from_string(message.to_string())))
+        })
+        .collect();
+    AlterClientQuotasResponse::default().with_entries(entries)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,13 +26,14 @@ pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
 pub mod produce;
+pub mod refusal;
 pub mod sasl_authenticate;
 pub mod sasl_handshake;
 pub mod sync_group;
 
 use kafka_protocol::messages::{RequestKind, ResponseKind};
 
-use crate::authz::{self, Authority};
+use crate::authz::Authority;
 use crate::ctx::Ctx;
 use crate::protocol::{Body, Reply, Request};
 use crate::session::Session;
@@ -61,7 +62,7 @@ pub async fn dispatch(
         }
         Body::Kind(kind) => kind,
     };
-    if let Some(refused) = authz::refusal(authority, request.api_key, version, &kind) {
+    if let Some(refused) = refusal::refusal(authority, request.api_key, version, &kind) {
         return Some(refused.into());
     }
     let response = match kind {

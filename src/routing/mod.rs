@@ -51,7 +51,7 @@ use kafka_protocol::messages::{
 use tracing::debug;
 
 use crate::api;
-use crate::authz::{self, Authority};
+use crate::authz::Authority;
 use crate::ctx::Ctx;
 use crate::group::Route;
 use crate::peer::PeerError;
@@ -129,7 +129,7 @@ pub async fn answer(
         return api::dispatch(ctx, session, authority, request).await;
     };
     // Decided here, before forwarding: the owner answers whatever a peer sends it.
-    if let Some(refused) = authz::refusal(authority, api_key, version, &kind) {
+    if let Some(refused) = api::refusal::refusal(authority, api_key, version, &kind) {
         return Some(refused.into());
     }
     let a = authority;
