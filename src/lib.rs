@@ -28,6 +28,9 @@ pub(crate) mod connection;
 pub(crate) mod ctx;
 pub mod embedded;
 pub mod error;
+#[cfg(any(test, feature = "fuzz"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub(crate) mod group;
 pub(crate) mod listener;
 pub mod metrics;

@@ -5,7 +5,7 @@
 //! connections to other kelps, and the deadline of one forward. Does not own which requests
 //! are forwarded or to whom (`routing`), nor serving what peers send (`connection::peer`).
 
-mod client;
+pub(crate) mod client;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
