@@ -48,6 +48,12 @@ pub mod topics;
 pub(crate) mod watch;
 pub mod webhook;
 
+/// The unit tests count allocations, so that the fuzz corpus replay can hold each input to
+/// the fuzzer's memory bound (in a process of its own, where no other test allocates).
+#[cfg(test)]
+#[global_allocator]
+static TEST_ALLOC: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -72,10 +72,20 @@ enum Cmd {
         crashes: PathBuf,
         targets: Vec<String>,
     },
+    /// Write every target's built-in seeds into a corpus directory (one file each, named by
+    /// its content), for checking in next to what fuzzing found.
+    Seeds {
+        #[arg(long)]
+        corpus: Option<PathBuf>,
+    },
     /// Run files (or every file in directories) through one target or all of them.
     Replay {
         #[arg(long)]
         target: Option<String>,
+        /// Cap memory per input as fuzzing does (an allocation over the bound aborts; run
+        /// under a debugger to see where).
+        #[arg(long)]
+        capped: bool,
         paths: Vec<PathBuf>,
     },
     /// (Internal) run inputs `from..to` of one target and report on stdout.
@@ -122,7 +132,19 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-        Cmd::Replay { target, paths } => replay(target.as_deref(), &paths),
+        Cmd::Seeds { corpus } => {
+            let dir = corpus.unwrap_or_else(fuzzing::corpus_dir);
+            for t in TARGETS {
+                for seed in (t.seeds)() {
+                    if save(&dir, t.name, "seed", &seed).is_none() {
+                        eprintln!("cannot write into {}", dir.display());
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Cmd::Replay { target, capped, paths } => replay(target.as_deref(), capped, &paths),
         Cmd::Work { target, seed, from, to, corpus, crashes, trace } => {
             let Some(t) = fuzzing::target(&target) else {
                 eprintln!("no target {target}");
@@ -298,6 +320,7 @@ fn work(
     let mut out = std::io::stdout().lock();
     let mut seen = HashSet::new();
     let mut last_report = Instant::now();
+    let _ = writeln!(out, "at {}", range.start);
     for i in range.clone() {
         if trace {
             let _ = writeln!(out, "try {i}");
@@ -310,7 +333,7 @@ fn work(
             last_report = Instant::now();
         }
         let input = inputs.get(i);
-        let limit = ALLOC.allocated() + fuzzing::memory_bound(input.len());
+        let limit = ALLOC.allocated() + fuzzing::memory_bound(t, input.len());
         let _ = ALLOC.set_limit(limit);
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| (t.run)(&input)));
         let _ = ALLOC.set_limit(usize::MAX);
@@ -364,6 +387,8 @@ enum End {
 }
 
 struct Worker {
+    /// The first input of its range.
+    start: u64,
     child: Child,
     lines: mpsc::Receiver<String>,
     stderr: std::thread::JoinHandle<String>,
@@ -402,12 +427,12 @@ fn spawn(plan: &Plan, t: &Target, range: std::ops::Range<u64>, trace: bool) -> W
         let tail: Vec<&str> = s.lines().rev().take(5).collect();
         tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
     });
-    Worker { child, lines, stderr }
+    Worker { start: range.start, child, lines, stderr }
 }
 
 /// Follow a worker to its end, counting panics into `report`.
 fn follow(plan: &Plan, t: &Target, mut w: Worker, report: &mut Report) -> End {
-    let mut last = None;
+    let mut last = w.start;
     loop {
         match w.lines.recv_timeout(plan.timeout) {
             Ok(line) => {
@@ -417,7 +442,7 @@ fn follow(plan: &Plan, t: &Target, mut w: Worker, report: &mut Report) -> End {
                         let _ = w.child.wait();
                         return End::Done;
                     }
-                    (Some("at" | "try"), Some(i)) => last = Some(i),
+                    (Some("at" | "try"), Some(i)) => last = i,
                     (Some("panic"), Some(i)) => {
                         report.panics += 1;
                         let file = words.next().unwrap_or("-");
@@ -431,12 +456,12 @@ fn follow(plan: &Plan, t: &Target, mut w: Worker, report: &mut Report) -> End {
                 let _ = w.child.kill();
                 let _ = w.child.wait();
                 let why = format!("no progress for {:?}", plan.timeout);
-                return End::Died { last: last.unwrap_or(0), why };
+                return End::Died { last, why };
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 let status = w.child.wait().map(|s| s.to_string()).unwrap_or_default();
                 let stderr = w.stderr.join().unwrap_or_default();
-                return End::Died { last: last.unwrap_or(0), why: format!("{status}: {stderr}") };
+                return End::Died { last, why: format!("{status}: {stderr}") };
             }
         }
     }
@@ -520,7 +545,7 @@ fn run(plan: &Plan, targets: &[&'static Target], total: u64, jobs: usize) -> boo
 
 // === replay ===
 
-fn replay(target: Option<&str>, paths: &[PathBuf]) -> ExitCode {
+fn replay(target: Option<&str>, capped: bool, paths: &[PathBuf]) -> ExitCode {
     let targets: Vec<&Target> = match target {
         Some(n) => match fuzzing::target(n) {
             Some(t) => vec![t],
@@ -548,8 +573,13 @@ fn replay(target: Option<&str>, paths: &[PathBuf]) -> ExitCode {
             }
         };
         for t in &targets {
-            println!("{} through {}", f.display(), t.name);
+            let bound = fuzzing::memory_bound(t, input.len());
+            println!("{} through {} (memory bound {bound} bytes)", f.display(), t.name);
+            if capped {
+                let _ = ALLOC.set_limit(ALLOC.allocated() + bound);
+            }
             (t.run)(&input);
+            let _ = ALLOC.set_limit(usize::MAX);
         }
     }
     println!("{} files passed", files.len());

@@ -14,6 +14,8 @@ pub const CONFIG: Target = Target {
     seeds: config_seeds,
     max_len: 2048,
     weight: 3,
+    memory_base: 4 << 20,
+    memory_per_byte: 256,
 };
 
 /// Input: byte 0 picks the file, the rest is its text.

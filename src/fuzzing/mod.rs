@@ -39,6 +39,10 @@ pub struct Target {
     /// Share of the fuzzer's default input count; slow targets (SASL derives PBKDF2 keys)
     /// get fewer inputs.
     pub weight: u32,
+    /// Memory one input may hold at once: this much plus [`Target::memory_per_byte`] for each
+    /// byte of the input. See [`memory_bound`].
+    pub memory_base: usize,
+    pub memory_per_byte: usize,
 }
 
 /// Every target, in the order scripts/fuzz.sh runs them.
@@ -64,12 +68,13 @@ pub fn target(name: &str) -> Option<&'static Target> {
 /// `KELP_MAX_UNCOMPRESSED_BYTES`, small so that hitting it is cheap).
 pub const DECOMPRESSION_LIMIT: usize = 1 << 20;
 
-/// The most memory one input of `len` bytes may hold at once, harness included: a fixed
-/// allowance (the structured targets build values up to a few times the decompression limit
-/// before compressing them) plus a multiple of the input. A decoder that reserves by what a
-/// length or count *claims* rather than by the bytes behind it goes far past this.
-pub fn memory_bound(len: usize) -> usize {
-    16 * DECOMPRESSION_LIMIT + 256 * len
+/// The most memory one input of `len` bytes may hold at once in `target`, harness included:
+/// a fixed allowance plus a multiple of the input. The multiple is what decoding can
+/// legitimately cost per byte (a decoded element is larger than its bytes on the wire, and
+/// the request targets decode twice for their round trip); a decoder that reserves by what
+/// a length or count *claims*, rather than by the bytes behind it, goes past it.
+pub fn memory_bound(target: &Target, len: usize) -> usize {
+    target.memory_base + target.memory_per_byte * len
 }
 
 /// Where the checked-in corpus lives: one directory per target.
@@ -124,6 +129,40 @@ mod tests {
         for t in TARGETS {
             for input in &all {
                 (t.run)(input);
+            }
+        }
+    }
+
+    /// The corpus again, each input held to its target's memory bound as the fuzzer holds
+    /// it. An allocation over the bound aborts the process, so the replay runs in a child:
+    /// this test binary running only [`capped_replay`], where no other test allocates.
+    #[test]
+    fn the_corpus_replays_within_each_targets_memory_bound() {
+        let exe = std::env::current_exe().expect("the test binary");
+        let out = std::process::Command::new(exe)
+            .args(["fuzzing::tests::capped_replay", "--exact", "--ignored", "--test-threads=1"])
+            .output()
+            .expect("running the replay");
+        assert!(
+            out.status.success(),
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[test]
+    #[ignore = "run in a process of its own by the_corpus_replays_within_each_targets_memory_bound"]
+    fn capped_replay() {
+        let alloc = &crate::TEST_ALLOC;
+        for t in TARGETS {
+            let inputs = (t.seeds)().into_iter().map(|s| ("seed".into(), s));
+            for (path, input) in corpus(&corpus_dir(), t.name).into_iter().chain(inputs) {
+                // Said before running: an abort leaves this as the last line.
+                eprintln!("{} {} ({} bytes)", t.name, path.display(), input.len());
+                alloc.set_limit(alloc.allocated() + memory_bound(t, input.len())).unwrap();
+                (t.run)(&input);
+                alloc.set_limit(usize::MAX).unwrap();
             }
         }
     }

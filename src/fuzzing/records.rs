@@ -21,6 +21,8 @@ pub const BATCH: Target = Target {
     seeds: batch_seeds,
     max_len: 8192,
     weight: 20,
+    memory_base: 16 * DECOMPRESSION_LIMIT,
+    memory_per_byte: 256,
 };
 
 pub const BATCH_BYTES: Target = Target {
@@ -30,6 +32,8 @@ pub const BATCH_BYTES: Target = Target {
     seeds: batch_bytes_seeds,
     max_len: 8192,
     weight: 10,
+    memory_base: 4 * DECOMPRESSION_LIMIT,
+    memory_per_byte: 64,
 };
 
 pub const LEGACY: Target = Target {
@@ -39,6 +43,8 @@ pub const LEGACY: Target = Target {
     seeds: legacy_seeds,
     max_len: 8192,
     weight: 15,
+    memory_base: 16 * DECOMPRESSION_LIMIT,
+    memory_per_byte: 256,
 };
 
 pub const LEGACY_BYTES: Target = Target {
@@ -48,6 +54,8 @@ pub const LEGACY_BYTES: Target = Target {
     seeds: legacy_bytes_seeds,
     max_len: 8192,
     weight: 10,
+    memory_base: 4 * DECOMPRESSION_LIMIT,
+    memory_per_byte: 64,
 };
 
 // === shared generators ===

@@ -19,8 +19,10 @@ pub const REQUEST: Target = Target {
     about: "whole frames (without the length prefix) into protocol::decode_request",
     run: request,
     seeds: frames,
-    max_len: 4096,
+    max_len: 16 * 1024,
     weight: 20,
+    memory_base: 256 * 1024,
+    memory_per_byte: 64,
 };
 
 pub const REQUEST_BODY: Target = Target {
@@ -28,8 +30,10 @@ pub const REQUEST_BODY: Target = Target {
     about: "a valid header for every advertised (api key, version), then a fuzzed body",
     run: request_body,
     seeds: body_seeds,
-    max_len: 4096,
+    max_len: 16 * 1024,
     weight: 20,
+    memory_base: 256 * 1024,
+    memory_per_byte: 64,
 };
 
 pub const FRAMES: Target = Target {
@@ -39,6 +43,8 @@ pub const FRAMES: Target = Target {
     seeds: stream_seeds,
     max_len: 4096,
     weight: 10,
+    memory_base: 1 << 20,
+    memory_per_byte: 64,
 };
 
 // === request ===
@@ -172,12 +178,12 @@ fn full_body(key: ApiKey) -> Option<RequestKind> {
                     ]),
             ]),
         ),
-        ApiKey::Metadata => RequestKind::Metadata(
-            m::MetadataRequest::default().with_topics(Some(vec![
+        ApiKey::Metadata => {
+            RequestKind::Metadata(m::MetadataRequest::default().with_topics(Some(vec![
                 m::metadata_request::MetadataRequestTopic::default()
                     .with_name(Some(m::TopicName(s("t")))),
-            ])),
-        ),
+            ])))
+        }
         ApiKey::JoinGroup => RequestKind::JoinGroup(
             m::JoinGroupRequest::default()
                 .with_group_id(m::GroupId(s("g")))

@@ -24,6 +24,8 @@ pub const SASL: Target = Target {
     max_len: 1024,
     // Every PLAIN login and every first SCRAM proof for a new salt costs a PBKDF2 derivation.
     weight: 2,
+    memory_base: 1 << 20,
+    memory_per_byte: 64,
 };
 
 const USER: &str = "alice";

@@ -17,6 +17,8 @@ pub const WEBHOOK: Target = Target {
     seeds: webhook_seeds,
     max_len: 4096,
     weight: 10,
+    memory_base: 1 << 20,
+    memory_per_byte: 256,
 };
 
 fn settings(native: bool, volumes: bool) -> InjectSettings {

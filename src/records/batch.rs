@@ -31,9 +31,12 @@ pub struct Batch {
 
 /// Decode every batch in a Produce partition's `records` field.
 ///
-/// `max_uncompressed` bounds the memory one batch may expand to.
+/// `max_uncompressed` bounds what the compressed batches may expand to, all of them together:
+/// each decoded batch is held until the last one is decoded, so a bound per batch would let
+/// a stream of small batches, each just under it, add up to many times the limit.
 pub fn decode_all(mut buf: Bytes, max_uncompressed: usize) -> Result<Vec<Batch>, BatchError> {
     let mut out = Vec::new();
+    let mut budget = Budget { limit: max_uncompressed, left: max_uncompressed };
     while buf.has_remaining() {
         if buf.len() < 12 {
             return Err(BatchError::malformed("trailing bytes shorter than a batch header"));
@@ -43,7 +46,7 @@ pub fn decode_all(mut buf: Bytes, max_uncompressed: usize) -> Result<Vec<Batch>,
             return Err(BatchError::malformed(format!("batch length {batch_len} out of bounds")));
         }
         let one = buf.split_to(12 + batch_len as usize);
-        out.push(decode_one(one, max_uncompressed)?);
+        out.push(decode_one(one, &mut budget)?);
     }
     Ok(out)
 }
@@ -57,7 +60,29 @@ pub fn magic(buf: &[u8]) -> Option<i8> {
 /// lengths and header count, one byte each. Bounds what a claimed record count may reserve.
 const MIN_RECORD_BYTES: usize = 7;
 
-fn decode_one(b: Bytes, max_uncompressed: usize) -> Result<Batch, BatchError> {
+/// What is left of a decompression limit shared by several batches or messages.
+pub(crate) struct Budget {
+    /// The whole limit, as errors report it.
+    pub limit: usize,
+    pub left: usize,
+}
+
+impl Budget {
+    /// Decompress `body` within what is left, and charge what it expanded to.
+    pub fn decompress(&mut self, codec: Codec, body: Bytes) -> Result<Bytes, BatchError> {
+        if codec == Codec::None {
+            return Ok(body);
+        }
+        let out = compression::decompress(codec, body, self.left).map_err(|e| match e {
+            BatchError::TooLarge(_) => BatchError::TooLarge(self.limit),
+            e => e,
+        })?;
+        self.left -= out.len();
+        Ok(out)
+    }
+}
+
+fn decode_one(b: Bytes, budget: &mut Budget) -> Result<Batch, BatchError> {
     let magic = b[MAGIC_OFFSET] as i8;
     if magic != 2 {
         return Err(BatchError::malformed(format!("magic {magic} in a v2 batch stream")));
@@ -77,10 +102,10 @@ fn decode_one(b: Bytes, max_uncompressed: usize) -> Result<Batch, BatchError> {
     let count = h.get_i32();
     let codec = Codec::from_attributes(attributes)?;
     let body = b.slice(HEADER_LEN..);
-    if count < 0 || count as usize > max_uncompressed {
+    if count < 0 || count as usize > budget.limit {
         return Err(BatchError::malformed(format!("record count {count}")));
     }
-    let body = compression::decompress(codec, body, max_uncompressed)?;
+    let body = budget.decompress(codec, body)?;
     let mut records = Vec::with_capacity((count as usize).min(body.len() / MIN_RECORD_BYTES));
     let mut pos = 0;
     for _ in 0..count {
@@ -385,6 +410,30 @@ mod tests {
         let crc = crc32c::crc32c(&b[CRC_START..]);
         b[17..21].copy_from_slice(&crc.to_be_bytes());
         b.freeze()
+    }
+
+    /// Each batch expands to 6 KB: one fits a 10 KB limit, two together do not, however
+    /// small each is compressed (small batches each just under the limit used to add up to
+    /// any multiple of it).
+    #[test]
+    fn the_decompression_limit_is_shared_by_every_batch_of_a_partition() {
+        let big = vec![Record {
+            timestamp_ms: 0,
+            key: None,
+            value: Some(Bytes::from(vec![0u8; 6_000])),
+            headers: vec![],
+        }];
+        for c in [Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
+            let one = library_batch(&big, c);
+            assert_eq!(decode_all(one.clone(), 10_000).unwrap().len(), 1, "{c:?}");
+            let many: Vec<u8> = (0..64).flat_map(|_| one.to_vec()).collect();
+            let err = decode_all(Bytes::from(many), 10_000).unwrap_err();
+            assert_eq!(err, BatchError::TooLarge(10_000), "{c:?}");
+        }
+        // Uncompressed batches are bounded by the request's own size, not by this limit.
+        let plain = library_batch(&big, Compression::None);
+        let two: Vec<u8> = [plain.to_vec(), plain.to_vec()].concat();
+        assert_eq!(decode_all(Bytes::from(two), 10_000).unwrap().len(), 2);
     }
 
     #[test]

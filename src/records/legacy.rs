@@ -7,19 +7,24 @@
 
 use bytes::{Buf, Bytes};
 
-use super::compression::{self, Codec};
+use super::batch::Budget;
+use super::compression::Codec;
 use super::{BatchError, Record};
 
 /// Decode a whole message set into records, decompressing wrapper messages.
+///
+/// `max_uncompressed` bounds what the wrappers may expand to, all of them together (as for
+/// `batch::decode_all`).
 pub fn decode(buf: Bytes, max_uncompressed: usize) -> Result<Vec<Record>, BatchError> {
     let mut out = Vec::new();
-    decode_into(buf, max_uncompressed, 0, &mut out)?;
+    let mut budget = Budget { limit: max_uncompressed, left: max_uncompressed };
+    decode_into(buf, &mut budget, 0, &mut out)?;
     Ok(out)
 }
 
 fn decode_into(
     mut buf: Bytes,
-    limit: usize,
+    budget: &mut Budget,
     depth: u8,
     out: &mut Vec<Record>,
 ) -> Result<(), BatchError> {
@@ -59,9 +64,9 @@ fn decode_into(
         }
         let inner =
             value.ok_or_else(|| BatchError::malformed("compressed message without value"))?;
-        let inner = compression::decompress(codec, inner, limit)?;
+        let inner = budget.decompress(codec, inner)?;
         let first = out.len();
-        decode_into(inner, limit, depth + 1, out)?;
+        decode_into(inner, budget, depth + 1, out)?;
         if magic == 1 {
             // v1 inner messages inherit the wrapper's timestamp when it is LogAppendTime;
             // with CreateTime they keep their own.
@@ -168,6 +173,35 @@ mod tests {
         assert_eq!(got.len(), 2);
         assert_eq!(got[1].value.as_deref(), Some(&b"v2"[..]));
         assert_eq!(got[1].timestamp_ms, 6);
+    }
+
+    /// A gzip wrapper around `inner` (a message set), as a v1 message.
+    fn gzip_wrapper(out: &mut Vec<u8>, inner: &[u8]) {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(inner).unwrap();
+        let compressed = gz.finish().unwrap();
+        let mut body = vec![1u8, 1];
+        body.extend_from_slice(&5i64.to_be_bytes());
+        body.extend_from_slice(&(-1i32).to_be_bytes());
+        body.extend_from_slice(&(compressed.len() as i32).to_be_bytes());
+        body.extend_from_slice(&compressed);
+        out.extend_from_slice(&0i64.to_be_bytes());
+        out.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+        out.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
+        out.extend_from_slice(&body);
+    }
+
+    /// Wrappers each expanding to 6 KB: one fits a 10 KB limit, many together do not.
+    #[test]
+    fn the_decompression_limit_is_shared_by_every_wrapper() {
+        let mut inner = Vec::new();
+        encode_message(&mut inner, 1, 5, None, Some(&[0u8; 6_000]));
+        let mut one = Vec::new();
+        gzip_wrapper(&mut one, &inner);
+        assert_eq!(decode(Bytes::from(one.clone()), 10_000).unwrap().len(), 1);
+        let many: Vec<u8> = (0..64).flat_map(|_| one.clone()).collect();
+        assert_eq!(decode(Bytes::from(many), 10_000), Err(BatchError::TooLarge(10_000)));
     }
 
     #[test]
