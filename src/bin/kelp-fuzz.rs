@@ -403,6 +403,10 @@ fn spawn(plan: &Plan, t: &Target, range: std::ops::Range<u64>, trace: bool) -> W
         .arg(&plan.corpus)
         .arg("--crashes")
         .arg(&plan.crashes)
+        // Decode errors are `anyhow` errors, which capture a backtrace each when these are
+        // set: that would measure backtraces, not decoders.
+        .env("RUST_BACKTRACE", "0")
+        .env("RUST_LIB_BACKTRACE", "0")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

@@ -69,7 +69,8 @@ pub fn target(name: &str) -> Option<&'static Target> {
 pub const DECOMPRESSION_LIMIT: usize = 1 << 20;
 
 /// The most memory one input of `len` bytes may hold at once in `target`, harness included:
-/// a fixed allowance plus a multiple of the input. The multiple is what decoding can
+/// a fixed allowance (for the record targets: the values they build before compressing them,
+/// and the codecs' own buffers, such as lz4's 4 MiB blocks) plus a multiple of the input. The multiple is what decoding can
 /// legitimately cost per byte (a decoded element is larger than its bytes on the wire, and
 /// the request targets decode twice for their round trip); a decoder that reserves by what
 /// a length or count *claims*, rather than by the bytes behind it, goes past it.

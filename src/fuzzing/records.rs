@@ -21,7 +21,7 @@ pub const BATCH: Target = Target {
     seeds: batch_seeds,
     max_len: 8192,
     weight: 20,
-    memory_base: 16 * DECOMPRESSION_LIMIT,
+    memory_base: 24 * DECOMPRESSION_LIMIT,
     memory_per_byte: 256,
 };
 
@@ -32,7 +32,7 @@ pub const BATCH_BYTES: Target = Target {
     seeds: batch_bytes_seeds,
     max_len: 8192,
     weight: 10,
-    memory_base: 4 * DECOMPRESSION_LIMIT,
+    memory_base: 12 * DECOMPRESSION_LIMIT,
     memory_per_byte: 64,
 };
 
@@ -43,7 +43,7 @@ pub const LEGACY: Target = Target {
     seeds: legacy_seeds,
     max_len: 8192,
     weight: 15,
-    memory_base: 16 * DECOMPRESSION_LIMIT,
+    memory_base: 24 * DECOMPRESSION_LIMIT,
     memory_per_byte: 256,
 };
 
@@ -54,7 +54,7 @@ pub const LEGACY_BYTES: Target = Target {
     seeds: legacy_bytes_seeds,
     max_len: 8192,
     weight: 10,
-    memory_base: 4 * DECOMPRESSION_LIMIT,
+    memory_base: 12 * DECOMPRESSION_LIMIT,
     memory_per_byte: 64,
 };
 
@@ -109,27 +109,33 @@ fn mutate(u: &mut Unstructured, bytes: &mut Vec<u8>) -> Gen<bool> {
 }
 
 /// Bytes for a key or value: usually short, sometimes one repeated byte long enough to reach
-/// the decompression limit (cheap to compress, large to decompress), sometimes null.
-fn field(u: &mut Unstructured) -> Gen<Option<Bytes>> {
-    Ok(match u.int_in_range(0..=63u8)? {
-        0..=7 => None,
-        8..=11 => Some(Bytes::from(vec![u.arbitrary::<u8>()?; u.int_in_range(0..=70_000)?])),
-        12 => Some(Bytes::from(vec![
-            u.arbitrary::<u8>()?;
-            u.int_in_range(0..=DECOMPRESSION_LIMIT + 4096)?
-        ])),
-        _ => Some(Bytes::copy_from_slice(some_bytes(u, 24)?)),
-    })
+/// the decompression limit (cheap to compress, large to decompress), sometimes null. Long
+/// fields draw on `big`, what one input may still spend on them.
+fn field(u: &mut Unstructured, big: &mut usize) -> Gen<Option<Bytes>> {
+    let long = |u: &mut Unstructured, big: &mut usize, max: usize| -> Gen<Option<Bytes>> {
+        let n = u.int_in_range(0..=max)?.min(*big);
+        *big -= n;
+        Ok(Some(Bytes::from(vec![u.arbitrary::<u8>()?; n])))
+    };
+    match u.int_in_range(0..=63u8)? {
+        0..=7 => Ok(None),
+        8..=11 => long(u, big, 70_000),
+        12 => long(u, big, DECOMPRESSION_LIMIT + 4096),
+        _ => Ok(Some(Bytes::copy_from_slice(some_bytes(u, 24)?))),
+    }
 }
 
-fn record(u: &mut Unstructured) -> Gen<Record> {
+/// What one input may spend on long fields: enough to pass the decompression limit.
+const BIG_FIELDS: usize = 2 * DECOMPRESSION_LIMIT;
+
+fn record(u: &mut Unstructured, big: &mut usize) -> Gen<Record> {
     let timestamp_ms = u.arbitrary()?;
-    let key = field(u)?;
-    let value = field(u)?;
+    let key = field(u, big)?;
+    let value = field(u, big)?;
     let mut headers = Vec::new();
     for _ in 0..u.int_in_range(0..=3u8)? {
-        let k = field(u)?.unwrap_or_default();
-        headers.push((k, field(u)?));
+        let k = field(u, big)?.unwrap_or_default();
+        headers.push((k, field(u, big)?));
     }
     Ok(Record { timestamp_ms, key, value, headers })
 }
@@ -170,7 +176,7 @@ fn compress(u: &mut Unstructured, codec: Codec, data: &[u8]) -> Gen<Vec<u8>> {
     Ok(match codec {
         Codec::None => data.to_vec(),
         Codec::Gzip => {
-            let level = flate2::Compression::new(u.int_in_range(0..=9)?);
+            let level = flate2::Compression::new(u.int_in_range(1..=9)?);
             let mut e = flate2::write::GzEncoder::new(Vec::new(), level);
             e.write_all(data).expect("writing to a Vec");
             e.finish().expect("writing to a Vec")
@@ -180,7 +186,8 @@ fn compress(u: &mut Unstructured, codec: Codec, data: &[u8]) -> Gen<Vec<u8>> {
             let mut out = b"\x82SNAPPY\x00".to_vec();
             out.extend_from_slice(&1i32.to_be_bytes());
             out.extend_from_slice(&1i32.to_be_bytes());
-            let block = u.int_in_range(1..=64 * 1024usize)?;
+            // At most 16 blocks: tiny blocks of a long input would expand it.
+            let block = u.int_in_range(1..=64 * 1024usize)?.max(data.len() / 16);
             for chunk in data.chunks(block) {
                 let c = snap::raw::Encoder::new().compress_vec(chunk).expect("snappy input size");
                 out.extend_from_slice(&(c.len() as i32).to_be_bytes());
@@ -265,6 +272,7 @@ fn batch_gen(u: &mut Unstructured) -> Gen<()> {
     // The records each batch must decode to, while nothing was corrupted.
     let mut expected: Option<Vec<Vec<Record>>> = Some(Vec::new());
     let mut decompressed = 0usize;
+    let mut big = BIG_FIELDS;
     if u.ratio(1u8, 16)? {
         // Many tiny batches, each expanding a lot: the limit is for all of them together.
         let value = vec![0u8; u.int_in_range(1..=256 * 1024usize)?];
@@ -292,7 +300,7 @@ fn batch_gen(u: &mut Unstructured) -> Gen<()> {
         for _ in 0..u.int_in_range(1..=4u8)? {
             let mut records = Vec::new();
             for _ in 0..u.int_in_range(0..=6u8)? {
-                records.push(record(u)?);
+                records.push(record(u, &mut big)?);
             }
             let mut body = record_bytes(&records);
             let mut corrupt = u.ratio(1u8, 2)? && mutate(u, &mut body)?;
@@ -463,6 +471,7 @@ fn message_set(
     out: &mut Vec<u8>,
     expected: &mut Vec<Record>,
     decompressed: &mut usize,
+    big: &mut usize,
 ) -> Gen<bool> {
     let mut corrupt = false;
     for _ in 0..u.int_in_range(0..=4u8)? {
@@ -476,7 +485,8 @@ fn message_set(
             // A wrapper: its value is a compressed message set.
             let mut inner = Vec::new();
             let mut inner_expected = Vec::new();
-            corrupt |= message_set(u, depth + 1, &mut inner, &mut inner_expected, decompressed)?;
+            corrupt |=
+                message_set(u, depth + 1, &mut inner, &mut inner_expected, decompressed, big)?;
             corrupt |= depth > 0; // nested wrappers are refused
             let c = codec(u, false)?;
             *decompressed += inner.len();
@@ -489,8 +499,8 @@ fn message_set(
             }
             expected.extend(inner_expected);
         } else {
-            let key = field(u)?;
-            let value = field(u)?;
+            let key = field(u, big)?;
+            let value = field(u, big)?;
             put_field(&mut body, key.as_deref());
             put_field(&mut body, value.as_deref());
             expected.push(Record { timestamp_ms, key, value, headers: Vec::new() });
@@ -515,22 +525,30 @@ fn legacy_gen(u: &mut Unstructured) -> Gen<()> {
     let mut set = Vec::new();
     let mut expected = Vec::new();
     let mut decompressed = 0;
-    let corrupt = message_set(u, 0, &mut set, &mut expected, &mut decompressed)?;
-    let result = legacy::decode(Bytes::from(set.clone()), DECOMPRESSION_LIMIT);
+    let mut big = BIG_FIELDS;
+    let corrupt = message_set(u, 0, &mut set, &mut expected, &mut decompressed, &mut big)?;
+    let set = Bytes::from(set);
+    let result = legacy::decode(set.clone(), DECOMPRESSION_LIMIT);
     if !corrupt && decompressed <= DECOMPRESSION_LIMIT {
         assert_eq!(result.as_ref().expect("an intact message set decodes"), &expected);
     }
     // The same set inside a Produce v0-v2 request, decoded as the connection and the
     // Produce handler do.
     let version = u.int_in_range(0..=2i16)?;
+    // One partition carries the set; the others are short, empty or null.
     let mut topics = Vec::new();
+    let mut carried = false;
     for t in 0..u.int_in_range(1..=2u8)? {
         let mut partitions = Vec::new();
         for p in 0..u.int_in_range(1..=2i32)? {
             let records = match u.int_in_range(0..=3u8)? {
                 0 => None,
                 1 => Some(Bytes::copy_from_slice(some_bytes(u, 16)?)),
-                _ => Some(Bytes::from(set.clone())),
+                _ if carried => Some(Bytes::new()),
+                _ => {
+                    carried = true;
+                    Some(set.clone())
+                }
             };
             partitions.push((p, records));
         }

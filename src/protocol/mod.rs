@@ -170,6 +170,33 @@ mod tests {
         assert!(matches!(r, Err(DecodeError::Malformed { .. })), "{r:?}");
     }
 
+    /// Tags are unsigned varints: one of 2^31 or more used to be decoded but left out when
+    /// the request was encoded again (as a forward to the group's owner does), while the
+    /// field count still counted it, so the owner could not decode the forward.
+    #[test]
+    fn a_request_with_a_tag_above_i32_max_encodes_as_it_decoded() {
+        use kafka_protocol::messages::JoinGroupRequest;
+        let mut body = BytesMut::new();
+        let join = JoinGroupRequest::default().with_protocol_type("consumer".into());
+        join.encode(&mut body, 6).unwrap();
+        body.truncate(body.len() - 1); // the tagged fields: one, tag 2^32 - 1, value "x"
+        body.put_slice(&[1, 0xff, 0xff, 0xff, 0xff, 0x0f, 1, b'x']);
+        let mut f = BytesMut::new();
+        f.put_i16(ApiKey::JoinGroup as i16);
+        f.put_i16(6);
+        f.put_i32(7);
+        f.put_i16(-1); // null client id
+        f.put_u8(0); // header tagged fields (header v2)
+        f.put_slice(&body);
+        let r = decode_request(f.freeze()).unwrap();
+        let Body::Kind(kind) = r.body else { panic!("{:?}", r.body) };
+        let mut again = BytesMut::new();
+        kind.encode(&mut again, 6).unwrap();
+        assert_eq!(&again[..], &body[..]);
+        let decoded = RequestKind::decode(ApiKey::JoinGroup, &mut again.freeze(), 6).unwrap();
+        assert_eq!(decoded, kind);
+    }
+
     #[test]
     fn unknown_keys_and_versions_are_refused_and_too_new_api_versions_answered_at_v0() {
         assert!(matches!(
