@@ -317,7 +317,7 @@ impl tokio::io::AsyncRead for Pieces {
         }
         let piece = self.cuts.get(self.next).copied().unwrap_or(usize::MAX).max(1);
         self.next += 1;
-        self.pending = self.next % 2 == 0;
+        self.pending = self.next.is_multiple_of(2);
         let n = piece.min(buf.remaining()).min(self.data.len());
         let chunk = self.data.split_to(n);
         buf.put_slice(&chunk);

@@ -40,11 +40,13 @@ fn shared() -> &'static Sasl {
     })
 }
 
+/// (hash, salt, iterations, password).
+type SaltKey = (Hash, Vec<u8>, u32, Vec<u8>);
+
 thread_local! {
-    /// SaltedPassword by (hash, salt, iterations, password): the salts of the one user (and
-    /// of a few decoys) repeat across inputs, and each derivation costs thousands of HMACs.
-    static SALTED: RefCell<HashMap<(Hash, Vec<u8>, u32, Vec<u8>), Vec<u8>>> =
-        RefCell::new(HashMap::new());
+    /// SaltedPassword by [`SaltKey`]: the salts of the one user (and of a few decoys) repeat
+    /// across inputs, and each derivation costs thousands of HMACs.
+    static SALTED: RefCell<HashMap<SaltKey, Vec<u8>>> = RefCell::new(HashMap::new());
 }
 
 fn salted(hash: Hash, salt: &[u8], iterations: u32, password: &[u8]) -> Option<Vec<u8>> {
