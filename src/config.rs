@@ -102,7 +102,8 @@ pub struct Config {
     #[arg(long, env = ENV_MAX_MESSAGE_BYTES, default_value_t = 1_048_588, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_message_bytes: u32,
 
-    /// Largest size a compressed batch may decompress to; beyond it the batch is refused.
+    /// Largest size the compressed batches of one Produce request (all its partitions) may
+    /// decompress to, together; a partition beyond it is refused with MESSAGE_TOO_LARGE.
     #[arg(long, env = ENV_MAX_UNCOMPRESSED_BYTES, default_value_t = 64 * 1024 * 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_uncompressed_bytes: u32,
 

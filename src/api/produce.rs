@@ -4,6 +4,8 @@
 //!
 //! Errors are per partition: one bad partition never fails its neighbours.
 
+use std::sync::Mutex;
+
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
@@ -15,6 +17,7 @@ use crate::ctx::Ctx;
 use crate::error::ApiKind;
 use crate::producers::{BatchId, Check};
 use crate::protocol::legacy_produce as legacy;
+use crate::records::batch::Budget;
 use crate::records::{BatchError, batch, envelope};
 
 /// The records of one partition, as the request version framed them.
@@ -45,10 +48,14 @@ pub async fn handle(ctx: &Ctx, _version: i16, req: ProduceRequest) -> Option<Pro
             Vec::with_capacity(n),
         ));
     }
+    // Every partition is decoded before any publish answers, so all of them are held at
+    // once: the decompression limit is the request's, not each partition's.
+    let budget = Mutex::new(Budget::new(ctx.config.max_uncompressed_bytes as usize));
+    let budget = &budget;
     let results =
         futures::future::join_all(work.into_iter().map(|(t, name, index, records)| async move {
             let r = match &name {
-                Some(name) => partition(ctx, name, index, records, Framing::V2).await,
+                Some(name) => partition(ctx, name, index, records, Framing::V2, budget).await,
                 None => Err(ResponseError::UnknownTopicId),
             };
             (t, partition_response(index, r))
@@ -69,10 +76,11 @@ pub async fn handle_legacy(
     req: legacy::ProduceRequest,
 ) -> Option<legacy::ProduceResponse> {
     let mut topics = Vec::with_capacity(req.topics.len());
+    let budget = Mutex::new(Budget::new(ctx.config.max_uncompressed_bytes as usize));
     for t in req.topics {
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for (index, records) in t.partitions {
-            let r = partition(ctx, &t.name, index, records, Framing::Legacy).await;
+            let r = partition(ctx, &t.name, index, records, Framing::Legacy, &budget).await;
             partitions.push(legacy::PartitionResponse {
                 index,
                 error_code: r.err().map_or(0, |e| e.code()),
@@ -108,6 +116,37 @@ fn message(code: ResponseError) -> &'static str {
     }
 }
 
+/// One partition's batches (for v0-v2, its message set as one batch), decompressed within
+/// what is left of the request's budget. Not async: the lock is never held across an await.
+fn decode(
+    records: Bytes,
+    framing: Framing,
+    budget: &Mutex<Budget>,
+) -> Result<Vec<batch::Batch>, ResponseError> {
+    let mut budget = budget.lock().unwrap_or_else(|e| e.into_inner());
+    match framing {
+        Framing::V2 => {
+            // Produce v3+ may only carry magic-2 batches (as a Kafka broker insists).
+            if batch::magic(&records).is_some_and(|m| m != 2) {
+                return Err(ResponseError::InvalidRecord);
+            }
+            batch::decode_all_within(records, &mut budget).map_err(|e| batch_code(&e))
+        }
+        Framing::Legacy => {
+            let records = crate::records::legacy::decode_within(records, &mut budget)
+                .map_err(|e| batch_code(&e))?;
+            Ok(vec![batch::Batch {
+                producer_id: -1,
+                producer_epoch: -1,
+                base_sequence: -1,
+                transactional: false,
+                control: false,
+                records,
+            }])
+        }
+    }
+}
+
 fn batch_code(e: &BatchError) -> ResponseError {
     match e {
         BatchError::Crc | BatchError::Malformed(_) => ResponseError::CorruptMessage,
@@ -116,13 +155,15 @@ fn batch_code(e: &BatchError) -> ResponseError {
     }
 }
 
-/// Store one partition's records; the base offset on success.
+/// Store one partition's records; the base offset on success. Decompression is charged to
+/// the request's `budget`.
 async fn partition(
     ctx: &Ctx,
     topic: &str,
     index: i32,
     records: Option<Bytes>,
     framing: Framing,
+    budget: &Mutex<Budget>,
 ) -> Result<i64, ResponseError> {
     let count = match ctx.topics.partitions(topic).await {
         Ok(Some(n)) => n,
@@ -139,28 +180,7 @@ async fn partition(
     if records.len() > ctx.config.max_message_bytes as usize {
         return Err(ResponseError::MessageTooLarge);
     }
-    let limit = ctx.config.max_uncompressed_bytes as usize;
-    let batches = match framing {
-        Framing::V2 => {
-            // Produce v3+ may only carry magic-2 batches (as a Kafka broker insists).
-            if batch::magic(&records).is_some_and(|m| m != 2) {
-                return Err(ResponseError::InvalidRecord);
-            }
-            batch::decode_all(records, limit).map_err(|e| batch_code(&e))?
-        }
-        Framing::Legacy => {
-            let records =
-                crate::records::legacy::decode(records, limit).map_err(|e| batch_code(&e))?;
-            vec![batch::Batch {
-                producer_id: -1,
-                producer_epoch: -1,
-                base_sequence: -1,
-                transactional: false,
-                control: false,
-                records,
-            }]
-        }
-    };
+    let batches = decode(records, framing, budget)?;
     if batches.iter().all(|b| b.records.is_empty()) {
         return Err(ResponseError::CorruptMessage);
     }

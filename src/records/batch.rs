@@ -34,9 +34,13 @@ pub struct Batch {
 /// `max_uncompressed` bounds what the compressed batches may expand to, all of them together:
 /// each decoded batch is held until the last one is decoded, so a bound per batch would let
 /// a stream of small batches, each just under it, add up to many times the limit.
-pub fn decode_all(mut buf: Bytes, max_uncompressed: usize) -> Result<Vec<Batch>, BatchError> {
+pub fn decode_all(buf: Bytes, max_uncompressed: usize) -> Result<Vec<Batch>, BatchError> {
+    decode_all_within(buf, &mut Budget::new(max_uncompressed))
+}
+
+/// [`decode_all`], charging decompression to a budget shared with other partitions.
+pub fn decode_all_within(mut buf: Bytes, budget: &mut Budget) -> Result<Vec<Batch>, BatchError> {
     let mut out = Vec::new();
-    let mut budget = Budget { limit: max_uncompressed, left: max_uncompressed };
     while buf.has_remaining() {
         if buf.len() < 12 {
             return Err(BatchError::malformed("trailing bytes shorter than a batch header"));
@@ -46,7 +50,7 @@ pub fn decode_all(mut buf: Bytes, max_uncompressed: usize) -> Result<Vec<Batch>,
             return Err(BatchError::malformed(format!("batch length {batch_len} out of bounds")));
         }
         let one = buf.split_to(12 + batch_len as usize);
-        out.push(decode_one(one, &mut budget)?);
+        out.push(decode_one(one, budget)?);
     }
     Ok(out)
 }
@@ -60,16 +64,22 @@ pub fn magic(buf: &[u8]) -> Option<i8> {
 /// lengths and header count, one byte each. Bounds what a claimed record count may reserve.
 const MIN_RECORD_BYTES: usize = 7;
 
-/// What is left of a decompression limit shared by several batches or messages.
-pub(crate) struct Budget {
+/// What is left of a decompression limit shared by several batches, wrapper messages or
+/// partitions.
+#[derive(Debug)]
+pub struct Budget {
     /// The whole limit, as errors report it.
-    pub limit: usize,
-    pub left: usize,
+    limit: usize,
+    left: usize,
 }
 
 impl Budget {
+    pub fn new(limit: usize) -> Budget {
+        Budget { limit, left: limit }
+    }
+
     /// Decompress `body` within what is left, and charge what it expanded to.
-    pub fn decompress(&mut self, codec: Codec, body: Bytes) -> Result<Bytes, BatchError> {
+    pub(crate) fn decompress(&mut self, codec: Codec, body: Bytes) -> Result<Bytes, BatchError> {
         if codec == Codec::None {
             return Ok(body);
         }
@@ -434,6 +444,23 @@ mod tests {
         let plain = library_batch(&big, Compression::None);
         let two: Vec<u8> = [plain.to_vec(), plain.to_vec()].concat();
         assert_eq!(decode_all(Bytes::from(two), 10_000).unwrap().len(), 2);
+    }
+
+    /// The partitions of one Produce request are decoded before any is published, so they
+    /// share one budget too.
+    #[test]
+    fn a_budget_is_shared_by_every_partition_it_is_passed_to() {
+        let big = vec![Record {
+            timestamp_ms: 0,
+            key: None,
+            value: Some(Bytes::from(vec![0u8; 6_000])),
+            headers: vec![],
+        }];
+        let one = library_batch(&big, Compression::Zstd);
+        let mut budget = Budget::new(10_000);
+        assert!(decode_all_within(one.clone(), &mut budget).is_ok());
+        let err = decode_all_within(one, &mut budget).unwrap_err();
+        assert_eq!(err, BatchError::TooLarge(10_000));
     }
 
     #[test]

@@ -16,9 +16,13 @@ use super::{BatchError, Record};
 /// `max_uncompressed` bounds what the wrappers may expand to, all of them together (as for
 /// `batch::decode_all`).
 pub fn decode(buf: Bytes, max_uncompressed: usize) -> Result<Vec<Record>, BatchError> {
+    decode_within(buf, &mut Budget::new(max_uncompressed))
+}
+
+/// [`decode`], charging decompression to a budget shared with other partitions.
+pub fn decode_within(buf: Bytes, budget: &mut Budget) -> Result<Vec<Record>, BatchError> {
     let mut out = Vec::new();
-    let mut budget = Budget { limit: max_uncompressed, left: max_uncompressed };
-    decode_into(buf, &mut budget, 0, &mut out)?;
+    decode_into(buf, budget, 0, &mut out)?;
     Ok(out)
 }
 
