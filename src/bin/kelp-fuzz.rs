@@ -77,6 +77,8 @@ enum Cmd {
     Seeds {
         #[arg(long)]
         corpus: Option<PathBuf>,
+        /// Only these targets (all when none is named).
+        targets: Vec<String>,
     },
     /// Run files (or every file in directories) through one target or all of them.
     Replay {
@@ -132,9 +134,16 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-        Cmd::Seeds { corpus } => {
+        Cmd::Seeds { corpus, targets } => {
             let dir = corpus.unwrap_or_else(fuzzing::corpus_dir);
-            for t in TARGETS {
+            let chosen = match choose(&targets) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            for t in chosen {
                 for seed in (t.seeds)() {
                     if save(&dir, t.name, "seed", &seed).is_none() {
                         eprintln!("cannot write into {}", dir.display());
@@ -231,7 +240,7 @@ impl Inputs {
         const BYTES: [u8; 8] = [0, 1, 0x7f, 0x80, 0xff, 0xfe, 0x40, 0x3f];
         let len = v.len();
         let at = if len == 0 { 0 } else { r.below(len) };
-        match r.below(13) {
+        match r.below(14) {
             0 if len > 0 => v[at] ^= 1 << r.below(8),
             1 if len > 0 => v[at] = r.next() as u8,
             2 if len > 0 => v[at] = BYTES[r.below(BYTES.len())],
@@ -272,6 +281,12 @@ impl Inputs {
             }
             11 => {
                 let n = 1 + r.below(64);
+                let b = BYTES[r.below(BYTES.len())];
+                v.splice(at..at, std::iter::repeat_n(b, n));
+            }
+            // Long inputs: a run of one byte, up to the target's longest input.
+            13 => {
+                let n = r.len(self.max_len.saturating_sub(len));
                 let b = BYTES[r.below(BYTES.len())];
                 v.splice(at..at, std::iter::repeat_n(b, n));
             }

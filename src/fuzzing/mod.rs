@@ -54,6 +54,7 @@ pub const TARGETS: &[Target] = &[
     records::BATCH_BYTES,
     records::LEGACY,
     records::LEGACY_BYTES,
+    records::STORED,
     sasl::SASL,
     webhook::WEBHOOK,
     config::CONFIG,

@@ -12,7 +12,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::{DECOMPRESSION_LIMIT, Gen, Target, some_bytes};
 use crate::protocol::{self, Body, legacy_produce};
-use crate::records::{BatchError, Record, batch, legacy};
+use crate::records::{BatchError, Record, batch, envelope, legacy};
+use crate::seaweed::Message;
 
 pub const BATCH: Target = Target {
     name: "batch",
@@ -56,6 +57,17 @@ pub const LEGACY_BYTES: Target = Target {
     weight: 10,
     memory_base: 12 * DECOMPRESSION_LIMIT,
     memory_per_byte: 64,
+};
+
+pub const STORED: Target = Target {
+    name: "stored",
+    about: "messages as SeaweedFS holds them (kelp's envelope, or another publisher's bytes) into envelope::from_message",
+    run: stored,
+    seeds: stored_seeds,
+    max_len: 4096,
+    weight: 5,
+    memory_base: 64 * 1024,
+    memory_per_byte: 16,
 };
 
 // === shared generators ===
@@ -653,4 +665,40 @@ fn legacy_bytes_seeds() -> Vec<Vec<u8>> {
     let mut body = BytesMut::new();
     req.encode(&mut body);
     vec![set, wrapped, body.to_vec()]
+}
+
+// === stored ===
+
+/// Input: byte 0 is the key's length, then the key, then the value; what a Fetch reads back
+/// from SeaweedFS, where any publisher may have written it.
+fn stored(data: &[u8]) {
+    let Some((&key_len, rest)) = data.split_first() else { return };
+    let key_len = (key_len as usize).min(rest.len());
+    let m = Message {
+        key: Bytes::copy_from_slice(&rest[..key_len]),
+        value: Bytes::copy_from_slice(&rest[key_len..]),
+        ts_ns: 1_700_000_000_000_000_000,
+    };
+    let r = envelope::from_message(&m);
+    assert_eq!(envelope::from_message(&envelope::to_message(&r)), r, "stored again, read again");
+}
+
+fn stored_seeds() -> Vec<Vec<u8>> {
+    let mut records = batch::decode_all(sample_batch(), DECOMPRESSION_LIMIT)
+        .expect("the sample decodes")
+        .remove(0)
+        .records;
+    records.push(Record { timestamp_ms: -1, key: None, value: None, headers: Vec::new() });
+    let mut out: Vec<Vec<u8>> = records
+        .iter()
+        .map(|r| {
+            let m = envelope::to_message(r);
+            let mut input = vec![m.key.len() as u8];
+            input.extend_from_slice(&m.key);
+            input.extend_from_slice(&m.value);
+            input
+        })
+        .collect();
+    out.push(b"\x03keyplain value from another publisher".to_vec());
+    out
 }
