@@ -22,7 +22,7 @@ pub const REQUEST: Target = Target {
     max_len: 16 * 1024,
     weight: 20,
     memory_base: 256 * 1024,
-    memory_per_byte: 64,
+    memory_per_byte: 192,
 };
 
 pub const REQUEST_BODY: Target = Target {
@@ -33,7 +33,7 @@ pub const REQUEST_BODY: Target = Target {
     max_len: 16 * 1024,
     weight: 20,
     memory_base: 256 * 1024,
-    memory_per_byte: 64,
+    memory_per_byte: 192,
 };
 
 pub const FRAMES: Target = Target {
@@ -44,7 +44,7 @@ pub const FRAMES: Target = Target {
     max_len: 4096,
     weight: 10,
     memory_base: 1 << 20,
-    memory_per_byte: 64,
+    memory_per_byte: 192,
 };
 
 // === request ===
