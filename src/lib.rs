@@ -55,6 +55,9 @@ pub(crate) mod connection;
 pub(crate) mod ctx;
 pub mod embedded;
 pub mod error;
+#[cfg(any(test, feature = "fuzz"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub(crate) mod group;
 pub(crate) mod lease;
 pub(crate) mod listener;
@@ -75,6 +78,12 @@ pub mod topics;
 pub(crate) mod watch;
 pub mod webhook;
 pub(crate) mod writers;
+
+/// The unit tests count allocations, so that the fuzz corpus replay can hold each input to
+/// the fuzzer's memory bound (in a process of its own, where no other test allocates).
+#[cfg(test)]
+#[global_allocator]
+static TEST_ALLOC: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
 
 use std::net::SocketAddr;
 use std::sync::Arc;

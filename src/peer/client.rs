@@ -200,7 +200,7 @@ fn encode(
 }
 
 /// The response in `frame` (without its length prefix) to request `correlation_id`.
-fn decode(
+pub(crate) fn decode(
     mut frame: bytes::Bytes,
     key: ApiKey,
     version: i16,

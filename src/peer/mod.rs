@@ -9,7 +9,7 @@
 //! (`routing`), serving what peers send (`connection::peer`), or the handshake's protocol
 //! (`handshake`).
 
-mod client;
+pub(crate) mod client;
 pub mod handshake;
 
 use std::net::{IpAddr, SocketAddr};

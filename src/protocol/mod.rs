@@ -170,6 +170,62 @@ mod tests {
         assert!(matches!(r, Err(DecodeError::Malformed { .. })), "{r:?}");
     }
 
+    /// An array claiming one element per byte left used to reserve `size_of` its element
+    /// (88 bytes for a JoinGroup protocol) per byte of the frame before decoding any.
+    #[test]
+    fn a_claimed_array_count_reserves_no_more_than_the_bytes_behind_it() {
+        crate::fuzzing::tests::run_alone("protocol::tests::claimed_count_within_the_frame");
+    }
+
+    #[test]
+    #[ignore = "run alone (it caps memory) by a_claimed_array_count_reserves_no_more_than_the_bytes_behind_it"]
+    fn claimed_count_within_the_frame() {
+        const N: usize = 1 << 16;
+        let mut f = BytesMut::new();
+        f.put_i16(ApiKey::JoinGroup as i16);
+        f.put_i16(6);
+        f.put_i32(7);
+        f.put_i16(-1); // null client id
+        f.put_u8(0); // header tagged fields
+        // group id, session and rebalance timeouts, member id, null instance id, protocol type
+        f.put_slice(&[1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1]);
+        f.put_slice(&[0x81, 0x80, 0x04]); // protocols: N elements (N + 1 as a varint)
+        f.put_slice(&[0xff; N]); // and no valid one
+        let frame = f.freeze();
+        let alloc = &crate::TEST_ALLOC;
+        alloc.set_limit(alloc.allocated() + 4 * N).unwrap();
+        let r = decode_request(frame);
+        alloc.set_limit(usize::MAX).unwrap();
+        assert!(matches!(r, Err(DecodeError::Malformed { .. })), "{r:?}");
+    }
+
+    /// Tags are unsigned varints: one of 2^31 or more used to be decoded but left out when
+    /// the request was encoded again (as a forward to the group's owner does), while the
+    /// field count still counted it, so the owner could not decode the forward.
+    #[test]
+    fn a_request_with_a_tag_above_i32_max_encodes_as_it_decoded() {
+        use kafka_protocol::messages::JoinGroupRequest;
+        let mut body = BytesMut::new();
+        let join = JoinGroupRequest::default().with_protocol_type("consumer".into());
+        join.encode(&mut body, 6).unwrap();
+        body.truncate(body.len() - 1); // the tagged fields: one, tag 2^32 - 1, value "x"
+        body.put_slice(&[1, 0xff, 0xff, 0xff, 0xff, 0x0f, 1, b'x']);
+        let mut f = BytesMut::new();
+        f.put_i16(ApiKey::JoinGroup as i16);
+        f.put_i16(6);
+        f.put_i32(7);
+        f.put_i16(-1); // null client id
+        f.put_u8(0); // header tagged fields (header v2)
+        f.put_slice(&body);
+        let r = decode_request(f.freeze()).unwrap();
+        let Body::Kind(kind) = r.body else { panic!("{:?}", r.body) };
+        let mut again = BytesMut::new();
+        kind.encode(&mut again, 6).unwrap();
+        assert_eq!(&again[..], &body[..]);
+        let decoded = RequestKind::decode(ApiKey::JoinGroup, &mut again.freeze(), 6).unwrap();
+        assert_eq!(decoded, kind);
+    }
+
     #[test]
     fn unknown_keys_and_versions_are_refused_and_too_new_api_versions_answered_at_v0() {
         assert!(matches!(

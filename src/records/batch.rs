@@ -423,6 +423,48 @@ mod tests {
         b.freeze()
     }
 
+    /// Each batch expands to 6 KB: one fits a 10 KB limit, two together do not, however
+    /// small each is compressed (small batches each just under the limit used to add up to
+    /// any multiple of it).
+    #[test]
+    fn the_decompression_limit_is_shared_by_every_batch_of_a_partition() {
+        let big = vec![Record {
+            timestamp_ms: 0,
+            key: None,
+            value: Some(Bytes::from(vec![0u8; 6_000])),
+            headers: vec![],
+        }];
+        for c in [Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
+            let one = library_batch(&big, c);
+            assert_eq!(decode_all(one.clone(), &mut (10_000)).unwrap().len(), 1, "{c:?}");
+            let many: Vec<u8> = (0..64).flat_map(|_| one.to_vec()).collect();
+            let err = decode_all(Bytes::from(many), &mut (10_000)).unwrap_err();
+            assert!(matches!(err, BatchError::TooLarge(_)), "{c:?}: {err:?}");
+        }
+        // Uncompressed batches are bounded by the request's own size, not by this limit.
+        let plain = library_batch(&big, Compression::None);
+        let two: Vec<u8> = [plain.to_vec(), plain.to_vec()].concat();
+        assert_eq!(decode_all(Bytes::from(two), &mut (10_000)).unwrap().len(), 2);
+    }
+
+    /// The partitions of one Produce request are decoded before any is published, so they
+    /// share one budget too.
+    #[test]
+    fn a_budget_is_shared_by_every_partition_it_is_passed_to() {
+        let big = vec![Record {
+            timestamp_ms: 0,
+            key: None,
+            value: Some(Bytes::from(vec![0u8; 6_000])),
+            headers: vec![],
+        }];
+        let one = library_batch(&big, Compression::Zstd);
+        let mut budget = 10_000;
+        assert!(decode_all(one.clone(), &mut budget).is_ok());
+        assert!(budget <= 4_000, "what the first expanded to is taken from the budget: {budget}");
+        let err = decode_all(one, &mut budget).unwrap_err();
+        assert!(matches!(err, BatchError::TooLarge(_)), "{err:?}");
+    }
+
     #[test]
     fn compressed_batches_are_told_from_plain_ones_by_their_headers() {
         let plain = library_batch(&sample(), Compression::None);

@@ -171,6 +171,36 @@ mod tests {
         assert_eq!(got[1].timestamp_ms, 6);
     }
 
+    /// A gzip wrapper around `inner` (a message set), as a v1 message.
+    fn gzip_wrapper(out: &mut Vec<u8>, inner: &[u8]) {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(inner).unwrap();
+        let compressed = gz.finish().unwrap();
+        let mut body = vec![1u8, 1];
+        body.extend_from_slice(&5i64.to_be_bytes());
+        body.extend_from_slice(&(-1i32).to_be_bytes());
+        body.extend_from_slice(&(compressed.len() as i32).to_be_bytes());
+        body.extend_from_slice(&compressed);
+        out.extend_from_slice(&0i64.to_be_bytes());
+        out.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+        out.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
+        out.extend_from_slice(&body);
+    }
+
+    /// Wrappers each expanding to 6 KB: one fits a 10 KB limit, many together do not.
+    #[test]
+    fn the_decompression_limit_is_shared_by_every_wrapper() {
+        let mut inner = Vec::new();
+        encode_message(&mut inner, 1, 5, None, Some(&[0u8; 6_000]));
+        let mut one = Vec::new();
+        gzip_wrapper(&mut one, &inner);
+        assert_eq!(decode(Bytes::from(one.clone()), &mut 10_000).unwrap().len(), 1);
+        let many: Vec<u8> = (0..64).flat_map(|_| one.clone()).collect();
+        let err = decode(Bytes::from(many), &mut 10_000).unwrap_err();
+        assert!(matches!(err, BatchError::TooLarge(_)), "{err:?}");
+    }
+
     #[test]
     fn corrupt_crc_and_truncation_are_refused() {
         let mut set = Vec::new();

@@ -243,7 +243,20 @@ pub(crate) fn write_unknown_tagged_fields<B: ByteBufMut, R: RangeBounds<i32>>(
     range: R,
     unknown_tagged_fields: &BTreeMap<i32, Bytes>,
 ) -> Result<()> {
-    for (&k, v) in unknown_tagged_fields.range(range) {
+    // kelp patch (see PATCHED.md): tags are unsigned on the wire, so a decoded tag of 2^31 or
+    // more is kept under a negative key, which a range starting at 0 or above leaves out;
+    // the field count written before this counts it, so it must be written too. Every
+    // caller passes the range of tags after its last known one (`N..`): such a range ends
+    // the fields, and the large tags, highest on the wire, go after it in their order.
+    use std::ops::Bound;
+    let after_zero = match range.start_bound() {
+        Bound::Included(s) => *s >= 0,
+        Bound::Excluded(s) => *s >= -1,
+        Bound::Unbounded => false,
+    };
+    let last = after_zero && matches!(range.end_bound(), Bound::Unbounded);
+    let large = unknown_tagged_fields.range(..0).filter(|_| last);
+    for (&k, v) in unknown_tagged_fields.range(range).chain(large) {
         if v.len() > u32::MAX as usize {
             bail!("Tagged field is too long to encode ({} bytes)", v.len());
         }

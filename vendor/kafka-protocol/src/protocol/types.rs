@@ -980,12 +980,20 @@ impl<T, E: for<'a> Encoder<&'a T>> Encoder<&Vec<T>> for Array<E> {
     }
 }
 
+/// How many elements to reserve for an array that claims `claimed` elements with `remaining`
+/// bytes left (kelp patch, see PATCHED.md): every element takes at least one byte on the wire,
+/// and the reservation takes no more memory than those bytes, so a hostile count costs at most
+/// the size of the frame that carries it. The vector grows past this as elements decode.
+fn claimed_capacity<T>(claimed: usize, remaining: usize) -> usize {
+    claimed.min(remaining).min(remaining / std::mem::size_of::<T>().max(1))
+}
+
 impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for Array<E> {
     fn decode<B: ByteBuf>(&self, buf: &mut B) -> Result<Option<Vec<T>>> {
         match Int32.decode(buf)? {
             -1 => Ok(None),
             n if n >= 0 => {
-                let mut result = Vec::with_capacity((n as usize).min(buf.remaining()));
+                let mut result = Vec::with_capacity(claimed_capacity::<T>(n as usize, buf.remaining()));
                 for _ in 0..n {
                     result.push(self.0.decode(buf)?);
                 }
@@ -1093,7 +1101,8 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for CompactArray<E> {
         match UnsignedVarInt.decode(buf)? {
             0 => Ok(None),
             n => {
-                let mut result = Vec::with_capacity(((n - 1) as usize).min(buf.remaining()));
+                let mut result =
+                    Vec::with_capacity(claimed_capacity::<T>((n - 1) as usize, buf.remaining()));
                 for _ in 1..n {
                     result.push(self.0.decode(buf)?);
                 }
