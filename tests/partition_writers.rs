@@ -22,7 +22,6 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 
 use common::kelp::{Kelp, KelpProcess};
 
@@ -105,17 +104,8 @@ fn read_all(
     topic: &str,
     ends: &BTreeMap<i32, i64>,
 ) -> BTreeMap<(i32, i64), String> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "unused-assign-only")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition_offset(topic, p, Offset::Beginning).expect("tpl");
-    }
-    consumer.assign(&tpl).expect("assign");
+    let config = ClientConfig::new().set("bootstrap.servers", bootstrap).clone();
+    let consumer = common::clients::from_beginning(&config, topic, PARTITIONS);
     let mut seen = BTreeMap::new();
     let mut next: BTreeMap<i32, i64> = (0..PARTITIONS).map(|p| (p, 0)).collect();
     let deadline = Instant::now() + Duration::from_secs(120);

@@ -9,10 +9,8 @@ use std::time::Duration;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 
 use common::kelp::Kelp;
 
@@ -117,18 +115,11 @@ async fn produce_all(
 
 /// Consume every partition of `topic` from offset 0 until `expected` records arrived.
 fn consume_all(bootstrap: &str, topic: &str, expected: usize) -> HashMap<i32, Vec<(i64, Sent)>> {
-    let consumer: BaseConsumer = ClientConfig::new()
+    let config = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
-        .set("group.id", "unused-assign-only")
-        .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "100")
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition_offset(topic, p, Offset::Beginning).expect("tpl");
-    }
-    consumer.assign(&tpl).expect("assign");
+        .clone();
+    let consumer = common::clients::from_beginning(&config, topic, PARTITIONS);
     let mut got: HashMap<i32, Vec<(i64, Sent)>> = HashMap::new();
     let mut n = 0;
     let deadline = std::time::Instant::now() + Duration::from_secs(120);

@@ -24,7 +24,6 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use common::kelp::Kelp;
@@ -183,18 +182,8 @@ fn consume(
     topic: &str,
     expected: usize,
 ) -> HashMap<i32, Vec<(i64, String, String)>> {
-    let consumer: BaseConsumer = config
-        .clone()
-        .set("group.id", "unused-assign-only")
-        .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "100")
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition_offset(topic, p, Offset::Beginning).expect("tpl");
-    }
-    consumer.assign(&tpl).expect("assign");
+    let config = config.clone().set("fetch.wait.max.ms", "100").clone();
+    let consumer = common::clients::from_beginning(&config, topic, PARTITIONS);
     let text = |b: Option<&[u8]>| String::from_utf8(b.expect("present").to_vec()).expect("utf-8");
     let mut got: HashMap<i32, Vec<(i64, String, String)>> = HashMap::new();
     let deadline = std::time::Instant::now() + common::patience() * 2;
