@@ -17,6 +17,7 @@
 //! them, and fix up lengths and checksums so that the mutation reaches the code behind them.
 
 mod config;
+mod legacy;
 mod records;
 mod request;
 mod sasl;
@@ -52,8 +53,8 @@ pub const TARGETS: &[Target] = &[
     request::FRAMES,
     records::BATCH,
     records::BATCH_BYTES,
-    records::LEGACY,
-    records::LEGACY_BYTES,
+    legacy::LEGACY,
+    legacy::LEGACY_BYTES,
     records::STORED,
     sasl::SASL,
     webhook::WEBHOOK,

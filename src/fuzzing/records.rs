@@ -11,8 +11,7 @@ use arbitrary::Unstructured;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::{DECOMPRESSION_LIMIT, Gen, Target, some_bytes};
-use crate::protocol::{self, Body, legacy_produce};
-use crate::records::{Record, batch, envelope, legacy};
+use crate::records::{Record, batch, envelope};
 use crate::seaweed::Message;
 
 pub const BATCH: Target = Target {
@@ -37,28 +36,6 @@ pub const BATCH_BYTES: Target = Target {
     memory_per_byte: 64,
 };
 
-pub const LEGACY: Target = Target {
-    name: "legacy",
-    about: "valid v0/v1 message sets (wrappers in every codec) with mutated messages and recomputed CRC-32, alone and inside Produce v0-v2",
-    run: legacy_target,
-    seeds: legacy_seeds,
-    max_len: 8192,
-    weight: 15,
-    memory_base: 24 * DECOMPRESSION_LIMIT,
-    memory_per_byte: 256,
-};
-
-pub const LEGACY_BYTES: Target = Target {
-    name: "legacy-bytes",
-    about: "raw bytes as a Produce v0-v2 body and as a message set with each CRC-32 fixed up",
-    run: legacy_bytes,
-    seeds: legacy_bytes_seeds,
-    max_len: 8192,
-    weight: 10,
-    memory_base: 12 * DECOMPRESSION_LIMIT,
-    memory_per_byte: 64,
-};
-
 pub const STORED: Target = Target {
     name: "stored",
     about: "messages as SeaweedFS holds them (kelp's envelope, or another publisher's bytes) into envelope::from_message",
@@ -73,7 +50,7 @@ pub const STORED: Target = Target {
 // === shared generators ===
 
 /// Up to three byte-level edits of `bytes`; whether any was made.
-fn mutate(u: &mut Unstructured, bytes: &mut Vec<u8>) -> Gen<bool> {
+pub(super) fn mutate(u: &mut Unstructured, bytes: &mut Vec<u8>) -> Gen<bool> {
     let n = u.int_in_range(0..=3u8)?;
     for _ in 0..n {
         let len = bytes.len();
@@ -123,7 +100,7 @@ fn mutate(u: &mut Unstructured, bytes: &mut Vec<u8>) -> Gen<bool> {
 /// Bytes for a key or value: usually short, sometimes one repeated byte long enough to reach
 /// the decompression limit (cheap to compress, large to decompress), sometimes null. Long
 /// fields draw on `big`, what one input may still spend on them.
-fn field(u: &mut Unstructured, big: &mut usize) -> Gen<Option<Bytes>> {
+pub(super) fn field(u: &mut Unstructured, big: &mut usize) -> Gen<Option<Bytes>> {
     let long = |u: &mut Unstructured, big: &mut usize, max: usize| -> Gen<Option<Bytes>> {
         let n = u.int_in_range(0..=max)?.min(*big);
         *big -= n;
@@ -138,9 +115,9 @@ fn field(u: &mut Unstructured, big: &mut usize) -> Gen<Option<Bytes>> {
 }
 
 /// What one input may spend on long fields: enough to pass the decompression limit.
-const BIG_FIELDS: usize = 2 * DECOMPRESSION_LIMIT;
+pub(super) const BIG_FIELDS: usize = 2 * DECOMPRESSION_LIMIT;
 
-fn record(u: &mut Unstructured, big: &mut usize) -> Gen<Record> {
+pub(super) fn record(u: &mut Unstructured, big: &mut usize) -> Gen<Record> {
     let timestamp_ms = u.arbitrary()?;
     let key = field(u, big)?;
     let value = field(u, big)?;
@@ -154,7 +131,7 @@ fn record(u: &mut Unstructured, big: &mut usize) -> Gen<Record> {
 
 /// A codec as the batch attributes name it, plus the snappy framing.
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum Codec {
+pub(super) enum Codec {
     None,
     Gzip,
     Snappy,
@@ -164,7 +141,7 @@ enum Codec {
 }
 
 impl Codec {
-    fn bits(self) -> i16 {
+    pub(super) fn bits(self) -> i16 {
         match self {
             Codec::None => 0,
             Codec::Gzip => 1,
@@ -175,7 +152,7 @@ impl Codec {
     }
 }
 
-fn codec(u: &mut Unstructured, none: bool) -> Gen<Codec> {
+pub(super) fn codec(u: &mut Unstructured, none: bool) -> Gen<Codec> {
     let all =
         [Codec::None, Codec::Gzip, Codec::Snappy, Codec::SnappyXerial, Codec::Lz4, Codec::Zstd];
     Ok(*u.choose(if none { &all } else { &all[1..] })?)
@@ -184,7 +161,7 @@ fn codec(u: &mut Unstructured, none: bool) -> Gen<Codec> {
 /// `data` compressed with `codec` by the codec's own library, with encoder settings the
 /// input picks (gzip level, xerial block split, lz4 checksums, zstd with or without a
 /// content size).
-fn compress(u: &mut Unstructured, codec: Codec, data: &[u8]) -> Gen<Vec<u8>> {
+pub(super) fn compress(u: &mut Unstructured, codec: Codec, data: &[u8]) -> Gen<Vec<u8>> {
     Ok(match codec {
         Codec::None => data.to_vec(),
         Codec::Gzip => {
@@ -454,215 +431,6 @@ fn batch_bytes_seeds() -> Vec<Vec<u8>> {
         out.push(buf.to_vec());
     }
     out
-}
-
-// === legacy ===
-
-fn put_field(out: &mut Vec<u8>, f: Option<&[u8]>) {
-    match f {
-        None => out.extend_from_slice(&(-1i32).to_be_bytes()),
-        Some(f) => {
-            out.extend_from_slice(&(f.len() as i32).to_be_bytes());
-            out.extend_from_slice(f);
-        }
-    }
-}
-
-/// One message: `offset, size, crc, body`, the CRC-32 computed over `body` as given.
-fn put_message(out: &mut Vec<u8>, body: &[u8], size_delta: i32) {
-    out.extend_from_slice(&0i64.to_be_bytes());
-    out.extend_from_slice(&((body.len() + 4) as i32 + size_delta).to_be_bytes());
-    out.extend_from_slice(&crc32fast::hash(body).to_be_bytes());
-    out.extend_from_slice(body);
-}
-
-/// A message set of up to four messages (magic 0 or 1), some of them compressed wrappers
-/// around an inner set; `expected` gets the records it must decode to. Whether anything
-/// was corrupted (then nothing is expected).
-fn message_set(
-    u: &mut Unstructured,
-    depth: u8,
-    out: &mut Vec<u8>,
-    expected: &mut Vec<Record>,
-    decompressed: &mut usize,
-    big: &mut usize,
-) -> Gen<bool> {
-    let mut corrupt = false;
-    for _ in 0..u.int_in_range(0..=4u8)? {
-        let magic = u.int_in_range(0..=1i8)?;
-        let timestamp_ms: i64 = if magic == 1 { u.arbitrary()? } else { -1 };
-        let mut body = vec![magic as u8, 0];
-        if magic == 1 {
-            body.extend_from_slice(&timestamp_ms.to_be_bytes());
-        }
-        if (depth == 0 || u.ratio(1u8, 16)?) && u.ratio(1u8, 3)? {
-            // A wrapper: its value is a compressed message set.
-            let mut inner = Vec::new();
-            let mut inner_expected = Vec::new();
-            corrupt |=
-                message_set(u, depth + 1, &mut inner, &mut inner_expected, decompressed, big)?;
-            corrupt |= depth > 0; // nested wrappers are refused
-            let c = codec(u, false)?;
-            *decompressed += inner.len();
-            let log_append_time = magic == 1 && u.arbitrary()?;
-            body[1] = c.bits() as u8 | if log_append_time { 0x08 } else { 0 };
-            put_field(&mut body, None);
-            put_field(&mut body, Some(&compress(u, c, &inner)?));
-            if log_append_time {
-                inner_expected.iter_mut().for_each(|r| r.timestamp_ms = timestamp_ms);
-            }
-            expected.extend(inner_expected);
-        } else {
-            let key = field(u, big)?;
-            let value = field(u, big)?;
-            put_field(&mut body, key.as_deref());
-            put_field(&mut body, value.as_deref());
-            expected.push(Record { timestamp_ms, key, value, headers: Vec::new() });
-        }
-        if u.ratio(1u8, 4)? {
-            corrupt |= mutate(u, &mut body)?;
-        }
-        let size_delta = if u.ratio(1u8, 32)? { u.int_in_range(-20..=20)? } else { 0 };
-        corrupt |= size_delta != 0;
-        put_message(out, &body, size_delta);
-    }
-    Ok(corrupt)
-}
-
-/// Input (through `Unstructured`): a message set, then a Produce v0-v2 request around it
-/// (topics, partitions, request-level edits).
-fn legacy_target(data: &[u8]) {
-    let _ = legacy_gen(&mut Unstructured::new(data));
-}
-
-fn legacy_gen(u: &mut Unstructured) -> Gen<()> {
-    let mut set = Vec::new();
-    let mut expected = Vec::new();
-    let mut decompressed = 0;
-    let mut big = BIG_FIELDS;
-    let corrupt = message_set(u, 0, &mut set, &mut expected, &mut decompressed, &mut big)?;
-    let set = Bytes::from(set);
-    let result = legacy::decode(set.clone(), &mut { DECOMPRESSION_LIMIT });
-    if !corrupt && decompressed <= DECOMPRESSION_LIMIT {
-        assert_eq!(result.as_ref().expect("an intact message set decodes"), &expected);
-    }
-    // The same set inside a Produce v0-v2 request, decoded as the connection and the
-    // Produce handler do.
-    let version = u.int_in_range(0..=2i16)?;
-    // One partition carries the set; the others are short, empty or null.
-    let mut topics = Vec::new();
-    let mut carried = false;
-    for t in 0..u.int_in_range(1..=2u8)? {
-        let mut partitions = Vec::new();
-        for p in 0..u.int_in_range(1..=2i32)? {
-            let records = match u.int_in_range(0..=3u8)? {
-                0 => None,
-                1 => Some(Bytes::copy_from_slice(some_bytes(u, 16)?)),
-                _ if carried => Some(Bytes::new()),
-                _ => {
-                    carried = true;
-                    Some(set.clone())
-                }
-            };
-            partitions.push((p, records));
-        }
-        topics.push(legacy_produce::TopicData { name: format!("t{t}"), partitions });
-    }
-    let req =
-        legacy_produce::ProduceRequest { acks: u.arbitrary()?, timeout_ms: u.arbitrary()?, topics };
-    let mut body = BytesMut::new();
-    req.encode(&mut body);
-    let mut body = body.to_vec();
-    let edited = u.ratio(1u8, 4)? && mutate(u, &mut body)?;
-    let mut frame = BytesMut::new();
-    frame.put_i16(0); // Produce
-    frame.put_i16(version);
-    frame.put_i32(1);
-    frame.put_i16(-1); // null client id
-    frame.put_slice(&body);
-    match protocol::decode_request(frame.freeze()) {
-        Ok(r) => match r.body {
-            Body::LegacyProduce(p) => {
-                if !edited {
-                    assert_eq!(p, req);
-                }
-                for t in &p.topics {
-                    for (_, records) in &t.partitions {
-                        if let Some(records) = records {
-                            let _ = legacy::decode(records.clone(), &mut { DECOMPRESSION_LIMIT });
-                        }
-                    }
-                }
-            }
-            other => panic!("Produce v{version} decoded as {other:?}"),
-        },
-        Err(e) => assert!(edited, "an intact Produce v{version} request: {e}"),
-    }
-    Ok(())
-}
-
-fn legacy_seeds() -> Vec<Vec<u8>> {
-    (0..3u8)
-        .map(|v| vec![2, 1, 0, 0, 0, 0, 0, 0, 0, 0, 5, 40, 1, b'k', 40, 1, b'v', 0, 0, v, 0, 1, 2])
-        .collect()
-}
-
-// === legacy-bytes ===
-
-/// Fix up the CRC-32 of every message whose size fits in `data`.
-fn fix_message_crcs(data: &mut [u8]) {
-    let mut at = 0;
-    while data.len() - at >= 16 {
-        let size = i32::from_be_bytes(data[at + 8..at + 12].try_into().expect("4 bytes"));
-        let Some(end) = usize::try_from(size).ok().map(|s| at + 12 + s) else { return };
-        if size < 4 || end > data.len() {
-            return;
-        }
-        let crc = crc32fast::hash(&data[at + 16..end]);
-        data[at + 12..at + 16].copy_from_slice(&crc.to_be_bytes());
-        at = end;
-    }
-}
-
-fn legacy_bytes(data: &[u8]) {
-    let mut bytes = Bytes::copy_from_slice(data);
-    if let Ok(req) = legacy_produce::ProduceRequest::decode(&mut bytes, 0) {
-        for t in &req.topics {
-            for (_, records) in &t.partitions {
-                if let Some(records) = records {
-                    let _ = legacy::decode(records.clone(), &mut { DECOMPRESSION_LIMIT });
-                }
-            }
-        }
-    }
-    let mut set = data.to_vec();
-    fix_message_crcs(&mut set);
-    let _ = legacy::decode(Bytes::from(set), &mut { DECOMPRESSION_LIMIT });
-}
-
-fn legacy_bytes_seeds() -> Vec<Vec<u8>> {
-    let mut set = Vec::new();
-    legacy::encode_message(&mut set, 0, 0, None, Some(b"a"));
-    legacy::encode_message(&mut set, 1, 1234, Some(b"k"), Some(b""));
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(&set).expect("writing to a Vec");
-    let mut wrapper = vec![1u8, 1];
-    wrapper.extend_from_slice(&5i64.to_be_bytes());
-    put_field(&mut wrapper, None);
-    put_field(&mut wrapper, Some(&gz.finish().expect("writing to a Vec")));
-    let mut wrapped = Vec::new();
-    put_message(&mut wrapped, &wrapper, 0);
-    let req = legacy_produce::ProduceRequest {
-        acks: -1,
-        timeout_ms: 100,
-        topics: vec![legacy_produce::TopicData {
-            name: "t".into(),
-            partitions: vec![(0, Some(set.clone().into())), (1, None)],
-        }],
-    };
-    let mut body = BytesMut::new();
-    req.encode(&mut body);
-    vec![set, wrapped, body.to_vec()]
 }
 
 // === stored ===
