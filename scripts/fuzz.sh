@@ -19,37 +19,16 @@
 #   $CARGO_TARGET_DIR/fuzz/kelp-fuzz replay --target <target> <file>
 # and, once fixed, copy it into tests/fuzz-corpus/<target>/ so the unit tests replay it.
 #
-# Installs what building needs when it is missing (a C compiler for the zstd and ring
-# crates); the fuzzing crates come through Cargo.toml/Cargo.lock (`fuzz` feature).
+# Installs what building needs when it is missing (scripts/install-deps.sh: a C compiler for
+# the zstd and ring crates among it); the fuzzing crates come through Cargo.toml/Cargo.lock
+# (`fuzz` feature).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-log() { echo "fuzz: $*" >&2; }
-
-as_root() {
-    if [ "$(id -u)" -eq 0 ]; then
-        "$@"
-    elif command -v sudo >/dev/null 2>&1; then
-        sudo "$@"
-    else
-        log "not root and no sudo; cannot run: $*"
-        exit 1
-    fi
-}
-
-if ! command -v cargo >/dev/null 2>&1; then
-    log "cargo is not installed (kelp builds with the stable Rust toolchain)"
-    exit 1
-fi
-missing=()
-command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
-command -v make >/dev/null 2>&1 || missing+=(make)
-if [ "${#missing[@]}" -gt 0 ]; then
-    log "apt-get install ${missing[*]}"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+# The same install step as the test suite (a C compiler and make among it): one place that
+# knows what a fresh machine lacks.
+scripts/install-deps.sh
 
 inputs="${FUZZ_INPUTS:-10000000}"
 seed="${FUZZ_SEED:-$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}"
@@ -63,5 +42,5 @@ start=$(date +%s)
 status=0
 "$target_dir/fuzz/kelp-fuzz" run --inputs "$inputs" --seed "$seed" --jobs "$jobs" \
     --timeout "$timeout" --crashes "$target_dir/fuzz-crashes" "$@" || status=$?
-log "seed $seed, $(( $(date +%s) - start )) s"
+echo "fuzz: seed $seed, $(( $(date +%s) - start )) s" >&2
 exit "$status"
