@@ -5,10 +5,7 @@ mod common;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ProduceRequest, RequestKind, ResponseKind, TopicName,
-};
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, RequestKind, ResponseKind, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
 use common::kelp::Kelp;
@@ -31,19 +28,7 @@ fn batch(value_len: usize) -> Bytes {
 }
 
 async fn produce_code(kelp: &Kelp, topic: &str, records: Bytes) -> i16 {
-    let mut c = Raw::connect(kelp.addr).await;
-    let req =
-        ProduceRequest::default().with_acks(-1).with_timeout_ms(10_000).with_topic_data(vec![
-            TopicProduceData::default()
-                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-                .with_partition_data(vec![
-                    PartitionProduceData::default().with_index(0).with_records(Some(records)),
-                ]),
-        ]);
-    match c.call(ApiKey::Produce, 9, RequestKind::Produce(req)).await {
-        ResponseKind::Produce(r) => r.responses[0].partition_responses[0].error_code,
-        other => panic!("unexpected {other:?}"),
-    }
+    produce_codes(kelp, topic, vec![(0, records)]).await[0]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -168,23 +153,8 @@ async fn every_class_of_bad_input_gets_an_error_or_a_closed_connection() {
 /// One Produce request: `parts` are (partition, records), all to `topic`; the error code of
 /// each part, in order.
 async fn produce_codes(kelp: &Kelp, topic: &str, parts: Vec<(i32, Bytes)>) -> Vec<i16> {
-    let mut c = Raw::connect(kelp.addr).await;
-    let data = parts
-        .into_iter()
-        .map(|(i, r)| PartitionProduceData::default().with_index(i).with_records(Some(r)))
-        .collect();
-    let req =
-        ProduceRequest::default().with_acks(-1).with_timeout_ms(10_000).with_topic_data(vec![
-            TopicProduceData::default()
-                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-                .with_partition_data(data),
-        ]);
-    match c.call(ApiKey::Produce, 9, RequestKind::Produce(req)).await {
-        ResponseKind::Produce(r) => {
-            r.responses[0].partition_responses.iter().map(|p| p.error_code).collect()
-        }
-        other => panic!("unexpected {other:?}"),
-    }
+    let answers = common::raw::produce(kelp.addr, topic, parts).await;
+    answers.iter().map(|p| p.error_code).collect()
 }
 
 /// Small compressed batches that expand a lot: the request's decompressed bytes are bounded

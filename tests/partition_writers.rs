@@ -322,31 +322,14 @@ async fn produce_raw(
     topic: &str,
     values: &[(i32, &str)],
 ) -> Vec<(i32, i16, i64)> {
-    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-    use kafka_protocol::messages::{ApiKey, ProduceRequest, RequestKind, ResponseKind, TopicName};
-    use kafka_protocol::protocol::StrBytes;
-    let partitions = values
+    let parts = values
         .iter()
         .map(|(p, v)| {
-            let batch = common::raw::batch_of(vec![(None, bytes::Bytes::from(v.to_string()), 1)]);
-            PartitionProduceData::default().with_index(*p).with_records(Some(batch))
+            (*p, common::raw::batch_of(vec![(None, bytes::Bytes::from(v.to_string()), 1)]))
         })
         .collect();
-    let name = TopicName(StrBytes::from_string(topic.to_string()));
-    let req =
-        ProduceRequest::default().with_acks(-1).with_timeout_ms(10_000).with_topic_data(vec![
-            TopicProduceData::default().with_name(name).with_partition_data(partitions),
-        ]);
-    let mut c = common::raw::Raw::connect(kelp).await;
-    let ResponseKind::Produce(r) = c.call(ApiKey::Produce, 9, RequestKind::Produce(req)).await
-    else {
-        panic!("not a produce answer")
-    };
-    r.responses[0]
-        .partition_responses
-        .iter()
-        .map(|p| (p.index, p.error_code, p.base_offset))
-        .collect()
+    let answers = common::raw::produce(kelp, topic, parts).await;
+    answers.iter().map(|p| (p.index, p.error_code, p.base_offset)).collect()
 }
 
 /// The same with Produce v2 (a v1 message set per partition), encoded by kelp's own codec.

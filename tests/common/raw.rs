@@ -105,6 +105,31 @@ impl Raw {
 }
 
 /// Create a topic through kelp with CreateTopics v7 and assert it worked.
+/// One Produce v9 request (acks=all) to `topic` with `parts` as (partition, records), on a
+/// fresh connection: each partition's answer, in the order answered.
+pub async fn produce(
+    addr: SocketAddr,
+    topic: &str,
+    parts: Vec<(i32, Bytes)>,
+) -> Vec<kafka_protocol::messages::produce_response::PartitionProduceResponse> {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ProduceRequest, TopicName};
+    let data = parts
+        .into_iter()
+        .map(|(i, r)| PartitionProduceData::default().with_index(i).with_records(Some(r)))
+        .collect();
+    let name = TopicName(StrBytes::from_string(topic.to_string()));
+    let req =
+        ProduceRequest::default().with_acks(-1).with_timeout_ms(10_000).with_topic_data(vec![
+            TopicProduceData::default().with_name(name).with_partition_data(data),
+        ]);
+    let mut c = Raw::connect(addr).await;
+    match c.call(ApiKey::Produce, 9, RequestKind::Produce(req)).await {
+        ResponseKind::Produce(mut r) => r.responses.swap_remove(0).partition_responses,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
 pub async fn create_topic_raw(addr: SocketAddr, name: &str, partitions: i32) {
     use kafka_protocol::messages::create_topics_request::CreatableTopic;
     use kafka_protocol::messages::{CreateTopicsRequest, TopicName};
