@@ -29,6 +29,11 @@ use super::{
     wait_metadata,
 };
 
+/// Least pause between two records of the latency paths, long enough for the consumer to be
+/// waiting in its next fetch; each pause adds 0–24 ms more, so sends fall anywhere within a
+/// fetch's polling interval.
+const PAUSE: Duration = Duration::from_millis(25);
+
 /// One kelp process of the group.
 struct Sidecar {
     _guard: Guard,
@@ -259,15 +264,29 @@ fn one_at_a_time(
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, 0, Offset::End).map_err(|e| e.to_string())?;
         consumer.assign(&tpl).map_err(|e| format!("assign: {e}"))?;
-        // The first record also makes `from`'s connection and (on the first path) the
-        // writer's lease; the consumer resolves the end offset meanwhile.
+        // An untimed first record sets up `from`'s connection and (on the first path) the
+        // writer's lease; meanwhile the consumer resolves the end offset and starts fetching,
+        // which may be before or after that record.
+        let send = |key: &str| {
+            producer
+                .send(BaseRecord::<str, [u8]>::to(topic).partition(0).key(key).payload(payload))
+                .map_err(|(e, _)| format!("send: {e}"))
+        };
+        send("warm-up")?;
+        producer.flush(timeout).map_err(|e| format!("flush: {e}"))?;
+        let settle = Instant::now();
+        while settle.elapsed() < Duration::from_secs(1) {
+            if let Some(Err(e)) = consumer.poll(Duration::from_millis(100)) {
+                return Err(format!("consume: {e}"));
+            }
+        }
         let mut lat = Vec::with_capacity(n);
-        for i in 0..=n {
+        for i in 0..n {
+            // The consumer has sent its next fetch and is waiting in it, not racing the send.
+            std::thread::sleep(PAUSE + Duration::from_millis(i as u64 * 7 % 25));
             let key = i.to_string();
             let start = Instant::now();
-            producer
-                .send(BaseRecord::<str, [u8]>::to(topic).partition(0).key(&key).payload(payload))
-                .map_err(|(e, _)| format!("send: {e}"))?;
+            send(&key)?;
             loop {
                 if start.elapsed() > timeout {
                     return Err(format!("record {i} not consumed within {} s", timeout.as_secs()));
@@ -278,9 +297,7 @@ fn one_at_a_time(
                     Some(Err(e)) => return Err(format!("consume: {e}")),
                 }
             }
-            if i > 0 {
-                lat.push(start.elapsed());
-            }
+            lat.push(start.elapsed());
         }
         producer.flush(timeout).map_err(|e| format!("flush: {e}"))?;
         Ok(lat)
