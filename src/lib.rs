@@ -64,6 +64,7 @@ pub(crate) mod listener;
 pub(crate) mod memory;
 pub mod metrics;
 pub mod peer;
+pub(crate) mod producer_ids;
 pub(crate) mod producers;
 pub mod protocol;
 pub mod quota;
@@ -207,6 +208,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             cancel.clone(),
             &tracker,
         ),
+        producer_ids: producer_ids::ProducerIds::new(seaweed.clone(), config.filer_root.clone()),
         groups: group::Coordinator::start(
             seaweed.clone(),
             config.filer_root.clone(),
