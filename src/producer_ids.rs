@@ -66,9 +66,12 @@ impl ProducerIds {
         }
     }
 
+    /// The next id of this kelp's block. Id 0 is never handed out (ids are positive, as
+    /// they always were from kelp).
     fn take(&self) -> Option<i64> {
         let mut block = self.block.lock();
         let (next, end) = block.as_mut()?;
+        *next = (*next).max(1);
         if *next >= *end {
             return None;
         }

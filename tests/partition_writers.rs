@@ -8,6 +8,7 @@
 //! With one publish stream per kelp the broker stores records of concurrent streams in an
 //! order other than the offsets it assigned (src/seaweed/SEAWEEDFS.md), and these checks
 //! fail; with one writer per partition they hold, also when the writer is killed mid-produce.
+//! Producer ids handed out by different kelps, and by a kelp started later, never repeat.
 //! A last test splits one request across two writers (Produce v9 and v2) and hands a
 //! partition over on a clean stop.
 
@@ -266,6 +267,10 @@ async fn killing_the_writer_mid_produce_loses_and_repeats_no_acknowledged_record
         .iter()
         .position(|k| k.peer.map(|a| a.to_string()) == Some(writer.clone()))
         .expect("the writer is one of the kelps");
+    let mut ids = Vec::new();
+    for k in &kelps {
+        ids.extend(producer_ids(k.addr, 3).await);
+    }
     let before_kill = acked.lock().len();
     kelps[victim].kill();
     eprintln!("killed kelp {victim} (writer of partition 0) after {before_kill} acknowledgements");
@@ -290,6 +295,38 @@ async fn killing_the_writer_mid_produce_loses_and_repeats_no_acknowledged_record
     assert!(bad.is_empty(), "{}", bad.join("\n"));
     let stored = log.len();
     eprintln!("{stored} records stored, {} of them never acknowledged", stored - acked.len());
+
+    // Producer ids are unique across kelps, and a kelp started afterwards (as after a crash)
+    // never hands out one of a block claimed before.
+    let late = KelpProcess::start(KELP_BIN, &seaweedfs, true, &args).await;
+    ids.extend(producer_ids(late.addr, 3).await);
+    let distinct: std::collections::BTreeSet<i64> = ids.iter().copied().collect();
+    assert_eq!(distinct.len(), ids.len(), "producer ids handed out twice: {ids:?}");
+    assert!(ids.iter().all(|id| *id > 0), "{ids:?}");
+}
+
+/// `n` producer ids from InitProducerId at `kelp`. Each request names the previous id and an
+/// epoch, which a request without a transactional id ignores: a fresh id, epoch 0 (as Kafka).
+async fn producer_ids(kelp: std::net::SocketAddr, n: usize) -> Vec<i64> {
+    use kafka_protocol::messages::{
+        ApiKey, InitProducerIdRequest, ProducerId, RequestKind, ResponseKind,
+    };
+    let mut c = common::raw::Raw::connect(kelp).await;
+    let mut ids: Vec<i64> = Vec::with_capacity(n);
+    for _ in 0..n {
+        let req = InitProducerIdRequest::default()
+            .with_transaction_timeout_ms(60_000)
+            .with_producer_id(ProducerId(ids.last().copied().unwrap_or(-1)))
+            .with_producer_epoch(if ids.is_empty() { -1 } else { 3 });
+        let ResponseKind::InitProducerId(r) =
+            c.call(ApiKey::InitProducerId, 4, RequestKind::InitProducerId(req)).await
+        else {
+            panic!("an InitProducerId answer")
+        };
+        assert_eq!((r.error_code, r.producer_epoch), (0, 0));
+        ids.push(r.producer_id.0);
+    }
+    ids
 }
 
 /// kelp's own filer client, to see partition leases the way kelp sees them.
