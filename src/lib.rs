@@ -4,7 +4,8 @@
 //! The layers, each calling only down (docs/architecture.md draws them):
 //! `listener` → `connection` (frames, session, quota hold) → `routing` (here, or forward to
 //! the group's owner or the partition's writer over `peer`) → `api/<one file per API>` →
-//! `group` / `writers` / `quota` / `records` / `topics` / `producers` → `lease` → `seaweed`;
+//! `group` / `writers` / `quota` / `records` / `topics` / `producers` / `producer_ids` →
+//! `lease` → `seaweed`;
 //! with `ctx`, `protocol`, `error`, `config` at the bottom.
 //!
 //! How a Produce request flows:
