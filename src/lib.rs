@@ -179,7 +179,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let sharing = owner_id.map(|owner_id| writers::Sharing {
         owner_id,
         lease: config.partition_lease(),
-        publish_bound: config.upstream_timeout() * seaweed::PUBLISH_CALL_TIMEOUTS,
+        publish_bound: seaweed::publish_bound(config.upstream_timeout()),
     });
     let group_settings = group::Settings {
         ownership,
