@@ -473,3 +473,66 @@ async fn a_request_naming_partitions_of_two_writers_is_split_and_answered_in_ord
     eprintln!("after a stopped, b wrote its partition after {took:?}");
     assert!(b.stop().await);
 }
+
+/// One idempotent batch of `n` one-byte records: producer `pid`, epoch 0, first sequence
+/// `seq`.
+fn idempotent_batch(pid: i64, seq: i32, n: i32) -> bytes::Bytes {
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    let records: Vec<Record> = (0..n)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: pid,
+            producer_epoch: 0,
+            timestamp_type: TimestampType::Creation,
+            offset: i64::from(i),
+            sequence: seq + i,
+            timestamp: 1,
+            key: None,
+            value: Some(bytes::Bytes::from(format!("{pid}-{}", seq + i))),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = bytes::BytesMut::new();
+    let options = RecordEncodeOptions { version: 2, compression: Compression::None };
+    RecordBatchEncoder::encode(&mut buf, records.iter(), &options).expect("encodes");
+    buf.freeze()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_racing_its_original_through_another_kelp_is_stored_once() {
+    let seaweedfs = common::seaweedfs().await;
+    let args = ["--peer-listen", "127.0.0.1:0", "--partition-lease-ms", LEASE_MS];
+    let (a, b) = (Kelp::start(&seaweedfs, &args).await, Kelp::start(&seaweedfs, &args).await);
+    let topic = common::unique_name("writers-race");
+    create_topic(&a.bootstrap(), &topic).await;
+    let pid = producer_ids(a.addr, 1).await[0];
+    // Each batch goes to both kelps at once (one forwards it to the other, the partition's
+    // writer): one of the two is stored, the other answered as its duplicate, with the same
+    // offset.
+    const BATCHES: i32 = 20;
+    const PER_BATCH: i32 = 5;
+    for i in 0..BATCHES {
+        let batch = idempotent_batch(pid, i * PER_BATCH, PER_BATCH);
+        let (x, y) = tokio::join!(
+            common::raw::produce(a.addr, &topic, vec![(0, batch.clone())]),
+            common::raw::produce(b.addr, &topic, vec![(0, batch)]),
+        );
+        let got = [(x[0].error_code, x[0].base_offset), (y[0].error_code, y[0].base_offset)];
+        let want = (0, i64::from(i * PER_BATCH));
+        assert_eq!(got, [want, want], "batch {i}");
+    }
+    let bootstrap = a.bootstrap();
+    let ends = tokio::task::block_in_place(|| high_water_marks(&bootstrap, &topic));
+    assert_eq!(ends[&0], i64::from(BATCHES * PER_BATCH), "every batch stored once");
+    let log = tokio::task::block_in_place(|| read_all(&bootstrap, &topic, &ends));
+    let values: Vec<&String> = log.values().collect();
+    let want: Vec<String> = (0..BATCHES * PER_BATCH).map(|s| format!("{pid}-{s}")).collect();
+    assert_eq!(values, want.iter().collect::<Vec<_>>());
+    assert!(b.stop().await);
+    assert!(a.stop().await);
+}
