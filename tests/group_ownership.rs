@@ -1024,6 +1024,7 @@ mod wire {
         ids.insert(1000, gid(&group));
         let mut via_other = Raw::connect(other.addr).await;
         for version in [5, 6] {
+            let started = Instant::now();
             let req = DescribeGroupsRequest::default().with_groups(ids.clone());
             let ResponseKind::DescribeGroups(r) = via_other
                 .call(ApiKey::DescribeGroups, version, RequestKind::DescribeGroups(req))
@@ -1031,6 +1032,7 @@ mod wire {
             else {
                 panic!()
             };
+            eprintln!("DescribeGroups v{version} of {} groups: {:?}", ids.len(), started.elapsed());
             assert_eq!(r.groups.len(), ids.len());
             for (asked, got) in ids.iter().zip(&r.groups) {
                 assert_eq!(&got.group_id, asked, "answers in the request's order");
