@@ -1015,15 +1015,23 @@ mod wire {
         let (owner, other) = (peer_kelp(&seaweedfs).await, peer_kelp(&seaweedfs).await);
         let group = common::unique_name("real");
         let mut at_owner = Raw::connect(owner.addr).await;
-        let (member, _) = sole_member(&mut at_owner, &group).await;
+        let (member, generation) = sole_member(&mut at_owner, &group).await;
         let taken = group_leases_taken();
         assert!(taken >= 1, "the real group's lease is counted");
 
         let made_up: Vec<String> = (0..2000).map(|i| format!("{group}-made-up-{i}")).collect();
         let mut ids: Vec<GroupId> = made_up.iter().map(|g| gid(g)).collect();
-        ids.insert(1000, gid(&group));
+        // The real group early in the request, so it is described well within its member's
+        // session (the member only heartbeats before each request).
+        ids.insert(1, gid(&group));
         let mut via_other = Raw::connect(other.addr).await;
         for version in [5, 6] {
+            let ResponseKind::Heartbeat(h) =
+                at_owner.call(ApiKey::Heartbeat, 4, heartbeat(&group, &member, generation)).await
+            else {
+                panic!()
+            };
+            assert_eq!(h.error_code, 0, "the member is alive");
             let started = Instant::now();
             let req = DescribeGroupsRequest::default().with_groups(ids.clone());
             let ResponseKind::DescribeGroups(r) = via_other
@@ -1046,7 +1054,8 @@ mod wire {
                 }
             }
         }
-        let req = DeleteGroupsRequest::default().with_groups_names(ids[..500].to_vec());
+        let names = made_up[..500].iter().map(|g| gid(g)).collect();
+        let req = DeleteGroupsRequest::default().with_groups_names(names);
         let ResponseKind::DeleteGroups(r) =
             via_other.call(ApiKey::DeleteGroups, 2, RequestKind::DeleteGroups(req)).await
         else {
