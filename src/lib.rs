@@ -4,7 +4,8 @@
 //! The layers, each calling only down (docs/architecture.md draws them):
 //! `listener` → `connection` (frames, session, quota hold) → `routing` (here, or forward to
 //! the group's owner or the partition's writer over `peer`) → `api/<one file per API>` →
-//! `group` / `writers` / `quota` / `records` / `topics` / `producers` → `lease` → `seaweed`;
+//! `group` / `writers` / `quota` / `records` / `topics` / `producers` / `producer_ids` →
+//! `lease` → `seaweed`;
 //! with `ctx`, `protocol`, `error`, `config` at the bottom.
 //!
 //! How a Produce request flows:
@@ -64,6 +65,7 @@ pub(crate) mod listener;
 pub(crate) mod memory;
 pub mod metrics;
 pub mod peer;
+pub(crate) mod producer_ids;
 pub(crate) mod producers;
 pub mod protocol;
 pub mod quota;
@@ -177,7 +179,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let sharing = owner_id.map(|owner_id| writers::Sharing {
         owner_id,
         lease: config.partition_lease(),
-        publish_bound: config.upstream_timeout() * seaweed::PUBLISH_CALL_TIMEOUTS,
+        publish_bound: seaweed::publish_bound(config.upstream_timeout()),
     });
     let group_settings = group::Settings {
         ownership,
@@ -207,6 +209,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             cancel.clone(),
             &tracker,
         ),
+        producer_ids: producer_ids::ProducerIds::new(seaweed.clone(), config.filer_root.clone()),
         groups: group::Coordinator::start(
             seaweed.clone(),
             config.filer_root.clone(),

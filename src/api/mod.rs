@@ -93,7 +93,7 @@ pub async fn dispatch(
             ResponseKind::DescribeCluster(describe_cluster::handle(ctx, r))
         }
         RequestKind::InitProducerId(r) => {
-            ResponseKind::InitProducerId(init_producer_id::handle(ctx, r))
+            ResponseKind::InitProducerId(init_producer_id::handle(ctx, r).await)
         }
         RequestKind::FindCoordinator(r) => {
             ResponseKind::FindCoordinator(find_coordinator::handle(ctx, version, r))

@@ -408,14 +408,26 @@ async fn publish(
             continue;
         }
         let idempotent = b.producer_id >= 0 && b.base_sequence >= 0;
+        let n = b.records.len() as i32;
         let id = BatchId {
             producer_id: b.producer_id,
             epoch: b.producer_epoch,
             topic,
             partition: index,
             first_seq: b.base_sequence,
+            count: n,
+        };
+        // Check, publish and record are one step per (producer, partition): a retry racing
+        // its original waits here, then finds it stored.
+        let within = ctx.config.upstream_timeout();
+        let _turn = match idempotent {
+            true => Some(producers.turn(id, within).await.ok_or(ResponseError::RequestTimedOut)?),
+            false => None,
         };
         if idempotent {
+            if producers.unsettled(topic, index).is_some() {
+                ctx.writers.settle(topic, index, within).await?;
+            }
             match producers.check(id) {
                 Check::Append => {}
                 Check::Duplicate(offset) => {
@@ -425,7 +437,6 @@ async fn publish(
                 Check::Reject(code) => return Err(code),
             }
         }
-        let n = b.records.len() as i32;
         // An idempotent batch says so in every record, so that a later writer of the
         // partition can recognise a retry of it (`writers`).
         let produced = idempotent.then_some(envelope::Produced {
@@ -438,12 +449,17 @@ async fn publish(
             b.records.iter().map(|r| envelope::to_message_from(r, produced.as_ref())).collect();
         let offsets = ctx.seaweed.publish(topic, index as u32, messages).await.map_err(|e| {
             debug!(error = %e, "publish failed");
+            if idempotent {
+                // It may be stored all the same (it timed out after reaching the broker):
+                // the retry is checked against the partition's tail, read back first.
+                producers.unsettle(topic, index);
+            }
             e.code(ApiKind::Data)
         })?;
         crate::metrics::global().records_produced.inc_by(offsets.len() as u64);
         let first = *offsets.first().ok_or(ResponseError::CorruptMessage)?;
         if idempotent {
-            producers.record(id, n, first);
+            producers.record(id, first);
         }
         base.get_or_insert(first);
     }

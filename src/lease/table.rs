@@ -155,6 +155,7 @@ impl Leases {
                     return Err(e);
                 }
                 info!(what, key, "took the lease");
+                crate::metrics::global().observe_lease_taken(what);
                 let now = now();
                 self.held
                     .lock()
@@ -175,6 +176,16 @@ impl Leases {
             }
             Decision::Unavailable => None,
         })
+    }
+
+    /// Whether nobody holds `key`'s lease: not this kelp, and the filer names no holder.
+    /// Takes nothing, so a lookup of something nobody owns leaves no lease behind.
+    pub async fn is_free(&self, key: &str, now: Instant) -> Result<bool, Error> {
+        if self.known(key, now).is_some() {
+            return Ok(false);
+        }
+        let name = (self.kind.lock_name)(&self.root, key);
+        Ok(self.seaweed.filer_lock_owner(&name).await?.is_none())
     }
 
     /// What this kelp knows without asking the filer.

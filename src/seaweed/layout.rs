@@ -224,6 +224,18 @@ pub fn partition_writer_lock(root: &str, topic: &str, partition: i32) -> String 
     format!("{}/partitions/{}/{partition}#writer", root.trim_end_matches('/'), path_segment(topic))
 }
 
+/// `<root>/producer-ids/next`: the next block of producer ids to try claiming, as decimal
+/// text (`producer_ids`; only a hint, the claims decide).
+pub fn producer_id_counter(root: &str) -> String {
+    format!("{}/producer-ids/next", root.trim_end_matches('/'))
+}
+
+/// `<root>/producer-ids/blocks/<block>`: created (empty, never deleted) by the kelp that owns
+/// block `block` of producer ids (`producer_ids`).
+pub fn producer_id_block(root: &str, block: i64) -> String {
+    format!("{}/producer-ids/blocks/{block}", root.trim_end_matches('/'))
+}
+
 /// The string a name written by [`path_segment`] stands for; `None` for a name that
 /// `path_segment` would not have produced (so listing a directory never yields two names for
 /// one string).
@@ -432,6 +444,8 @@ mod tests {
         assert_eq!(group_path("/kelp/", "a/b c"), "/kelp/groups/a%2Fb%20c");
         assert_eq!(offsets_path("/kelp", "g1", "orders", 3), "/kelp/groups/g1/offsets/orders/3");
         assert_eq!(offsets_path("/r", "", "t.x", 0), "/r/groups/%/offsets/t.x/0");
+        assert_eq!(producer_id_counter("/kelp/"), "/kelp/producer-ids/next");
+        assert_eq!(producer_id_block("/kelp", 42), "/kelp/producer-ids/blocks/42");
     }
 
     #[test]

@@ -118,8 +118,15 @@ struct Inner {
 /// Fresh publish streams tried per publish when a stream closed before taking the batch.
 const PUBLISH_ATTEMPTS: usize = 3;
 
-/// A publish may take this many call timeouts in all: one to open a stream, one for the acks.
-pub(crate) const PUBLISH_CALL_TIMEOUTS: u32 = 2;
+/// Batches of a publish still queued this many call timeouts after it started are withdrawn
+/// (one to open a stream, one for the acks).
+const PUBLISH_CALL_TIMEOUTS: u32 = 2;
+
+/// The longest a publish may take: [`PUBLISH_CALL_TIMEOUTS`], then one more call timeout for
+/// the answer about a batch already on the stream, and a second of slack.
+pub(crate) fn publish_bound(call_timeout: Duration) -> Duration {
+    call_timeout * (PUBLISH_CALL_TIMEOUTS + 1) + Duration::from_secs(1)
+}
 
 impl Seaweed {
     /// Set up clients. Connections are made lazily on first use, so this does not wait for
@@ -252,13 +259,19 @@ impl Seaweed {
         if messages.is_empty() {
             return Ok(Vec::new());
         }
-        let overall = self.inner.clients.call_timeout * PUBLISH_CALL_TIMEOUTS;
+        let call_timeout = self.inner.clients.call_timeout;
+        let overall = call_timeout * PUBLISH_CALL_TIMEOUTS;
+        // Batches still queued at the deadline are withdrawn; one already on a stream is
+        // answered by the stream within a call timeout after (`Publisher::publish`), which
+        // the outer bound leaves room for.
+        let deadline = tokio::time::Instant::now() + overall;
+        let bound = publish_bound(call_timeout);
         let catalog = &self.inner.catalog;
         let attempt = async {
             let mut last = None;
             for _ in 0..PUBLISH_ATTEMPTS {
                 let publisher = self.publisher(topic, partition).await?;
-                match publisher.publish(messages.clone()).await {
+                match publisher.publish(messages.clone(), deadline).await {
                     Outcome::Acked(offsets) => {
                         // The records are stored, so the partition's markers exist and the
                         // shift is final (and cached after the first time).
@@ -281,9 +294,9 @@ impl Seaweed {
             }
             Err(last.expect("at least one attempt"))
         };
-        match tokio::time::timeout(overall, attempt).await {
+        match tokio::time::timeout(bound, attempt).await {
             Ok(result) => result,
-            Err(_) => Err(Error::Timeout { op: "publish", after: overall }),
+            Err(_) => Err(Error::Timeout { op: "publish", after: bound }),
         }
     }
 

@@ -20,6 +20,8 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU8;
+use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -80,7 +82,15 @@ pub(super) enum Outcome {
 struct Batch {
     messages: Vec<Message>,
     reply: oneshot::Sender<Outcome>,
+    /// [`QUEUED`] until the task admits the batch to the stream ([`ADMITTED`]) or its caller
+    /// gives up on it first ([`ABANDONED`]): whichever comes first decides, so a caller that
+    /// gave up knows whether the batch can still be stored.
+    state: Arc<AtomicU8>,
 }
+
+const QUEUED: u8 = 0;
+const ADMITTED: u8 = 1;
+const ABANDONED: u8 = 2;
 
 /// Handle to a running stream task. Cloning is cheap; the task ends when its stream fails,
 /// after [`IDLE_CLOSE`] without traffic, when the process is stopping and nothing is in
@@ -89,6 +99,8 @@ struct Batch {
 pub(super) struct Publisher {
     target: Arc<Target>,
     tx: mpsc::Sender<Batch>,
+    /// The stream answers an admitted batch within this long (its acknowledgement deadline).
+    call_timeout: Duration,
 }
 
 impl Publisher {
@@ -105,6 +117,7 @@ impl Publisher {
     ) -> Publisher {
         let (tx, rx) = mpsc::channel(QUEUED_BATCHES);
         let target = Arc::new(target);
+        let call_timeout = clients.call_timeout;
         let span = tracing::debug_span!("publish_stream", topic = %target.mq_topic,
             range = %format!("{}-{}", target.partition.range_start, target.partition.range_stop),
             broker = %target.leader);
@@ -112,7 +125,7 @@ impl Publisher {
             run(clients, Arc::clone(&target), rx, acked, cancel),
             span,
         ));
-        Publisher { target, tx }
+        Publisher { target, tx, call_timeout }
     }
 
     pub(super) fn target(&self) -> &Target {
@@ -124,14 +137,36 @@ impl Publisher {
         self.tx.is_closed()
     }
 
-    /// Queue `messages` and wait for their acknowledgement.
-    pub(super) async fn publish(&self, messages: Vec<Message>) -> Outcome {
+    /// Queue `messages` and wait for their acknowledgement until `deadline`. A batch still
+    /// queued then is withdrawn ([`Outcome::NotSent`]: it will never be stored). A batch
+    /// already on the stream cannot be withdrawn, so its answer is awaited past the
+    /// deadline: the stream answers it within its acknowledgement deadline (one call timeout
+    /// after it was admitted). So an error means the batch is not stored and will not be,
+    /// except [`Outcome::Failed`], which means it may be.
+    pub(super) async fn publish(&self, messages: Vec<Message>, deadline: Instant) -> Outcome {
         let (reply, wait) = oneshot::channel();
-        if let Err(mpsc::error::SendError(batch)) = self.tx.send(Batch { messages, reply }).await {
-            drop(batch);
-            return Outcome::NotSent(closed("publish stream already closed"));
+        let state = Arc::new(AtomicU8::new(QUEUED));
+        let batch = Batch { messages, reply, state: Arc::clone(&state) };
+        let timed_out = || Error::Timeout { op: "publish", after: self.call_timeout };
+        match tokio::time::timeout_at(deadline, self.tx.send(batch)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Outcome::NotSent(closed("publish stream already closed")),
+            Err(_) => return Outcome::NotSent(timed_out()),
         }
-        match wait.await {
+        tokio::pin!(wait);
+        let answer = match tokio::time::timeout_at(deadline, &mut wait).await {
+            Ok(answer) => answer,
+            Err(_) => {
+                if state.compare_exchange(QUEUED, ABANDONED, SeqCst, SeqCst).is_ok() {
+                    return Outcome::NotSent(timed_out());
+                }
+                match tokio::time::timeout(self.call_timeout, wait).await {
+                    Ok(answer) => answer,
+                    Err(_) => return Outcome::Failed(timed_out()),
+                }
+            }
+        };
+        match answer {
             Ok(outcome) => outcome,
             // The task ended without answering: it was dropped before taking the batch.
             Err(_) => Outcome::NotSent(closed("publish stream closed")),
@@ -203,7 +238,9 @@ async fn run(
                     }
                 }
                 Some(batch) => {
-                    if batch.reply.is_closed() || batch.messages.is_empty() {
+                    let admitted =
+                        batch.state.compare_exchange(QUEUED, ADMITTED, SeqCst, SeqCst).is_ok();
+                    if !admitted || batch.reply.is_closed() || batch.messages.is_empty() {
                         // The caller gave up before the batch was sent, or sent nothing.
                         let _ = batch.reply.send(Outcome::Acked(Vec::new()));
                         continue;
