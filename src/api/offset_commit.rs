@@ -1,4 +1,4 @@
-//! OffsetCommit (v2-9): checks each partition exists, lets `group::Coordinator` validate the
+//! OffsetCommit (v0-9; v0-1 decoded by `protocol::legacy`): checks each partition exists, lets `group::Coordinator` validate the
 //! committer (generation and member, or a standalone commit) and answers each partition only
 //! after its offset is in the filer.
 //!
