@@ -65,9 +65,11 @@ impl Reader {
     }
 }
 
-/// One message of a v0/v1 message set: (offset, magic, timestamp or -1, key, value), its
-/// CRC checked.
-pub fn message_set(mut set: Bytes) -> Vec<(i64, i8, i64, Option<Bytes>, Option<Bytes>)> {
+/// One message of a v0/v1 message set: (offset, magic, timestamp or -1, key, value).
+pub type Message = (i64, i8, i64, Option<Bytes>, Option<Bytes>);
+
+/// The messages of a v0/v1 message set, each CRC checked.
+pub fn message_set(mut set: Bytes) -> Vec<Message> {
     let mut out = Vec::new();
     while !set.is_empty() {
         let offset = set.get_i64();
