@@ -36,6 +36,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use common::kelp::{Kelp, KelpProcess, peer_secret};
 use common::python::PythonConsumer;
 use common::raw::Raw;
+use common::wire::{Body, Reader};
 
 const LEASE_MS: &str = "3000";
 const SESSION_TIMEOUT_MS: &str = "6000";
@@ -783,6 +784,39 @@ mod wire {
             panic!()
         };
         assert_eq!((r.error_code, r.topics[0].partitions[0].committed_offset), (0, 42));
+        // The oldest versions (OffsetCommit v1, OffsetFetch v0) are forwarded too: the owner
+        // validates the member and the answer comes back in the old layout.
+        for (commit_generation, want) in
+            [(generation, 0), (generation + 3, ResponseError::IllegalGeneration.code())]
+        {
+            let body = Body::default()
+                .str(&group)
+                .i32(commit_generation)
+                .str(&member)
+                .i32(1)
+                .str(&topic)
+                .i32(1)
+                .i32(1)
+                .i64(44)
+                .i64(1_600_000_000_000)
+                .null_str();
+            let mut r = Reader(via_other.call_body(ApiKey::OffsetCommit, 1, &body.0).await);
+            assert_eq!((r.i32(), r.str().as_deref(), r.i32()), (1, Some(topic.as_str()), 1));
+            assert_eq!(
+                (r.i32(), r.i16()),
+                (1, want),
+                "OffsetCommit v1, generation {commit_generation}"
+            );
+            r.done();
+        }
+        let body = Body::default().str(&group).i32(1).str(&topic).i32(1).i32(1);
+        let mut r = Reader(via_other.call_body(ApiKey::OffsetFetch, 0, &body.0).await);
+        assert_eq!(
+            (r.i32(), r.str().as_deref(), r.i32(), r.i32()),
+            (1, Some(topic.as_str()), 1, 1)
+        );
+        assert_eq!((r.i64(), r.str(), r.i16()), (44, Some(String::new()), 0), "OffsetFetch v0");
+        r.done();
 
         // DescribeGroups naming a remote, a local and an unknown group: each answered where
         // it lives, in the request's order.

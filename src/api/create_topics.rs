@@ -46,7 +46,8 @@ pub async fn handle(ctx: &Ctx, _version: i16, req: CreateTopicsRequest) -> Creat
                 t.replication_factor
             });
         results.push(match outcome {
-            Ok(()) => result,
+            // Kafka leaves the message null on success (the library's default is empty).
+            Ok(()) => result.with_error_message(None),
             Err((code, msg)) => result
                 .with_error_code(code.code())
                 .with_error_message(Some(StrBytes::from_string(msg)))

@@ -1,5 +1,6 @@
 //! Fetch: read each partition from SeaweedFS and re-encode the records as one uncompressed
-//! Kafka batch per partition.
+//! Kafka batch per partition (v4+), or as an uncompressed message set for v0-v3: magic 0
+//! (no timestamps) for v0-v1, magic 1 for v2-v3. Message sets have no headers.
 //!
 //! Waiting (max_wait_ms / min_bytes): a first pass reads every partition without waiting. If
 //! that is not enough, every partition long-polls the broker at once and the first one that
@@ -18,7 +19,7 @@ use uuid::Uuid;
 
 use crate::ctx::Ctx;
 use crate::error::ApiKind;
-use crate::records::{Record, batch, envelope};
+use crate::records::{Record, batch, envelope, legacy};
 use crate::seaweed::Fetched;
 
 /// One partition the client asked for, resolved to a topic name.
@@ -133,6 +134,7 @@ pub async fn handle(ctx: &Ctx, version: i16, req: FetchRequest) -> FetchResponse
                 .into_iter()
                 .map(|i| {
                     partition_data(
+                        version,
                         wants[i].partition,
                         got[i].take().expect("each partition answered once"),
                     )
@@ -147,12 +149,21 @@ pub async fn handle(ctx: &Ctx, version: i16, req: FetchRequest) -> FetchResponse
     FetchResponse::default().with_responses(responses)
 }
 
-fn partition_data(partition: i32, g: Got) -> PartitionData {
+fn partition_data(version: i16, partition: i32, g: Got) -> PartitionData {
     crate::metrics::global().records_fetched.inc_by(g.records.len() as u64);
-    // Sized up front (`record_size` counts per-record framing too) so encoding does not regrow.
-    let size: usize = g.records.iter().map(|(_, r)| record_size(r)).sum();
-    let mut records = BytesMut::with_capacity(batch::HEADER_LEN + size);
-    batch::encode(&mut records, &g.records);
+    let records = if version >= 4 {
+        // Sized up front (`record_size` counts per-record framing too) so encoding does not
+        // regrow.
+        let size: usize = g.records.iter().map(|(_, r)| record_size(r)).sum();
+        let mut records = BytesMut::with_capacity(batch::HEADER_LEN + size);
+        batch::encode(&mut records, &g.records);
+        records
+    } else {
+        let magic = if version >= 2 { 1 } else { 0 };
+        let mut records = BytesMut::with_capacity(legacy::set_len(&g.records, magic));
+        legacy::encode_set(&mut records, &g.records, magic);
+        records
+    };
     PartitionData::default()
         .with_partition_index(partition)
         .with_error_code(g.code.map_or(0, |c| c.code()))

@@ -313,6 +313,9 @@ async fn call(
         RequestKind::SyncGroup(_) => parked(SYNC_FORWARD_TIMEOUT),
         _ => answer_within,
     };
+    // A legacy version travels as the library's oldest, which means the same (`legacy`); the
+    // answer is written in the client's layout by the connection.
+    let version = crate::protocol::legacy::library_version(key, version);
     ctx.peers.call(owner, header, key, version, kind, timeout).await
 }
 
