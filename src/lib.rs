@@ -218,7 +218,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         memory: memory::Memory::new(config.memory_budget_bytes),
         quotas,
         sasl,
-        cluster_id: format!("kelp-{}", topics::topic_id(&config.namespace, "").simple()),
+        cluster_id: format!("kelp-{}", topics::topic_id(&config.namespace, "", 0).simple()),
         seaweed,
         advertised_host,
         advertised_port,

@@ -38,7 +38,7 @@ pub async fn handle(ctx: &Ctx, _version: i16, req: CreateTopicsRequest) -> Creat
         };
         let result = CreatableTopicResult::default()
             .with_name(t.name)
-            .with_topic_id(ctx.topics.id(&name))
+            .with_topic_id(ctx.topics.id(&name).await)
             .with_num_partitions(partitions)
             .with_replication_factor(if t.replication_factor == -1 {
                 1

@@ -222,12 +222,21 @@ impl Seaweed {
     }
 
     /// Delete `topic` and its records; UNKNOWN_TOPIC_OR_PARTITION if it does not exist.
-    /// Other kelps notice within a few seconds (their cached layout expires).
-    pub async fn delete_topic(&self, topic: &str) -> Result<(), Error> {
-        self.inner.catalog.delete(topic).await?;
+    /// Other kelps notice within a few seconds (their cached layout expires). Returns the
+    /// incarnation that was deleted (see [`Seaweed::topic_incarnation`]).
+    pub async fn delete_topic(&self, topic: &str) -> Result<u32, Error> {
+        let incarnation = self.inner.catalog.delete(topic).await?;
         self.inner.publishers.lock().retain(|(t, _), _| t != topic);
         self.inner.wakers.lock().retain(|(t, _), _| t != topic);
-        Ok(())
+        Ok(incarnation)
+    }
+
+    /// Which incarnation of `topic` exists now (`layout::mq_topic_name`): 0 for a topic
+    /// created once, one more each time it was deleted and created again. Every kelp reads
+    /// the same number from the filer, so it identifies one life of a topic across kelps and
+    /// restarts. `Ok(None)` when the topic does not exist. Served from the layout cache.
+    pub async fn topic_incarnation(&self, topic: &str) -> Result<Option<u32>, Error> {
+        Ok(self.inner.catalog.layout(topic).await?.map(|l| l.incarnation()))
     }
 
     /// Grow `topic` to `new_total` partitions. SeaweedFS cannot: a new partition count makes
