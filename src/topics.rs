@@ -109,15 +109,20 @@ impl Topics {
     }
 
     /// The topic a client named by id, `Ok(None)` if no topic has that id.
+    /// An id of a deleted incarnation names no topic, even when the name exists again.
     pub async fn name_of(&self, id: Uuid) -> Result<Option<String>, Error> {
-        {
+        let (known, fresh) = {
             let ids = self.ids.lock();
-            if let Some(n) = ids.names.get(&id) {
-                return Ok(Some(n.clone()));
+            let fresh = ids.listed.is_some_and(|at| at.elapsed() < RELIST_AFTER);
+            (ids.names.get(&id).cloned(), fresh)
+        };
+        if let Some(name) = known {
+            if self.id(&name).await == id {
+                return Ok(Some(name));
             }
-            if ids.listed.is_some_and(|at| at.elapsed() < RELIST_AFTER) {
-                return Ok(None);
-            }
+            self.ids.lock().names.remove(&id);
+        } else if fresh {
+            return Ok(None);
         }
         self.list().await?;
         Ok(self.ids.lock().names.get(&id).cloned())

@@ -97,13 +97,18 @@ async fn create(
     partitions: u32,
     validate_only: bool,
 ) -> Result<(), (ResponseError, String)> {
-    let exists = ctx.topics.partitions(name).await.map_err(upstream)?;
-    if exists.is_some() {
-        return Err((ResponseError::TopicAlreadyExists, format!("topic '{name}' already exists")));
-    }
     if validate_only {
+        let exists = ctx.topics.partitions(name).await.map_err(upstream)?;
+        if exists.is_some() {
+            return Err((
+                ResponseError::TopicAlreadyExists,
+                format!("topic '{name}' already exists"),
+            ));
+        }
         return Ok(());
     }
+    // Creating looks the topic up afresh (not in this kelp's layout cache), so a topic just
+    // deleted through another kelp can be created again at once.
     match ctx.seaweed.create_topic(name, partitions).await {
         Ok(()) => Ok(()),
         Err(Error::Kafka(ResponseError::TopicAlreadyExists)) => {

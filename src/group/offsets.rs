@@ -148,8 +148,7 @@ pub async fn list(
     for name in stored {
         // A name that is no MQ name (offsets committed for a topic name Kafka would refuse)
         // stands for itself.
-        let (topic, incarnation) =
-            layout::parse_mq_topic_name(&name).unwrap_or((name.as_str(), 0));
+        let (topic, incarnation) = layout::parse_mq_topic_name(&name).unwrap_or((name.as_str(), 0));
         let current = seaweed.topic_incarnation(topic).await?.unwrap_or(0);
         if current == incarnation {
             dirs.push((layout::topic_offsets_dir(root, group, &name), topic.to_string()));
