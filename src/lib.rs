@@ -73,6 +73,7 @@ pub mod sasl;
 pub mod seaweed;
 pub(crate) mod session;
 pub mod shutdown;
+pub(crate) mod tail;
 pub(crate) mod tls;
 pub mod topics;
 pub(crate) mod watch;

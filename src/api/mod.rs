@@ -73,7 +73,10 @@ pub async fn dispatch(
         RequestKind::Produce(r) => {
             ResponseKind::Produce(produce::handle(ctx, session, version, r).await?)
         }
-        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(ctx, version, r).await),
+        RequestKind::Fetch(r) => {
+            let from_peer = matches!(authority, Authority::Forwarded);
+            ResponseKind::Fetch(fetch::handle(ctx, version, r, from_peer).await)
+        }
         RequestKind::ListOffsets(r) => {
             ResponseKind::ListOffsets(list_offsets::handle(ctx, version, r).await)
         }

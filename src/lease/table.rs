@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use tracing::{Instrument, debug, debug_span, info, warn};
 
-use super::{Decision, Held, Timing, decide};
+use super::{Decision, Held, Timing, decide, peer_of};
 use crate::error::Error;
 use crate::seaweed::{LockAnswer, Seaweed};
 use crate::shutdown::{CancellationToken, TaskTracker};
@@ -60,7 +60,13 @@ pub struct Leases {
     /// the preparation a new lease may need, run side by side. Entries leave with their last
     /// waiter, so the map never holds more keys than requests in flight.
     acquiring: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Keys [`Leases::holder`] found held by nobody, until when that answer is trusted
+    /// ([`VACANT_FOR`]); bounded like `remote`.
+    vacant: Mutex<HashMap<String, Instant>>,
 }
+
+/// How long [`Leases::holder`] trusts "nobody holds it" before asking the filer again.
+const VACANT_FOR: Duration = Duration::from_secs(1);
 
 /// A key's acquisition gate, removed from [`Leases::acquiring`] when its last user drops it.
 struct Gate<'a> {
@@ -97,6 +103,7 @@ impl Leases {
             held: Mutex::new(HashMap::new()),
             remote: Mutex::new(HashMap::new()),
             acquiring: Mutex::new(HashMap::new()),
+            vacant: Mutex::new(HashMap::new()),
         }
     }
 
@@ -175,6 +182,47 @@ impl Leases {
             }
             Decision::Unavailable => None,
         })
+    }
+
+    /// Who holds `key` now, without taking its lease or marking it used: `Ok(None)` when
+    /// nobody does (or nobody that can be forwarded to). Asks the filer at most once per
+    /// [`VACANT_FOR`] for a key nobody holds, and not at all while a holder is known.
+    pub async fn holder(&self, key: &str, now: Instant) -> Result<Option<Route>, Error> {
+        if self.held.lock().get(key).is_some_and(|h| h.is_valid(now)) {
+            return Ok(Some(Route::Local));
+        }
+        if let Some((peer, until)) = self.remote.lock().get(key)
+            && now < *until
+        {
+            return Ok(Some(Route::Remote(peer.clone())));
+        }
+        if self.vacant.lock().get(key).is_some_and(|until| now < *until) {
+            return Ok(None);
+        }
+        let owner = self.seaweed.filer_lock_owner(&(self.kind.lock_name)(&self.root, key)).await?;
+        let peer = owner.as_deref().and_then(peer_of).filter(|p| Some(*p) != peer_of(&self.me));
+        match peer {
+            Some(peer) => {
+                let mut remote = self.remote.lock();
+                if remote.len() >= MAX_REMOTE {
+                    remote.retain(|_, (_, until)| now < *until);
+                }
+                if remote.len() < MAX_REMOTE {
+                    remote.insert(key.to_string(), (peer.to_string(), now + self.timing.lease()));
+                }
+                Ok(Some(Route::Remote(peer.to_string())))
+            }
+            None => {
+                let mut vacant = self.vacant.lock();
+                if vacant.len() >= MAX_REMOTE {
+                    vacant.retain(|_, until| now < *until);
+                }
+                if vacant.len() < MAX_REMOTE {
+                    vacant.insert(key.to_string(), now + VACANT_FOR);
+                }
+                Ok(None)
+            }
+        }
     }
 
     /// What this kelp knows without asking the filer.

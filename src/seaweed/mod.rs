@@ -357,10 +357,47 @@ impl Seaweed {
         max_wait: Duration,
         min_bytes: i32,
     ) -> Result<Fetched, Error> {
+        let want = reader::Want {
+            offset: start_offset,
+            max_bytes,
+            max_wait,
+            min_bytes,
+            poll_max: reader::POLL_MAX,
+        };
+        self.fetch_with(topic, partition, want).await
+    }
+
+    /// [`fetch`](Self::fetch) on the kelp that writes the partition (`writers`): every record
+    /// of it is acknowledged in this process and wakes the wait, so the broker is asked again
+    /// only about once a second, as a backstop.
+    pub async fn fetch_as_writer(
+        &self,
+        topic: &str,
+        partition: u32,
+        start_offset: i64,
+        max_bytes: i32,
+        max_wait: Duration,
+        min_bytes: i32,
+    ) -> Result<Fetched, Error> {
+        let want = reader::Want {
+            offset: start_offset,
+            max_bytes,
+            max_wait,
+            min_bytes,
+            poll_max: reader::POLL_BACKSTOP,
+        };
+        self.fetch_with(topic, partition, want).await
+    }
+
+    async fn fetch_with(
+        &self,
+        topic: &str,
+        partition: u32,
+        want: reader::Want,
+    ) -> Result<Fetched, Error> {
         // Check the topic first so clients cannot grow the waker map with made-up names.
         self.inner.catalog.existing(topic).await?.slot(partition)?;
         let wake = self.waker(topic, partition);
-        let want = reader::Want { offset: start_offset, max_bytes, max_wait, min_bytes };
         reader::fetch(&self.inner.catalog, topic, partition, want, wake).await
     }
 
@@ -443,6 +480,7 @@ mod tests {
             let _ = sw.add_partitions("t", 2).await;
             let _ = sw.publish("t", 0, vec![Message::default()]).await;
             let _ = sw.fetch("t", 0, 0, 1, Duration::ZERO, 0).await;
+            let _ = sw.fetch_as_writer("t", 0, 0, 1, Duration::ZERO, 0).await;
             let _ = sw.offset_range("t", 0).await;
             let _ = sw.filer_get("/a").await;
             let _ = sw.filer_put("/a", b"").await;
