@@ -3,7 +3,7 @@
 //! Starts a throw-away SeaweedFS and two (or `--kelps N`) kelps sharing it over the peer link,
 //! creates a one-partition topic, then `--records` times (default 300): a consumer on the last
 //! kelp sends a Fetch that waits (min_bytes 1, max_wait 5 s) at the partition's end, a
-//! producer on the first kelp sends one small record (acks=all) a moment later, and the time
+//! producer on the first kelp sends one small record (acks=all) 30-300 ms later, and the time
 //! from sending the Produce to receiving the Fetch answer holding that record is noted.
 //! Prints p50/p90/p99/max in milliseconds. At low load (one record at a time), so the figure
 //! is the freshness of a waiting consumer, not throughput.
@@ -185,8 +185,9 @@ async fn main() -> anyhow::Result<()> {
         let mut consumer = Conn::connect(consumer_addr).await?;
         let req = fetch(next);
         let waiting = tokio::spawn(async move { consumer.call(ApiKey::Fetch, 12, req).await });
-        // Let the Fetch reach its wait before the record is produced.
-        tokio::time::sleep(Duration::from_millis(30)).await;
+        // Let the Fetch reach its wait, then produce at a varying point of it (as a record
+        // arrives at any moment of a real consumer's wait): 30-300 ms in.
+        tokio::time::sleep(Duration::from_millis(30 + (i as u64 * 7919) % 271)).await;
         let sent = Instant::now();
         producer.call(ApiKey::Produce, 9, produce(format!("r{i}"))?).await?;
         let ResponseKind::Fetch(answer) = waiting.await?? else { bail!("not a Fetch answer") };
