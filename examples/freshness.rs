@@ -167,14 +167,14 @@ async fn main() -> anyhow::Result<()> {
                 .with_min_bytes(1)
                 .with_max_bytes(1 << 20)
                 .with_session_epoch(-1)
-                .with_topics(vec![
-                    FetchTopic::default().with_topic(name(&topic)).with_partitions(vec![
+                .with_topics(vec![FetchTopic::default().with_topic(name(&topic)).with_partitions(
+                    vec![
                         FetchPartition::default()
                             .with_partition(0)
                             .with_fetch_offset(offset)
                             .with_partition_max_bytes(1 << 20),
-                    ]),
-                ]),
+                    ],
+                )]),
         )
     };
     // The first record makes the first kelp the partition's writer.

@@ -1,5 +1,5 @@
 //! The read side of a partition: fetching records (the broker does not long-poll, so this
-//! polls), offset ranges, and the shift between broker offsets and Kafka offsets that kelp's
+//! polls, waking early for records published through this kelp), offset ranges, and the shift between broker offsets and Kafka offsets that kelp's
 //! partition markers cause.
 //!
 //! Owns: the fetch loop, `GetPartitionRangeInfo`, and finding where a partition's data starts
