@@ -68,7 +68,7 @@ impl Conn {
         if h.correlation_id != self.correlation {
             bail!("answer to another request");
         }
-        Ok(ResponseKind::decode(key, &mut buf, version)?)
+        ResponseKind::decode(key, &mut buf, version)
     }
 }
 

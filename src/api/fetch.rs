@@ -424,3 +424,43 @@ async fn read_as(ctx: &Ctx, w: &Want, cap: usize, wait: Duration, as_writer: boo
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn got(offsets: &[i64], hwm: i64) -> Got {
+        let records: Vec<(i64, Record)> = offsets
+            .iter()
+            .map(|o| {
+                let r = Record {
+                    timestamp_ms: -1,
+                    key: None,
+                    value: Some(bytes::Bytes::from_static(b"v")),
+                    headers: Vec::new(),
+                };
+                (*o, r)
+            })
+            .collect();
+        let bytes = records.iter().map(|(_, r)| record_size(r)).sum();
+        Got { code: None, high_watermark: hwm, log_start: 0, records, bytes }
+    }
+
+    #[test]
+    fn waits_add_records_after_the_ones_a_partition_has() {
+        let want = Want { topic: Some("t".into()), partition: 0, offset: 5, max_bytes: 1 << 20 };
+        let mut have = got(&[], 5);
+        assert_eq!(next_want(&want, &have).offset, 5);
+        merge(&mut have, got(&[5, 6], 7));
+        assert_eq!(next_want(&want, &have).offset, 7);
+        merge(&mut have, got(&[7], 8));
+        assert_eq!(have.records.iter().map(|(o, _)| *o).collect::<Vec<_>>(), vec![5, 6, 7]);
+        assert_eq!((have.high_watermark, have.bytes), (8, 3 * (1 + 16)));
+        // An error after records keeps the records; on an empty partition it is the answer.
+        merge(&mut have, Got::error(ResponseError::NotLeaderOrFollower));
+        assert_eq!((have.code, have.records.len()), (None, 3));
+        let mut empty = got(&[], 5);
+        merge(&mut empty, Got::error(ResponseError::NotLeaderOrFollower));
+        assert_eq!(empty.code, Some(ResponseError::NotLeaderOrFollower));
+    }
+}

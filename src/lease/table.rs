@@ -459,4 +459,37 @@ mod tests {
         drop(a);
         assert!(leases.acquiring.lock().is_empty());
     }
+
+    #[tokio::test]
+    async fn holder_answers_from_what_is_known_and_never_takes_the_lease() {
+        // An unreachable filer: every answer below must come without asking it, except the
+        // last, which must fail rather than claim the key is free.
+        let seaweed = Seaweed::connect(SeaweedOptions {
+            master: "127.0.0.1:1".into(),
+            filer: Some("127.0.0.1:1".into()),
+            namespace: "kafka".into(),
+            call_timeout: Duration::from_millis(200),
+        })
+        .await
+        .expect("options are valid");
+        let kind = Kind { what: "test", lock_name: |root, key| format!("{root}/{key}") };
+        let me = super::super::owner_id("10.0.0.1:9093", "i1");
+        let leases = Leases::new(seaweed, "/kelp".into(), kind, me, Duration::from_secs(3));
+        let now = Instant::now();
+        leases.hold("mine", "t", now);
+        assert_eq!(leases.holder("mine", now).await.unwrap(), Some(Route::Local));
+        leases
+            .remote
+            .lock()
+            .insert("theirs".into(), ("10.0.0.2:9093".into(), now + Duration::from_secs(3)));
+        assert_eq!(
+            leases.holder("theirs", now).await.unwrap(),
+            Some(Route::Remote("10.0.0.2:9093".into()))
+        );
+        leases.vacant.lock().insert("free".into(), now + VACANT_FOR);
+        assert_eq!(leases.holder("free", now).await.unwrap(), None);
+        assert!(leases.holder("free", now + VACANT_FOR).await.is_err(), "asked the filer again");
+        assert!(leases.holder("unknown", now).await.is_err());
+        assert!(!leases.held.lock().contains_key("unknown"), "nothing was taken");
+    }
 }
