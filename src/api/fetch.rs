@@ -168,9 +168,10 @@ async fn wait_for_more(
     while let Some((answered, stuck)) = waits.next().await {
         let mut again = Vec::new();
         for (i, g) in answered {
-            let g_has_records = !g.records.is_empty();
+            // A partition whose read failed is not waited on again (it would fail at once).
+            let failed = g.code.is_some();
             merge(&mut got[i], g);
-            if got[i].code.is_none() || g_has_records {
+            if !failed {
                 again.push(i);
             }
         }
