@@ -41,8 +41,10 @@
 //! that may not (docs/security.md).
 //!
 //! How a Fetch request flows: `api::fetch::handle` reads partitions in request order within
-//! `max_bytes` → `seaweed::Seaweed::fetch` (`seaweed/reader.rs`, which polls the broker: it
-//! does not long-poll) → `records::envelope::from_message` → `records::batch::encode`.
+//! `max_bytes` → `seaweed::Seaweed::fetch` (`seaweed/reader.rs`; the broker does not
+//! long-poll) → `records::envelope::from_message` → `records::batch::encode`. When it must
+//! wait (`min_bytes`), a partition written here is woken by this kelp's publishes, and one
+//! written by another kelp (`writers`) waits at that writer over the peer link (`tail`).
 //!
 //! Owns: the module list, and [`start`]: building every service in order, and the one
 //! cancellation token and task tracker that shutdown cancels and drains. Does not own: what
@@ -75,6 +77,7 @@ pub mod sasl;
 pub mod seaweed;
 pub(crate) mod session;
 pub mod shutdown;
+pub(crate) mod tail;
 pub(crate) mod tls;
 pub mod topics;
 pub(crate) mod watch;
@@ -221,7 +224,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         memory: memory::Memory::new(config.memory_budget_bytes),
         quotas,
         sasl,
-        cluster_id: format!("kelp-{}", topics::topic_id(&config.namespace, "").simple()),
+        cluster_id: format!("kelp-{}", topics::topic_id(&config.namespace, "", 0).simple()),
         seaweed,
         advertised_host,
         advertised_port,

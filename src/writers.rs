@@ -292,6 +292,23 @@ impl Writers {
         }
     }
 
+    /// Who writes `topic`'s `partition` now, without taking its lease: `Route::Local` when
+    /// this kelp does (or writes everything), the writer's peer address when another kelp
+    /// does, `None` when nobody does or the filer could not say. For fetches that wait: the
+    /// writer sees every record of its partition the moment the broker acknowledges it.
+    pub async fn writer(&self, topic: &str, partition: i32) -> Option<Route> {
+        let Some(leases) = &self.inner.leases else {
+            return Some(Route::Local);
+        };
+        match leases.holder(&key(topic, partition), now()).await {
+            Ok(route) => route,
+            Err(e) => {
+                debug!(topic, partition, error = %e, "finding the partition's writer failed");
+                None
+            }
+        }
+    }
+
     /// The holder named for a partition did not answer or said it does not write it: look
     /// again on the next request.
     pub fn forget_writer(&self, topic: &str, partition: i32) {

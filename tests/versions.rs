@@ -461,7 +461,7 @@ async fn every_advertised_version_of_every_api_answers_correctly() {
             }
         } else {
             let req = if v >= 6 {
-                let id = kelp::topics::topic_id("kafka", t);
+                let id = kelp::topics::topic_id("kafka", t, 0);
                 DeleteTopicsRequest::default()
                     .with_topics(vec![DeleteTopicState::default().with_topic_id(id)])
             } else {

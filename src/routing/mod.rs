@@ -58,10 +58,11 @@ use crate::peer::PeerError;
 use crate::protocol::{Body, Reply, Request};
 use crate::session::Session;
 
-/// Whether a peer kelp may send requests of `key`: the forwarded group APIs, and Produce
-/// (answered only for the partitions the receiving kelp writes).
+/// Whether a peer kelp may send requests of `key`: the forwarded group APIs, Produce
+/// (answered only for the partitions the receiving kelp writes) and Fetch (a kelp waiting for
+/// records of partitions the receiving kelp writes, `tail`; answered here, never sent on).
 pub fn served_to_peers(key: ApiKey) -> bool {
-    key == ApiKey::Produce || FORWARDED.contains(&key)
+    key == ApiKey::Produce || key == ApiKey::Fetch || FORWARDED.contains(&key)
 }
 
 /// The group APIs answered by a group's owner.

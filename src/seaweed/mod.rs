@@ -229,12 +229,21 @@ impl Seaweed {
     }
 
     /// Delete `topic` and its records; UNKNOWN_TOPIC_OR_PARTITION if it does not exist.
-    /// Other kelps notice within a few seconds (their cached layout expires).
-    pub async fn delete_topic(&self, topic: &str) -> Result<(), Error> {
-        self.inner.catalog.delete(topic).await?;
+    /// Other kelps notice within a few seconds (their cached layout expires). Returns the
+    /// incarnation that was deleted (see [`Seaweed::topic_incarnation`]).
+    pub async fn delete_topic(&self, topic: &str) -> Result<u32, Error> {
+        let incarnation = self.inner.catalog.delete(topic).await?;
         self.inner.publishers.lock().retain(|(t, _), _| t != topic);
         self.inner.wakers.lock().retain(|(t, _), _| t != topic);
-        Ok(())
+        Ok(incarnation)
+    }
+
+    /// Which incarnation of `topic` exists now (`layout::mq_topic_name`): 0 for a topic
+    /// created once, one more each time it was deleted and created again. Every kelp reads
+    /// the same number from the filer, so it identifies one life of a topic across kelps and
+    /// restarts. `Ok(None)` when the topic does not exist. Served from the layout cache.
+    pub async fn topic_incarnation(&self, topic: &str) -> Result<Option<u32>, Error> {
+        Ok(self.inner.catalog.layout(topic).await?.map(|l| l.incarnation()))
     }
 
     /// Grow `topic` to `new_total` partitions. SeaweedFS cannot: a new partition count makes
@@ -361,10 +370,47 @@ impl Seaweed {
         max_wait: Duration,
         min_bytes: i32,
     ) -> Result<Fetched, Error> {
+        let want = reader::Want {
+            offset: start_offset,
+            max_bytes,
+            max_wait,
+            min_bytes,
+            poll_max: reader::POLL_MAX,
+        };
+        self.fetch_with(topic, partition, want).await
+    }
+
+    /// [`fetch`](Self::fetch) on the kelp that writes the partition (`writers`): every record
+    /// of it is acknowledged in this process and wakes the wait, so the broker is asked again
+    /// only about once a second, as a backstop.
+    pub async fn fetch_as_writer(
+        &self,
+        topic: &str,
+        partition: u32,
+        start_offset: i64,
+        max_bytes: i32,
+        max_wait: Duration,
+        min_bytes: i32,
+    ) -> Result<Fetched, Error> {
+        let want = reader::Want {
+            offset: start_offset,
+            max_bytes,
+            max_wait,
+            min_bytes,
+            poll_max: reader::POLL_BACKSTOP,
+        };
+        self.fetch_with(topic, partition, want).await
+    }
+
+    async fn fetch_with(
+        &self,
+        topic: &str,
+        partition: u32,
+        want: reader::Want,
+    ) -> Result<Fetched, Error> {
         // Check the topic first so clients cannot grow the waker map with made-up names.
         self.inner.catalog.existing(topic).await?.slot(partition)?;
         let wake = self.waker(topic, partition);
-        let want = reader::Want { offset: start_offset, max_bytes, max_wait, min_bytes };
         reader::fetch(&self.inner.catalog, topic, partition, want, wake).await
     }
 
@@ -447,6 +493,7 @@ mod tests {
             let _ = sw.add_partitions("t", 2).await;
             let _ = sw.publish("t", 0, vec![Message::default()]).await;
             let _ = sw.fetch("t", 0, 0, 1, Duration::ZERO, 0).await;
+            let _ = sw.fetch_as_writer("t", 0, 0, 1, Duration::ZERO, 0).await;
             let _ = sw.offset_range("t", 0).await;
             let _ = sw.filer_get("/a").await;
             let _ = sw.filer_put("/a", b"").await;
