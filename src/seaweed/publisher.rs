@@ -17,6 +17,13 @@
 //! topic lookup, so a moved partition is followed). Batches that never reached the stream are
 //! reported as [`Outcome::NotSent`] so the caller can retry them on a new stream without
 //! risking duplicates.
+//!
+//! A broker that restarts recovers a partition's next offset from what it had flushed to the
+//! filer, so records it acknowledged but had not flushed are lost and their offsets would be
+//! handed out again. Every stream therefore starts by comparing the partition's high-water
+//! mark with the highest offset this process acknowledged ([`Progress`]); when the broker
+//! fell back, the lost offsets are filled with hidden records (the partition marker, which
+//! fetches skip) before any producer's record goes out, so no offset is acknowledged twice.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -32,6 +39,7 @@ use super::pb::messaging_pb::{
     DataMessage, GetPartitionRangeInfoRequest, PublishMessageRequest, PublishMessageResponse,
 };
 use super::pb::schema_pb::{Partition, Topic};
+use super::progress::Progress;
 use super::rpc::{Clients, Failure, call, request};
 use super::{Message, layout};
 use crate::error::{Error, UpstreamCode};
@@ -52,6 +60,13 @@ const QUEUED_BATCHES: usize = 256;
 /// broker memory. The next publish opens it again. Once the process is stopping, a stream is
 /// closed as soon as it has nothing in flight.
 const IDLE_CLOSE: Duration = Duration::from_secs(60);
+
+/// Most lost offsets a stream fills when it finds the broker fell back; beyond that the
+/// stream refuses to publish (an error log says why) rather than reuse offsets.
+const MAX_FILL: i64 = 1_000_000;
+
+/// Fill records sent before their acks are read (the broker answers each in turn).
+const FILL_CHUNK: i64 = 32;
 
 /// Name the broker shows for kelp's publishers.
 const PUBLISHER_NAME: &str = "kelp";
@@ -99,6 +114,7 @@ impl Publisher {
     pub(super) fn spawn(
         clients: Arc<Clients>,
         target: Target,
+        progress: Arc<Progress>,
         acked: Arc<Notify>,
         tracker: &TaskTracker,
         cancel: CancellationToken,
@@ -109,7 +125,7 @@ impl Publisher {
             range = %format!("{}-{}", target.partition.range_start, target.partition.range_stop),
             broker = %target.leader);
         tracker.spawn(tracing::Instrument::instrument(
-            run(clients, Arc::clone(&target), rx, acked, cancel),
+            run(clients, Arc::clone(&target), progress, rx, acked, cancel),
             span,
         ));
         Publisher { target, tx }
@@ -156,6 +172,7 @@ struct Pending {
 async fn run(
     clients: Arc<Clients>,
     target: Arc<Target>,
+    progress: Arc<Progress>,
     mut rx: mpsc::Receiver<Batch>,
     acked: Arc<Notify>,
     cancel: CancellationToken,
@@ -176,8 +193,19 @@ async fn run(
         }
     };
 
-    if let Err(e) = mark_empty_partition(&clients, &target, &req_tx, &mut responses).await {
-        tracing::debug!(error = %e, "could not write partition markers");
+    let high_water_mark =
+        match mark_empty_partition(&clients, &target, &req_tx, &mut responses).await {
+            Ok(hwm) => hwm,
+            Err(e) => {
+                tracing::debug!(error = %e, "could not write partition markers");
+                fail_queued(&mut rx, &e);
+                return;
+            }
+        };
+    if let Err(e) =
+        fill_lost_offsets(&clients, &progress, high_water_mark, &req_tx, &mut responses).await
+    {
+        tracing::debug!(error = %e, "could not fill lost offsets");
         fail_queued(&mut rx, &e);
         return;
     }
@@ -238,7 +266,7 @@ async fn run(
             },
             resp = responses.message() => match resp {
                 Ok(Some(resp)) => {
-                    if let Err(e) = ack(&mut pending, &mut in_flight, resp) {
+                    if let Err(e) = ack(&mut pending, &mut in_flight, &progress, resp) {
                         break Some(e);
                     }
                     last_activity = Instant::now();
@@ -348,13 +376,14 @@ async fn open(
 }
 
 /// Write the two partition markers (see [`layout::PARTITION_MARKER`]) when the partition has
-/// no records yet, before anything else goes on the stream.
+/// no records yet, before anything else goes on the stream. Returns the partition's
+/// high-water mark before the markers (0 when it wrote them).
 async fn mark_empty_partition(
     clients: &Clients,
     target: &Target,
     req_tx: &mpsc::Sender<PublishMessageRequest>,
     responses: &mut tonic::Streaming<PublishMessageResponse>,
-) -> Result<(), Error> {
+) -> Result<i64, Error> {
     let op = "publish";
     let timeout = clients.call_timeout;
     let mut client = clients.broker(&target.leader)?;
@@ -368,8 +397,9 @@ async fn mark_empty_partition(
     if !range.error.is_empty() {
         return Err(Error::BrokerReply { op, message: range.error });
     }
-    if range.offset_range.unwrap_or_default().high_water_mark != 0 {
-        return Ok(());
+    let high_water_mark = range.offset_range.unwrap_or_default().high_water_mark;
+    if high_water_mark != 0 {
+        return Ok(high_water_mark);
     }
     for ts_ns in layout::PARTITION_MARKER_TS_NS {
         let data = DataMessage {
@@ -398,6 +428,86 @@ async fn mark_empty_partition(
         }
     }
     tracing::debug!("wrote partition markers");
+    Ok(0)
+}
+
+/// When the broker's next offset (`high_water_mark`) is at or below an offset this process
+/// acknowledged, the broker lost those records (it restarted before flushing them). Publish
+/// one hidden record per lost offset so that the next producer record gets a fresh offset.
+/// Lost records themselves cannot be brought back; consumers see a gap in their place.
+async fn fill_lost_offsets(
+    clients: &Clients,
+    progress: &Progress,
+    high_water_mark: i64,
+    req_tx: &mpsc::Sender<PublishMessageRequest>,
+    responses: &mut tonic::Streaming<PublishMessageResponse>,
+) -> Result<(), Error> {
+    let op = "publish";
+    let acked = progress.acked();
+    let missing = acked.saturating_add(1).saturating_sub(high_water_mark);
+    if missing <= 0 {
+        return Ok(());
+    }
+    let flushed = progress.flushed();
+    if high_water_mark <= flushed {
+        // acks=all answered only at or below `flushed`: the broker lost records it had
+        // written to the filer. This is SeaweedFS losing data, not a restart kelp covers.
+        tracing::error!(high_water_mark, acked, flushed, "broker lost records it had flushed");
+    } else {
+        tracing::warn!(high_water_mark, acked, missing, "broker lost acknowledged records");
+    }
+    let m = crate::metrics::global();
+    m.offset_regressions.inc();
+    if missing > MAX_FILL {
+        tracing::error!(missing, max = MAX_FILL, "too many lost offsets to fill; not publishing");
+        return Err(Error::BrokerReply {
+            op,
+            message: format!("the broker lost {missing} acknowledged offsets"),
+        });
+    }
+    let timeout = clients.call_timeout;
+    let mut left = missing;
+    let mut last = -1;
+    while left > 0 {
+        let n = left.min(FILL_CHUNK);
+        for _ in 0..n {
+            let data = DataMessage {
+                key: Bytes::new(),
+                value: Bytes::from_static(layout::PARTITION_MARKER),
+                ts_ns: 0,
+                ctrl: None,
+            };
+            req_tx
+                .send(PublishMessageRequest { message: Some(Req::Data(data)) })
+                .await
+                .map_err(|_| closed("publish stream closed while filling lost offsets"))?;
+        }
+        for _ in 0..n {
+            let resp = match tokio::time::timeout(timeout, responses.message()).await {
+                Ok(Ok(Some(resp))) => resp,
+                Ok(Ok(None)) => return Err(closed("publish stream ended while filling")),
+                Ok(Err(status)) => return Err(Failure::Status(status).into_broker(op)),
+                Err(_) => return Err(Error::Timeout { op, after: timeout }),
+            };
+            if !resp.error.is_empty() {
+                return Err(Error::BrokerReply {
+                    op,
+                    message: format!("{} (code {})", resp.error, resp.error_code),
+                });
+            }
+            last = last.max(resp.assigned_offset);
+        }
+        left -= n;
+        m.filled_offsets.inc_by(n as u64);
+    }
+    if last < acked {
+        // The broker assigned offsets below what it was told to cover: not filled after all.
+        return Err(Error::BrokerReply {
+            op,
+            message: format!("filled lost offsets up to {last}, short of {acked}"),
+        });
+    }
+    tracing::info!(from = high_water_mark, through = last, "filled lost offsets");
     Ok(())
 }
 
@@ -405,6 +515,7 @@ async fn mark_empty_partition(
 fn ack(
     pending: &mut VecDeque<Pending>,
     in_flight: &mut usize,
+    progress: &Progress,
     resp: PublishMessageResponse,
 ) -> Result<(), Error> {
     if !resp.error.is_empty() || resp.should_close {
@@ -423,6 +534,7 @@ fn ack(
         });
     };
     front.offsets.push(resp.assigned_offset);
+    progress.note_acked(resp.assigned_offset);
     *in_flight -= 1;
     if front.offsets.len() == front.want {
         let done = pending.pop_front().expect("front exists");
