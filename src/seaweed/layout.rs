@@ -108,6 +108,10 @@ pub fn mq_partition_dir(
 /// offset is 0, which in kelp's partitions holds only the first marker.
 pub const LOG_FILE_OFFSET_MAX: &str = "offset_max";
 
+/// Name of the entry in a partition's log directory holding the last offset the broker
+/// assigned (8 bytes, big endian, inline), which a restarted broker continues from.
+pub const PARTITION_CHECKPOINT: &str = "checkpoint.offset";
+
 /// Year, month, day, hour, minute, second of a Unix time in seconds, in UTC (proleptic
 /// Gregorian; the days-to-civil algorithm of H. Hinnant's `chrono`-compatible date notes).
 fn utc_fields(secs: i64) -> (i64, u32, u32, u32, u32, u32) {

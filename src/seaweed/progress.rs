@@ -1,5 +1,5 @@
 //! How far one partition has got: the highest offset this process acknowledged to a
-//! producer, and the highest offset the broker has flushed to the filer.
+//! producer, and the highest offset a restarted broker would find again in the filer.
 //!
 //! Owns: reading the flushed position (one filer listing at a time per partition, shared by
 //! every waiter), and the acknowledged high mark that a restarted broker must not fall below.
@@ -14,6 +14,14 @@
 //! and a listing can resume at the last file that carried one (it may have been appended to).
 //! The broker leaves the attributes out for a file whose lowest offset is 0; in a partition
 //! kelp created that file holds only the first marker (`layout::PARTITION_MARKER`).
+//!
+//! Flushed is not enough. A restarted broker takes its next offset from the partition's
+//! `checkpoint.offset` (the last assigned offset, 8 bytes big endian, rewritten every 2 s
+//! when it changed: `mq/offset/manager.go`, `filer_storage.go`), not from the log files, so
+//! an offset above the checkpoint is assigned again after a restart even when its record was
+//! flushed (seen: records at 6..10 flushed, broker SIGKILLed with the checkpoint at 5, the
+//! next records got 6, 7, 8). An offset survives a restart once both the log files and the
+//! checkpoint cover it.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -40,8 +48,13 @@ pub(super) struct Progress {
     dir: String,
     /// Highest broker offset acknowledged to a producer through this process; -1 for none.
     acked: AtomicI64,
-    /// Highest broker offset known to be in the filer; -1 for none.
+    /// Highest broker offset known to be in the filer's log files; -1 for none.
     flushed: AtomicI64,
+    /// The partition's checkpoint (last assigned offset) as last read; -1 for none.
+    checkpoint: AtomicI64,
+    /// The last publish stream of the partition failed (the broker may have restarted), so
+    /// the next one checks where the broker's offsets stand before publishing.
+    broken: std::sync::atomic::AtomicBool,
     /// Where the next listing starts, and when the last one ran. Held across the listing so
     /// only one runs at a time; the waiters behind it use its result.
     look: tokio::sync::Mutex<Look>,
@@ -59,6 +72,8 @@ impl Progress {
             dir,
             acked: AtomicI64::new(-1),
             flushed: AtomicI64::new(-1),
+            checkpoint: AtomicI64::new(-1),
+            broken: std::sync::atomic::AtomicBool::new(false),
             look: tokio::sync::Mutex::new(Look::default()),
         }
     }
@@ -77,19 +92,29 @@ impl Progress {
         self.acked.load(Ordering::Relaxed)
     }
 
-    /// Highest broker offset known to be flushed (-1: none seen yet).
-    pub(super) fn flushed(&self) -> i64 {
-        self.flushed.load(Ordering::Relaxed)
+    /// Highest broker offset a broker restart keeps (-1: none seen yet): in the log files
+    /// and at or below the checkpoint.
+    pub(super) fn durable(&self) -> i64 {
+        self.flushed.load(Ordering::Relaxed).min(self.checkpoint.load(Ordering::Relaxed))
     }
 
-    /// Whether broker offset `offset` is in the filer, looking at the log files again when
-    /// the last look is older than [`FLUSH_POLL`].
+    /// Mark whether the partition's last publish stream failed.
+    pub(super) fn set_broken(&self, broken: bool) {
+        self.broken.store(broken, Ordering::Relaxed);
+    }
+
+    pub(super) fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Relaxed)
+    }
+
+    /// Whether broker offset `offset` survives a broker restart, looking at the filer again
+    /// when the last look is older than [`FLUSH_POLL`].
     pub(super) async fn covers(&self, clients: &Clients, offset: i64) -> Result<bool, Error> {
-        if self.flushed() >= offset {
+        if self.durable() >= offset {
             return Ok(true);
         }
         let mut look = self.look.lock().await;
-        if self.flushed() >= offset {
+        if self.durable() >= offset {
             return Ok(true);
         }
         if look.at.is_some_and(|at| at.elapsed() < FLUSH_POLL) {
@@ -104,6 +129,9 @@ impl Progress {
             LIST_LIMIT,
         )
         .await?;
+        if let Some(at) = checkpoint(&entries) {
+            self.checkpoint.fetch_max(at, Ordering::Relaxed);
+        }
         if let Some((highest, name)) = highest_flushed(&entries) {
             self.flushed.fetch_max(highest, Ordering::Relaxed);
             look.resume_from = name.to_string();
@@ -113,8 +141,16 @@ impl Progress {
             // A full page without any log file: skip past it next time.
             look.resume_from = last.name.clone();
         }
-        Ok(self.flushed() >= offset)
+        Ok(self.durable() >= offset)
     }
+}
+
+/// The checkpoint's offset, when `entries` hold a well-formed one. It sorts after every log
+/// file (digits before letters), so every listing from a log file on reaches it.
+fn checkpoint(entries: &[Entry]) -> Option<i64> {
+    let e = entries.iter().find(|e| e.name == layout::PARTITION_CHECKPOINT)?;
+    let bytes = <[u8; 8]>::try_from(e.content.as_ref()).ok()?;
+    i64::try_from(u64::from_be_bytes(bytes)).ok()
 }
 
 /// The highest `offset_max` among `entries` and the name of the last entry carrying one
@@ -138,7 +174,7 @@ mod tests {
     fn file(name: &str, max: Option<&[u8]>) -> Entry {
         let mut e = Entry { name: name.into(), ..Default::default() };
         if let Some(m) = max {
-            e.extended.insert(layout::LOG_FILE_OFFSET_MAX.into(), bytes::Bytes::copy_from_slice(m));
+            e.extended.insert(layout::LOG_FILE_OFFSET_MAX.into(), m.to_vec());
         }
         e
     }
@@ -156,6 +192,16 @@ mod tests {
     }
 
     #[test]
+    fn the_checkpoint_is_read_from_its_inline_content() {
+        let mut c = file(layout::PARTITION_CHECKPOINT, None);
+        c.content = bytes::Bytes::copy_from_slice(&21u64.to_be_bytes());
+        assert_eq!(checkpoint(&[file("2026-12-07-22-53-35", None), c.clone()]), Some(21));
+        c.content = bytes::Bytes::from_static(b"short");
+        assert_eq!(checkpoint(&[c]), None);
+        assert_eq!(checkpoint(&[]), None);
+    }
+
+    #[test]
     fn malformed_or_missing_attributes_are_ignored() {
         assert_eq!(highest_flushed(&[]), None);
         let entries = [
@@ -169,7 +215,7 @@ mod tests {
     #[test]
     fn acknowledgements_only_raise_the_mark() {
         let p = Progress::new("/d".into());
-        assert_eq!((p.acked(), p.flushed()), (-1, -1));
+        assert_eq!((p.acked(), p.durable()), (-1, -1));
         p.note_acked(7);
         p.note_acked(3);
         assert_eq!(p.acked(), 7);

@@ -18,12 +18,15 @@
 //! reported as [`Outcome::NotSent`] so the caller can retry them on a new stream without
 //! risking duplicates.
 //!
-//! A broker that restarts recovers a partition's next offset from what it had flushed to the
-//! filer, so records it acknowledged but had not flushed are lost and their offsets would be
-//! handed out again. Every stream therefore starts by comparing the partition's high-water
-//! mark with the highest offset this process acknowledged ([`Progress`]); when the broker
-//! fell back, the lost offsets are filled with hidden records (the partition marker, which
-//! fetches skip) before any producer's record goes out, so no offset is acknowledged twice.
+//! A broker that restarts continues a partition's offsets from its checkpoint in the filer
+//! (see `progress`), so offsets it assigned after the checkpoint would be handed out again.
+//! A stream that follows a failed one therefore first publishes one hidden record (the
+//! partition marker, which fetches skip) and compares its offset with the highest offset this
+//! process was acknowledged ([`Progress`]). When the broker fell back, the offsets up to that
+//! one are filled with more hidden records before any producer's record goes out, so no
+//! offset is acknowledged twice. (The partition's high-water mark cannot tell: after a
+//! restart `GetPartitionRangeInfo` reported the end of the flushed files while the broker
+//! assigned offsets from its older checkpoint.)
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -193,21 +196,18 @@ async fn run(
         }
     };
 
-    let high_water_mark =
-        match mark_empty_partition(&clients, &target, &req_tx, &mut responses).await {
-            Ok(hwm) => hwm,
-            Err(e) => {
-                tracing::debug!(error = %e, "could not write partition markers");
-                fail_queued(&mut rx, &e);
-                return;
-            }
-        };
-    if let Err(e) =
-        fill_lost_offsets(&clients, &progress, high_water_mark, &req_tx, &mut responses).await
-    {
-        tracing::debug!(error = %e, "could not fill lost offsets");
+    if let Err(e) = mark_empty_partition(&clients, &target, &req_tx, &mut responses).await {
+        tracing::debug!(error = %e, "could not write partition markers");
         fail_queued(&mut rx, &e);
         return;
+    }
+    if progress.is_broken() && progress.acked() >= 0 {
+        if let Err(e) = fill_lost_offsets(&clients, &progress, &req_tx, &mut responses).await {
+            tracing::debug!(error = %e, "could not fill lost offsets");
+            fail_queued(&mut rx, &e);
+            return;
+        }
+        progress.set_broken(false);
     }
 
     let mut pending: VecDeque<Pending> = VecDeque::new();
@@ -297,6 +297,9 @@ async fn run(
 
     // Stop taking batches before answering the admitted ones, so none is left unanswered.
     rx.close();
+    if failure.is_some() {
+        progress.set_broken(true);
+    }
     match &failure {
         Some(e) => {
             tracing::debug!(error = %e, in_flight, "publish stream failed");
@@ -376,14 +379,13 @@ async fn open(
 }
 
 /// Write the two partition markers (see [`layout::PARTITION_MARKER`]) when the partition has
-/// no records yet, before anything else goes on the stream. Returns the partition's
-/// high-water mark before the markers (0 when it wrote them).
+/// no records yet, before anything else goes on the stream.
 async fn mark_empty_partition(
     clients: &Clients,
     target: &Target,
     req_tx: &mpsc::Sender<PublishMessageRequest>,
     responses: &mut tonic::Streaming<PublishMessageResponse>,
-) -> Result<i64, Error> {
+) -> Result<(), Error> {
     let op = "publish";
     let timeout = clients.call_timeout;
     let mut client = clients.broker(&target.leader)?;
@@ -397,9 +399,8 @@ async fn mark_empty_partition(
     if !range.error.is_empty() {
         return Err(Error::BrokerReply { op, message: range.error });
     }
-    let high_water_mark = range.offset_range.unwrap_or_default().high_water_mark;
-    if high_water_mark != 0 {
-        return Ok(high_water_mark);
+    if range.offset_range.unwrap_or_default().high_water_mark != 0 {
+        return Ok(());
     }
     for ts_ns in layout::PARTITION_MARKER_TS_NS {
         let data = DataMessage {
@@ -428,36 +429,39 @@ async fn mark_empty_partition(
         }
     }
     tracing::debug!("wrote partition markers");
-    Ok(0)
+    Ok(())
 }
 
-/// When the broker's next offset (`high_water_mark`) is at or below an offset this process
-/// acknowledged, the broker lost those records (it restarted before flushing them). Publish
-/// one hidden record per lost offset so that the next producer record gets a fresh offset.
-/// Lost records themselves cannot be brought back; consumers see a gap in their place.
+/// Publish one hidden record; when the broker gave it an offset at or below one this process
+/// was acknowledged, the broker lost records (it restarted and continued from an older
+/// checkpoint): publish one more hidden record per offset up to that one, so the next
+/// producer record gets a fresh offset. Lost records cannot be brought back; consumers see a
+/// gap, or the old record where the broker still has it on disk.
 async fn fill_lost_offsets(
     clients: &Clients,
     progress: &Progress,
-    high_water_mark: i64,
     req_tx: &mpsc::Sender<PublishMessageRequest>,
     responses: &mut tonic::Streaming<PublishMessageResponse>,
 ) -> Result<(), Error> {
     let op = "publish";
     let acked = progress.acked();
-    let missing = acked.saturating_add(1).saturating_sub(high_water_mark);
-    if missing <= 0 {
+    let probe = publish_hidden(clients, 1, req_tx, responses).await?;
+    if probe > acked {
         return Ok(());
     }
-    let flushed = progress.flushed();
-    if high_water_mark <= flushed {
-        // acks=all answered only at or below `flushed`: the broker lost records it had
-        // written to the filer. This is SeaweedFS losing data, not a restart kelp covers.
-        tracing::error!(high_water_mark, acked, flushed, "broker lost records it had flushed");
+    let durable = progress.durable();
+    if probe <= durable {
+        // acks=all was answered only at or below `durable`: the broker reassigned offsets it
+        // had flushed and checkpointed. That is SeaweedFS losing data, not a restart kelp
+        // covers.
+        tracing::error!(probe, acked, durable, "broker reassigned durable offsets");
     } else {
-        tracing::warn!(high_water_mark, acked, missing, "broker lost acknowledged records");
+        tracing::warn!(probe, acked, "broker reassigned acknowledged offsets; filling them");
     }
     let m = crate::metrics::global();
     m.offset_regressions.inc();
+    m.filled_offsets.inc();
+    let missing = acked - probe;
     if missing > MAX_FILL {
         tracing::error!(missing, max = MAX_FILL, "too many lost offsets to fill; not publishing");
         return Err(Error::BrokerReply {
@@ -465,50 +469,64 @@ async fn fill_lost_offsets(
             message: format!("the broker lost {missing} acknowledged offsets"),
         });
     }
-    let timeout = clients.call_timeout;
+    let mut last = probe;
     let mut left = missing;
-    let mut last = -1;
     while left > 0 {
         let n = left.min(FILL_CHUNK);
-        for _ in 0..n {
-            let data = DataMessage {
-                key: Bytes::new(),
-                value: Bytes::from_static(layout::PARTITION_MARKER),
-                ts_ns: 0,
-                ctrl: None,
-            };
-            req_tx
-                .send(PublishMessageRequest { message: Some(Req::Data(data)) })
-                .await
-                .map_err(|_| closed("publish stream closed while filling lost offsets"))?;
-        }
-        for _ in 0..n {
-            let resp = match tokio::time::timeout(timeout, responses.message()).await {
-                Ok(Ok(Some(resp))) => resp,
-                Ok(Ok(None)) => return Err(closed("publish stream ended while filling")),
-                Ok(Err(status)) => return Err(Failure::Status(status).into_broker(op)),
-                Err(_) => return Err(Error::Timeout { op, after: timeout }),
-            };
-            if !resp.error.is_empty() {
-                return Err(Error::BrokerReply {
-                    op,
-                    message: format!("{} (code {})", resp.error, resp.error_code),
-                });
-            }
-            last = last.max(resp.assigned_offset);
-        }
+        last = last.max(publish_hidden(clients, n, req_tx, responses).await?);
         left -= n;
         m.filled_offsets.inc_by(n as u64);
     }
     if last < acked {
-        // The broker assigned offsets below what it was told to cover: not filled after all.
+        // The broker assigned offsets below what it was asked to cover: not filled after all.
         return Err(Error::BrokerReply {
             op,
             message: format!("filled lost offsets up to {last}, short of {acked}"),
         });
     }
-    tracing::info!(from = high_water_mark, through = last, "filled lost offsets");
+    tracing::info!(from = probe, through = last, "filled lost offsets");
     Ok(())
+}
+
+/// Publish `n` hidden records (partition markers) and return the highest offset the broker
+/// gave them.
+async fn publish_hidden(
+    clients: &Clients,
+    n: i64,
+    req_tx: &mpsc::Sender<PublishMessageRequest>,
+    responses: &mut tonic::Streaming<PublishMessageResponse>,
+) -> Result<i64, Error> {
+    let op = "publish";
+    let timeout = clients.call_timeout;
+    for _ in 0..n {
+        let data = DataMessage {
+            key: Bytes::new(),
+            value: Bytes::from_static(layout::PARTITION_MARKER),
+            ts_ns: 0,
+            ctrl: None,
+        };
+        req_tx
+            .send(PublishMessageRequest { message: Some(Req::Data(data)) })
+            .await
+            .map_err(|_| closed("publish stream closed while filling lost offsets"))?;
+    }
+    let mut last = -1;
+    for _ in 0..n {
+        let resp = match tokio::time::timeout(timeout, responses.message()).await {
+            Ok(Ok(Some(resp))) => resp,
+            Ok(Ok(None)) => return Err(closed("publish stream ended while filling")),
+            Ok(Err(status)) => return Err(Failure::Status(status).into_broker(op)),
+            Err(_) => return Err(Error::Timeout { op, after: timeout }),
+        };
+        if !resp.error.is_empty() {
+            return Err(Error::BrokerReply {
+                op,
+                message: format!("{} (code {})", resp.error, resp.error_code),
+            });
+        }
+        last = last.max(resp.assigned_offset);
+    }
+    Ok(last)
 }
 
 /// Credit one broker response to the oldest waiting batch.
