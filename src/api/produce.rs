@@ -437,9 +437,17 @@ async fn publish(
             match producers.check(id) {
                 Check::Append => {}
                 Check::Duplicate(offset) => {
-                    base.get_or_insert(offset);
-                    last = last.max(offset.saturating_add(b.records.len() as i64 - 1));
-                    continue;
+                    let lost = ctx.seaweed.was_lost(topic, index as u32, offset).await;
+                    if !lost.map_err(|e| e.code(ApiKind::Data))? {
+                        base.get_or_insert(offset);
+                        last = last.max(offset.saturating_add(b.records.len() as i64 - 1));
+                        continue;
+                    }
+                    // The broker lost the first attempt after acknowledging it (a crash before
+                    // its flush): store the batch again. The partition's producer state
+                    // points at lost offsets, so it starts over.
+                    debug!(offset, "retried batch was lost by the broker; storing it again");
+                    producers.forget_partition(topic, index);
                 }
                 Check::Reject(code) => return Err(code),
             }

@@ -398,6 +398,15 @@ impl Seaweed {
         }
     }
 
+    /// Whether the record this process was acknowledged at Kafka `offset` was lost since: the
+    /// broker restarted without it and its offset was filled (see `publisher`).
+    pub async fn was_lost(&self, topic: &str, partition: u32, offset: i64) -> Result<bool, Error> {
+        let progress = self.inner.progress.lock().get(&(topic.to_string(), partition)).cloned();
+        let Some(progress) = progress else { return Ok(false) };
+        let shift = reader::data_offset(&self.inner.catalog, topic, partition).await?;
+        Ok(progress.was_lost(offset + shift))
+    }
+
     fn waker(&self, topic: &str, partition: u32) -> Arc<Notify> {
         let mut wakers = self.inner.wakers.lock();
         Arc::clone(wakers.entry((topic.to_string(), partition)).or_default())

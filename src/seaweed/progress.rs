@@ -40,6 +40,9 @@ pub(super) const FLUSH_POLL: Duration = Duration::from_millis(100);
 /// Entries listed per look at the filer.
 const LIST_LIMIT: u32 = 256;
 
+/// Lost-and-filled offset ranges remembered per partition (the newest).
+const LOST_RANGES: usize = 8;
+
 /// One partition's progress, shared by its publish stream and every acks=all waiter. Which
 /// partition: one generation of one MQ topic ([`Progress::dir`]); a re-created topic gets a
 /// new one.
@@ -55,6 +58,9 @@ pub(super) struct Progress {
     /// The last publish stream of the partition failed (the broker may have restarted), so
     /// the next one checks where the broker's offsets stand before publishing.
     broken: std::sync::atomic::AtomicBool,
+    /// Broker offset ranges (inclusive) the broker had acknowledged, then lost in a restart,
+    /// and kelp filled; the newest [`LOST_RANGES`].
+    lost: parking_lot::Mutex<std::collections::VecDeque<(i64, i64)>>,
     /// Where the next listing starts, and when the last one ran. Held across the listing so
     /// only one runs at a time; the waiters behind it use its result.
     look: tokio::sync::Mutex<Look>,
@@ -74,6 +80,7 @@ impl Progress {
             flushed: AtomicI64::new(-1),
             checkpoint: AtomicI64::new(-1),
             broken: std::sync::atomic::AtomicBool::new(false),
+            lost: parking_lot::Mutex::new(std::collections::VecDeque::new()),
             look: tokio::sync::Mutex::new(Look::default()),
         }
     }
@@ -105,6 +112,20 @@ impl Progress {
 
     pub(super) fn is_broken(&self) -> bool {
         self.broken.load(Ordering::Relaxed)
+    }
+
+    /// Record that the broker lost broker offsets `from..=through` after acknowledging them.
+    pub(super) fn note_lost(&self, from: i64, through: i64) {
+        let mut lost = self.lost.lock();
+        if lost.len() == LOST_RANGES {
+            lost.pop_front();
+        }
+        lost.push_back((from, through));
+    }
+
+    /// Whether the record once acknowledged at broker offset `offset` was lost since.
+    pub(super) fn was_lost(&self, offset: i64) -> bool {
+        self.lost.lock().iter().any(|(from, through)| (*from..=*through).contains(&offset))
     }
 
     /// Whether broker offset `offset` survives a broker restart, looking at the filer again
@@ -219,5 +240,18 @@ mod tests {
         p.note_acked(7);
         p.note_acked(3);
         assert_eq!(p.acked(), 7);
+    }
+
+    #[test]
+    fn lost_ranges_are_remembered_up_to_a_bound() {
+        let p = Progress::new("/d".into());
+        assert!(!p.was_lost(5));
+        p.note_lost(5, 9);
+        assert!(p.was_lost(5) && p.was_lost(9) && !p.was_lost(10) && !p.was_lost(4));
+        for i in 0..LOST_RANGES as i64 {
+            p.note_lost(100 + i, 100 + i);
+        }
+        assert!(!p.was_lost(5), "the oldest range makes room");
+        assert!(p.was_lost(100));
     }
 }

@@ -458,6 +458,7 @@ async fn fill_lost_offsets(
     } else {
         tracing::warn!(probe, acked, "broker reassigned acknowledged offsets; filling them");
     }
+    progress.note_lost(probe, acked);
     let m = crate::metrics::global();
     m.offset_regressions.inc();
     m.filled_offsets.inc();
