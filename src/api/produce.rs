@@ -241,9 +241,7 @@ async fn produce(
         let p = &parts[i];
         async move {
             let r = match (batches, p.topic.as_deref()) {
-                (Ok(batches), Some(topic)) => {
-                    publish(ctx, topic, p.index, batches, durable).await
-                }
+                (Ok(batches), Some(topic)) => publish(ctx, topic, p.index, batches, durable).await,
                 (Err(code), _) => Err(code),
                 (Ok(_), None) => Err(ResponseError::UnknownTopicId),
             };

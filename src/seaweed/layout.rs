@@ -411,7 +411,10 @@ mod tests {
             mq_partition_dir("kafka", "t", 951_782_400_000_000_000, 1260, 2520),
             "/topics/kafka/t/v2000-02-29-00-00-00/1260-2520"
         );
-        assert_eq!(mq_partition_dir("k", "t", 0, 5, 63), "/topics/k/t/v1970-01-01-00-00-00/0005-0063");
+        assert_eq!(
+            mq_partition_dir("k", "t", 0, 5, 63),
+            "/topics/k/t/v1970-01-01-00-00-00/0005-0063"
+        );
         assert_eq!(utc_fields(-1), (1969, 12, 31, 23, 59, 59));
     }
 

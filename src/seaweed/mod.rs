@@ -350,9 +350,9 @@ impl Seaweed {
             p.range_stop,
         );
         let mut all = self.inner.progress.lock();
-        let slot = all.entry((topic.to_string(), partition)).or_insert_with(|| {
-            Arc::new(Progress::new(dir.clone()))
-        });
+        let slot = all
+            .entry((topic.to_string(), partition))
+            .or_insert_with(|| Arc::new(Progress::new(dir.clone())));
         if slot.dir() != dir {
             *slot = Arc::new(Progress::new(dir));
         }
