@@ -72,7 +72,9 @@ fn read_through(bootstrap: &str, topic: &str, end: i64) -> BTreeMap<i64, String>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acks_all_records_survive_a_broker_crash_and_no_offset_is_reused() {
     let mut seaweedfs = common::seaweedfs().await;
-    let kelp = Kelp::start(&seaweedfs, &["--upstream-timeout-ms", "3000"]).await;
+    let kelp =
+        Kelp::start(&seaweedfs, &["--upstream-timeout-ms", "3000", "--acks-all-flushed", "true"])
+            .await;
     let topic = common::unique_name("durable");
     common::create_topic_raw(kelp.addr, &topic, 1).await;
     let all = producer(&kelp.bootstrap(), "all");

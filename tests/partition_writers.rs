@@ -378,17 +378,7 @@ async fn produce_legacy(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_naming_partitions_of_two_writers_is_split_and_answered_in_order() {
     let seaweedfs = common::seaweedfs().await;
-    // acks=all answered from the broker's memory: waiting for its flush (about 2 s per
-    // request) would leave a partition quiet long enough between the steps below for its
-    // short lease to be let go, and this test is about routing, not durability.
-    let args = [
-        "--peer-listen",
-        "127.0.0.1:0",
-        "--partition-lease-ms",
-        LEASE_MS,
-        "--acks-all-flushed",
-        "false",
-    ];
+    let args = ["--peer-listen", "127.0.0.1:0", "--partition-lease-ms", LEASE_MS];
     let (a, b) = (Kelp::start(&seaweedfs, &args).await, Kelp::start(&seaweedfs, &args).await);
     let topic = common::unique_name("writers-split");
     create_topic(&a.bootstrap(), &topic).await;
