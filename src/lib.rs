@@ -20,7 +20,8 @@
 //! (`records::batch::decode_all`), the lease checked (`writers::Writers::begin`), idempotence
 //! checked (the writer's `producers`), records turned into SeaweedFS messages
 //! (`records::envelope::to_message_from`) → `seaweed::Seaweed::publish` (one long-lived
-//! publish stream per partition, `seaweed/publisher.rs`) → broker-assigned offsets → the
+//! publish stream per partition, `seaweed/publisher.rs`) → broker-assigned offsets (for
+//! acks=all, once flushed and checkpointed in the filer: `seaweed::Seaweed::wait_flushed`) → the
 //! response (put back together in request order when parts were forwarded), encoded by
 //! `protocol::encode_response` and written by `connection`, which then holds a client over
 //! quota before reading on (`quota::Quotas::settle`, KIP-219).

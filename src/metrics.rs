@@ -105,6 +105,9 @@ pub struct Metrics {
     pub peer_handshakes: Family<PeerHandshakeLabels, Counter>,
     pub tls_handshakes: Family<OutcomeLabels, Counter>,
     pub leases_taken: Family<LeaseLabels, Counter>,
+    pub flush_wait: Histogram,
+    pub offset_regressions: Counter,
+    pub filled_offsets: Counter,
 }
 
 impl Metrics {
@@ -129,6 +132,9 @@ impl Metrics {
             peer_handshakes: Family::default(),
             tls_handshakes: Family::default(),
             leases_taken: Family::default(),
+            flush_wait: latency_histogram(),
+            offset_regressions: Counter::default(),
+            filled_offsets: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("requests", "Kafka requests answered, by API", m.requests.clone());
@@ -208,6 +214,21 @@ impl Metrics {
             "leases_taken",
             "Leases this kelp took in the filer (it became a group's owner or a partition's writer), by kind",
             m.leases_taken.clone(),
+        );
+        registry.register(
+            "flush_wait_seconds",
+            "Time acks=all produce requests waited for the SeaweedFS broker to flush their records to the filer",
+            m.flush_wait.clone(),
+        );
+        registry.register(
+            "offset_regressions",
+            "Publish streams that found a partition's next offset at or below one kelp had acknowledged (the broker lost records)",
+            m.offset_regressions.clone(),
+        );
+        registry.register(
+            "filled_offsets",
+            "Offsets of lost records filled with hidden records so that no acknowledged offset is handed out again",
+            m.filled_offsets.clone(),
         );
         Metrics { registry, ..m }
     }

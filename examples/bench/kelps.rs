@@ -141,6 +141,9 @@ async fn start(
             master.to_string(),
             "--filer".into(),
             filer.to_string(),
+            // As the `kelp` target: acknowledged once the broker holds the records.
+            "--acks-all-flushed".into(),
+            "false".into(),
         ];
         let guard = spawn_kelp(bin, &args, &dir.join(format!("kelp-{i}.log")), addr).await?;
         let pid = guard.0.as_ref().map_or(0, std::process::Child::id);

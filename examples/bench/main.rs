@@ -1755,6 +1755,11 @@ async fn main() -> anyhow::Result<()> {
             addrs.master.clone(),
             "--filer".into(),
             addrs.filer.clone(),
+            // Same acknowledgement as the gateway's and the direct client's: once the broker
+            // holds the records. Waiting for the broker's flush (kelp's default for acks=all)
+            // adds up to a flush interval per request, measured in docs/writers.md.
+            "--acks-all-flushed".into(),
+            "false".into(),
         ];
         let mut guard = Guard(None);
         let mut in_process = None;

@@ -7,6 +7,11 @@
 //! a peer forwarded to it after the lease moved) answers NOT_LEADER_OR_FOLLOWER for that
 //! partition and publishes nothing. This handler never forwards.
 //!
+//! acks=all is answered only once the broker has flushed the partition's records to the filer
+//! (unless `KELP_ACKS_ALL_FLUSHED` is off), so they survive a broker restart; the wait is
+//! bounded by the request's timeout_ms and `KELP_FLUSH_WAIT_MS` and ends in
+//! REQUEST_TIMED_OUT. acks=1 and acks=0 are answered once the broker holds the records.
+//!
 //! Errors are per partition: one bad partition never fails its neighbours.
 
 use bytes::Bytes;
@@ -95,7 +100,8 @@ pub async fn handle(
         topics
             .push((TopicProduceResponse::default().with_name(t.name).with_topic_id(t.topic_id), n));
     }
-    let results = produce(ctx, parts, Framing::V2(version)).await;
+    let durable = ctx.config.flush_wait(req.acks, req.timeout_ms);
+    let results = produce(ctx, parts, Framing::V2(version), durable).await;
     if req.acks == 0 {
         close_if_failed(session, results.iter().map(|r| r.error_code));
         return None;
@@ -156,7 +162,8 @@ pub async fn handle_legacy(
             parts.push(Part { topic: Some(t.name.clone()), index, records });
         }
     }
-    let results = produce(ctx, parts, Framing::Legacy).await;
+    let durable = ctx.config.flush_wait(req.acks, req.timeout_ms);
+    let results = produce(ctx, parts, Framing::Legacy, durable).await;
     if req.acks == 0 {
         close_if_failed(session, results.iter().map(|r| r.error_code));
         return None;
@@ -188,7 +195,12 @@ pub async fn handle_legacy(
 /// decompression limit and a share of the process's memory budget, then all parts are
 /// published at once. Order within a partition holds because each partition's records go
 /// out in one publish, and requests on a connection are handled one after another.
-async fn produce(ctx: &Ctx, parts: Vec<Part>, framing: Framing) -> Vec<PartitionProduceResponse> {
+async fn produce(
+    ctx: &Ctx,
+    parts: Vec<Part>,
+    framing: Framing,
+    durable: Option<std::time::Duration>,
+) -> Vec<PartitionProduceResponse> {
     let checks = join_all(parts.iter().map(|p| check(ctx, p))).await;
     let mut results: Vec<Result<i64, ResponseError>> =
         checks.into_iter().map(|c| c.map(|()| -1)).collect();
@@ -229,7 +241,7 @@ async fn produce(ctx: &Ctx, parts: Vec<Part>, framing: Framing) -> Vec<Partition
         let p = &parts[i];
         async move {
             let r = match (batches, p.topic.as_deref()) {
-                (Ok(batches), Some(topic)) => publish(ctx, topic, p.index, batches).await,
+                (Ok(batches), Some(topic)) => publish(ctx, topic, p.index, batches, durable).await,
                 (Err(code), _) => Err(code),
                 (Ok(_), None) => Err(ResponseError::UnknownTopicId),
             };
@@ -390,16 +402,20 @@ fn batch_code(e: &BatchError) -> ResponseError {
 
 /// Publish one partition's decoded batches; the base offset on success. Nothing is checked
 /// or published unless this kelp writes the partition, and the lease is not let go before
-/// the last batch is acknowledged.
+/// the last batch is acknowledged. With `durable`, the answer also waits (that long at most)
+/// until the broker has flushed every offset of the request to the filer, retried
+/// duplicates included.
 async fn publish(
     ctx: &Ctx,
     topic: &str,
     index: i32,
     batches: Vec<batch::Batch>,
+    durable: Option<std::time::Duration>,
 ) -> Result<i64, ResponseError> {
     let _writing = ctx.writers.begin(topic, index)?;
     let producers = ctx.writers.producers();
     let mut base = None;
+    let mut last = -1i64;
     for b in batches {
         if b.transactional || b.control {
             return Err(ResponseError::InvalidRecord);
@@ -431,8 +447,17 @@ async fn publish(
             match producers.check(id) {
                 Check::Append => {}
                 Check::Duplicate(offset) => {
-                    base.get_or_insert(offset);
-                    continue;
+                    let lost = ctx.seaweed.was_lost(topic, index as u32, offset).await;
+                    if !lost.map_err(|e| e.code(ApiKind::Data))? {
+                        base.get_or_insert(offset);
+                        last = last.max(offset.saturating_add(b.records.len() as i64 - 1));
+                        continue;
+                    }
+                    // The broker lost the first attempt after acknowledging it (a crash before
+                    // its flush): store the batch again. The partition's producer state
+                    // points at lost offsets, so it starts over.
+                    debug!(offset, "retried batch was lost by the broker; storing it again");
+                    producers.forget_partition(topic, index);
                 }
                 Check::Reject(code) => return Err(code),
             }
@@ -462,8 +487,19 @@ async fn publish(
             producers.record(id, first);
         }
         base.get_or_insert(first);
+        last = last.max(offsets.iter().copied().max().unwrap_or(first));
     }
-    Ok(base.expect("at least one non-empty batch was handled"))
+    let base = base.expect("at least one non-empty batch was handled");
+    if let Some(within) = durable {
+        let started = std::time::Instant::now();
+        let flushed = ctx.seaweed.wait_flushed(topic, index as u32, last, within).await;
+        crate::metrics::global().flush_wait.observe(started.elapsed().as_secs_f64());
+        flushed.map_err(|e| {
+            debug!(error = %e, last, "records not flushed in time");
+            e.code(ApiKind::Data)
+        })?;
+    }
+    Ok(base)
 }
 
 #[cfg(test)]

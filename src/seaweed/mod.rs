@@ -5,7 +5,8 @@
 //! leaves this module), and a deadline on every call (the configured call timeout), both on
 //! the wire (`grpc-timeout`) and on this side. Inside: `catalog` (topics and their layouts,
 //! the one topic cache), `reader` (fetching and offset ranges), `publisher` (publish
-//! streams), `filer` (kelp's own entries), `rpc` (channels, discovery, status conversion),
+//! streams), `progress` (acknowledged and flushed offsets per partition), `filer` (kelp's
+//! own entries), `rpc` (channels, discovery, status conversion),
 //! `tls` (TLS to SeaweedFS's gRPC, on its `security.toml` terms), `layout` (names and
 //! paths), `address` (SeaweedFS address formats).
 //!
@@ -22,6 +23,7 @@ mod catalog;
 mod filer;
 pub mod layout;
 mod pb;
+mod progress;
 mod publisher;
 mod reader;
 mod rpc;
@@ -39,6 +41,7 @@ use tokio::sync::Notify;
 use crate::error::{Error, UpstreamCode};
 use crate::shutdown::{CancellationToken, TaskTracker};
 use catalog::Catalog;
+use progress::{FLUSH_POLL, Progress};
 use publisher::{Outcome, Publisher, Target};
 
 pub(crate) use tls::Connector as TlsConnector;
@@ -109,6 +112,10 @@ struct Inner {
     publishers: Mutex<HashMap<(String, u32), Publisher>>,
     /// Woken when records of a (Kafka topic, partition) were acknowledged in this process.
     wakers: Mutex<HashMap<(String, u32), Arc<Notify>>>,
+    /// What this process acknowledged and saw flushed, per (Kafka topic, partition); replaced
+    /// when the partition's log directory changes (topic re-created). Keyed, like the maps
+    /// above, only by partitions of existing topics.
+    progress: Mutex<HashMap<(String, u32), Arc<Progress>>>,
     /// Where publish stream tasks run, so the process's drain waits for them.
     tracker: TaskTracker,
     /// Tells publish stream tasks the process is stopping.
@@ -192,6 +199,7 @@ impl Seaweed {
                 clients,
                 publishers: Mutex::new(HashMap::new()),
                 wakers: Mutex::new(HashMap::new()),
+                progress: Mutex::new(HashMap::new()),
                 tracker: tracker.clone(),
                 cancel,
             }),
@@ -324,6 +332,7 @@ impl Seaweed {
             leader: slot.leader.clone(),
         };
         let key = (topic.to_string(), partition);
+        let progress = self.progress(topic, partition, &target);
         let mut publishers = self.inner.publishers.lock();
         if let Some(p) = publishers.get(&key)
             && !p.is_closed()
@@ -334,6 +343,7 @@ impl Seaweed {
         let p = Publisher::spawn(
             Arc::clone(&self.inner.clients),
             target,
+            progress,
             self.waker(topic, partition),
             &self.inner.tracker,
             self.inner.cancel.clone(),
@@ -348,6 +358,75 @@ impl Seaweed {
         if publishers.get(&key).is_some_and(|p| p.target() == which.target()) {
             publishers.remove(&key);
         }
+    }
+
+    /// The progress record of the partition `target` writes, a fresh one when the partition's
+    /// log directory changed.
+    fn progress(&self, topic: &str, partition: u32, target: &Target) -> Arc<Progress> {
+        let p = &target.partition;
+        let dir = layout::mq_partition_dir(
+            &target.namespace,
+            &target.mq_topic,
+            p.unix_time_ns,
+            p.range_start,
+            p.range_stop,
+        );
+        let mut all = self.inner.progress.lock();
+        let slot = all
+            .entry((topic.to_string(), partition))
+            .or_insert_with(|| Arc::new(Progress::new(dir.clone())));
+        if slot.dir() != dir {
+            *slot = Arc::new(Progress::new(dir));
+        }
+        Arc::clone(slot)
+    }
+
+    /// Wait until the broker has flushed the partition's records up to Kafka offset `last` to
+    /// the filer, where a broker restart finds them again. Polls the partition's log files
+    /// (see `progress`); REQUEST_TIMED_OUT-mapped [`Error::Timeout`] after `within`. Failed
+    /// looks at the filer are retried until then.
+    pub async fn wait_flushed(
+        &self,
+        topic: &str,
+        partition: u32,
+        last: i64,
+        within: Duration,
+    ) -> Result<(), Error> {
+        let clients = &self.inner.clients;
+        let catalog = &self.inner.catalog;
+        let wait = async {
+            let l = catalog.existing(topic).await?;
+            let slot = l.slot(partition)?;
+            let target = Target {
+                namespace: self.namespace().to_string(),
+                mq_topic: l.mq_topic.clone(),
+                partition: slot.partition,
+                leader: slot.leader.clone(),
+            };
+            let progress = self.progress(topic, partition, &target);
+            let broker_offset = last + reader::data_offset(catalog, topic, partition).await?;
+            loop {
+                match progress.covers(clients, broker_offset).await {
+                    Ok(true) => return Ok(()),
+                    Ok(false) => {}
+                    Err(e) => tracing::debug!(error = %e, "could not read the flushed position"),
+                }
+                tokio::time::sleep(FLUSH_POLL).await;
+            }
+        };
+        match tokio::time::timeout(within, wait).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Timeout { op: "flush", after: within }),
+        }
+    }
+
+    /// Whether the record this process was acknowledged at Kafka `offset` was lost since: the
+    /// broker restarted without it and its offset was filled (see `publisher`).
+    pub async fn was_lost(&self, topic: &str, partition: u32, offset: i64) -> Result<bool, Error> {
+        let progress = self.inner.progress.lock().get(&(topic.to_string(), partition)).cloned();
+        let Some(progress) = progress else { return Ok(false) };
+        let shift = reader::data_offset(&self.inner.catalog, topic, partition).await?;
+        Ok(progress.was_lost(offset + shift))
     }
 
     fn waker(&self, topic: &str, partition: u32) -> Arc<Notify> {

@@ -17,6 +17,16 @@
 //! topic lookup, so a moved partition is followed). Batches that never reached the stream are
 //! reported as [`Outcome::NotSent`] so the caller can retry them on a new stream without
 //! risking duplicates.
+//!
+//! A broker that restarts continues a partition's offsets from its checkpoint in the filer
+//! (see `progress`), so offsets it assigned after the checkpoint would be handed out again.
+//! A stream that follows a failed one therefore first publishes one hidden record (the
+//! partition marker, which fetches skip) and compares its offset with the highest offset this
+//! process was acknowledged ([`Progress`]). When the broker fell back, the offsets up to that
+//! one are filled with more hidden records before any producer's record goes out, so no
+//! offset is acknowledged twice. (The partition's high-water mark cannot tell: after a
+//! restart `GetPartitionRangeInfo` reported the end of the flushed files while the broker
+//! assigned offsets from its older checkpoint.)
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -34,6 +44,7 @@ use super::pb::messaging_pb::{
     DataMessage, GetPartitionRangeInfoRequest, PublishMessageRequest, PublishMessageResponse,
 };
 use super::pb::schema_pb::{Partition, Topic};
+use super::progress::Progress;
 use super::rpc::{Clients, Failure, call, request};
 use super::{Message, layout};
 use crate::error::{Error, UpstreamCode};
@@ -54,6 +65,13 @@ const QUEUED_BATCHES: usize = 256;
 /// broker memory. The next publish opens it again. Once the process is stopping, a stream is
 /// closed as soon as it has nothing in flight.
 const IDLE_CLOSE: Duration = Duration::from_secs(60);
+
+/// Most lost offsets a stream fills when it finds the broker fell back; beyond that the
+/// stream refuses to publish (an error log says why) rather than reuse offsets.
+const MAX_FILL: i64 = 1_000_000;
+
+/// Fill records sent before their acks are read (the broker answers each in turn).
+const FILL_CHUNK: i64 = 32;
 
 /// Name the broker shows for kelp's publishers.
 const PUBLISHER_NAME: &str = "kelp";
@@ -111,6 +129,7 @@ impl Publisher {
     pub(super) fn spawn(
         clients: Arc<Clients>,
         target: Target,
+        progress: Arc<Progress>,
         acked: Arc<Notify>,
         tracker: &TaskTracker,
         cancel: CancellationToken,
@@ -122,7 +141,7 @@ impl Publisher {
             range = %format!("{}-{}", target.partition.range_start, target.partition.range_stop),
             broker = %target.leader);
         tracker.spawn(tracing::Instrument::instrument(
-            run(clients, Arc::clone(&target), rx, acked, cancel),
+            run(clients, Arc::clone(&target), progress, rx, acked, cancel),
             span,
         ));
         Publisher { target, tx, call_timeout }
@@ -191,6 +210,7 @@ struct Pending {
 async fn run(
     clients: Arc<Clients>,
     target: Arc<Target>,
+    progress: Arc<Progress>,
     mut rx: mpsc::Receiver<Batch>,
     acked: Arc<Notify>,
     cancel: CancellationToken,
@@ -215,6 +235,14 @@ async fn run(
         tracing::debug!(error = %e, "could not write partition markers");
         fail_queued(&mut rx, &e);
         return;
+    }
+    if progress.is_broken() && progress.acked() >= 0 {
+        if let Err(e) = fill_lost_offsets(&clients, &progress, &req_tx, &mut responses).await {
+            tracing::debug!(error = %e, "could not fill lost offsets");
+            fail_queued(&mut rx, &e);
+            return;
+        }
+        progress.set_broken(false);
     }
 
     let mut pending: VecDeque<Pending> = VecDeque::new();
@@ -275,7 +303,7 @@ async fn run(
             },
             resp = responses.message() => match resp {
                 Ok(Some(resp)) => {
-                    if let Err(e) = ack(&mut pending, &mut in_flight, resp) {
+                    if let Err(e) = ack(&mut pending, &mut in_flight, &progress, resp) {
                         break Some(e);
                     }
                     last_activity = Instant::now();
@@ -306,6 +334,9 @@ async fn run(
 
     // Stop taking batches before answering the admitted ones, so none is left unanswered.
     rx.close();
+    if failure.is_some() {
+        progress.set_broken(true);
+    }
     match &failure {
         Some(e) => {
             tracing::debug!(error = %e, in_flight, "publish stream failed");
@@ -438,10 +469,109 @@ async fn mark_empty_partition(
     Ok(())
 }
 
+/// Publish one hidden record; when the broker gave it an offset at or below one this process
+/// was acknowledged, the broker lost records (it restarted and continued from an older
+/// checkpoint): publish one more hidden record per offset up to that one, so the next
+/// producer record gets a fresh offset. Lost records cannot be brought back; consumers see a
+/// gap, or the old record where the broker still has it on disk.
+async fn fill_lost_offsets(
+    clients: &Clients,
+    progress: &Progress,
+    req_tx: &mpsc::Sender<PublishMessageRequest>,
+    responses: &mut tonic::Streaming<PublishMessageResponse>,
+) -> Result<(), Error> {
+    let op = "publish";
+    let acked = progress.acked();
+    let probe = publish_hidden(clients, 1, req_tx, responses).await?;
+    if probe > acked {
+        return Ok(());
+    }
+    let durable = progress.durable();
+    if probe <= durable {
+        // acks=all was answered only at or below `durable`: the broker reassigned offsets it
+        // had flushed and checkpointed. That is SeaweedFS losing data, not a restart kelp
+        // covers.
+        tracing::error!(probe, acked, durable, "broker reassigned durable offsets");
+    } else {
+        tracing::warn!(probe, acked, "broker reassigned acknowledged offsets; filling them");
+    }
+    progress.note_lost(probe, acked);
+    let m = crate::metrics::global();
+    m.offset_regressions.inc();
+    m.filled_offsets.inc();
+    let missing = acked - probe;
+    if missing > MAX_FILL {
+        tracing::error!(missing, max = MAX_FILL, "too many lost offsets to fill; not publishing");
+        return Err(Error::BrokerReply {
+            op,
+            message: format!("the broker lost {missing} acknowledged offsets"),
+        });
+    }
+    let mut last = probe;
+    let mut left = missing;
+    while left > 0 {
+        let n = left.min(FILL_CHUNK);
+        last = last.max(publish_hidden(clients, n, req_tx, responses).await?);
+        left -= n;
+        m.filled_offsets.inc_by(n as u64);
+    }
+    if last < acked {
+        // The broker assigned offsets below what it was asked to cover: not filled after all.
+        return Err(Error::BrokerReply {
+            op,
+            message: format!("filled lost offsets up to {last}, short of {acked}"),
+        });
+    }
+    tracing::info!(from = probe, through = last, "filled lost offsets");
+    Ok(())
+}
+
+/// Publish `n` hidden records (partition markers) and return the highest offset the broker
+/// gave them.
+async fn publish_hidden(
+    clients: &Clients,
+    n: i64,
+    req_tx: &mpsc::Sender<PublishMessageRequest>,
+    responses: &mut tonic::Streaming<PublishMessageResponse>,
+) -> Result<i64, Error> {
+    let op = "publish";
+    let timeout = clients.call_timeout;
+    for _ in 0..n {
+        let data = DataMessage {
+            key: Bytes::new(),
+            value: Bytes::from_static(layout::PARTITION_MARKER),
+            ts_ns: 0,
+            ctrl: None,
+        };
+        req_tx
+            .send(PublishMessageRequest { message: Some(Req::Data(data)) })
+            .await
+            .map_err(|_| closed("publish stream closed while filling lost offsets"))?;
+    }
+    let mut last = -1;
+    for _ in 0..n {
+        let resp = match tokio::time::timeout(timeout, responses.message()).await {
+            Ok(Ok(Some(resp))) => resp,
+            Ok(Ok(None)) => return Err(closed("publish stream ended while filling")),
+            Ok(Err(status)) => return Err(Failure::Status(status).into_broker(op)),
+            Err(_) => return Err(Error::Timeout { op, after: timeout }),
+        };
+        if !resp.error.is_empty() {
+            return Err(Error::BrokerReply {
+                op,
+                message: format!("{} (code {})", resp.error, resp.error_code),
+            });
+        }
+        last = last.max(resp.assigned_offset);
+    }
+    Ok(last)
+}
+
 /// Credit one broker response to the oldest waiting batch.
 fn ack(
     pending: &mut VecDeque<Pending>,
     in_flight: &mut usize,
+    progress: &Progress,
     resp: PublishMessageResponse,
 ) -> Result<(), Error> {
     if !resp.error.is_empty() || resp.should_close {
@@ -460,6 +590,7 @@ fn ack(
         });
     };
     front.offsets.push(resp.assigned_offset);
+    progress.note_acked(resp.assigned_offset);
     *in_flight -= 1;
     if front.offsets.len() == front.want {
         let done = pending.pop_front().expect("front exists");
