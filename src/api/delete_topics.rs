@@ -1,4 +1,4 @@
-//! DeleteTopics: by name (v0-v5) or by name or id (v6+).
+//! DeleteTopics: by name (v0-v5) or by name or id (v6+), with the topic's stored configs.
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
@@ -34,12 +34,26 @@ pub async fn handle(ctx: &Ctx, version: i16, req: DeleteTopicsRequest) -> Delete
                 }
             }),
         };
+        if outcome.is_ok()
+            && let Some(n) = &name
+        {
+            forget_configs(ctx, n).await;
+        }
         responses.push(match outcome {
             Ok(()) => result,
             Err(code) => result.with_error_code(code.code()),
         });
     }
     DeleteTopicsResponse::default().with_responses(responses)
+}
+
+/// Remove a deleted topic's stored configs. The topic is gone whatever happens here; an
+/// entry left behind is overwritten when a topic of that name is created again (CreateTopics
+/// always stores the new topic's configs).
+async fn forget_configs(ctx: &Ctx, topic: &str) {
+    if let Err(e) = ctx.topic_configs.delete(topic).await {
+        tracing::warn!(error = %e, topic, "removing a deleted topic's configs failed");
+    }
 }
 
 /// Every topic of the request failed with `code` and `message` (refused, say), each named
