@@ -86,8 +86,8 @@ fn refuse_retention(v: &str) -> Option<&'static str> {
 
 fn refuse_compact(v: &str) -> Option<&'static str> {
     list_items(v).any(|p| p == "compact").then_some(
-        "cleanup.policy=compact is not supported: SeaweedFS keeps every record and kelp does \
-         not compact partitions; only delete (with no retention) is accepted",
+        "SeaweedFS keeps every record and kelp does not compact partitions; only delete \
+         (with no retention) is accepted",
     )
 }
 
@@ -517,8 +517,8 @@ mod tests {
         for (name, value, why) in [
             ("retention.ms", "86400000", "deletes nothing"),
             ("retention.bytes", "1073741824", "marker records"),
-            ("cleanup.policy", "compact", "not compact"),
-            ("cleanup.policy", "delete,compact", "not compact"),
+            ("cleanup.policy", "compact", "does not compact"),
+            ("cleanup.policy", "delete,compact", "does not compact"),
             ("compression.type", "zstd", "recompress"),
             ("message.timestamp.type", "LogAppendTime", "LogAppendTime"),
             ("remote.storage.enable", "true", "tiered"),
