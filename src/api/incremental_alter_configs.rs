@@ -49,9 +49,12 @@ pub async fn handle(
 
 /// The resource's operations, decoded: a known operation code, no config named twice, a value
 /// for every operation but DELETE (Kafka answers INVALID_REQUEST for each).
-fn operations(r: &AlterConfigsResource) -> Result<Vec<(&str, Op, Option<&str>)>, Refusal> {
+/// One decoded operation: config name, operation, value.
+type Operation<'a> = (&'a str, Op, Option<&'a str>);
+
+fn operations(r: &AlterConfigsResource) -> Result<Vec<Operation<'_>>, Refusal> {
     let invalid = |message: String| Refusal { code: ResponseError::InvalidRequest, message };
-    let mut ops: Vec<(&str, Op, Option<&str>)> = Vec::with_capacity(r.configs.len());
+    let mut ops: Vec<Operation<'_>> = Vec::with_capacity(r.configs.len());
     for c in &r.configs {
         let name = c.name.as_str();
         let op = Op::from_code(c.config_operation)

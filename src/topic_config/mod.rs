@@ -327,6 +327,10 @@ impl Refusal {
     }
 }
 
+/// Longest config value accepted, in bytes. Kafka sets no limit, but every value is stored
+/// in the filer; the longest real values (replica lists of throttled partitions) fit.
+pub const MAX_VALUE_BYTES: usize = 16 * 1024;
+
 /// Check one config as a client set it: a known name with a value kelp honours. Returns the
 /// value to store (trimmed).
 pub fn check(name: &str, value: Option<&str>) -> Result<String, Refusal> {
@@ -335,6 +339,11 @@ pub fn check(name: &str, value: Option<&str>) -> Result<String, Refusal> {
     let value = value.ok_or_else(|| {
         Refusal::config(format!("Null value not supported for topic config: {name}"))
     })?;
+    if value.len() > MAX_VALUE_BYTES {
+        return Err(Refusal::config(format!(
+            "the value of {name} is longer than {MAX_VALUE_BYTES} bytes"
+        )));
+    }
     def.validate(value).map_err(Refusal::config)?;
     Ok(value.trim().to_string())
 }
@@ -505,6 +514,7 @@ mod tests {
             ("cleanup.policy", ""),
             ("compression.type", "brotli"),
             ("min.cleanable.dirty.ratio", "2"),
+            ("leader.replication.throttled.replicas", &"0:1,".repeat(5000)),
         ] {
             let r = check(name, Some(value)).unwrap_err();
             assert_eq!(r.code, ResponseError::InvalidConfig, "{name}={value}");
