@@ -17,7 +17,9 @@
 //! TOPIC_AUTHORIZATION_FAILED per topic (CreateTopics, DeleteTopics, CreatePartitions, and
 //! per topic Metadata would have created), GROUP_AUTHORIZATION_FAILED per group (DeleteGroups)
 //! or for the request's one group (OffsetDelete, top-level), CLUSTER_AUTHORIZATION_FAILED per
-//! entry (AlterClientQuotas); with a message where the version has the field. A refusal is
+//! entry (AlterClientQuotas), TOPIC_AUTHORIZATION_FAILED per topic and
+//! CLUSTER_AUTHORIZATION_FAILED per other resource (AlterConfigs, IncrementalAlterConfigs);
+//! with a message where the version has the field. A refusal is
 //! built from the request alone: nothing is read from or written to SeaweedFS. For
 //! DeleteTopics by id (v6+) that means the topic's name is not looked up, and an unknown id
 //! is refused too rather than answered UNKNOWN_TOPIC_ID.
@@ -49,6 +51,8 @@ pub const CLUSTER_WIDE: &[ApiKey] = &[
     ApiKey::DeleteGroups,
     ApiKey::OffsetDelete,
     ApiKey::AlterClientQuotas,
+    ApiKey::AlterConfigs,
+    ApiKey::IncrementalAlterConfigs,
 ];
 
 /// What the client behind one request may do to the cluster as a whole. Small and `Copy`:

@@ -15,6 +15,8 @@ pub struct Ctx {
     pub config: Config,
     pub seaweed: Seaweed,
     pub topics: Topics,
+    /// Topic configs set through CreateTopics and the AlterConfigs APIs.
+    pub topic_configs: crate::topic_config::store::TopicConfigs,
     /// Which partitions this kelp writes, and their idempotent producers.
     pub writers: crate::writers::Writers,
     /// Producer ids for InitProducerId, unique across kelps.

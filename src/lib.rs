@@ -4,7 +4,8 @@
 //! The layers, each calling only down (docs/architecture.md draws them):
 //! `listener` → `connection` (frames, session, quota hold) → `routing` (here, or forward to
 //! the group's owner or the partition's writer over `peer`) → `api/<one file per API>` →
-//! `group` / `writers` / `quota` / `records` / `topics` / `producers` / `producer_ids` →
+//! `group` / `writers` / `quota` / `records` / `topics` / `topic_config` / `producers` /
+//! `producer_ids` →
 //! `lease` → `seaweed`;
 //! with `ctx`, `protocol`, `error`, `config` at the bottom.
 //!
@@ -80,6 +81,7 @@ pub(crate) mod session;
 pub mod shutdown;
 pub(crate) mod tail;
 pub(crate) mod tls;
+pub mod topic_config;
 pub mod topics;
 pub(crate) mod watch;
 pub mod webhook;
@@ -206,6 +208,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     .inspect_err(|_| cancel.cancel())?;
     let ctx = Arc::new(Ctx {
         topics: topics::Topics::new(seaweed.clone(), config.namespace.clone()),
+        topic_configs: topic_config::store::TopicConfigs::new(
+            seaweed.clone(),
+            config.filer_root.clone(),
+        ),
         writers: writers::Writers::start(
             seaweed.clone(),
             config.filer_root.clone(),

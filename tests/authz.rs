@@ -198,6 +198,48 @@ async fn alter_quota(c: &mut Raw, client: &str) -> (i16, Option<String>) {
     (r.entries[0].error_code, r.entries[0].error_message.as_ref().map(|m| m.to_string()))
 }
 
+/// IncrementalAlterConfigs v1 setting `segment.ms` on `topic`: (code, message).
+async fn alter_config(c: &mut Raw, topic: &str) -> (i16, Option<String>) {
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    let req = IncrementalAlterConfigsRequest::default().with_resources(vec![
+        AlterConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(s(topic))
+            .with_configs(vec![
+                AlterableConfig::default()
+                    .with_name(s("segment.ms"))
+                    .with_config_operation(0)
+                    .with_value(Some(s("1000"))),
+            ]),
+    ]);
+    let ResponseKind::IncrementalAlterConfigs(r) =
+        c.call(ApiKey::IncrementalAlterConfigs, 1, RequestKind::IncrementalAlterConfigs(req)).await
+    else {
+        panic!()
+    };
+    (r.responses[0].error_code, r.responses[0].error_message.as_ref().map(|m| m.to_string()))
+}
+
+/// The source DescribeConfigs reports for `topic`'s `segment.ms` (1: set, 5: default).
+async fn segment_ms_source(c: &mut Raw, topic: &str) -> i8 {
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    let req = DescribeConfigsRequest::default().with_resources(vec![
+        DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(s(topic))
+            .with_configuration_keys(Some(vec![s("segment.ms")])),
+    ]);
+    let ResponseKind::DescribeConfigs(r) =
+        c.call(ApiKey::DescribeConfigs, 4, RequestKind::DescribeConfigs(req)).await
+    else {
+        panic!()
+    };
+    assert_eq!(r.results[0].error_code, 0);
+    r.results[0].configs[0].config_source
+}
+
 /// How many quotas DescribeClientQuotas reports for client id `client`.
 async fn quotas_of(c: &mut Raw, client: &str) -> usize {
     let req = DescribeClientQuotasRequest::default().with_components(vec![
@@ -261,6 +303,10 @@ async fn only_super_users_change_the_cluster_and_the_others_change_nothing() {
     let (code, message) = alter_quota(&mut raw, &quota_client).await;
     assert_eq!(code, ResponseError::ClusterAuthorizationFailed.code());
     assert_eq!(message.as_deref(), Some("only super-users may change the cluster"));
+    let (code, message) = alter_config(&mut raw, &kept).await;
+    assert_eq!(code, ResponseError::TopicAuthorizationFailed.code());
+    assert_eq!(message.as_deref(), Some("only super-users may change the cluster"));
+    assert_eq!(segment_ms_source(&mut raw, &kept).await, 5, "no config stored");
     let auto = common::unique_name("auto");
     assert_eq!(
         auto_create(&mut raw, &auto).await,
@@ -290,6 +336,8 @@ async fn only_super_users_change_the_cluster_and_the_others_change_nothing() {
     assert_eq!(auto_create(&mut raw, &auto).await, (0, 1), "auto-created");
     assert_eq!(alter_quota(&mut raw, &quota_client).await.0, 0);
     assert_eq!(quotas_of(&mut raw, &quota_client).await, 1);
+    assert_eq!(alter_config(&mut raw, &kept).await.0, 0);
+    assert_eq!(segment_ms_source(&mut raw, &kept).await, 1, "config stored");
     assert_eq!(offset_delete(&mut raw, &group, &kept).await, 0);
     assert_eq!(committed(&app, &group, &kept), None, "offset deleted");
     commit(&app, &group, &kept, 7);
@@ -299,7 +347,14 @@ async fn only_super_users_change_the_cluster_and_the_others_change_nothing() {
     assert!(!topics(&root_admin).contains_key(&kept));
 
     let scraped = kelp::metrics::global().render();
-    for api in ["CreateTopics", "DeleteTopics", "CreatePartitions", "DeleteGroups", "Metadata"] {
+    for api in [
+        "CreateTopics",
+        "DeleteTopics",
+        "CreatePartitions",
+        "DeleteGroups",
+        "Metadata",
+        "IncrementalAlterConfigs",
+    ] {
         assert!(
             scraped.contains(&format!("kelp_authorization_refusals_total{{api=\"{api}\"}}")),
             "{api}: {scraped}"
@@ -336,6 +391,10 @@ async fn with_admin_apis_off_a_kelp_refuses_them_to_everyone() {
     let (code, message) = alter_quota(&mut raw, "someone").await;
     assert_eq!(code, ResponseError::ClusterAuthorizationFailed.code());
     assert_eq!(message.as_deref(), Some("cluster-wide APIs are turned off on this kelp"));
+    let (code, message) = alter_config(&mut raw, &kept).await;
+    assert_eq!(code, ResponseError::TopicAuthorizationFailed.code());
+    assert_eq!(message.as_deref(), Some("cluster-wide APIs are turned off on this kelp"));
+    assert_eq!(segment_ms_source(&mut raw, &kept).await, 5, "no config stored");
     let auto = common::unique_name("auto");
     assert_eq!(
         auto_create(&mut raw, &auto).await.0,

@@ -47,7 +47,11 @@ fn v2_batch(value: &str, timestamp: i64) -> Bytes {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_advertised_version_of_every_api_answers_correctly() {
     let seaweedfs = common::seaweedfs().await;
-    let kelp = Kelp::start(&seaweedfs, &["--auto-create-topics", "false"]).await;
+    let kelp = Kelp::start(
+        &seaweedfs,
+        &["--auto-create-topics", "false", "--upstream-timeout-ms", "20000"],
+    )
+    .await;
     let mut c = Raw::connect(kelp.addr).await;
 
     // ApiVersions: the table equals protocol::versions at every version.
@@ -102,6 +106,16 @@ async fn every_advertised_version_of_every_api_answers_correctly() {
             panic!()
         };
         assert_eq!(r.topics[0].error_code, 0, "CreateTopics v{v}: {:?}", r.topics[0].error_message);
+        if v >= 5 {
+            // v5+ answers carry the new topic's configs with their source.
+            let configs = r.topics[0].configs.as_ref().expect("configs from v5");
+            let max = configs.iter().find(|c| c.name.as_str() == "max.message.bytes");
+            assert_eq!(max.map(|c| c.config_source), Some(4), "CreateTopics v{v}");
+            assert_eq!(
+                max.and_then(|c| c.value.as_ref()).map(|v| v.to_string()),
+                Some(kelp.config.max_message_bytes.to_string())
+            );
+        }
         let ResponseKind::CreateTopics(r) =
             c.call(ApiKey::CreateTopics, v, RequestKind::CreateTopics(req)).await
         else {
@@ -210,6 +224,9 @@ async fn every_advertised_version_of_every_api_answers_correctly() {
             };
             let p = &r.responses[0].partition_responses[0];
             assert_eq!(p.error_code, 0, "Produce v{v}: {:?}", p.error_message);
+            if v >= 5 {
+                assert_eq!(p.log_start_offset, 0, "Produce v{v} log_start_offset");
+            }
             p.base_offset
         };
         assert_eq!(offset, expected.len() as i64, "Produce v{v} offset");
@@ -366,22 +383,103 @@ async fn every_advertised_version_of_every_api_answers_correctly() {
             assert_eq!(results[1].0, ResponseError::UnknownTopicOrPartition.code());
             continue;
         }
-        let req = DescribeConfigsRequest::default().with_resources(vec![
-            DescribeConfigsResource::default()
-                .with_resource_type(2)
-                .with_resource_name(StrBytes::from_string(t.clone())),
-            DescribeConfigsResource::default()
-                .with_resource_type(2)
-                .with_resource_name(StrBytes::from_static_str("nope-nope")),
-        ]);
+        let req = DescribeConfigsRequest::default()
+            .with_include_synonyms(true)
+            .with_include_documentation(v >= 3)
+            .with_resources(vec![
+                DescribeConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(StrBytes::from_string(t.clone())),
+                DescribeConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(StrBytes::from_static_str("nope-nope")),
+            ]);
         let ResponseKind::DescribeConfigs(r) =
             c.call(ApiKey::DescribeConfigs, v, RequestKind::DescribeConfigs(req)).await
         else {
             panic!()
         };
         assert_eq!(r.results[0].error_code, 0, "DescribeConfigs v{v}");
-        assert!(r.results[0].configs.iter().any(|c| c.name.as_str() == "max.message.bytes"));
+        let max = r.results[0].configs.iter().find(|c| c.name.as_str() == "max.message.bytes");
+        let max = max.expect("max.message.bytes is described");
+        assert_eq!(max.config_source, 4, "DescribeConfigs v{v}");
+        assert!(!max.read_only, "DescribeConfigs v{v}");
+        assert_eq!(max.synonyms[0].name.as_str(), "message.max.bytes", "DescribeConfigs v{v}");
+        if v >= 3 {
+            assert_eq!(max.config_type, 3, "DescribeConfigs v{v}: INT");
+            assert!(max.documentation.is_some(), "DescribeConfigs v{v}");
+        }
         assert_eq!(r.results[1].error_code, ResponseError::UnknownTopicOrPartition.code());
+    }
+
+    // AlterConfigs at every version: the topic's set is replaced; the broker is read-only.
+    for v in range(ApiKey::AlterConfigs) {
+        let segment_ms = (1000 + i64::from(v)).to_string();
+        let resource = |ty: i8, name: &str| {
+            alter_configs_request::AlterConfigsResource::default()
+                .with_resource_type(ty)
+                .with_resource_name(StrBytes::from_string(name.to_string()))
+        };
+        let req = AlterConfigsRequest::default().with_resources(vec![
+            resource(2, t).with_configs(vec![
+                alter_configs_request::AlterableConfig::default()
+                    .with_name(StrBytes::from_static_str("segment.ms"))
+                    .with_value(Some(StrBytes::from_string(segment_ms.clone()))),
+            ]),
+            resource(4, "0"),
+        ]);
+        let ResponseKind::AlterConfigs(r) =
+            c.call(ApiKey::AlterConfigs, v, RequestKind::AlterConfigs(req)).await
+        else {
+            panic!()
+        };
+        assert_eq!(r.responses[0].error_code, 0, "AlterConfigs v{v}: {:?}", r.responses[0]);
+        assert_eq!(r.responses[1].error_code, ResponseError::InvalidRequest.code());
+        assert_eq!(described(&mut c, t, "segment.ms").await, (segment_ms, 1), "AlterConfigs v{v}");
+    }
+
+    // IncrementalAlterConfigs at every version: SET leaves the other configs alone, DELETE
+    // goes back to the default.
+    for v in range(ApiKey::IncrementalAlterConfigs) {
+        let max = (500_000 + i32::from(v)).to_string();
+        let op = |name: &'static str, op: i8, value: Option<&str>| {
+            incremental_alter_configs_request::AlterableConfig::default()
+                .with_name(StrBytes::from_static_str(name))
+                .with_config_operation(op)
+                .with_value(value.map(|v| StrBytes::from_string(v.to_string())))
+        };
+        let alter = |ops| {
+            IncrementalAlterConfigsRequest::default().with_resources(vec![
+                incremental_alter_configs_request::AlterConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(StrBytes::from_string(t.clone()))
+                    .with_configs(ops),
+            ])
+        };
+        for ops in
+            [vec![op("segment.ms", 0, Some("777"))], vec![op("max.message.bytes", 0, Some(&max))]]
+        {
+            let req = alter(ops);
+            let ResponseKind::IncrementalAlterConfigs(r) = c
+                .call(ApiKey::IncrementalAlterConfigs, v, RequestKind::IncrementalAlterConfigs(req))
+                .await
+            else {
+                panic!()
+            };
+            assert_eq!(r.responses[0].error_code, 0, "IncrementalAlterConfigs v{v}");
+        }
+        assert_eq!(described(&mut c, t, "max.message.bytes").await, (max, 1));
+        assert_eq!(described(&mut c, t, "segment.ms").await, ("777".to_string(), 1), "left alone");
+        let req = alter(vec![op("max.message.bytes", 1, None), op("segment.ms", 1, None)]);
+        let ResponseKind::IncrementalAlterConfigs(r) = c
+            .call(ApiKey::IncrementalAlterConfigs, v, RequestKind::IncrementalAlterConfigs(req))
+            .await
+        else {
+            panic!()
+        };
+        assert_eq!(r.responses[0].error_code, 0, "IncrementalAlterConfigs v{v} DELETE");
+        assert_eq!(described(&mut c, t, "segment.ms").await, ("604800000".to_string(), 5));
+        assert_eq!(described(&mut c, t, "max.message.bytes").await.1, 4);
     }
 
     // DescribeCluster at every version.
@@ -494,6 +592,25 @@ async fn every_advertised_version_of_every_api_answers_correctly() {
         );
     }
     assert!(kelp.stop().await);
+}
+
+/// The value and source of one config of `topic`, from DescribeConfigs v4.
+async fn described(c: &mut Raw, topic: &str, config: &'static str) -> (String, i8) {
+    let req = DescribeConfigsRequest::default().with_resources(vec![
+        DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_string(topic.to_string()))
+            .with_configuration_keys(Some(vec![StrBytes::from_static_str(config)])),
+    ]);
+    let ResponseKind::DescribeConfigs(r) =
+        c.call(ApiKey::DescribeConfigs, 4, RequestKind::DescribeConfigs(req)).await
+    else {
+        panic!()
+    };
+    assert_eq!(r.results[0].error_code, 0);
+    assert_eq!(r.results[0].configs.len(), 1, "{config}");
+    let e = &r.results[0].configs[0];
+    (e.value.as_ref().map(|v| v.to_string()).unwrap_or_default(), e.config_source)
 }
 
 async fn legacy_produce(

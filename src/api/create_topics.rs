@@ -1,8 +1,13 @@
 //! CreateTopics: one SeaweedFS topic per Kafka topic. Replication and replica assignment
 //! belong to SeaweedFS, so a replication factor is accepted and reported but not applied.
+//! The topic's configs are checked (`topic_config`: INVALID_CONFIG for an unknown name or a
+//! value kelp cannot honour) and stored in the filer once the topic exists; v5+ answers
+//! report every config of the new topic, as DescribeConfigs would.
 
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use kafka_protocol::protocol::StrBytes;
 
@@ -10,17 +15,21 @@ use crate::ctx::Ctx;
 use crate::error::{ApiKind, Error};
 use crate::protocol::topic_name;
 use crate::seaweed::layout;
+use crate::topic_config::{self, Configs};
 
 /// Most partitions one topic may have: SeaweedFS's limit (every partition is a slice of its
 /// partition ring), kept in `seaweed::layout`.
 pub const MAX_PARTITIONS: i32 = layout::MAX_PARTITIONS as i32;
 
-pub async fn handle(ctx: &Ctx, _version: i16, req: CreateTopicsRequest) -> CreateTopicsResponse {
+pub async fn handle(ctx: &Ctx, version: i16, req: CreateTopicsRequest) -> CreateTopicsResponse {
     let mut results = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let name = t.name.0.to_string();
         let partitions =
             if t.num_partitions == -1 { ctx.config.default_partitions } else { t.num_partitions };
+        let configs = topic_config::check_all(
+            t.configs.iter().map(|c| (c.name.as_str(), c.value.as_ref().map(|v| v.as_str()))),
+        );
         let outcome = if !topic_name::is_valid(&name) {
             Err((
                 ResponseError::InvalidTopicException,
@@ -34,7 +43,12 @@ pub async fn handle(ctx: &Ctx, _version: i16, req: CreateTopicsRequest) -> Creat
                 "SeaweedFS places partitions itself".to_string(),
             ))
         } else {
-            create(ctx, &name, partitions as u32, req.validate_only).await
+            match configs {
+                Err(refused) => Err((refused.code, refused.message)),
+                Ok(configs) => {
+                    create(ctx, &name, partitions as u32, &configs, req.validate_only).await
+                }
+            }
         };
         let result = CreatableTopicResult::default()
             .with_name(t.name)
@@ -46,8 +60,12 @@ pub async fn handle(ctx: &Ctx, _version: i16, req: CreateTopicsRequest) -> Creat
                 t.replication_factor
             });
         results.push(match outcome {
-            // Kafka leaves the message null on success (the library's default is empty).
-            Ok(()) => result.with_error_message(None),
+            // Kafka leaves the message null on success (the library's default is empty); the
+            // configs field exists from v5 on.
+            Ok(configs) if version >= 5 => {
+                result.with_error_message(None).with_configs(Some(reported(ctx, &configs)))
+            }
+            Ok(_) => result.with_error_message(None),
             Err((code, msg)) => result
                 .with_error_code(code.code())
                 .with_error_message(Some(StrBytes::from_string(msg)))
@@ -92,12 +110,30 @@ pub fn error(
     CreateTopicsResponse::default().with_topics(topics)
 }
 
+/// The configs of a new topic as the v5+ answer reports them.
+fn reported(ctx: &Ctx, configs: &Configs) -> Vec<CreatableTopicConfigs> {
+    topic_config::describe(configs, ctx.config.max_message_bytes)
+        .into_iter()
+        .map(|d| {
+            CreatableTopicConfigs::default()
+                .with_name(StrBytes::from_static_str(d.def.name))
+                .with_value(Some(StrBytes::from_string(d.value)))
+                .with_read_only(false)
+                .with_config_source(d.source)
+        })
+        .collect()
+}
+
+/// Create the topic, then store its configs (also when it has none: that clears what a
+/// deleted topic of the same name may have left). A topic whose configs could not be stored
+/// is deleted again, so a topic never exists without the configs it was created with.
 async fn create(
     ctx: &Ctx,
     name: &str,
     partitions: u32,
+    configs: &Configs,
     validate_only: bool,
-) -> Result<(), (ResponseError, String)> {
+) -> Result<Configs, (ResponseError, String)> {
     if validate_only {
         let exists = ctx.topics.partitions(name).await.map_err(upstream)?;
         if exists.is_some() {
@@ -106,17 +142,27 @@ async fn create(
                 format!("topic '{name}' already exists"),
             ));
         }
-        return Ok(());
+        return Ok(configs.clone());
     }
     // Creating looks the topic up afresh (not in this kelp's layout cache), so a topic just
     // deleted through another kelp can be created again at once.
     match ctx.seaweed.create_topic(name, partitions).await {
-        Ok(()) => Ok(()),
+        Ok(()) => {}
         Err(Error::Kafka(ResponseError::TopicAlreadyExists)) => {
-            Err((ResponseError::TopicAlreadyExists, format!("topic '{name}' already exists")))
+            return Err((
+                ResponseError::TopicAlreadyExists,
+                format!("topic '{name}' already exists"),
+            ));
         }
-        Err(e) => Err(upstream(e)),
+        Err(e) => return Err(upstream(e)),
     }
+    if let Err(e) = ctx.topic_configs.write(name, configs).await {
+        if let Err(undo) = ctx.seaweed.delete_topic(name).await {
+            tracing::warn!(error = %undo, topic = name, "deleting a topic whose configs could not be stored failed");
+        }
+        return Err(upstream(e));
+    }
+    Ok(configs.clone())
 }
 
 fn upstream(e: Error) -> (ResponseError, String) {

@@ -1,4 +1,4 @@
-//! DeleteTopics: by name (v0-v5) or by name or id (v6+).
+//! DeleteTopics: by name (v0-v5) or by name or id (v6+), with the topic's stored configs.
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
@@ -40,8 +40,9 @@ pub async fn handle(ctx: &Ctx, version: i16, req: DeleteTopicsRequest) -> Delete
             }),
         };
         if let (Some(n), Ok(incarnation)) = (&name, &outcome) {
-            // Kafka drops a deleted topic's committed offsets in every group.
+            // Kafka drops a deleted topic's committed offsets in every group, and its configs.
             ctx.groups.forget_topic(n, *incarnation).await;
+            forget_configs(ctx, n).await;
         }
         responses.push(match outcome {
             Ok(_) => result,
@@ -49,6 +50,15 @@ pub async fn handle(ctx: &Ctx, version: i16, req: DeleteTopicsRequest) -> Delete
         });
     }
     DeleteTopicsResponse::default().with_responses(responses)
+}
+
+/// Remove a deleted topic's stored configs. The topic is gone whatever happens here; an
+/// entry left behind is overwritten when a topic of that name is created again (CreateTopics
+/// always stores the new topic's configs).
+async fn forget_configs(ctx: &Ctx, topic: &str) {
+    if let Err(e) = ctx.topic_configs.delete(topic).await {
+        tracing::warn!(error = %e, topic, "removing a deleted topic's configs failed");
+    }
 }
 
 /// Every topic of the request failed with `code` and `message` (refused, say), each named

@@ -1,70 +1,97 @@
-//! DescribeConfigs: the (read-only) settings kelp applies to topics and to itself as a broker.
+//! DescribeConfigs: a topic's configs (`topic_config`: each known one with its value and where
+//! it comes from) and kelp's own settings as a broker (read-only: they come from its `KELP_*`
+//! environment).
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::describe_configs_response::{
-    DescribeConfigsResourceResult, DescribeConfigsResult,
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
 };
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use crate::ctx::Ctx;
 use crate::error::ApiKind;
+use crate::topic_config::{self, Type, source};
 
-const RESOURCE_TOPIC: i8 = 2;
-const RESOURCE_BROKER: i8 = 4;
-/// ConfigSource DEFAULT_CONFIG and STATIC_BROKER_CONFIG.
-const SOURCE_DEFAULT: i8 = 5;
-const SOURCE_STATIC: i8 = 4;
-/// ConfigType (v3+).
-const TYPE_BOOLEAN: i8 = 1;
-const TYPE_STRING: i8 = 2;
-const TYPE_INT: i8 = 3;
-const TYPE_LONG: i8 = 5;
+/// ConfigResource types (KIP-133).
+pub const RESOURCE_TOPIC: i8 = 2;
+pub const RESOURCE_BROKER: i8 = 4;
 
-/// (name, value, type, source)
-type Entry = (&'static str, String, i8, i8);
-
-fn topic_configs(ctx: &Ctx) -> Vec<Entry> {
-    vec![
-        ("cleanup.policy", "delete".into(), TYPE_STRING, SOURCE_DEFAULT),
-        ("compression.type", "producer".into(), TYPE_STRING, SOURCE_DEFAULT),
-        ("max.message.bytes", ctx.config.max_message_bytes.to_string(), TYPE_INT, SOURCE_STATIC),
-        ("message.timestamp.type", "CreateTime".into(), TYPE_STRING, SOURCE_DEFAULT),
-        ("min.insync.replicas", "1".into(), TYPE_INT, SOURCE_DEFAULT),
-        // Retention is SeaweedFS's business; kelp deletes nothing.
-        ("retention.ms", "-1".into(), TYPE_LONG, SOURCE_DEFAULT),
-        ("retention.bytes", "-1".into(), TYPE_LONG, SOURCE_DEFAULT),
-    ]
+/// One config as reported: name, value, type, source, whether it can be altered, synonyms,
+/// documentation.
+struct Entry {
+    name: &'static str,
+    value: String,
+    ty: Type,
+    source: i8,
+    read_only: bool,
+    synonyms: Vec<(&'static str, String, i8)>,
+    doc: &'static str,
 }
 
-fn broker_configs(ctx: &Ctx) -> Vec<Entry> {
+fn topic_entries(ctx: &Ctx, stored: &topic_config::Configs) -> Vec<Entry> {
+    topic_config::describe(stored, ctx.config.max_message_bytes)
+        .into_iter()
+        .map(|d| Entry {
+            name: d.def.name,
+            value: d.value,
+            ty: d.def.ty,
+            source: d.source,
+            read_only: false,
+            synonyms: d.synonyms,
+            doc: d.def.doc,
+        })
+        .collect()
+}
+
+fn broker_entries(ctx: &Ctx) -> Vec<Entry> {
+    let c = &ctx.config;
+    let broker = |name: &'static str, value: String, ty: Type, doc: &'static str| Entry {
+        name,
+        synonyms: vec![(name, value.clone(), source::STATIC_BROKER)],
+        value,
+        ty,
+        source: source::STATIC_BROKER,
+        read_only: true,
+        doc,
+    };
     vec![
-        (
+        broker(
             "auto.create.topics.enable",
-            ctx.config.auto_create_topics.to_string(),
-            TYPE_BOOLEAN,
-            SOURCE_STATIC,
+            c.auto_create_topics.to_string(),
+            Type::Boolean,
+            "KELP_AUTO_CREATE_TOPICS",
         ),
-        ("message.max.bytes", ctx.config.max_message_bytes.to_string(), TYPE_INT, SOURCE_STATIC),
-        ("num.partitions", ctx.config.default_partitions.to_string(), TYPE_INT, SOURCE_STATIC),
-        (
+        broker(
+            topic_config::BROKER_MAX_MESSAGE_BYTES,
+            c.max_message_bytes.to_string(),
+            Type::Int,
+            "KELP_MAX_MESSAGE_BYTES",
+        ),
+        broker(
+            "num.partitions",
+            c.default_partitions.to_string(),
+            Type::Int,
+            "KELP_DEFAULT_PARTITIONS",
+        ),
+        broker(
             "socket.request.max.bytes",
-            ctx.config.max_frame_bytes.to_string(),
-            TYPE_INT,
-            SOURCE_STATIC,
+            c.max_frame_bytes.to_string(),
+            Type::Int,
+            "KELP_MAX_FRAME_BYTES",
         ),
-        (
+        broker(
             "connections.max.idle.ms",
-            ctx.config.idle_timeout_ms.to_string(),
-            TYPE_LONG,
-            SOURCE_STATIC,
+            c.idle_timeout_ms.to_string(),
+            Type::Long,
+            "KELP_IDLE_TIMEOUT_MS",
         ),
     ]
 }
 
 pub async fn handle(
     ctx: &Ctx,
-    _version: i16,
+    version: i16,
     req: DescribeConfigsRequest,
 ) -> DescribeConfigsResponse {
     let mut results = Vec::with_capacity(req.resources.len());
@@ -74,7 +101,13 @@ pub async fn handle(
             .with_resource_name(r.resource_name.clone());
         let entries = match r.resource_type {
             RESOURCE_TOPIC => match ctx.topics.partitions(&r.resource_name).await {
-                Ok(Some(_)) => Ok(topic_configs(ctx)),
+                Ok(Some(_)) => match ctx.topic_configs.read(&r.resource_name).await {
+                    Ok(stored) => Ok(topic_entries(ctx, &stored)),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "reading topic configs failed");
+                        Err(e.code(ApiKind::Data))
+                    }
+                },
                 Ok(None) => Err(ResponseError::UnknownTopicOrPartition),
                 Err(e) => Err(e.code(ApiKind::Data)),
             },
@@ -82,9 +115,8 @@ pub async fn handle(
                 if r.resource_name.is_empty()
                     || r.resource_name.as_str() == ctx.config.node_id.to_string() =>
             {
-                Ok(broker_configs(ctx))
+                Ok(broker_entries(ctx))
             }
-            RESOURCE_BROKER => Err(ResponseError::InvalidRequest),
             _ => Err(ResponseError::InvalidRequest),
         };
         results.push(match entries {
@@ -92,23 +124,47 @@ pub async fn handle(
             Ok(entries) => {
                 let configs = entries
                     .into_iter()
-                    .filter(|(name, ..)| {
+                    .filter(|e| {
                         r.configuration_keys.as_ref().is_none_or(|keys| {
-                            keys.is_empty() || keys.iter().any(|k| k.as_str() == *name)
+                            keys.is_empty() || keys.iter().any(|k| k.as_str() == e.name)
                         })
                     })
-                    .map(|(name, value, ty, source)| {
-                        DescribeConfigsResourceResult::default()
-                            .with_name(StrBytes::from_static_str(name))
-                            .with_value(Some(StrBytes::from_string(value)))
-                            .with_read_only(true)
-                            .with_config_source(source)
-                            .with_config_type(ty)
-                    })
+                    .map(|e| entry(e, version, req.include_synonyms, req.include_documentation))
                     .collect();
                 result.with_configs(configs)
             }
         });
     }
     DescribeConfigsResponse::default().with_results(results)
+}
+
+fn entry(
+    e: Entry,
+    version: i16,
+    synonyms: bool,
+    documentation: bool,
+) -> DescribeConfigsResourceResult {
+    let synonyms = if synonyms {
+        e.synonyms
+            .into_iter()
+            .map(|(name, value, source)| {
+                DescribeConfigsSynonym::default()
+                    .with_name(StrBytes::from_static_str(name))
+                    .with_value(Some(StrBytes::from_string(value)))
+                    .with_source(source)
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    // The wire library writes config_type and documentation only from v3 on.
+    let doc = (documentation && version >= 3).then(|| StrBytes::from_static_str(e.doc));
+    DescribeConfigsResourceResult::default()
+        .with_name(StrBytes::from_static_str(e.name))
+        .with_value(Some(StrBytes::from_string(e.value)))
+        .with_read_only(e.read_only)
+        .with_config_source(e.source)
+        .with_config_type(e.ty as i8)
+        .with_synonyms(synonyms)
+        .with_documentation(doc)
 }

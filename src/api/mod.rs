@@ -4,6 +4,7 @@
 //! with one `handle` returning the response type.
 
 pub mod alter_client_quotas;
+pub mod alter_configs;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
@@ -16,6 +17,7 @@ pub mod describe_groups;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
+pub mod incremental_alter_configs;
 pub mod init_producer_id;
 pub mod join_group;
 pub mod leave_group;
@@ -92,6 +94,12 @@ pub async fn dispatch(
         RequestKind::DescribeConfigs(r) => {
             ResponseKind::DescribeConfigs(describe_configs::handle(ctx, version, r).await)
         }
+        RequestKind::AlterConfigs(r) => {
+            ResponseKind::AlterConfigs(alter_configs::handle(ctx, r).await)
+        }
+        RequestKind::IncrementalAlterConfigs(r) => {
+            ResponseKind::IncrementalAlterConfigs(incremental_alter_configs::handle(ctx, r).await)
+        }
         RequestKind::DescribeCluster(r) => {
             ResponseKind::DescribeCluster(describe_cluster::handle(ctx, r))
         }
@@ -165,6 +173,8 @@ mod tests {
         ApiKey::DeleteTopics,
         ApiKey::CreatePartitions,
         ApiKey::DescribeConfigs,
+        ApiKey::AlterConfigs,
+        ApiKey::IncrementalAlterConfigs,
         ApiKey::DescribeCluster,
         ApiKey::InitProducerId,
         ApiKey::FindCoordinator,

@@ -290,10 +290,26 @@ async fn check(ctx: &Ctx, p: &Part) -> Result<(), ResponseError> {
         return Err(ResponseError::UnknownTopicOrPartition);
     }
     let records = p.records.as_ref().ok_or(ResponseError::CorruptMessage)?;
-    if records.len() > ctx.config.max_message_bytes as usize {
+    if records.len() > max_message_bytes(ctx, topic).await? {
         return Err(ResponseError::MessageTooLarge);
     }
     Ok(())
+}
+
+/// The largest batch `topic` accepts: its `max.message.bytes`, or the broker's
+/// (`KELP_MAX_MESSAGE_BYTES`). Also checked by `routing` before records are forwarded to the
+/// partition's writer.
+pub async fn max_message_bytes(ctx: &Ctx, topic: &str) -> Result<usize, ResponseError> {
+    match ctx.topic_configs.cached(topic).await {
+        Ok(stored) => {
+            Ok(crate::topic_config::max_message_bytes(&stored, ctx.config.max_message_bytes)
+                as usize)
+        }
+        Err(e) => {
+            debug!(error = %e, "reading topic configs failed");
+            Err(e.code(ApiKind::Data))
+        }
+    }
 }
 
 /// Every part's batches, decoded in request order from one budget of decompressed bytes.
@@ -363,14 +379,19 @@ fn v2_framing(records: &[u8], version: i16) -> Result<(), ResponseError> {
     }
 }
 
+/// The first offset of every partition: kelp deletes nothing (`topic_config` refuses
+/// retention), so a partition's log starts at 0, as ListOffsets' earliest offset says.
+const LOG_START_OFFSET: i64 = 0;
+
+/// One partition's answer. `log_start_offset` (v5+) is the partition's on success and -1 on
+/// an error, as Kafka answers (ProduceResponse.PartitionResponse); `log_append_time_ms` is -1
+/// because records keep their CreateTime.
 fn partition_response(index: i32, r: Result<i64, ResponseError>) -> PartitionProduceResponse {
-    let resp = PartitionProduceResponse::default()
-        .with_index(index)
-        .with_log_append_time_ms(-1)
-        .with_log_start_offset(-1);
+    let resp = PartitionProduceResponse::default().with_index(index).with_log_append_time_ms(-1);
     match r {
-        Ok(base) => resp.with_base_offset(base),
+        Ok(base) => resp.with_base_offset(base).with_log_start_offset(LOG_START_OFFSET),
         Err(code) => resp
+            .with_log_start_offset(-1)
             .with_base_offset(-1)
             .with_error_code(code.code())
             .with_error_message(Some(StrBytes::from_static_str(message(code)))),
@@ -380,7 +401,9 @@ fn partition_response(index: i32, r: Result<i64, ResponseError>) -> PartitionPro
 fn message(code: ResponseError) -> &'static str {
     match code {
         ResponseError::CorruptMessage => "record batch failed its checksum or could not be parsed",
-        ResponseError::MessageTooLarge => "record batch larger than the configured maximum",
+        ResponseError::MessageTooLarge => {
+            "record batch larger than the topic's max.message.bytes (or the broker's message.max.bytes)"
+        }
         ResponseError::UnsupportedCompressionType => "unknown compression codec",
         ResponseError::UnknownTopicOrPartition => "topic or partition does not exist",
         ResponseError::InvalidRequiredAcks => "acks must be -1 (all), 0 (none) or 1 (leader)",

@@ -40,6 +40,12 @@ pub fn refusal(
         RequestKind::AlterClientQuotas(r) => ResponseKind::AlterClientQuotas(
             super::alter_client_quotas::error(r, ResponseError::ClusterAuthorizationFailed, why),
         ),
+        RequestKind::AlterConfigs(r) => {
+            ResponseKind::AlterConfigs(super::alter_configs::error(r, why))
+        }
+        RequestKind::IncrementalAlterConfigs(r) => {
+            ResponseKind::IncrementalAlterConfigs(super::incremental_alter_configs::error(r, why))
+        }
         _ => return None,
     };
     authz::refused(key, authority);
@@ -56,6 +62,7 @@ mod tests {
     use kafka_protocol::messages::create_topics_request::CreatableTopic;
     use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
     use kafka_protocol::messages::*;
+    use kafka_protocol::messages::{alter_configs_request, incremental_alter_configs_request};
     use kafka_protocol::protocol::StrBytes;
     use uuid::Uuid;
 
@@ -132,6 +139,36 @@ mod tests {
                         .with_entries(vec![entry("c1"), entry("c2")]),
                 ),
             ),
+            (
+                ApiKey::AlterConfigs,
+                2,
+                RequestKind::AlterConfigs(
+                    AlterConfigsRequest::default().with_resources(
+                        [(2, "a"), (4, "b")]
+                            .map(|(ty, n)| {
+                                alter_configs_request::AlterConfigsResource::default()
+                                    .with_resource_type(ty)
+                                    .with_resource_name(s(n))
+                            })
+                            .to_vec(),
+                    ),
+                ),
+            ),
+            (
+                ApiKey::IncrementalAlterConfigs,
+                1,
+                RequestKind::IncrementalAlterConfigs(
+                    IncrementalAlterConfigsRequest::default().with_resources(
+                        [(2, "a"), (4, "b")]
+                            .map(|(ty, n)| {
+                                incremental_alter_configs_request::AlterConfigsResource::default()
+                                    .with_resource_type(ty)
+                                    .with_resource_name(s(n))
+                            })
+                            .to_vec(),
+                    ),
+                ),
+            ),
         ]
     }
 
@@ -168,6 +205,16 @@ mod tests {
                     (name, e.error_code, m(&e.error_message))
                 })
                 .collect(),
+            ResponseKind::AlterConfigs(r) => r
+                .responses
+                .iter()
+                .map(|e| (e.resource_name.to_string(), e.error_code, m(&e.error_message)))
+                .collect(),
+            ResponseKind::IncrementalAlterConfigs(r) => r
+                .responses
+                .iter()
+                .map(|e| (e.resource_name.to_string(), e.error_code, m(&e.error_message)))
+                .collect(),
             other => panic!("not a refusal: {other:?}"),
         }
     }
@@ -200,6 +247,10 @@ mod tests {
                     ApiKey::AlterClientQuotas => {
                         ["c1", "c2"].map(|n| (n.to_string(), cluster, Some(why.clone()))).to_vec()
                     }
+                    ApiKey::AlterConfigs | ApiKey::IncrementalAlterConfigs => vec![
+                        ("a".to_string(), topic, Some(why.clone())),
+                        ("b".to_string(), cluster, Some(why.clone())),
+                    ],
                     _ => unreachable!(),
                 };
                 assert_eq!(got, want, "{key:?} refused to {authority:?}");

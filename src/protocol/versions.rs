@@ -47,6 +47,8 @@ pub const SUPPORTED: &[Supported] = &[
     row(ApiKey::DeleteTopics, "DeleteTopics", 0, 6),
     row(ApiKey::CreatePartitions, "CreatePartitions", 0, 3),
     row(ApiKey::DescribeConfigs, "DescribeConfigs", 0, 4),
+    row(ApiKey::AlterConfigs, "AlterConfigs", 0, 2),
+    row(ApiKey::IncrementalAlterConfigs, "IncrementalAlterConfigs", 0, 1),
     row(ApiKey::DescribeCluster, "DescribeCluster", 0, 2),
     row(ApiKey::InitProducerId, "InitProducerId", 0, 5),
     row(ApiKey::FindCoordinator, "FindCoordinator", 0, 6),

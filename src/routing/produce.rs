@@ -53,6 +53,16 @@ enum Data {
     Legacy(Option<Bytes>),
 }
 
+impl Data {
+    /// Bytes of records the partition carries.
+    fn size(&self) -> usize {
+        match self {
+            Data::Current(p) => p.records.as_ref().map_or(0, |r| r.len()),
+            Data::Legacy(r) => r.as_ref().map_or(0, |r| r.len()),
+        }
+    }
+}
+
 /// One partition of the request.
 struct Part {
     /// Position of its topic in the request.
@@ -186,9 +196,9 @@ pub(super) async fn answer(
     let mut pending: Vec<usize> = (0..parts.len()).collect();
     // A second round only for partitions whose writer said it no longer writes them.
     for round in 0..2 {
-        let dests = futures::future::join_all(
-            pending.iter().map(|&i| destination(ctx, parts[i].name.as_deref(), parts[i].index)),
-        )
+        let dests = futures::future::join_all(pending.iter().map(|&i| {
+            destination(ctx, parts[i].name.as_deref(), parts[i].index, parts[i].data.size())
+        }))
         .await;
         let mut here = Vec::new();
         let mut elsewhere: BTreeMap<String, Vec<usize>> = BTreeMap::new();
@@ -362,11 +372,18 @@ async fn forward(
 
 /// Where a partition is written. A partition that is not known to exist is answered here
 /// (the handler says what is wrong with it), so no lease is ever taken on a made-up name.
-async fn destination(ctx: &Ctx, topic: Option<&str>, index: i32) -> Dest {
+/// Records larger than the topic's `max.message.bytes` are refused here, by the kelp the
+/// client sent them to, before anything is forwarded.
+async fn destination(ctx: &Ctx, topic: Option<&str>, index: i32, size: usize) -> Dest {
     let Some(topic) = topic else { return Dest::Here };
     match ctx.topics.partitions(topic).await {
         Ok(Some(n)) if index >= 0 && (index as u32) < n => {}
         _ => return Dest::Here,
+    }
+    match api::produce::max_message_bytes(ctx, topic).await {
+        Ok(max) if size > max => return Dest::Failed(ResponseError::MessageTooLarge),
+        Ok(_) => {}
+        Err(code) => return Dest::Failed(code),
     }
     match ctx.writers.route(topic, index).await {
         Ok(Route::Local) => Dest::Here,

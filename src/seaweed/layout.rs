@@ -304,6 +304,20 @@ pub fn parse_path_segment(segment: &str) -> Option<String> {
     (path_segment(&s) == segment).then_some(s)
 }
 
+// === topic configs ===
+
+/// `<root>/topic-configs`: one file per topic that has configs set through CreateTopics,
+/// AlterConfigs or IncrementalAlterConfigs.
+pub fn topic_configs_dir(root: &str) -> String {
+    format!("{}/topic-configs", root.trim_end_matches('/'))
+}
+
+/// `<root>/topic-configs/<topic>`: a topic's configs that differ from the defaults, as a JSON
+/// object of config name to value (`topic_config::store`).
+pub fn topic_config_path(root: &str, topic: &str) -> String {
+    format!("{}/{}", topic_configs_dir(root), path_segment(topic))
+}
+
 // === client quotas ===
 
 /// Stands for "the default" of an entity type in a quota entity's file name. `path_segment`
@@ -509,6 +523,8 @@ mod tests {
         assert_eq!(offsets_path("/r", "", "t.x", 0), "/r/groups/%/offsets/t.x/0");
         assert_eq!(producer_id_counter("/kelp/"), "/kelp/producer-ids/next");
         assert_eq!(producer_id_block("/kelp", 42), "/kelp/producer-ids/blocks/42");
+        assert_eq!(topic_configs_dir("/kelp/"), "/kelp/topic-configs");
+        assert_eq!(topic_config_path("/kelp", "orders.v2"), "/kelp/topic-configs/orders.v2");
     }
 
     #[test]
