@@ -30,13 +30,68 @@ struct Appended {
 struct State {
     epoch: i16,
     recent: VecDeque<Appended>,
+    /// Batches admitted and being published, oldest first: (first_seq, last_seq). A later
+    /// batch of a pipelining producer follows on from these (`produce_order` keeps them in
+    /// the client's order).
+    in_flight: VecDeque<(i32, i32)>,
     used: Instant,
+}
+
+impl State {
+    fn new(epoch: i16, now: Instant) -> State {
+        State { epoch, recent: VecDeque::new(), in_flight: VecDeque::new(), used: now }
+    }
+}
+
+/// What [`Producers::admit`] decided.
+pub enum Admit<'a> {
+    /// Publish it, then [`InFlight::record`] its offset (dropping it unrecorded forgets it).
+    Append(InFlight<'a>),
+    /// Already stored: answer with this base offset and publish nothing.
+    Duplicate(i64),
+    /// Refuse with this code.
+    Reject(ResponseError),
+}
+
+/// An admitted idempotent batch being published: the next batch of its producer is checked
+/// against it. Dropped without [`InFlight::record`] (publishing failed), it is forgotten.
+pub struct InFlight<'a> {
+    producers: &'a Producers,
+    key: Key,
+    epoch: i16,
+    seqs: (i32, i32),
+    done: bool,
+}
+
+impl InFlight<'_> {
+    /// The batch is stored from `base_offset` on.
+    pub fn record(mut self, base_offset: i64) {
+        self.done = true;
+        let (first_seq, last_seq) = self.seqs;
+        let (pid, topic, partition) = (self.key.0, self.key.1.as_str(), self.key.2);
+        let id = BatchId { producer_id: pid, epoch: self.epoch, topic, partition, first_seq };
+        self.producers.record(id, last_seq.wrapping_sub(first_seq).wrapping_add(1), base_offset);
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let mut table = self.producers.table.lock();
+        if let Some(state) = table.get_mut(&self.key)
+            && state.epoch == self.epoch
+        {
+            state.in_flight.retain(|f| *f != self.seqs);
+        }
+    }
 }
 
 /// What to do with an incoming idempotent batch.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Check {
-    /// Publish it, then call [`Producers::record`].
+    /// Publish it.
     Append,
     /// Already stored: answer with this base offset and publish nothing.
     Duplicate(i64),
@@ -69,26 +124,45 @@ pub fn new_producer_id() -> i64 {
 }
 
 impl Producers {
+    /// What [`Producers::admit`] would decide, without admitting anything.
+    #[cfg(test)]
     pub fn check(&self, batch: BatchId<'_>) -> Check {
-        let BatchId { producer_id: pid, epoch, topic, partition, first_seq } = batch;
+        let BatchId { producer_id: pid, topic, partition, .. } = batch;
         let table = self.table.lock();
-        let Some(state) = table.get(&(pid, topic.to_string(), partition)) else {
-            return Check::Append;
-        };
-        if epoch < state.epoch {
-            return Check::Reject(ResponseError::InvalidProducerEpoch);
+        check_state(table.get(&(pid, topic.to_string(), partition)), &batch)
+    }
+
+    /// Check a batch of `count` records and, when it is to be appended, hold it as in flight
+    /// until it is recorded or dropped, so that the producer's next batch may follow it
+    /// before it is acknowledged (as a Kafka broker appends pipelined batches in order).
+    pub fn admit(&self, batch: BatchId<'_>, count: i32) -> Admit<'_> {
+        let BatchId { producer_id: pid, epoch, topic, partition, first_seq } = batch;
+        let key = (pid, topic.to_string(), partition);
+        let now = Instant::now();
+        let mut table = self.table.lock();
+        match check_state(table.get(&key), &batch) {
+            Check::Append => {}
+            Check::Duplicate(offset) => return Admit::Duplicate(offset),
+            Check::Reject(code) => return Admit::Reject(code),
         }
-        if epoch > state.epoch {
-            return Check::Append;
+        if !table.contains_key(&key) && !make_room(&mut table, now) {
+            // Full of live producers: this one goes unchecked, as `record` cannot keep it.
+            return Admit::Append(InFlight {
+                producers: self,
+                key,
+                epoch,
+                seqs: (first_seq, first_seq),
+                done: true,
+            });
         }
-        if let Some(a) = state.recent.iter().find(|a| a.first_seq == first_seq) {
-            return Check::Duplicate(a.base_offset);
+        let state = table.entry(key.clone()).or_insert_with(|| State::new(epoch, now));
+        if epoch != state.epoch {
+            *state = State::new(epoch, now);
         }
-        let next = state.recent.back().map_or(0, |a| a.last_seq.wrapping_add(1));
-        if first_seq != next {
-            return Check::Reject(ResponseError::OutOfOrderSequenceNumber);
-        }
-        Check::Append
+        state.used = now;
+        let seqs = (first_seq, first_seq.wrapping_add(count.max(1) - 1));
+        state.in_flight.push_back(seqs);
+        Admit::Append(InFlight { producers: self, key, epoch, seqs, done: false })
     }
 
     /// Forget every producer's state for one partition (its lease ended or was just taken).
@@ -100,22 +174,20 @@ impl Producers {
         let BatchId { producer_id: pid, epoch, topic, partition, first_seq } = batch;
         let now = Instant::now();
         let mut table = self.table.lock();
-        if table.len() >= MAX_ENTRIES {
-            table.retain(|_, s| now.duration_since(s.used) < IDLE_EXPIRY);
-            if table.len() >= MAX_ENTRIES {
-                return;
-            }
+        let key = (pid, topic.to_string(), partition);
+        if !table.contains_key(&key) && !make_room(&mut table, now) {
+            return;
         }
-        let state = table.entry((pid, topic.to_string(), partition)).or_insert_with(|| State {
-            epoch,
-            recent: VecDeque::new(),
-            used: now,
-        });
-        if epoch != state.epoch {
-            state.epoch = epoch;
-            state.recent.clear();
+        let state = table.entry(key).or_insert_with(|| State::new(epoch, now));
+        if epoch < state.epoch {
+            // A batch of a fenced epoch finished after the new epoch began.
+            return;
+        }
+        if epoch > state.epoch {
+            *state = State::new(epoch, now);
         }
         state.used = now;
+        state.in_flight.retain(|f| f.0 != first_seq);
         if state.recent.len() == REMEMBERED_BATCHES {
             state.recent.pop_front();
         }
@@ -125,6 +197,43 @@ impl Producers {
             base_offset,
         });
     }
+}
+
+/// The decision for `batch` given its producer's state on the partition.
+fn check_state(state: Option<&State>, batch: &BatchId<'_>) -> Check {
+    let Some(state) = state else {
+        return Check::Append;
+    };
+    let (epoch, first_seq) = (batch.epoch, batch.first_seq);
+    if epoch < state.epoch {
+        return Check::Reject(ResponseError::InvalidProducerEpoch);
+    }
+    if epoch > state.epoch {
+        return Check::Append;
+    }
+    if let Some(a) = state.recent.iter().find(|a| a.first_seq == first_seq) {
+        return Check::Duplicate(a.base_offset);
+    }
+    if state.in_flight.iter().any(|f| f.0 == first_seq) {
+        // A retry of a batch still being published: its answer is not known yet. Retriable;
+        // once the first copy is stored, the next retry is answered as a duplicate.
+        return Check::Reject(ResponseError::RequestTimedOut);
+    }
+    let last = state.in_flight.back().map(|f| f.1).or(state.recent.back().map(|a| a.last_seq));
+    match last {
+        Some(last) if first_seq != last.wrapping_add(1) => {
+            Check::Reject(ResponseError::OutOfOrderSequenceNumber)
+        }
+        _ => Check::Append,
+    }
+}
+
+/// Whether the table may take one more entry, after forgetting idle ones when it is full.
+fn make_room(table: &mut HashMap<Key, State>, now: Instant) -> bool {
+    if table.len() >= MAX_ENTRIES {
+        table.retain(|_, s| now.duration_since(s.used) < IDLE_EXPIRY);
+    }
+    table.len() < MAX_ENTRIES
 }
 
 #[cfg(test)]
@@ -178,6 +287,29 @@ mod tests {
         }
         assert_eq!(p.check(id(1, 0, 0, 0)), Check::Reject(ResponseError::OutOfOrderSequenceNumber));
         assert_eq!(p.check(id(1, 0, 0, 2)), Check::Duplicate(2));
+    }
+
+    #[test]
+    fn pipelined_batches_follow_the_ones_in_flight() {
+        let p = Producers::default();
+        let Admit::Append(first) = p.admit(id(7, 0, 0, 0), 5) else { panic!() };
+        let Admit::Append(second) = p.admit(id(7, 0, 0, 5), 5) else { panic!("follows the first") };
+        assert!(matches!(
+            p.admit(id(7, 0, 0, 20), 1),
+            Admit::Reject(ResponseError::OutOfOrderSequenceNumber)
+        ));
+        assert!(
+            matches!(p.admit(id(7, 0, 0, 5), 5), Admit::Reject(ResponseError::RequestTimedOut)),
+            "a retry of a batch in flight waits for its answer"
+        );
+        first.record(100);
+        second.record(105);
+        assert!(matches!(p.admit(id(7, 0, 0, 5), 5), Admit::Duplicate(105)));
+        // A batch whose publish failed is forgotten: its retry is appended.
+        let Admit::Append(failed) = p.admit(id(7, 0, 0, 10), 2) else { panic!() };
+        drop(failed);
+        assert_eq!(p.check(id(7, 0, 0, 10)), Check::Append);
+        assert_eq!(p.check(id(7, 0, 0, 12)), Check::Reject(ResponseError::OutOfOrderSequenceNumber));
     }
 
     #[test]

@@ -18,10 +18,12 @@ use tracing::debug;
 
 use crate::ctx::Ctx;
 use crate::error::ApiKind;
-use crate::producers::{BatchId, Check};
+use crate::produce_order::Turn;
+use crate::producers::{Admit, BatchId, InFlight};
 use crate::protocol::legacy_produce as legacy;
 use crate::records::{BatchError, batch, envelope};
 use crate::session::Session;
+use crate::writers::Writing;
 
 use std::collections::HashMap;
 
@@ -95,7 +97,7 @@ pub async fn handle(
         topics
             .push((TopicProduceResponse::default().with_name(t.name).with_topic_id(t.topic_id), n));
     }
-    let results = produce(ctx, parts, Framing::V2(version)).await;
+    let results = produce(ctx, parts, Framing::V2(version), session.take_turn()).await;
     if req.acks == 0 {
         close_if_failed(session, results.iter().map(|r| r.error_code));
         return None;
@@ -156,7 +158,7 @@ pub async fn handle_legacy(
             parts.push(Part { topic: Some(t.name.clone()), index, records });
         }
     }
-    let results = produce(ctx, parts, Framing::Legacy).await;
+    let results = produce(ctx, parts, Framing::Legacy, session.take_turn()).await;
     if req.acks == 0 {
         close_if_failed(session, results.iter().map(|r| r.error_code));
         return None;
@@ -185,10 +187,17 @@ pub async fn handle_legacy(
 ///
 /// Checks run first (topic and partition exist, size, no partition twice), then every
 /// part's batches are decoded together, off the async runtime and within the request's
-/// decompression limit and a share of the process's memory budget, then all parts are
-/// published at once. Order within a partition holds because each partition's records go
-/// out in one publish, and requests on a connection are handled one after another.
-async fn produce(ctx: &Ctx, parts: Vec<Part>, framing: Framing) -> Vec<PartitionProduceResponse> {
+/// decompression limit and a share of the process's memory budget. Then, in the request's
+/// `turn` among its connection's Produce requests (`produce_order`), every part is checked
+/// against its idempotent producers and queued on its partition's stream; the turn passes,
+/// and the acknowledgements are awaited while the connection's next request queues its own.
+/// So a connection's requests reach each partition in the order the client sent them.
+async fn produce(
+    ctx: &Ctx,
+    parts: Vec<Part>,
+    framing: Framing,
+    turn: Option<Turn>,
+) -> Vec<PartitionProduceResponse> {
     let checks = join_all(parts.iter().map(|p| check(ctx, p))).await;
     let mut results: Vec<Result<i64, ResponseError>> =
         checks.into_iter().map(|c| c.map(|()| -1)).collect();
@@ -225,18 +234,39 @@ async fn produce(ctx: &Ctx, parts: Vec<Part>, framing: Framing) -> Vec<Partition
         }
     };
     share.keep(limit - decoded.budget_left);
-    let publishes = decoded.parts.into_iter().map(|(i, batches)| {
+    if let Some(turn) = &turn {
+        let within = crate::produce_order::wait_limit(ctx);
+        if tokio::time::timeout(within, turn.wait()).await.is_err() {
+            // An earlier request of the connection is stuck before queueing its records;
+            // nothing of this one was published, so the client may safely retry it.
+            debug!("an earlier produce request of the connection did not queue in time");
+            for (i, _) in &decoded.parts {
+                results[*i] = Err(ResponseError::RequestTimedOut);
+            }
+            return responses(&parts, results);
+        }
+    }
+    // Partitions differ within a request (`repeated`), so they may be queued side by side.
+    let queueing = decoded.parts.into_iter().map(|(i, batches)| {
         let p = &parts[i];
         async move {
             let r = match (batches, p.topic.as_deref()) {
-                (Ok(batches), Some(topic)) => publish(ctx, topic, p.index, batches).await,
+                (Ok(batches), Some(topic)) => enqueue(ctx, topic, p.index, batches).await,
                 (Err(code), _) => Err(code),
                 (Ok(_), None) => Err(ResponseError::UnknownTopicId),
             };
             (i, r)
         }
     });
-    for (i, r) in join_all(publishes).await {
+    let queued = join_all(queueing).await;
+    drop(turn);
+    let acks = queued.into_iter().map(|(i, r)| async move {
+        match r {
+            Ok(queued) => (i, queued.offsets().await),
+            Err(code) => (i, Err(code)),
+        }
+    });
+    for (i, r) in join_all(acks).await {
         results[i] = r;
     }
     drop(share);
@@ -388,25 +418,46 @@ fn batch_code(e: &BatchError) -> ResponseError {
     }
 }
 
-/// Publish one partition's decoded batches; the base offset on success. Nothing is checked
-/// or published unless this kelp writes the partition, and the lease is not let go before
-/// the last batch is acknowledged.
-async fn publish(
-    ctx: &Ctx,
+/// One partition's batches, each answered from the producer's memory or queued on the
+/// partition's stream.
+struct Queued<'a> {
+    /// The lease is not let go before the last batch is acknowledged.
+    _writing: Writing,
+    batches: Vec<QueuedBatch<'a>>,
+    /// Why the batch after the last one queued was refused, if one was.
+    refused: Option<ResponseError>,
+}
+
+enum QueuedBatch<'a> {
+    /// Already stored, from this offset.
+    Duplicate(i64),
+    Published {
+        queued: crate::seaweed::Queued<'a>,
+        /// The idempotent producer's record of it, kept until it is acknowledged.
+        producer: Option<InFlight<'a>>,
+    },
+}
+
+/// Queue one partition's decoded batches on its stream, after checking their producers.
+/// Nothing is checked or queued unless this kelp writes the partition.
+async fn enqueue<'a>(
+    ctx: &'a Ctx,
     topic: &str,
     index: i32,
     batches: Vec<batch::Batch>,
-) -> Result<i64, ResponseError> {
-    let _writing = ctx.writers.begin(topic, index)?;
+) -> Result<Queued<'a>, ResponseError> {
+    let writing = ctx.writers.begin(topic, index)?;
     let producers = ctx.writers.producers();
-    let mut base = None;
+    let mut queued = Queued { _writing: writing, batches: Vec::new(), refused: None };
     for b in batches {
         if b.transactional || b.control {
-            return Err(ResponseError::InvalidRecord);
+            queued.refused = Some(ResponseError::InvalidRecord);
+            break;
         }
         if b.records.is_empty() {
             continue;
         }
+        let n = b.records.len() as i32;
         let idempotent = b.producer_id >= 0 && b.base_sequence >= 0;
         let id = BatchId {
             producer_id: b.producer_id,
@@ -415,17 +466,21 @@ async fn publish(
             partition: index,
             first_seq: b.base_sequence,
         };
-        if idempotent {
-            match producers.check(id) {
-                Check::Append => {}
-                Check::Duplicate(offset) => {
-                    base.get_or_insert(offset);
+        let producer = if idempotent {
+            match producers.admit(id, n) {
+                Admit::Append(in_flight) => Some(in_flight),
+                Admit::Duplicate(offset) => {
+                    queued.batches.push(QueuedBatch::Duplicate(offset));
                     continue;
                 }
-                Check::Reject(code) => return Err(code),
+                Admit::Reject(code) => {
+                    queued.refused = Some(code);
+                    break;
+                }
             }
-        }
-        let n = b.records.len() as i32;
+        } else {
+            None
+        };
         // An idempotent batch says so in every record, so that a later writer of the
         // partition can recognise a retry of it (`writers`).
         let produced = idempotent.then_some(envelope::Produced {
@@ -436,18 +491,40 @@ async fn publish(
         });
         let messages =
             b.records.iter().map(|r| envelope::to_message_from(r, produced.as_ref())).collect();
-        let offsets = ctx.seaweed.publish(topic, index as u32, messages).await.map_err(|e| {
-            debug!(error = %e, "publish failed");
-            e.code(ApiKind::Data)
-        })?;
-        crate::metrics::global().records_produced.inc_by(offsets.len() as u64);
-        let first = *offsets.first().ok_or(ResponseError::CorruptMessage)?;
-        if idempotent {
-            producers.record(id, n, first);
-        }
-        base.get_or_insert(first);
+        let q = ctx.seaweed.enqueue(topic, index as u32, messages).await;
+        queued.batches.push(QueuedBatch::Published { queued: q, producer });
     }
-    Ok(base.expect("at least one non-empty batch was handled"))
+    Ok(queued)
+}
+
+impl Queued<'_> {
+    /// The base offset once every queued batch is acknowledged, in order.
+    async fn offsets(self) -> Result<i64, ResponseError> {
+        let mut base = None;
+        for b in self.batches {
+            let (queued, producer) = match b {
+                QueuedBatch::Duplicate(offset) => {
+                    base.get_or_insert(offset);
+                    continue;
+                }
+                QueuedBatch::Published { queued, producer } => (queued, producer),
+            };
+            let offsets = queued.offsets().await.map_err(|e| {
+                debug!(error = %e, "publish failed");
+                e.code(ApiKind::Data)
+            })?;
+            crate::metrics::global().records_produced.inc_by(offsets.len() as u64);
+            let first = *offsets.first().ok_or(ResponseError::CorruptMessage)?;
+            if let Some(producer) = producer {
+                producer.record(first);
+            }
+            base.get_or_insert(first);
+        }
+        if let Some(code) = self.refused {
+            return Err(code);
+        }
+        Ok(base.expect("at least one non-empty batch was handled"))
+    }
 }
 
 #[cfg(test)]

@@ -124,14 +124,25 @@ impl Publisher {
         self.tx.is_closed()
     }
 
-    /// Queue `messages` and wait for their acknowledgement.
-    pub(super) async fn publish(&self, messages: Vec<Message>) -> Outcome {
+    /// Queue `messages` behind every batch queued before (the stream sends batches in the
+    /// order they were queued); the wait for their acknowledgement, or why they were not
+    /// queued.
+    pub(super) async fn enqueue(&self, messages: Vec<Message>) -> Result<Acks, Error> {
         let (reply, wait) = oneshot::channel();
         if let Err(mpsc::error::SendError(batch)) = self.tx.send(Batch { messages, reply }).await {
             drop(batch);
-            return Outcome::NotSent(closed("publish stream already closed"));
+            return Err(closed("publish stream already closed"));
         }
-        match wait.await {
+        Ok(Acks(wait))
+    }
+}
+
+/// The acknowledgement of one queued batch.
+pub(super) struct Acks(oneshot::Receiver<Outcome>);
+
+impl Acks {
+    pub(super) async fn outcome(self) -> Outcome {
+        match self.0.await {
             Ok(outcome) => outcome,
             // The task ended without answering: it was dropped before taking the batch.
             Err(_) => Outcome::NotSent(closed("publish stream closed")),
