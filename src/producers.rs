@@ -309,7 +309,10 @@ mod tests {
         let Admit::Append(failed) = p.admit(id(7, 0, 0, 10), 2) else { panic!() };
         drop(failed);
         assert_eq!(p.check(id(7, 0, 0, 10)), Check::Append);
-        assert_eq!(p.check(id(7, 0, 0, 12)), Check::Reject(ResponseError::OutOfOrderSequenceNumber));
+        assert_eq!(
+            p.check(id(7, 0, 0, 12)),
+            Check::Reject(ResponseError::OutOfOrderSequenceNumber)
+        );
     }
 
     #[test]

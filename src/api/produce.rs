@@ -432,7 +432,7 @@ enum QueuedBatch<'a> {
     /// Already stored, from this offset.
     Duplicate(i64),
     Published {
-        queued: crate::seaweed::Queued<'a>,
+        queued: Box<crate::seaweed::Queued<'a>>,
         /// The idempotent producer's record of it, kept until it is acknowledged.
         producer: Option<InFlight<'a>>,
     },
@@ -492,7 +492,7 @@ async fn enqueue<'a>(
         let messages =
             b.records.iter().map(|r| envelope::to_message_from(r, produced.as_ref())).collect();
         let q = ctx.seaweed.enqueue(topic, index as u32, messages).await;
-        queued.batches.push(QueuedBatch::Published { queued: q, producer });
+        queued.batches.push(QueuedBatch::Published { queued: Box::new(q), producer });
     }
     Ok(queued)
 }
