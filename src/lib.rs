@@ -4,7 +4,8 @@
 //! The layers, each calling only down (docs/architecture.md draws them):
 //! `listener` → `connection` (frames, session, quota hold) → `routing` (here, or forward to
 //! the group's owner or the partition's writer over `peer`) → `api/<one file per API>` →
-//! `group` / `writers` / `quota` / `records` / `topics` / `producers` → `lease` → `seaweed`;
+//! `group` / `writers` / `quota` / `records` / `topics` / `producers` / `producer_ids` →
+//! `lease` → `seaweed`;
 //! with `ctx`, `protocol`, `error`, `config` at the bottom.
 //!
 //! How a Produce request flows:
@@ -22,7 +23,8 @@
 //! checked (the writer's `producers`), records turned into SeaweedFS messages
 //! (`records::envelope::to_message_from`), in the request's turn → `seaweed::Seaweed::enqueue`
 //! (one long-lived publish stream per partition, `seaweed/publisher.rs`), the turn passed →
-//! broker-assigned offsets → the
+//! broker-assigned offsets (for acks=all, once flushed and checkpointed in the filer:
+//! `seaweed::Seaweed::wait_flushed`) → the
 //! response (put back together in request order when parts were forwarded), encoded by
 //! `protocol::encode_response` and written by `connection`, which then holds a client over
 //! quota before reading on (`quota::Quotas::settle`, KIP-219).
@@ -43,8 +45,10 @@
 //! that may not (docs/security.md).
 //!
 //! How a Fetch request flows: `api::fetch::handle` reads partitions in request order within
-//! `max_bytes` → `seaweed::Seaweed::fetch` (`seaweed/reader.rs`, which polls the broker: it
-//! does not long-poll) → `records::envelope::from_message` → `records::batch::encode`.
+//! `max_bytes` → `seaweed::Seaweed::fetch` (`seaweed/reader.rs`; the broker does not
+//! long-poll) → `records::envelope::from_message` → `records::batch::encode`. When it must
+//! wait (`min_bytes`), a partition written here is woken by this kelp's publishes, and one
+//! written by another kelp (`writers`) waits at that writer over the peer link (`tail`).
 //!
 //! Owns: the module list, and [`start`]: building every service in order, and the one
 //! cancellation token and task tracker that shutdown cancels and drains. Does not own: what
@@ -68,6 +72,7 @@ pub(crate) mod memory;
 pub mod metrics;
 pub mod peer;
 pub(crate) mod produce_order;
+pub(crate) mod producer_ids;
 pub(crate) mod producers;
 pub mod protocol;
 pub mod quota;
@@ -77,6 +82,7 @@ pub mod sasl;
 pub mod seaweed;
 pub(crate) mod session;
 pub mod shutdown;
+pub(crate) mod tail;
 pub(crate) mod tls;
 pub mod topics;
 pub(crate) mod watch;
@@ -181,7 +187,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let sharing = owner_id.map(|owner_id| writers::Sharing {
         owner_id,
         lease: config.partition_lease(),
-        publish_bound: config.upstream_timeout() * seaweed::PUBLISH_CALL_TIMEOUTS,
+        publish_bound: seaweed::publish_bound(config.upstream_timeout()),
     });
     let group_settings = group::Settings {
         ownership,
@@ -211,6 +217,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             cancel.clone(),
             &tracker,
         ),
+        producer_ids: producer_ids::ProducerIds::new(seaweed.clone(), config.filer_root.clone()),
         groups: group::Coordinator::start(
             seaweed.clone(),
             config.filer_root.clone(),
@@ -222,7 +229,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         memory: memory::Memory::new(config.memory_budget_bytes),
         quotas,
         sasl,
-        cluster_id: format!("kelp-{}", topics::topic_id(&config.namespace, "").simple()),
+        cluster_id: format!("kelp-{}", topics::topic_id(&config.namespace, "", 0).simple()),
         seaweed,
         advertised_host,
         advertised_port,

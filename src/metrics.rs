@@ -69,6 +69,12 @@ pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LeaseLabels {
+    /// What the lease is on: `group` or `partition` (`lease::Kind::what`).
+    pub kind: &'static str,
+}
+
 fn throttle_histogram() -> Histogram {
     // 1 ms .. ~65 s
     Histogram::new(exponential_buckets(0.001, 2.0, 17))
@@ -98,6 +104,10 @@ pub struct Metrics {
     pub authorization_refusals: Family<ApiLabels, Counter>,
     pub peer_handshakes: Family<PeerHandshakeLabels, Counter>,
     pub tls_handshakes: Family<OutcomeLabels, Counter>,
+    pub leases_taken: Family<LeaseLabels, Counter>,
+    pub flush_wait: Histogram,
+    pub offset_regressions: Counter,
+    pub filled_offsets: Counter,
 }
 
 impl Metrics {
@@ -121,6 +131,10 @@ impl Metrics {
             authorization_refusals: Family::default(),
             peer_handshakes: Family::default(),
             tls_handshakes: Family::default(),
+            leases_taken: Family::default(),
+            flush_wait: latency_histogram(),
+            offset_regressions: Counter::default(),
+            filled_offsets: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("requests", "Kafka requests answered, by API", m.requests.clone());
@@ -196,6 +210,26 @@ impl Metrics {
             "TLS handshakes on the Kafka listener, by outcome",
             m.tls_handshakes.clone(),
         );
+        registry.register(
+            "leases_taken",
+            "Leases this kelp took in the filer (it became a group's owner or a partition's writer), by kind",
+            m.leases_taken.clone(),
+        );
+        registry.register(
+            "flush_wait_seconds",
+            "Time acks=all produce requests waited for the SeaweedFS broker to flush their records to the filer",
+            m.flush_wait.clone(),
+        );
+        registry.register(
+            "offset_regressions",
+            "Publish streams that found a partition's next offset at or below one kelp had acknowledged (the broker lost records)",
+            m.offset_regressions.clone(),
+        );
+        registry.register(
+            "filled_offsets",
+            "Offsets of lost records filled with hidden records so that no acknowledged offset is handed out again",
+            m.filled_offsets.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -258,6 +292,11 @@ impl Metrics {
     pub fn observe_tls_handshake(&self, outcome: &'static str) {
         self.tls_handshakes.get_or_create(&OutcomeLabels { outcome }).inc();
     }
+
+    /// `kind`: `group` or `partition`.
+    pub fn observe_lease_taken(&self, kind: &'static str) {
+        self.leases_taken.get_or_create(&LeaseLabels { kind }).inc();
+    }
 }
 
 static GLOBAL: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -283,6 +322,7 @@ mod tests {
         m.observe_refusal("CreateTopics");
         m.observe_peer_handshake("server", "rejected");
         m.observe_tls_handshake("timed_out");
+        m.observe_lease_taken("group");
         let text = m.render();
         for want in [
             "kelp_requests_total{api=\"Produce\"} 1",
@@ -296,6 +336,7 @@ mod tests {
             "kelp_authorization_refusals_total{api=\"CreateTopics\"} 1",
             "kelp_peer_handshakes_total{role=\"server\",outcome=\"rejected\"} 1",
             "kelp_tls_handshakes_total{outcome=\"timed_out\"} 1",
+            "kelp_leases_taken_total{kind=\"group\"} 1",
         ] {
             assert!(text.contains(want), "missing {want} in:\n{text}");
         }

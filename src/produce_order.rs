@@ -24,12 +24,14 @@ use tokio::sync::Notify;
 
 /// How long a request waits for its turn before it is answered REQUEST_TIMED_OUT (nothing of
 /// it published, so a retry is safe). Every earlier request passes within its own deadlines:
-/// its topic lookups, its memory share and opening its partitions' streams each take at most
-/// the upstream timeout, and one whose partitions are written by another kelp holds its turn
-/// until the writer answered, which is bounded by two forwards.
+/// its topic lookups, its memory share, an idempotent batch's wait for its (producer,
+/// partition) turn and the read-back of an unsettled partition (`producers`), and opening its
+/// partitions' streams each take at most the upstream timeout, and one whose partitions are
+/// written by another kelp holds its turn until the writer answered, which is bounded by two
+/// forwards.
 pub fn wait_limit(ctx: &crate::ctx::Ctx) -> Duration {
     let upstream = ctx.config.upstream_timeout();
-    (ctx.peers.request_timeout() + upstream * 3) * 2
+    (ctx.peers.request_timeout() + upstream * 5) * 2
 }
 
 /// One connection's turns; hands them out in request order.

@@ -14,13 +14,15 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 use crate::error::Error;
-use crate::seaweed::Seaweed;
+use crate::seaweed::{Seaweed, layout};
 
-/// The topic id reported to clients: a name-based UUID (v5) of namespace and topic, so every
-/// kelp reports the same id without storing one. A topic deleted and created again keeps its
-/// id (Kafka would mint a new one); clients only use ids to address topics, which still works.
-pub fn topic_id(namespace: &str, topic: &str) -> Uuid {
-    let name = format!("kelp/{namespace}/{topic}");
+/// The topic id reported to clients: a name-based UUID (v5) of namespace, topic and the
+/// topic's incarnation (`seaweed::Seaweed::topic_incarnation`), so every kelp reports the same
+/// id without storing one, and a topic deleted and created again gets a new id, as in Kafka
+/// (its incarnation is one more). Incarnation 0 hashes the bare name, as kelp did before
+/// incarnations took part, so ids already handed out stay valid.
+pub fn topic_id(namespace: &str, topic: &str, incarnation: u32) -> Uuid {
+    let name = format!("kelp/{namespace}/{}", layout::mq_topic_name(topic, incarnation));
     Uuid::new_v5(&Uuid::NAMESPACE_URL, name.as_bytes())
 }
 
@@ -49,13 +51,16 @@ impl Topics {
         Topics { seaweed, namespace, ids: Mutex::default() }
     }
 
-    /// The id of `topic` (whether or not it exists).
-    pub fn id(&self, topic: &str) -> Uuid {
-        topic_id(&self.namespace, topic)
+    /// The id of `topic` as it exists now. A topic that does not exist (or could not be
+    /// looked up) is named by the id its first incarnation has: responses that carry it
+    /// also carry an error code for the topic.
+    pub async fn id(&self, topic: &str) -> Uuid {
+        let incarnation = self.seaweed.topic_incarnation(topic).await.ok().flatten();
+        topic_id(&self.namespace, topic, incarnation.unwrap_or(0))
     }
 
-    fn remember(&self, topic: &str) {
-        let id = self.id(topic);
+    async fn remember(&self, topic: &str) {
+        let id = self.id(topic).await;
         self.ids.lock().names.entry(id).or_insert_with(|| topic.to_string());
     }
 
@@ -73,7 +78,7 @@ impl Topics {
         default: u32,
     ) -> Result<Option<u32>, Error> {
         if let Some(n) = self.partitions(topic).await? {
-            self.remember(topic);
+            self.remember(topic).await;
             return Ok(Some(n));
         }
         if !create || !crate::protocol::topic_name::is_valid(topic) {
@@ -86,7 +91,7 @@ impl Topics {
         }
         let n = self.partitions(topic).await?;
         if n.is_some() {
-            self.remember(topic);
+            self.remember(topic).await;
         }
         Ok(n)
     }
@@ -94,21 +99,30 @@ impl Topics {
     /// All topics with their partition counts (this refreshes the catalog's cache of each).
     pub async fn list(&self) -> Result<Vec<(String, u32)>, Error> {
         let all = self.seaweed.list_topics().await?;
-        let names = all.iter().map(|(name, _)| (self.id(name), name.clone())).collect();
+        // The listing just cached every topic's layout, so these ids need no further call.
+        let mut names = HashMap::with_capacity(all.len());
+        for (name, _) in &all {
+            names.insert(self.id(name).await, name.clone());
+        }
         *self.ids.lock() = Ids { names, listed: Some(Instant::now()) };
         Ok(all)
     }
 
     /// The topic a client named by id, `Ok(None)` if no topic has that id.
+    /// An id of a deleted incarnation names no topic, even when the name exists again.
     pub async fn name_of(&self, id: Uuid) -> Result<Option<String>, Error> {
-        {
+        let (known, fresh) = {
             let ids = self.ids.lock();
-            if let Some(n) = ids.names.get(&id) {
-                return Ok(Some(n.clone()));
+            let fresh = ids.listed.is_some_and(|at| at.elapsed() < RELIST_AFTER);
+            (ids.names.get(&id).cloned(), fresh)
+        };
+        if let Some(name) = known {
+            if self.id(&name).await == id {
+                return Ok(Some(name));
             }
-            if ids.listed.is_some_and(|at| at.elapsed() < RELIST_AFTER) {
-                return Ok(None);
-            }
+            self.ids.lock().names.remove(&id);
+        } else if fresh {
+            return Ok(None);
         }
         self.list().await?;
         Ok(self.ids.lock().names.get(&id).cloned())
@@ -121,14 +135,20 @@ mod tests {
 
     #[test]
     fn topic_ids_are_stable_and_distinct() {
-        assert_eq!(topic_id("kafka", "t"), topic_id("kafka", "t"));
-        assert_ne!(topic_id("kafka", "t"), topic_id("kafka", "u"));
-        assert_ne!(topic_id("kafka", "t"), topic_id("other", "t"));
-        assert!(!topic_id("kafka", "t").is_nil());
-        // Golden value: ids are visible to clients and must not change between releases.
+        assert_eq!(topic_id("kafka", "t", 0), topic_id("kafka", "t", 0));
+        assert_ne!(topic_id("kafka", "t", 0), topic_id("kafka", "u", 0));
+        assert_ne!(topic_id("kafka", "t", 0), topic_id("other", "t", 0));
+        assert_ne!(topic_id("kafka", "t", 0), topic_id("kafka", "t", 1));
+        assert_ne!(topic_id("kafka", "t", 1), topic_id("kafka", "t", 2));
+        assert!(!topic_id("kafka", "t", 0).is_nil());
+        // Golden values: ids are visible to clients and must not change between releases.
         assert_eq!(
-            topic_id("kafka", "t").to_string(),
+            topic_id("kafka", "t", 0).to_string(),
             Uuid::new_v5(&Uuid::NAMESPACE_URL, b"kelp/kafka/t").to_string()
+        );
+        assert_eq!(
+            topic_id("kafka", "t", 3).to_string(),
+            Uuid::new_v5(&Uuid::NAMESPACE_URL, b"kelp/kafka/t~3").to_string()
         );
     }
 }

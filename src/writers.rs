@@ -117,21 +117,29 @@ fn now() -> Instant {
 /// producer retries it within its delivery timeout, with at most five batches in flight.
 const TAIL_RECORDS: i64 = 10_000;
 
+/// The producer id whose turn serialises the read-backs of one partition (real ids are
+/// never negative).
+const SETTLING: i64 = -1;
+
 /// Bytes read back per call while reading a partition's tail.
 const TAIL_READ_BYTES: i32 = 1024 * 1024;
 
-/// Rebuild the idempotent-producer state of a partition whose lease was just taken: forget
-/// what this kelp knew (another kelp may have written since) and learn the batches at the
-/// partition's end from the records themselves (`records::envelope`, format 2). A batch
-/// stored only in part (its writer died mid-publish) is not remembered: a retry of it is
-/// stored again, whole.
+/// Rebuild the idempotent-producer state of a partition: learn the batches at the
+/// partition's end from the records themselves (`records::envelope`, format 2). With
+/// `forget` (the lease was just taken: another kelp may have written since) what this kelp
+/// knew is dropped first; without it (a publish of unknown outcome) the tail is merged into
+/// it. A batch stored only in part (its writer died mid-publish) is not remembered: a retry
+/// of it is stored again, whole.
 async fn recover(
     seaweed: &Seaweed,
     producers: &Producers,
     topic: &str,
     partition: i32,
+    forget: bool,
 ) -> Result<(), Error> {
-    producers.forget_partition(topic, partition);
+    if forget {
+        producers.forget_partition(topic, partition);
+    }
     let (earliest, end) = seaweed.offset_range(topic, partition as u32).await?;
     let mut next = earliest.max(end - TAIL_RECORDS);
     // The batch being read: its identity, first offset and records seen so far.
@@ -147,8 +155,9 @@ async fn recover(
                 topic,
                 partition,
                 first_seq: p.base_sequence,
+                count: p.count,
             };
-            producers.record(id, p.count, first);
+            producers.record(id, first);
             batches += 1;
         }
     };
@@ -231,7 +240,8 @@ impl Writers {
             return Err(ResponseError::NotLeaderOrFollower);
         }
         let key = key(topic, partition);
-        let recover = || recover(&self.inner.seaweed, &self.inner.producers, topic, partition);
+        let recover =
+            || recover(&self.inner.seaweed, &self.inner.producers, topic, partition, true);
         match leases.route_prepared(&key, now, recover).await {
             Ok(Some((route, fresh))) => {
                 if fresh && self.inner.stopping.is_cancelled() {
@@ -246,6 +256,55 @@ impl Writers {
             Err(e) => {
                 debug!(topic, partition, error = %e, "finding the partition's writer failed");
                 Err(e.code(ApiKind::Data))
+            }
+        }
+    }
+
+    /// Make the partition's idempotent-producer state whole again after a publish of unknown
+    /// outcome (`Producers::unsettle`): read the partition's tail back, once for every
+    /// publish that waits on it. Waits at most `within`; `Err` is a retriable code.
+    pub async fn settle(
+        &self,
+        topic: &str,
+        partition: i32,
+        within: Duration,
+    ) -> Result<(), ResponseError> {
+        let producers = &self.inner.producers;
+        // One read-back at a time per partition: the turn of a producer id no producer has.
+        let gate =
+            BatchId { producer_id: SETTLING, epoch: 0, topic, partition, first_seq: 0, count: 1 };
+        let _one_at_a_time =
+            producers.turn(gate, within).await.ok_or(ResponseError::RequestTimedOut)?;
+        let Some(mark) = producers.unsettled(topic, partition) else {
+            return Ok(());
+        };
+        let read = recover(&self.inner.seaweed, producers, topic, partition, false);
+        match tokio::time::timeout(within, read).await {
+            Ok(Ok(())) => {
+                producers.settled(topic, partition, mark);
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                debug!(topic, partition, error = %e, "reading back the partition's end failed");
+                Err(e.code(ApiKind::Data))
+            }
+            Err(_) => Err(ResponseError::RequestTimedOut),
+        }
+    }
+
+    /// Who writes `topic`'s `partition` now, without taking its lease: `Route::Local` when
+    /// this kelp does (or writes everything), the writer's peer address when another kelp
+    /// does, `None` when nobody does or the filer could not say. For fetches that wait: the
+    /// writer sees every record of its partition the moment the broker acknowledges it.
+    pub async fn writer(&self, topic: &str, partition: i32) -> Option<Route> {
+        let Some(leases) = &self.inner.leases else {
+            return Some(Route::Local);
+        };
+        match leases.holder(&key(topic, partition), now()).await {
+            Ok(route) => route,
+            Err(e) => {
+                debug!(topic, partition, error = %e, "finding the partition's writer failed");
+                None
             }
         }
     }

@@ -81,12 +81,12 @@ async fn every_class_of_bad_input_gets_an_error_or_a_closed_connection() {
     c.send_bytes(&f).await;
     assert!(c.closed().await, "unknown api key closes the connection");
 
-    // A known API at a version kelp does not serve (Fetch v3).
+    // A known API at a version kelp does not serve (one past Fetch's newest).
     let mut c = Raw::connect(kelp.addr).await;
     let mut f = BytesMut::new();
     f.put_i32(10);
     f.put_i16(ApiKey::Fetch as i16);
-    f.put_i16(3);
+    f.put_i16(kelp::protocol::versions::supported(ApiKey::Fetch).unwrap().max + 1);
     f.put_i32(7);
     f.put_i16(-1);
     c.send_bytes(&f).await;

@@ -486,6 +486,7 @@ mod wire {
 
     use super::common::kelp::Kelp;
     use super::common::raw::Raw;
+    use super::common::wire::{Body, Reader};
 
     fn range(key: ApiKey) -> std::ops::RangeInclusive<i16> {
         let s = supported(key).expect("advertised");
@@ -596,6 +597,37 @@ mod wire {
         }
     }
 
+    /// OffsetCommit v0/v1 (Kafka 4.0 dropped them) of `offset` for partition 1 of `topic` and
+    /// 1 for partition 7 (which does not exist): the two partitions' codes.
+    async fn commit_old(
+        c: &mut Raw,
+        v: i16,
+        group: &str,
+        generation: i32,
+        member: &str,
+        topic: &str,
+        offset: i64,
+    ) -> [i16; 2] {
+        let mut body = Body::default().str(group);
+        if v >= 1 {
+            body = body.i32(generation).str(member);
+        }
+        body = body.i32(1).str(topic).i32(2);
+        for (p, o) in [(1, offset), (7, 1)] {
+            body = body.i32(p).i64(o);
+            if v >= 1 {
+                body = body.i64(1_600_000_000_000);
+            }
+            body = body.null_str();
+        }
+        let mut r = Reader(c.call_body(ApiKey::OffsetCommit, v, &body.0).await);
+        assert_eq!((r.i32(), r.str().as_deref(), r.i32()), (1, Some(topic), 2));
+        let codes = [(r.i32(), r.i16()), (r.i32(), r.i16())];
+        r.done();
+        assert_eq!((codes[0].0, codes[1].0), (1, 7));
+        [codes[0].1, codes[1].1]
+    }
+
     async fn fetch_offset(
         c: &mut Raw,
         v: i16,
@@ -603,7 +635,17 @@ mod wire {
         topic: &str,
         partition: i32,
     ) -> (i64, i16) {
-        if v >= 8 {
+        if v < ApiKey::OffsetFetch.valid_versions().min {
+            // v0 (Kafka 4.0 dropped it): group, [topic, [partition]] →
+            // [topic, [partition, offset, metadata, error]]
+            let body = Body::default().str(group).i32(1).str(topic).i32(1).i32(partition);
+            let mut r = Reader(c.call_body(ApiKey::OffsetFetch, v, &body.0).await);
+            assert_eq!((r.i32(), r.str().as_deref(), r.i32()), (1, Some(topic), 1));
+            assert_eq!(r.i32(), partition);
+            let (offset, _metadata, code) = (r.i64(), r.str(), r.i16());
+            r.done();
+            (offset, code)
+        } else if v >= 8 {
             let req = OffsetFetchRequest::default().with_groups(vec![
                 OffsetFetchRequestGroup::default().with_group_id(gid(group)).with_topics(Some(
                     vec![
@@ -743,6 +785,47 @@ mod wire {
         // Nothing committed yet: -1 and no error.
         assert_eq!(fetch_offset(&mut c, 9, &group, &topic, 1).await, (-1, 0));
         for v in range(ApiKey::OffsetCommit) {
+            if v < ApiKey::OffsetCommit.valid_versions().min {
+                // v0 has no member: a standalone commit, refused in a group with members and
+                // kept in an empty one. v1 is the member's commit with a per-partition time.
+                let unknown = code(ResponseError::UnknownTopicOrPartition);
+                let committed_to = if v == 0 {
+                    let standalone = format!("{prefix}-standalone-v0");
+                    let codes = commit_old(&mut c, v, &group, -1, "", &topic, 100).await;
+                    assert_eq!(codes[0], code(ResponseError::UnknownMemberId), "OffsetCommit v0");
+                    let codes = commit_old(&mut c, v, &standalone, -1, "", &topic, 100).await;
+                    assert_eq!(codes, [0, unknown], "OffsetCommit v0");
+                    standalone
+                } else {
+                    let codes = commit_old(
+                        &mut c,
+                        v,
+                        &group,
+                        generation,
+                        &member,
+                        &topic,
+                        100 + i64::from(v),
+                    )
+                    .await;
+                    assert_eq!(codes, [0, unknown], "OffsetCommit v{v}");
+                    let codes =
+                        commit_old(&mut c, v, &group, generation + 5, &member, &topic, 100).await;
+                    assert_eq!(
+                        codes[0],
+                        code(ResponseError::IllegalGeneration),
+                        "OffsetCommit v{v}"
+                    );
+                    group.clone()
+                };
+                for fv in range(ApiKey::OffsetFetch) {
+                    assert_eq!(
+                        fetch_offset(&mut c, fv, &committed_to, &topic, 1).await,
+                        (100 + i64::from(v), 0),
+                        "OffsetFetch v{fv} after OffsetCommit v{v}"
+                    );
+                }
+                continue;
+            }
             let req = OffsetCommitRequest::default()
                 .with_group_id(gid(&group))
                 .with_generation_id_or_member_epoch(generation)

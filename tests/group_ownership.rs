@@ -36,6 +36,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use common::kelp::{Kelp, KelpProcess, peer_secret};
 use common::python::PythonConsumer;
 use common::raw::Raw;
+use common::wire::{Body, Reader};
 
 const LEASE_MS: &str = "3000";
 const SESSION_TIMEOUT_MS: &str = "6000";
@@ -783,6 +784,39 @@ mod wire {
             panic!()
         };
         assert_eq!((r.error_code, r.topics[0].partitions[0].committed_offset), (0, 42));
+        // The oldest versions (OffsetCommit v1, OffsetFetch v0) are forwarded too: the owner
+        // validates the member and the answer comes back in the old layout.
+        for (commit_generation, want) in
+            [(generation, 0), (generation + 3, ResponseError::IllegalGeneration.code())]
+        {
+            let body = Body::default()
+                .str(&group)
+                .i32(commit_generation)
+                .str(&member)
+                .i32(1)
+                .str(&topic)
+                .i32(1)
+                .i32(1)
+                .i64(44)
+                .i64(1_600_000_000_000)
+                .null_str();
+            let mut r = Reader(via_other.call_body(ApiKey::OffsetCommit, 1, &body.0).await);
+            assert_eq!((r.i32(), r.str().as_deref(), r.i32()), (1, Some(topic.as_str()), 1));
+            assert_eq!(
+                (r.i32(), r.i16()),
+                (1, want),
+                "OffsetCommit v1, generation {commit_generation}"
+            );
+            r.done();
+        }
+        let body = Body::default().str(&group).i32(1).str(&topic).i32(1).i32(1);
+        let mut r = Reader(via_other.call_body(ApiKey::OffsetFetch, 0, &body.0).await);
+        assert_eq!(
+            (r.i32(), r.str().as_deref(), r.i32(), r.i32()),
+            (1, Some(topic.as_str()), 1, 1)
+        );
+        assert_eq!((r.i64(), r.str(), r.i16()), (44, Some(String::new()), 0), "OffsetFetch v0");
+        r.done();
 
         // DescribeGroups naming a remote, a local and an unknown group: each answered where
         // it lives, in the request's order.
@@ -995,6 +1029,87 @@ mod wire {
                 format!("kelp_peer_handshakes_total{{role=\"server\",outcome=\"{outcome}\"}}");
             assert!(metrics.contains(&line), "{line} in\n{metrics}");
         }
+        assert!(other.stop().await);
+        assert!(owner.stop().await);
+    }
+
+    /// The number of group leases this process's kelps have taken so far.
+    fn group_leases_taken() -> u64 {
+        let metrics = kelp::metrics::global().render();
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("kelp_leases_taken_total{kind=\"group\"} "))
+            .map_or(0, |v| v.trim().parse().expect("a counter value"))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn looking_up_thousands_of_made_up_groups_takes_no_lease() {
+        let seaweedfs = common::seaweedfs().await;
+        let sw = seaweed(&seaweedfs).await;
+        let (owner, other) = (peer_kelp(&seaweedfs).await, peer_kelp(&seaweedfs).await);
+        let group = common::unique_name("real");
+        let mut at_owner = Raw::connect(owner.addr).await;
+        let (member, generation) = sole_member(&mut at_owner, &group).await;
+        let taken = group_leases_taken();
+        assert!(taken >= 1, "the real group's lease is counted");
+
+        let made_up: Vec<String> = (0..2000).map(|i| format!("{group}-made-up-{i}")).collect();
+        let mut ids: Vec<GroupId> = made_up.iter().map(|g| gid(g)).collect();
+        // The real group early in the request, so it is described well within its member's
+        // session (the member only heartbeats before each request).
+        ids.insert(1, gid(&group));
+        let mut via_other = Raw::connect(other.addr).await;
+        for version in [5, 6] {
+            let ResponseKind::Heartbeat(h) =
+                at_owner.call(ApiKey::Heartbeat, 4, heartbeat(&group, &member, generation)).await
+            else {
+                panic!()
+            };
+            assert_eq!(h.error_code, 0, "the member is alive");
+            let started = Instant::now();
+            let req = DescribeGroupsRequest::default().with_groups(ids.clone());
+            let ResponseKind::DescribeGroups(r) = via_other
+                .call(ApiKey::DescribeGroups, version, RequestKind::DescribeGroups(req))
+                .await
+            else {
+                panic!()
+            };
+            eprintln!("DescribeGroups v{version} of {} groups: {:?}", ids.len(), started.elapsed());
+            assert_eq!(r.groups.len(), ids.len());
+            for (asked, got) in ids.iter().zip(&r.groups) {
+                assert_eq!(&got.group_id, asked, "answers in the request's order");
+                if asked.0.as_str() == group {
+                    assert_eq!((got.error_code, got.group_state.as_str()), (0, "Stable"));
+                    assert_eq!(got.members.len(), 1);
+                    assert_eq!(got.members[0].member_id.as_str(), member);
+                } else {
+                    let code = if version >= 6 { ResponseError::GroupIdNotFound.code() } else { 0 };
+                    assert_eq!((got.error_code, got.group_state.as_str()), (code, "Dead"));
+                }
+            }
+        }
+        let names = made_up[..500].iter().map(|g| gid(g)).collect();
+        let req = DeleteGroupsRequest::default().with_groups_names(names);
+        let ResponseKind::DeleteGroups(r) =
+            via_other.call(ApiKey::DeleteGroups, 2, RequestKind::DeleteGroups(req)).await
+        else {
+            panic!()
+        };
+        assert_eq!(r.results.len(), 500);
+        assert!(r.results.iter().all(|g| g.error_code == ResponseError::GroupIdNotFound.code()));
+        let req = OffsetDeleteRequest::default().with_group_id(gid(&made_up[0]));
+        let ResponseKind::OffsetDelete(r) =
+            via_other.call(ApiKey::OffsetDelete, 0, RequestKind::OffsetDelete(req)).await
+        else {
+            panic!()
+        };
+        assert_eq!(r.error_code, ResponseError::GroupIdNotFound.code());
+
+        assert_eq!(group_leases_taken(), taken, "no lease taken for a made-up group");
+        for g in [&made_up[0], &made_up[999], &made_up[1999]] {
+            assert_eq!(owner_of(&sw, g).await, None, "nobody owns {g}");
+        }
+        assert_eq!(owner_of(&sw, &group).await, Some(owner.peer.unwrap().to_string()));
         assert!(other.stop().await);
         assert!(owner.stop().await);
     }

@@ -8,6 +8,7 @@
 //! With one publish stream per kelp the broker stores records of concurrent streams in an
 //! order other than the offsets it assigned (src/seaweed/SEAWEEDFS.md), and these checks
 //! fail; with one writer per partition they hold, also when the writer is killed mid-produce.
+//! Producer ids handed out by different kelps, and by a kelp started later, never repeat.
 //! A last test splits one request across two writers (Produce v9 and v2) and hands a
 //! partition over on a clean stop.
 
@@ -266,6 +267,10 @@ async fn killing_the_writer_mid_produce_loses_and_repeats_no_acknowledged_record
         .iter()
         .position(|k| k.peer.map(|a| a.to_string()) == Some(writer.clone()))
         .expect("the writer is one of the kelps");
+    let mut ids = Vec::new();
+    for k in &kelps {
+        ids.extend(producer_ids(k.addr, 3).await);
+    }
     let before_kill = acked.lock().len();
     kelps[victim].kill();
     eprintln!("killed kelp {victim} (writer of partition 0) after {before_kill} acknowledgements");
@@ -290,6 +295,38 @@ async fn killing_the_writer_mid_produce_loses_and_repeats_no_acknowledged_record
     assert!(bad.is_empty(), "{}", bad.join("\n"));
     let stored = log.len();
     eprintln!("{stored} records stored, {} of them never acknowledged", stored - acked.len());
+
+    // Producer ids are unique across kelps, and a kelp started afterwards (as after a crash)
+    // never hands out one of a block claimed before.
+    let late = KelpProcess::start(KELP_BIN, &seaweedfs, true, &args).await;
+    ids.extend(producer_ids(late.addr, 3).await);
+    let distinct: std::collections::BTreeSet<i64> = ids.iter().copied().collect();
+    assert_eq!(distinct.len(), ids.len(), "producer ids handed out twice: {ids:?}");
+    assert!(ids.iter().all(|id| *id > 0), "{ids:?}");
+}
+
+/// `n` producer ids from InitProducerId at `kelp`. Each request names the previous id and an
+/// epoch, which a request without a transactional id ignores: a fresh id, epoch 0 (as Kafka).
+async fn producer_ids(kelp: std::net::SocketAddr, n: usize) -> Vec<i64> {
+    use kafka_protocol::messages::{
+        ApiKey, InitProducerIdRequest, ProducerId, RequestKind, ResponseKind,
+    };
+    let mut c = common::raw::Raw::connect(kelp).await;
+    let mut ids: Vec<i64> = Vec::with_capacity(n);
+    for _ in 0..n {
+        let req = InitProducerIdRequest::default()
+            .with_transaction_timeout_ms(60_000)
+            .with_producer_id(ProducerId(ids.last().copied().unwrap_or(-1)))
+            .with_producer_epoch(if ids.is_empty() { -1 } else { 3 });
+        let ResponseKind::InitProducerId(r) =
+            c.call(ApiKey::InitProducerId, 4, RequestKind::InitProducerId(req)).await
+        else {
+            panic!("an InitProducerId answer")
+        };
+        assert_eq!((r.error_code, r.producer_epoch), (0, 0));
+        ids.push(r.producer_id.0);
+    }
+    ids
 }
 
 /// kelp's own filer client, to see partition leases the way kelp sees them.
@@ -435,4 +472,67 @@ async fn a_request_naming_partitions_of_two_writers_is_split_and_answered_in_ord
     assert!(took < Duration::from_millis(3000), "b wrote partition 0 after {took:?}");
     eprintln!("after a stopped, b wrote its partition after {took:?}");
     assert!(b.stop().await);
+}
+
+/// One idempotent batch of `n` one-byte records: producer `pid`, epoch 0, first sequence
+/// `seq`.
+fn idempotent_batch(pid: i64, seq: i32, n: i32) -> bytes::Bytes {
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    let records: Vec<Record> = (0..n)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: pid,
+            producer_epoch: 0,
+            timestamp_type: TimestampType::Creation,
+            offset: i64::from(i),
+            sequence: seq + i,
+            timestamp: 1,
+            key: None,
+            value: Some(bytes::Bytes::from(format!("{pid}-{}", seq + i))),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = bytes::BytesMut::new();
+    let options = RecordEncodeOptions { version: 2, compression: Compression::None };
+    RecordBatchEncoder::encode(&mut buf, records.iter(), &options).expect("encodes");
+    buf.freeze()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_racing_its_original_through_another_kelp_is_stored_once() {
+    let seaweedfs = common::seaweedfs().await;
+    let args = ["--peer-listen", "127.0.0.1:0", "--partition-lease-ms", LEASE_MS];
+    let (a, b) = (Kelp::start(&seaweedfs, &args).await, Kelp::start(&seaweedfs, &args).await);
+    let topic = common::unique_name("writers-race");
+    create_topic(&a.bootstrap(), &topic).await;
+    let pid = producer_ids(a.addr, 1).await[0];
+    // Each batch goes to both kelps at once (one forwards it to the other, the partition's
+    // writer): one of the two is stored, the other answered as its duplicate, with the same
+    // offset.
+    const BATCHES: i32 = 20;
+    const PER_BATCH: i32 = 5;
+    for i in 0..BATCHES {
+        let batch = idempotent_batch(pid, i * PER_BATCH, PER_BATCH);
+        let (x, y) = tokio::join!(
+            common::raw::produce(a.addr, &topic, vec![(0, batch.clone())]),
+            common::raw::produce(b.addr, &topic, vec![(0, batch)]),
+        );
+        let got = [(x[0].error_code, x[0].base_offset), (y[0].error_code, y[0].base_offset)];
+        let want = (0, i64::from(i * PER_BATCH));
+        assert_eq!(got, [want, want], "batch {i}");
+    }
+    let bootstrap = a.bootstrap();
+    let ends = tokio::task::block_in_place(|| high_water_marks(&bootstrap, &topic));
+    assert_eq!(ends[&0], i64::from(BATCHES * PER_BATCH), "every batch stored once");
+    let log = tokio::task::block_in_place(|| read_all(&bootstrap, &topic, &ends));
+    let values: Vec<&String> = log.values().collect();
+    let want: Vec<String> = (0..BATCHES * PER_BATCH).map(|s| format!("{pid}-{s}")).collect();
+    assert_eq!(values, want.iter().collect::<Vec<_>>());
+    assert!(b.stop().await);
+    assert!(a.stop().await);
 }

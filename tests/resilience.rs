@@ -147,6 +147,19 @@ async fn an_unreachable_seaweedfs_gives_retriable_codes() {
     assert!(code.is_retriable(), "CreateTopics: {code:?}");
     assert_ne!(code, ResponseError::UnknownServerError);
 
+    // Producer ids come from the filer: without it, a retriable coordinator code, no id.
+    let req = InitProducerIdRequest::default()
+        .with_transaction_timeout_ms(60_000)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    let ResponseKind::InitProducerId(r) =
+        c.call(ApiKey::InitProducerId, 4, RequestKind::InitProducerId(req)).await
+    else {
+        panic!()
+    };
+    assert_eq!(r.error_code, ResponseError::CoordinatorNotAvailable.code());
+    assert_eq!((r.producer_id.0, r.producer_epoch), (-1, -1));
+
     assert!(running.shutdown().await);
 }
 

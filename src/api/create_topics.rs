@@ -38,7 +38,7 @@ pub async fn handle(ctx: &Ctx, _version: i16, req: CreateTopicsRequest) -> Creat
         };
         let result = CreatableTopicResult::default()
             .with_name(t.name)
-            .with_topic_id(ctx.topics.id(&name))
+            .with_topic_id(ctx.topics.id(&name).await)
             .with_num_partitions(partitions)
             .with_replication_factor(if t.replication_factor == -1 {
                 1
@@ -46,7 +46,8 @@ pub async fn handle(ctx: &Ctx, _version: i16, req: CreateTopicsRequest) -> Creat
                 t.replication_factor
             });
         results.push(match outcome {
-            Ok(()) => result,
+            // Kafka leaves the message null on success (the library's default is empty).
+            Ok(()) => result.with_error_message(None),
             Err((code, msg)) => result
                 .with_error_code(code.code())
                 .with_error_message(Some(StrBytes::from_string(msg)))
@@ -97,13 +98,18 @@ async fn create(
     partitions: u32,
     validate_only: bool,
 ) -> Result<(), (ResponseError, String)> {
-    let exists = ctx.topics.partitions(name).await.map_err(upstream)?;
-    if exists.is_some() {
-        return Err((ResponseError::TopicAlreadyExists, format!("topic '{name}' already exists")));
-    }
     if validate_only {
+        let exists = ctx.topics.partitions(name).await.map_err(upstream)?;
+        if exists.is_some() {
+            return Err((
+                ResponseError::TopicAlreadyExists,
+                format!("topic '{name}' already exists"),
+            ));
+        }
         return Ok(());
     }
+    // Creating looks the topic up afresh (not in this kelp's layout cache), so a topic just
+    // deleted through another kelp can be created again at once.
     match ctx.seaweed.create_topic(name, partitions).await {
         Ok(()) => Ok(()),
         Err(Error::Kafka(ResponseError::TopicAlreadyExists)) => {

@@ -21,9 +21,14 @@ pub async fn handle(ctx: &Ctx, version: i16, req: DeleteTopicsRequest) -> Delete
             Some(n) => Some(n),
             None => ctx.topics.name_of(id).await.ok().flatten(),
         };
+        // The id of the incarnation about to be deleted (a re-created topic gets another).
+        let id = match name.as_deref() {
+            Some(n) => ctx.topics.id(n).await,
+            None => id,
+        };
         let result = DeletableTopicResult::default()
             .with_name(name.clone().map(|n| TopicName(StrBytes::from_string(n))))
-            .with_topic_id(name.as_deref().map_or(id, |n| ctx.topics.id(n)));
+            .with_topic_id(id);
         let outcome = match &name {
             None => Err(ResponseError::UnknownTopicId),
             Some(n) => ctx.seaweed.delete_topic(n).await.map_err(|e| match e {
@@ -34,8 +39,12 @@ pub async fn handle(ctx: &Ctx, version: i16, req: DeleteTopicsRequest) -> Delete
                 }
             }),
         };
+        if let (Some(n), Ok(incarnation)) = (&name, &outcome) {
+            // Kafka drops a deleted topic's committed offsets in every group.
+            ctx.groups.forget_topic(n, *incarnation).await;
+        }
         responses.push(match outcome {
-            Ok(()) => result,
+            Ok(_) => result,
             Err(code) => result.with_error_code(code.code()),
         });
     }

@@ -43,16 +43,7 @@ pub async fn handle(ctx: &Ctx, version: i16, req: DescribeGroupsRequest) -> Desc
                     .with_protocol_data(s(d.protocol_name))
                     .with_members(members)
             }
-            Ok(None) => {
-                let dead =
-                    base.with_group_state(StrBytes::from_static_str(GroupState::Dead.name()));
-                if version >= 6 {
-                    dead.with_error_code(ResponseError::GroupIdNotFound.code())
-                        .with_error_message(Some(s(format!("Group {} not found.", &*group_id.0))))
-                } else {
-                    dead
-                }
-            }
+            Ok(None) => unknown(&group_id, version),
             Err(e) => {
                 tracing::debug!(group = %&*group_id.0, error = %e, "describing group failed");
                 base.with_error_code(e.code(ApiKind::Group).code())
@@ -61,6 +52,21 @@ pub async fn handle(ctx: &Ctx, version: i16, req: DescribeGroupsRequest) -> Desc
         groups.push(described);
     }
     DescribeGroupsResponse::default().with_groups(groups)
+}
+
+/// A group that does not exist, as Kafka describes it: Dead, and GROUP_ID_NOT_FOUND from v6.
+pub fn unknown(group_id: &GroupId, version: i16) -> DescribedGroup {
+    let dead = DescribedGroup::default()
+        .with_group_id(group_id.clone())
+        .with_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+        .with_group_state(StrBytes::from_static_str(GroupState::Dead.name()));
+    if version >= 6 {
+        dead.with_error_code(ResponseError::GroupIdNotFound.code()).with_error_message(Some(
+            StrBytes::from_string(format!("Group {} not found.", &*group_id.0)),
+        ))
+    } else {
+        dead
+    }
 }
 
 /// Every group of the request failed with `code` (it could not reach a group's owner, say).

@@ -52,7 +52,11 @@ pub async fn handle(
     let mut topics = Vec::new();
     match wanted {
         None => match ctx.topics.list().await {
-            Ok(all) => topics.extend(all.into_iter().map(|(name, n)| topic(ctx, me, &name, Ok(n)))),
+            Ok(all) => {
+                for (name, n) in all {
+                    topics.push(topic(ctx, me, &name, Ok(n)).await);
+                }
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "listing topics failed; closing the connection");
                 session.close_after_reply("a failed topic listing");
@@ -98,7 +102,7 @@ pub async fn handle(
                         Err(ResponseError::LeaderNotAvailable)
                     }
                 };
-                topics.push(topic(ctx, me, &name, r));
+                topics.push(topic(ctx, me, &name, r).await);
             }
         }
     }
@@ -129,7 +133,7 @@ fn error_topic(name: Option<&str>, id: Uuid, code: ResponseError) -> MetadataRes
         .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
 }
 
-fn topic(
+async fn topic(
     ctx: &Ctx,
     me: BrokerId,
     name: &str,
@@ -151,7 +155,7 @@ fn topic(
         .collect();
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(StrBytes::from_string(name.to_string()))))
-        .with_topic_id(ctx.topics.id(name))
+        .with_topic_id(ctx.topics.id(name).await)
         .with_partitions(partitions)
         .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
 }

@@ -43,7 +43,7 @@ use crate::session::Session;
 /// a trusted one. `authority` is what the client may do to the cluster: a cluster-wide
 /// request it may not make is refused here, before any handler runs (`authz`). Whether a
 /// request is answered here or by another kelp was decided before (`routing`); nothing below
-/// forwards.
+/// forwards (a waiting Fetch asks a partition's writer to wake it, `tail`, and reads here).
 pub async fn dispatch(
     ctx: &Ctx,
     session: &mut Session,
@@ -73,7 +73,10 @@ pub async fn dispatch(
         RequestKind::Produce(r) => {
             ResponseKind::Produce(produce::handle(ctx, session, version, r).await?)
         }
-        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(ctx, version, r).await),
+        RequestKind::Fetch(r) => {
+            let from_peer = matches!(authority, Authority::Forwarded);
+            ResponseKind::Fetch(fetch::handle(ctx, version, r, from_peer).await)
+        }
         RequestKind::ListOffsets(r) => {
             ResponseKind::ListOffsets(list_offsets::handle(ctx, version, r).await)
         }
@@ -93,7 +96,7 @@ pub async fn dispatch(
             ResponseKind::DescribeCluster(describe_cluster::handle(ctx, r))
         }
         RequestKind::InitProducerId(r) => {
-            ResponseKind::InitProducerId(init_producer_id::handle(ctx, r))
+            ResponseKind::InitProducerId(init_producer_id::handle(ctx, r).await)
         }
         RequestKind::FindCoordinator(r) => {
             ResponseKind::FindCoordinator(find_coordinator::handle(ctx, version, r))

@@ -1,6 +1,6 @@
-//! OffsetCommit (v2-9): checks each partition exists, lets `group::Coordinator` validate the
-//! committer (generation and member, or a standalone commit) and answers each partition only
-//! after its offset is in the filer.
+//! OffsetCommit (v0-9; `protocol::legacy` decodes v0-1): checks each partition exists, lets
+//! `group::Coordinator` validate the committer (generation and member, or a standalone commit)
+//! and answers each partition only after its offset is in the filer.
 //!
 //! v10 addresses topics by id; kafka-protocol 0.18 cannot decode v10 requests, so kelp stops
 //! at v9 (clients negotiate down).

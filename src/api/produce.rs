@@ -7,6 +7,11 @@
 //! a peer forwarded to it after the lease moved) answers NOT_LEADER_OR_FOLLOWER for that
 //! partition and publishes nothing. This handler never forwards.
 //!
+//! acks=all is answered only once the broker has flushed the partition's records to the filer
+//! (unless `KELP_ACKS_ALL_FLUSHED` is off), so they survive a broker restart; the wait is
+//! bounded by the request's timeout_ms and `KELP_FLUSH_WAIT_MS` and ends in
+//! REQUEST_TIMED_OUT. acks=1 and acks=0 are answered once the broker holds the records.
+//!
 //! Errors are per partition: one bad partition never fails its neighbours.
 
 use bytes::Bytes;
@@ -18,14 +23,15 @@ use tracing::debug;
 
 use crate::ctx::Ctx;
 use crate::error::ApiKind;
-use crate::produce_order::Turn;
-use crate::producers::{Admit, BatchId, InFlight};
+use crate::produce_order::Turn as ProduceTurn;
+use crate::producers::{BatchId, Check, Turn};
 use crate::protocol::legacy_produce as legacy;
 use crate::records::{BatchError, batch, envelope};
 use crate::session::Session;
 use crate::writers::Writing;
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use futures::future::join_all;
 
@@ -97,7 +103,8 @@ pub async fn handle(
         topics
             .push((TopicProduceResponse::default().with_name(t.name).with_topic_id(t.topic_id), n));
     }
-    let results = produce(ctx, parts, Framing::V2(version), session.take_turn()).await;
+    let durable = ctx.config.flush_wait(req.acks, req.timeout_ms);
+    let results = produce(ctx, parts, Framing::V2(version), durable, session.take_turn()).await;
     if req.acks == 0 {
         close_if_failed(session, results.iter().map(|r| r.error_code));
         return None;
@@ -158,7 +165,8 @@ pub async fn handle_legacy(
             parts.push(Part { topic: Some(t.name.clone()), index, records });
         }
     }
-    let results = produce(ctx, parts, Framing::Legacy, session.take_turn()).await;
+    let durable = ctx.config.flush_wait(req.acks, req.timeout_ms);
+    let results = produce(ctx, parts, Framing::Legacy, durable, session.take_turn()).await;
     if req.acks == 0 {
         close_if_failed(session, results.iter().map(|r| r.error_code));
         return None;
@@ -190,13 +198,15 @@ pub async fn handle_legacy(
 /// decompression limit and a share of the process's memory budget. Then, in the request's
 /// `turn` among its connection's Produce requests (`produce_order`), every part is checked
 /// against its idempotent producers and queued on its partition's stream; the turn passes,
-/// and the acknowledgements are awaited while the connection's next request queues its own.
-/// So a connection's requests reach each partition in the order the client sent them.
+/// and the acknowledgements (and, with `durable`, the flush) are awaited while the
+/// connection's next request queues its own. So a connection's requests reach each
+/// partition in the order the client sent them.
 async fn produce(
     ctx: &Ctx,
     parts: Vec<Part>,
     framing: Framing,
-    turn: Option<Turn>,
+    durable: Option<Duration>,
+    turn: Option<ProduceTurn>,
 ) -> Vec<PartitionProduceResponse> {
     let checks = join_all(parts.iter().map(|p| check(ctx, p))).await;
     let mut results: Vec<Result<i64, ResponseError>> =
@@ -251,7 +261,7 @@ async fn produce(
         let p = &parts[i];
         async move {
             let r = match (batches, p.topic.as_deref()) {
-                (Ok(batches), Some(topic)) => enqueue(ctx, topic, p.index, batches).await,
+                (Ok(batches), Some(topic)) => enqueue(ctx, topic, p.index, batches, durable).await,
                 (Err(code), _) => Err(code),
                 (Ok(_), None) => Err(ResponseError::UnknownTopicId),
             };
@@ -262,7 +272,7 @@ async fn produce(
     drop(turn);
     let acks = queued.into_iter().map(|(i, r)| async move {
         match r {
-            Ok(queued) => (i, queued.offsets().await),
+            Ok(queued) => (i, queued.offsets(ctx).await),
             Err(code) => (i, Err(code)),
         }
     });
@@ -423,32 +433,41 @@ fn batch_code(e: &BatchError) -> ResponseError {
 struct Queued<'a> {
     /// The lease is not let go before the last batch is acknowledged.
     _writing: Writing,
+    topic: &'a str,
+    index: i32,
+    /// With acks=all, how long the answer may wait for the records to be flushed.
+    durable: Option<Duration>,
     batches: Vec<QueuedBatch<'a>>,
     /// Why the batch after the last one queued was refused, if one was.
     refused: Option<ResponseError>,
 }
 
 enum QueuedBatch<'a> {
-    /// Already stored, from this offset.
-    Duplicate(i64),
+    /// Stored (a duplicate answered from the producer's memory, or acknowledged), at these
+    /// offsets.
+    Stored { base: i64, last: i64 },
     Published {
         queued: Box<crate::seaweed::Queued<'a>>,
-        /// The idempotent producer's record of it, kept until it is acknowledged.
-        producer: Option<InFlight<'a>>,
+        /// An idempotent batch holds its (producer, partition) turn until it is recorded.
+        producer: Option<(BatchId<'a>, Turn<'a>)>,
     },
 }
 
 /// Queue one partition's decoded batches on its stream, after checking their producers.
-/// Nothing is checked or queued unless this kelp writes the partition.
+/// Nothing is checked or queued unless this kelp writes the partition. Each idempotent batch
+/// holds its (producer, partition) turn from its check until its offsets are recorded
+/// ([`Queued::offsets`]), so a retry racing it, or the producer's next batch in a later
+/// pipelined request, is checked only once it is recorded or the partition marked unsettled.
 async fn enqueue<'a>(
     ctx: &'a Ctx,
-    topic: &str,
+    topic: &'a str,
     index: i32,
     batches: Vec<batch::Batch>,
+    durable: Option<Duration>,
 ) -> Result<Queued<'a>, ResponseError> {
     let writing = ctx.writers.begin(topic, index)?;
-    let producers = ctx.writers.producers();
-    let mut queued = Queued { _writing: writing, batches: Vec::new(), refused: None };
+    let mut queued =
+        Queued { _writing: writing, topic, index, durable, batches: Vec::new(), refused: None };
     for b in batches {
         if b.transactional || b.control {
             queued.refused = Some(ResponseError::InvalidRecord);
@@ -457,23 +476,33 @@ async fn enqueue<'a>(
         if b.records.is_empty() {
             continue;
         }
-        let n = b.records.len() as i32;
         let idempotent = b.producer_id >= 0 && b.base_sequence >= 0;
+        let n = b.records.len() as i32;
         let id = BatchId {
             producer_id: b.producer_id,
             epoch: b.producer_epoch,
             topic,
             partition: index,
             first_seq: b.base_sequence,
+            count: n,
         };
         let producer = if idempotent {
-            match producers.admit(id, n) {
-                Admit::Append(in_flight) => Some(in_flight),
-                Admit::Duplicate(offset) => {
-                    queued.batches.push(QueuedBatch::Duplicate(offset));
+            if queued.holds_turn_of(id.producer_id)
+                && let Err(code) = queued.await_published(ctx).await
+            {
+                // An earlier batch of this producer in the request holds its turn: it is
+                // recorded first (rare: clients send one batch per partition and request).
+                queued.refused = Some(code);
+                break;
+            }
+            match admit(ctx, id).await {
+                Ok(Admitted::Append(turn)) => Some((id, turn)),
+                Ok(Admitted::Duplicate(offset)) => {
+                    let last = offset.saturating_add(i64::from(n) - 1);
+                    queued.batches.push(QueuedBatch::Stored { base: offset, last });
                     continue;
                 }
-                Admit::Reject(code) => {
+                Err(code) => {
                     queued.refused = Some(code);
                     break;
                 }
@@ -497,33 +526,131 @@ async fn enqueue<'a>(
     Ok(queued)
 }
 
-impl Queued<'_> {
-    /// The base offset once every queued batch is acknowledged, in order.
-    async fn offsets(self) -> Result<i64, ResponseError> {
-        let mut base = None;
-        for b in self.batches {
+/// What [`admit`] decided for an idempotent batch.
+enum Admitted<'a> {
+    /// Publish it, holding this turn until it is recorded.
+    Append(Turn<'a>),
+    /// Already stored (and not lost since) from this offset: publish nothing.
+    Duplicate(i64),
+}
+
+/// Take the batch's (producer, partition) turn, read the partition's tail back when a publish
+/// of unknown outcome left it unsettled, and check the batch's sequence.
+async fn admit<'a>(ctx: &'a Ctx, id: BatchId<'_>) -> Result<Admitted<'a>, ResponseError> {
+    let producers = ctx.writers.producers();
+    let (topic, index) = (id.topic, id.partition);
+    // Check, publish and record are one step per (producer, partition): a retry racing its
+    // original waits here, then finds it stored.
+    let within = ctx.config.upstream_timeout();
+    let turn = producers.turn(id, within).await.ok_or(ResponseError::RequestTimedOut)?;
+    if producers.unsettled(topic, index).is_some() {
+        ctx.writers.settle(topic, index, within).await?;
+    }
+    match producers.check(id) {
+        Check::Append => {}
+        Check::Duplicate(offset) => {
+            let lost = ctx.seaweed.was_lost(topic, index as u32, offset).await;
+            if !lost.map_err(|e| e.code(ApiKind::Data))? {
+                return Ok(Admitted::Duplicate(offset));
+            }
+            // The broker lost the first attempt after acknowledging it (a crash before its
+            // flush): store the batch again. The partition's producer state points at lost
+            // offsets, so it starts over.
+            debug!(offset, "retried batch was lost by the broker; storing it again");
+            producers.forget_partition(topic, index);
+        }
+        Check::Reject(code) => return Err(code),
+    }
+    Ok(Admitted::Append(turn))
+}
+
+impl<'a> Queued<'a> {
+    /// Whether a batch of `producer_id` queued here still holds its turn.
+    fn holds_turn_of(&self, producer_id: i64) -> bool {
+        self.batches.iter().any(|b| {
+            matches!(b, QueuedBatch::Published { producer: Some((id, _)), .. }
+                if id.producer_id == producer_id)
+        })
+    }
+
+    /// Wait for every batch queued so far, in order, recording idempotent ones. On a failure,
+    /// every idempotent batch not known stored leaves the partition unsettled (it may be
+    /// stored all the same), and the batches after it are given up.
+    async fn await_published(&mut self, ctx: &'a Ctx) -> Result<(), ResponseError> {
+        let producers = ctx.writers.producers();
+        let (topic, index) = (self.topic, self.index);
+        let mut batches = std::mem::take(&mut self.batches).into_iter();
+        let mut failed = None;
+        for b in batches.by_ref() {
             let (queued, producer) = match b {
-                QueuedBatch::Duplicate(offset) => {
-                    base.get_or_insert(offset);
+                QueuedBatch::Published { queued, producer } => (queued, producer),
+                stored => {
+                    self.batches.push(stored);
                     continue;
                 }
-                QueuedBatch::Published { queued, producer } => (queued, producer),
             };
-            let offsets = queued.offsets().await.map_err(|e| {
-                debug!(error = %e, "publish failed");
-                e.code(ApiKind::Data)
-            })?;
+            let offsets = match queued.offsets().await {
+                Ok(offsets) if !offsets.is_empty() => offsets,
+                Ok(_) => {
+                    failed = Some(ResponseError::CorruptMessage);
+                    break;
+                }
+                Err(e) => {
+                    debug!(error = %e, "publish failed");
+                    if producer.is_some() {
+                        // It may be stored all the same (it timed out after reaching the
+                        // broker): the retry is checked against the partition's tail, read
+                        // back first.
+                        producers.unsettle(topic, index);
+                    }
+                    failed = Some(e.code(ApiKind::Data));
+                    break;
+                }
+            };
             crate::metrics::global().records_produced.inc_by(offsets.len() as u64);
-            let first = *offsets.first().ok_or(ResponseError::CorruptMessage)?;
-            if let Some(producer) = producer {
-                producer.record(first);
+            let first = offsets[0];
+            let last = offsets.iter().copied().max().unwrap_or(first);
+            if let Some((id, turn)) = producer {
+                producers.record(id, first);
+                drop(turn);
             }
-            base.get_or_insert(first);
+            self.batches.push(QueuedBatch::Stored { base: first, last });
         }
+        for b in batches {
+            if let QueuedBatch::Published { producer: Some(_), .. } = b {
+                // Given up while queued: it may still reach the broker.
+                producers.unsettle(topic, index);
+            }
+        }
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// The base offset once every queued batch is acknowledged, in order (and, with acks=all,
+    /// flushed).
+    async fn offsets(mut self, ctx: &'a Ctx) -> Result<i64, ResponseError> {
+        self.await_published(ctx).await?;
         if let Some(code) = self.refused {
             return Err(code);
         }
-        Ok(base.expect("at least one non-empty batch was handled"))
+        let (mut base, mut last) = (None, -1i64);
+        for b in &self.batches {
+            if let QueuedBatch::Stored { base: first, last: end } = b {
+                base.get_or_insert(*first);
+                last = last.max(*end);
+            }
+        }
+        let base = base.expect("at least one non-empty batch was handled");
+        if let Some(within) = self.durable {
+            let started = std::time::Instant::now();
+            let flushed =
+                ctx.seaweed.wait_flushed(self.topic, self.index as u32, last, within).await;
+            crate::metrics::global().flush_wait.observe(started.elapsed().as_secs_f64());
+            flushed.map_err(|e| {
+                debug!(error = %e, last, "records not flushed in time");
+                e.code(ApiKind::Data)
+            })?;
+        }
+        Ok(base)
     }
 }
 

@@ -252,8 +252,8 @@ mod tests {
             let row = versions::SUPPORTED.iter().find(|r| r.key == key).expect("advertised");
             for version in row.min..=row.max {
                 let r = refusal(Authority::Disabled, key, version, &kind).expect("refused");
-                let mut buf = bytes::BytesMut::new();
-                r.encode(&mut buf, version).unwrap_or_else(|e| panic!("{key:?} v{version}: {e}"));
+                crate::protocol::encode_response(key, version, 1, &r.into())
+                    .unwrap_or_else(|e| panic!("{key:?} v{version}: {e}"));
             }
         }
     }

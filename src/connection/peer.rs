@@ -1,11 +1,12 @@
 //! One connection from another kelp's peer client: group requests that kelp forwards here
 //! because this kelp owns (or may own) their group, and Produce requests for partitions this
-//! kelp writes (or wrote when the other kelp looked).
+//! kelp writes (or wrote when the other kelp looked), and Fetch requests from kelps waiting
+//! for records of partitions this kelp writes (`tail`).
 //!
 //! A different door from an application's connection: it accepts only the forwarded group
-//! APIs and Produce (`routing::served_to_peers`; anything else closes the connection, so the
-//! rest of the data path is not exposed on the pod network where the Kafka listener stays on
-//! loopback). A forwarded Produce is published only into partitions this kelp writes; the
+//! APIs, Produce and Fetch (`routing::served_to_peers`; anything else closes the connection,
+//! so the rest of the data path is not exposed on the pod network where the Kafka listener
+//! stays on loopback; a Fetch from a peer is a wait, answered here and never sent on). A forwarded Produce is published only into partitions this kelp writes; the
 //! others are answered NOT_LEADER_OR_FOLLOWER (`api::produce`). What applies
 //! to application connections (client quotas, authentication, the right to delete groups and
 //! offsets) was already applied by the kelp the application talks to. A request is answered

@@ -279,6 +279,21 @@ impl SeaweedFs {
         Ok(())
     }
 
+    /// Kills the broker at once (SIGKILL: nothing is flushed, as in a crash), leaving the
+    /// master, volume server and filer running. A no-op when it is not running.
+    pub async fn kill_broker(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.broker.take() {
+            child.kill().context("SIGKILL weed mq.broker")?;
+            // SIGKILL cannot be caught, so reaping it takes a moment at most.
+            let status = tokio::task::spawn_blocking(move || child.wait())
+                .await
+                .context("reaping weed mq.broker")?
+                .context("reaping weed mq.broker")?;
+            tracing::debug!(%status, "weed mq.broker killed");
+        }
+        Ok(())
+    }
+
     /// Starts the broker again on the same port and waits, at most `deadline`, until it
     /// accepts TCP and the master lists it. Its log is appended to `broker.log`.
     ///

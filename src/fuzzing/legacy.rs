@@ -1,12 +1,16 @@
 //! Fuzz targets for Produce v0-v2's message sets (magic 0 and 1): structured ones with the
-//! CRC-32 of every message recomputed after mutating, and raw bytes with the CRCs fixed up.
+//! CRC-32 of every message recomputed after mutating, and raw bytes with the CRCs fixed up;
+//! and for the other versions only Kafka 3.9 still served (`protocol::legacy`): raw bodies
+//! behind a valid header of each.
 
 use super::records::{BIG_FIELDS, codec, compress, field, mutate};
 use super::{DECOMPRESSION_LIMIT, Gen, Target, some_bytes};
+use crate::protocol::versions::SUPPORTED;
 use crate::protocol::{self, Body, legacy_produce};
 use crate::records::{Record, legacy};
 use arbitrary::Unstructured;
 use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::ApiKey;
 use std::io::Write;
 
 pub const LEGACY: Target = Target {
@@ -18,6 +22,17 @@ pub const LEGACY: Target = Target {
     weight: 15,
     memory_base: 24 * DECOMPRESSION_LIMIT,
     memory_per_byte: 256,
+};
+
+pub const LEGACY_REQUEST: Target = Target {
+    name: "legacy-request",
+    about: "raw bytes as the body of every old (api key, version) protocol::legacy decodes, behind a valid header",
+    run: legacy_request,
+    seeds: legacy_request_seeds,
+    max_len: 4096,
+    weight: 10,
+    memory_base: 256 * 1024,
+    memory_per_byte: 192,
 };
 
 pub const LEGACY_BYTES: Target = Target {
@@ -238,4 +253,146 @@ fn legacy_bytes_seeds() -> Vec<Vec<u8>> {
     let mut body = BytesMut::new();
     req.encode(&mut body);
     vec![set, wrapped, body.to_vec()]
+}
+
+// === legacy-request ===
+
+/// Every (api key, version) that `protocol::legacy` decodes, in a fixed order.
+fn legacy_versions() -> Vec<(ApiKey, i16)> {
+    SUPPORTED
+        .iter()
+        .filter(|s| s.key != ApiKey::Produce)
+        .flat_map(|s| (s.min..=s.max).map(move |v| (s.key, v)))
+        .filter(|(k, v)| protocol::legacy::is_legacy(*k, *v))
+        .collect()
+}
+
+/// The first byte picks the (key, version), the rest is the body. What decodes must survive a
+/// round trip at the library's version, as `request` checks.
+fn legacy_request(data: &[u8]) {
+    let [pick, body @ ..] = data else { return };
+    let versions = legacy_versions();
+    let (key, version) = versions[*pick as usize % versions.len()];
+    let mut frame = BytesMut::new();
+    frame.put_i16(key as i16);
+    frame.put_i16(version);
+    frame.put_i32(1);
+    frame.put_i16(-1); // null client id (header v1)
+    frame.put_slice(body);
+    super::request::check_decoded(frame.freeze());
+}
+
+fn legacy_request_seeds() -> Vec<Vec<u8>> {
+    legacy_versions()
+        .into_iter()
+        .enumerate()
+        .map(|(i, (key, version))| {
+            let mut input = vec![i as u8];
+            input.extend(legacy_body(key, version));
+            input
+        })
+        .collect()
+}
+
+fn put_str(b: &mut BytesMut, s: &str) {
+    b.put_i16(s.len() as i16);
+    b.put_slice(s.as_bytes());
+}
+
+/// A valid body of `key` at legacy `version`, naming topic "t" and group "g".
+pub(super) fn legacy_body(key: ApiKey, version: i16) -> Vec<u8> {
+    let mut b = BytesMut::new();
+    match key {
+        ApiKey::Fetch => {
+            b.put_slice(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 100, 0, 0, 0, 1]);
+            if version >= 3 {
+                b.put_i32(1 << 20);
+            }
+            b.put_i32(1);
+            put_str(&mut b, "t");
+            b.put_i32(1);
+            b.put_i32(0);
+            b.put_i64(0);
+            b.put_i32(1 << 16);
+        }
+        ApiKey::ListOffsets => {
+            b.put_i32(-1);
+            b.put_i32(1);
+            put_str(&mut b, "t");
+            b.put_i32(1);
+            b.put_i32(0);
+            b.put_i64(-1);
+            b.put_i32(1);
+        }
+        ApiKey::OffsetCommit => {
+            put_str(&mut b, "g");
+            if version >= 1 {
+                b.put_i32(1);
+                put_str(&mut b, "m");
+            }
+            b.put_i32(1);
+            put_str(&mut b, "t");
+            b.put_i32(1);
+            b.put_i32(0);
+            b.put_i64(5);
+            if version >= 1 {
+                b.put_i64(-1);
+            }
+            b.put_i16(-1);
+        }
+        ApiKey::OffsetFetch => {
+            put_str(&mut b, "g");
+            b.put_i32(1);
+            put_str(&mut b, "t");
+            b.put_i32(1);
+            b.put_i32(0);
+        }
+        ApiKey::DescribeConfigs => {
+            b.put_i32(1);
+            b.put_i8(2);
+            put_str(&mut b, "t");
+            b.put_i32(-1);
+        }
+        ApiKey::CreateTopics => {
+            b.put_i32(1);
+            put_str(&mut b, "t");
+            b.put_i32(1);
+            b.put_i16(1);
+            b.put_i32(0);
+            b.put_i32(1);
+            put_str(&mut b, "cleanup.policy");
+            put_str(&mut b, "delete");
+            b.put_i32(1000);
+            if version >= 1 {
+                b.put_i8(1);
+            }
+        }
+        ApiKey::DeleteTopics => {
+            b.put_i32(1);
+            put_str(&mut b, "t");
+            b.put_i32(1000);
+        }
+        _ => {}
+    }
+    b.to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_legacy_seed_decodes() {
+        for (key, version) in legacy_versions() {
+            let mut frame = BytesMut::new();
+            frame.put_i16(key as i16);
+            frame.put_i16(version);
+            frame.put_i32(1);
+            frame.put_i16(-1);
+            frame.put_slice(&legacy_body(key, version));
+            let r = protocol::decode_request(frame.freeze())
+                .unwrap_or_else(|e| panic!("{key:?} v{version}: {e}"));
+            assert!(matches!(r.body, Body::Kind(_)), "{key:?} v{version}");
+        }
+    }
 }

@@ -55,6 +55,7 @@ pub const TARGETS: &[Target] = &[
     records::BATCH_BYTES,
     legacy::LEGACY,
     legacy::LEGACY_BYTES,
+    legacy::LEGACY_REQUEST,
     records::STORED,
     sasl::SASL,
     webhook::WEBHOOK,

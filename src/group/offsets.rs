@@ -20,6 +20,12 @@
 //! metadata some%20client%20text
 //! ```
 //! The line rules are those of `group::store` (percent-escaped strings, unknown keys ignored).
+//!
+//! The `<topic>` directory is named after the topic's incarnation: its MQ name
+//! (`seaweed::layout::mq_topic_name`), which is the bare topic name for a topic created once
+//! (so offsets stored before incarnations took part are still found) and `<topic>~<n>` after
+//! it was deleted and created again. A re-created topic therefore starts with no committed
+//! offsets in any group, even where the sweep at deletion ([`forget_topic`]) missed some.
 
 use std::collections::HashSet;
 
@@ -85,6 +91,13 @@ pub fn decode(bytes: &[u8]) -> Result<Committed, String> {
     Ok(c)
 }
 
+/// The directory name `topic`'s offsets live under: its current incarnation's MQ name (the
+/// first incarnation's for a topic that does not exist).
+async fn stored_name(seaweed: &Seaweed, topic: &str) -> Result<String, Error> {
+    let incarnation = seaweed.topic_incarnation(topic).await?.unwrap_or(0);
+    Ok(layout::mq_topic_name(topic, incarnation))
+}
+
 /// Store one committed offset; returns once the filer has it.
 pub async fn commit(
     seaweed: &Seaweed,
@@ -94,8 +107,9 @@ pub async fn commit(
     partition: u32,
     c: &Committed,
 ) -> Result<(), Error> {
+    let topic = stored_name(seaweed, topic).await?;
     seaweed
-        .filer_put(&layout::offsets_path(root, group, topic, partition), encode(c).as_bytes())
+        .filer_put(&layout::offsets_path(root, group, &topic, partition), encode(c).as_bytes())
         .await
 }
 
@@ -107,30 +121,41 @@ pub async fn fetch(
     topic: &str,
     partition: u32,
 ) -> Result<Option<Committed>, Error> {
-    let path = layout::offsets_path(root, group, topic, partition);
+    let topic = stored_name(seaweed, topic).await?;
+    let path = layout::offsets_path(root, group, &topic, partition);
     match seaweed.filer_get(&path).await? {
         None => Ok(None),
         Some(bytes) => decode(&bytes).map(Some).map_err(|why| Error::Corrupt { path, why }),
     }
 }
 
-/// Every (topic, partition) with a committed offset in `group`, sorted.
+/// Every (topic, partition) with a committed offset in `group`, sorted. Offsets left from an
+/// earlier incarnation of a topic are not listed.
 pub async fn list(
     seaweed: &Seaweed,
     root: &str,
     group: &str,
     concurrency: usize,
 ) -> Result<Vec<(String, Vec<u32>)>, Error> {
-    let topics: Vec<String> = seaweed
+    let stored: Vec<String> = seaweed
         .filer_list(&layout::group_offsets_dir(root, group))
         .await?
         .into_iter()
         .filter_map(|name| layout::parse_path_segment(&name))
         .collect();
+    // (directory, Kafka topic) of the current incarnations only.
+    let mut dirs: Vec<(String, String)> = Vec::with_capacity(stored.len());
+    for name in stored {
+        // A name that is no MQ name (offsets committed for a topic name Kafka would refuse)
+        // stands for itself.
+        let (topic, incarnation) = layout::parse_mq_topic_name(&name).unwrap_or((name.as_str(), 0));
+        let current = seaweed.topic_incarnation(topic).await?.unwrap_or(0);
+        if current == incarnation {
+            dirs.push((layout::topic_offsets_dir(root, group, &name), topic.to_string()));
+        }
+    }
     // Owned copies in each future: borrowed captures in buffered streams trip rustc's
     // `Send` inference for the connection task.
-    let dirs: Vec<(String, String)> =
-        topics.into_iter().map(|t| (layout::topic_offsets_dir(root, group, &t), t)).collect();
     let listed: Vec<Result<(String, Vec<u32>), Error>> = futures::stream::iter(dirs)
         .map(|(dir, topic)| {
             let seaweed = seaweed.clone();
@@ -159,7 +184,44 @@ pub async fn delete(
     topic: &str,
     partition: u32,
 ) -> Result<(), Error> {
-    seaweed.filer_delete(&layout::offsets_path(root, group, topic, partition)).await
+    let topic = stored_name(seaweed, topic).await?;
+    seaweed.filer_delete(&layout::offsets_path(root, group, &topic, partition)).await
+}
+
+/// Remove every group's committed offsets of incarnation `incarnation` of `topic` (just
+/// deleted): one filer delete per group, `concurrency` at a time. Returns how many groups
+/// were looked at. A delete that fails leaves those offsets behind, harmlessly: a
+/// re-created topic is a new incarnation whose offsets live elsewhere (see the module docs).
+pub async fn forget_topic(
+    seaweed: &Seaweed,
+    root: &str,
+    topic: &str,
+    incarnation: u32,
+    concurrency: usize,
+) -> Result<usize, Error> {
+    let stored = layout::mq_topic_name(topic, incarnation);
+    let groups: Vec<String> = seaweed
+        .filer_list(&layout::groups_dir(root))
+        .await?
+        .into_iter()
+        .filter_map(|name| layout::parse_path_segment(&name))
+        .collect();
+    let n = groups.len();
+    let dirs: Vec<String> =
+        groups.iter().map(|g| layout::topic_offsets_dir(root, g, &stored)).collect();
+    let failed = futures::stream::iter(dirs)
+        .map(|dir| {
+            let seaweed = seaweed.clone();
+            async move { seaweed.filer_delete(&dir).await.err() }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .filter_map(|e| async move { e })
+        .collect::<Vec<Error>>()
+        .await;
+    match failed.into_iter().next() {
+        Some(e) => Err(e),
+        None => Ok(n),
+    }
 }
 
 // === impl Coordinator: offsets ===
@@ -252,6 +314,19 @@ impl Coordinator {
             out.push((topic, fetched));
         }
         Ok(out)
+    }
+
+    /// A topic was deleted: drop every group's committed offsets of the incarnation that was
+    /// deleted ([`forget_topic`]). Best effort: what is left behind is never read again.
+    pub async fn forget_topic(&self, topic: &str, incarnation: u32) {
+        let (seaweed, root) = (&self.inner.seaweed, &self.inner.root);
+        let concurrency = self.inner.settings.io_concurrency;
+        match forget_topic(seaweed, root, topic, incarnation, concurrency).await {
+            Ok(groups) => debug!(topic, incarnation, groups, "committed offsets removed"),
+            Err(e) => {
+                debug!(topic, incarnation, error = %e, "committed offsets of a deleted topic left behind")
+            }
+        }
     }
 
     /// OffsetDelete: `Err` is a group-level error; otherwise one result per partition

@@ -63,6 +63,24 @@ impl Coordinator {
         }
     }
 
+    /// Whether `group_id` can be answered as a group that does not exist without taking its
+    /// lease: no kelp owns it and nothing of it is stored. A lookup (DescribeGroups,
+    /// DeleteGroups, OffsetDelete) of a made-up id must not make this kelp its owner; a
+    /// group that is stored or owned is routed as usual. Always `false` for a kelp without
+    /// leases (its handlers answer every group). `Err` is a retriable code.
+    pub async fn is_unknown(&self, group_id: &str) -> Result<bool, ResponseError> {
+        let Some(leases) = &self.inner.leases else {
+            return Ok(false);
+        };
+        let free = leases.is_free(group_id, now()).await.map_err(|e| group_code(&e))?;
+        if !free || self.inner.groups.lock().contains_key(group_id) {
+            return Ok(false);
+        }
+        let dir = crate::seaweed::layout::group_path(&self.inner.root, group_id);
+        let stored = self.inner.seaweed.filer_list(&dir).await.map_err(|e| group_code(&e))?;
+        Ok(stored.is_empty())
+    }
+
     /// The owner another kelp named could not be reached or said it is not the owner: look
     /// again on the next request.
     pub fn forget_owner(&self, group_id: &str) {

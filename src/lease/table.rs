@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use tracing::{Instrument, debug, debug_span, info, warn};
 
-use super::{Decision, Held, Timing, decide};
+use super::{Decision, Held, Timing, decide, peer_of};
 use crate::error::Error;
 use crate::seaweed::{LockAnswer, Seaweed};
 use crate::shutdown::{CancellationToken, TaskTracker};
@@ -60,7 +60,13 @@ pub struct Leases {
     /// the preparation a new lease may need, run side by side. Entries leave with their last
     /// waiter, so the map never holds more keys than requests in flight.
     acquiring: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Keys [`Leases::holder`] found held by nobody, until when that answer is trusted
+    /// ([`VACANT_FOR`]); bounded like `remote`.
+    vacant: Mutex<HashMap<String, Instant>>,
 }
+
+/// How long [`Leases::holder`] trusts "nobody holds it" before asking the filer again.
+const VACANT_FOR: Duration = Duration::from_secs(1);
 
 /// A key's acquisition gate, removed from [`Leases::acquiring`] when its last user drops it.
 struct Gate<'a> {
@@ -97,6 +103,7 @@ impl Leases {
             held: Mutex::new(HashMap::new()),
             remote: Mutex::new(HashMap::new()),
             acquiring: Mutex::new(HashMap::new()),
+            vacant: Mutex::new(HashMap::new()),
         }
     }
 
@@ -155,6 +162,7 @@ impl Leases {
                     return Err(e);
                 }
                 info!(what, key, "took the lease");
+                crate::metrics::global().observe_lease_taken(what);
                 let now = now();
                 self.held
                     .lock()
@@ -175,6 +183,57 @@ impl Leases {
             }
             Decision::Unavailable => None,
         })
+    }
+
+    /// Whether nobody holds `key`'s lease: not this kelp, and the filer names no holder.
+    /// Takes nothing, so a lookup of something nobody owns leaves no lease behind.
+    pub async fn is_free(&self, key: &str, now: Instant) -> Result<bool, Error> {
+        if self.known(key, now).is_some() {
+            return Ok(false);
+        }
+        let name = (self.kind.lock_name)(&self.root, key);
+        Ok(self.seaweed.filer_lock_owner(&name).await?.is_none())
+    }
+
+    /// Who holds `key` now, without taking its lease or marking it used: `Ok(None)` when
+    /// nobody does (or nobody that can be forwarded to). Asks the filer at most once per
+    /// [`VACANT_FOR`] for a key nobody holds, and not at all while a holder is known.
+    pub async fn holder(&self, key: &str, now: Instant) -> Result<Option<Route>, Error> {
+        if self.held.lock().get(key).is_some_and(|h| h.is_valid(now)) {
+            return Ok(Some(Route::Local));
+        }
+        if let Some((peer, until)) = self.remote.lock().get(key)
+            && now < *until
+        {
+            return Ok(Some(Route::Remote(peer.clone())));
+        }
+        if self.vacant.lock().get(key).is_some_and(|until| now < *until) {
+            return Ok(None);
+        }
+        let owner = self.seaweed.filer_lock_owner(&(self.kind.lock_name)(&self.root, key)).await?;
+        let peer = owner.as_deref().and_then(peer_of).filter(|p| Some(*p) != peer_of(&self.me));
+        match peer {
+            Some(peer) => {
+                let mut remote = self.remote.lock();
+                if remote.len() >= MAX_REMOTE {
+                    remote.retain(|_, (_, until)| now < *until);
+                }
+                if remote.len() < MAX_REMOTE {
+                    remote.insert(key.to_string(), (peer.to_string(), now + self.timing.lease()));
+                }
+                Ok(Some(Route::Remote(peer.to_string())))
+            }
+            None => {
+                let mut vacant = self.vacant.lock();
+                if vacant.len() >= MAX_REMOTE {
+                    vacant.retain(|_, until| now < *until);
+                }
+                if vacant.len() < MAX_REMOTE {
+                    vacant.insert(key.to_string(), now + VACANT_FOR);
+                }
+                Ok(None)
+            }
+        }
     }
 
     /// What this kelp knows without asking the filer.
@@ -410,5 +469,38 @@ mod tests {
         assert_eq!(leases.acquiring.lock().len(), 1, "a's first user still holds its gate");
         drop(a);
         assert!(leases.acquiring.lock().is_empty());
+    }
+
+    #[tokio::test]
+    async fn holder_answers_from_what_is_known_and_never_takes_the_lease() {
+        // An unreachable filer: every answer below must come without asking it, except the
+        // last, which must fail rather than claim the key is free.
+        let seaweed = Seaweed::connect(SeaweedOptions {
+            master: "127.0.0.1:1".into(),
+            filer: Some("127.0.0.1:1".into()),
+            namespace: "kafka".into(),
+            call_timeout: Duration::from_millis(200),
+        })
+        .await
+        .expect("options are valid");
+        let kind = Kind { what: "test", lock_name: |root, key| format!("{root}/{key}") };
+        let me = super::super::owner_id("10.0.0.1:9093", "i1");
+        let leases = Leases::new(seaweed, "/kelp".into(), kind, me, Duration::from_secs(3));
+        let now = Instant::now();
+        leases.hold("mine", "t", now);
+        assert_eq!(leases.holder("mine", now).await.unwrap(), Some(Route::Local));
+        leases
+            .remote
+            .lock()
+            .insert("theirs".into(), ("10.0.0.2:9093".into(), now + Duration::from_secs(3)));
+        assert_eq!(
+            leases.holder("theirs", now).await.unwrap(),
+            Some(Route::Remote("10.0.0.2:9093".into()))
+        );
+        leases.vacant.lock().insert("free".into(), now + VACANT_FOR);
+        assert_eq!(leases.holder("free", now).await.unwrap(), None);
+        assert!(leases.holder("free", now + VACANT_FOR).await.is_err(), "asked the filer again");
+        assert!(leases.holder("unknown", now).await.is_err());
+        assert!(!leases.held.lock().contains_key("unknown"), "nothing was taken");
     }
 }

@@ -279,7 +279,9 @@ mod tests {
             RequestHeader::default().with_client_id(Some(StrBytes::from_static_str("app")));
         for &key in FORWARDED {
             let range = supported(key).expect("advertised");
-            for version in range.min..=range.max {
+            for client_version in range.min..=range.max {
+                // An old version travels as the library's oldest (`routing::call`).
+                let version = crate::protocol::legacy::library_version(key, client_version);
                 let request = default_request(key);
                 let frame = encode(&header, key, version, Outgoing::Kind(&request), 5)
                     .unwrap_or_else(|e| panic!("{key:?} v{version}: {e}"));

@@ -5,6 +5,7 @@
 //! connection over). The 4-byte length prefix is `frame`'s.
 
 pub mod frame;
+pub mod legacy;
 pub mod legacy_produce;
 pub mod topic_name;
 pub mod versions;
@@ -78,16 +79,20 @@ pub fn decode_request(mut frame: Bytes) -> Result<Request, DecodeError> {
     }
     let malformed =
         |why: anyhow::Error| DecodeError::Malformed { key: api_key, version, why: why.to_string() };
-    let header_version = if api_key == ApiKey::Produce && version < 3 {
+    let legacy = legacy::is_legacy(api_key, version);
+    let header_version = if legacy {
+        // Every legacy version is non-flexible.
         1
     } else {
         api_key.request_header_version(version)
     };
     let header = RequestHeader::decode(&mut frame, header_version).map_err(malformed)?;
-    let body = if api_key == ApiKey::Produce && version < 3 {
+    let body = if api_key == ApiKey::Produce && legacy {
         Body::LegacyProduce(
             legacy_produce::ProduceRequest::decode(&mut frame, version).map_err(malformed)?,
         )
+    } else if legacy {
+        Body::Kind(legacy::decode_request(api_key, version, &mut frame).map_err(malformed)?)
     } else {
         Body::Kind(RequestKind::decode(api_key, &mut frame, version).map_err(malformed)?)
     };
@@ -124,12 +129,16 @@ pub fn encode_response(
     let header_version = match (api_key, reply) {
         (ApiKey::ApiVersions, _) => 0,
         (_, Reply::LegacyProduce(_)) => 0,
+        _ if legacy::is_legacy(api_key, version) => 0,
         _ => api_key.response_header_version(version),
     };
     ResponseHeader::default()
         .with_correlation_id(correlation_id)
         .encode(&mut buf, header_version)?;
     match reply {
+        Reply::Kind(kind) if legacy::is_legacy(api_key, version) => {
+            legacy::encode_response(kind, api_key, version, &mut buf)?
+        }
         Reply::Kind(kind) => kind.encode(&mut buf, version)?,
         Reply::LegacyProduce(r) => r.encode(&mut buf, version),
     }
@@ -229,7 +238,7 @@ mod tests {
     #[test]
     fn unknown_keys_and_versions_are_refused_and_too_new_api_versions_answered_at_v0() {
         assert!(matches!(
-            decode_request(frame(ApiKey::Fetch, 3, &[])),
+            decode_request(frame(ApiKey::Fetch, 19, &[])),
             Err(DecodeError::UnsupportedVersion { .. })
         ));
         let mut f = BytesMut::new();

@@ -1,11 +1,11 @@
-//! Message sets v0 and v1 (magic 0/1), which Produce v0-v2 carry.
+//! Message sets v0 and v1 (magic 0/1), which Produce v0-v2 and Fetch v0-v3 carry.
 //!
 //! Layout: repeated `offset i64, size i32, crc u32, magic i8, attributes i8,
 //! [timestamp i64 if magic 1], key bytes, value bytes` (bytes = i32 length, -1 = null). A
 //! compressed message's value is itself a message set. CRC is CRC-32 (IEEE) over magic..end.
 //! Messages have no headers; magic 0 has no timestamp (stored as -1).
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::compression::{self, Codec};
 use super::{BatchError, Record};
@@ -88,7 +88,57 @@ fn bytes(m: &mut Bytes) -> Result<Option<Bytes>, BatchError> {
     Ok(Some(m.split_to(len as usize)))
 }
 
-/// Encode one uncompressed message (used by tests that speak Produce v0-v2).
+/// Append `records` (offset, record) as uncompressed messages of `magic` 0 or 1, as Fetch
+/// v0-v1 (magic 0) and v2-v3 (magic 1) answer. Magic 0 has no timestamp and headers have no
+/// place in either; a record without a timestamp (-1) keeps it in magic 1.
+pub fn encode_set(buf: &mut BytesMut, records: &[(i64, Record)], magic: i8) {
+    for (offset, r) in records {
+        put_message(buf, *offset, magic, r.timestamp_ms, r.key.as_deref(), r.value.as_deref());
+    }
+}
+
+/// Bytes `records` take as a message set of `magic` (to size the buffer up front).
+pub fn set_len(records: &[(i64, Record)], magic: i8) -> usize {
+    let field = |f: Option<&Bytes>| 4 + f.map_or(0, |f| f.len());
+    let fixed = 8 + 4 + 4 + 2 + if magic == 1 { 8 } else { 0 };
+    records.iter().map(|(_, r)| fixed + field(r.key.as_ref()) + field(r.value.as_ref())).sum()
+}
+
+fn put_message(
+    buf: &mut BytesMut,
+    offset: i64,
+    magic: i8,
+    timestamp_ms: i64,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+) {
+    buf.put_i64(offset);
+    let size_at = buf.len();
+    buf.put_i32(0); // size, below
+    buf.put_u32(0); // crc, below
+    let body_at = buf.len();
+    buf.put_i8(magic);
+    buf.put_i8(0); // attributes: no compression, CreateTime
+    if magic == 1 {
+        buf.put_i64(timestamp_ms);
+    }
+    for f in [key, value] {
+        match f {
+            None => buf.put_i32(-1),
+            Some(f) => {
+                // A record's key or value came in a frame, so its length fits an i32.
+                buf.put_i32(f.len() as i32);
+                buf.put_slice(f);
+            }
+        }
+    }
+    let size = (buf.len() - size_at - 4) as i32;
+    buf[size_at..size_at + 4].copy_from_slice(&size.to_be_bytes());
+    let crc = crc32fast::hash(&buf[body_at..]);
+    buf[body_at - 4..body_at].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// Encode one uncompressed message at offset 0 (used by tests that speak Produce v0-v2).
 pub fn encode_message(
     buf: &mut Vec<u8>,
     magic: i8,
@@ -96,23 +146,9 @@ pub fn encode_message(
     key: Option<&[u8]>,
     value: Option<&[u8]>,
 ) {
-    let mut body = vec![magic as u8, 0];
-    if magic == 1 {
-        body.extend_from_slice(&timestamp_ms.to_be_bytes());
-    }
-    for f in [key, value] {
-        match f {
-            None => body.extend_from_slice(&(-1i32).to_be_bytes()),
-            Some(f) => {
-                body.extend_from_slice(&(f.len() as i32).to_be_bytes());
-                body.extend_from_slice(f);
-            }
-        }
-    }
-    buf.extend_from_slice(&0i64.to_be_bytes());
-    buf.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
-    buf.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
-    buf.extend_from_slice(&body);
+    let mut out = BytesMut::new();
+    put_message(&mut out, 0, magic, timestamp_ms, key, value);
+    buf.extend_from_slice(&out);
 }
 
 #[cfg(test)]
@@ -199,6 +235,30 @@ mod tests {
         let many: Vec<u8> = (0..64).flat_map(|_| one.clone()).collect();
         let err = decode(Bytes::from(many), &mut 10_000).unwrap_err();
         assert!(matches!(err, BatchError::TooLarge(_)), "{err:?}");
+    }
+
+    #[test]
+    fn fetched_sets_decode_to_the_records_with_their_offsets() {
+        let rec = |ts, key: Option<&'static [u8]>, value: Option<&'static [u8]>| Record {
+            timestamp_ms: ts,
+            key: key.map(Bytes::from_static),
+            value: value.map(Bytes::from_static),
+            headers: vec![(Bytes::from_static(b"h"), None)],
+        };
+        let records = vec![(5, rec(1000, Some(b"k"), Some(b"v"))), (6, rec(-1, None, Some(b"")))];
+        for magic in [0, 1] {
+            let mut set = BytesMut::new();
+            encode_set(&mut set, &records, magic);
+            assert_eq!(set.len(), set_len(&records, magic));
+            assert_eq!(i64::from_be_bytes(set[..8].try_into().unwrap()), 5);
+            let got = decode(set.freeze(), &mut 0).unwrap();
+            assert_eq!(got.len(), 2);
+            for (g, (_, want)) in got.iter().zip(&records) {
+                let ts = if magic == 0 { -1 } else { want.timestamp_ms };
+                assert_eq!((g.timestamp_ms, &g.key, &g.value), (ts, &want.key, &want.value));
+                assert!(g.headers.is_empty());
+            }
+        }
     }
 
     #[test]

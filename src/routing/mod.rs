@@ -58,10 +58,11 @@ use crate::peer::PeerError;
 use crate::protocol::{Body, Reply, Request};
 use crate::session::Session;
 
-/// Whether a peer kelp may send requests of `key`: the forwarded group APIs, and Produce
-/// (answered only for the partitions the receiving kelp writes).
+/// Whether a peer kelp may send requests of `key`: the forwarded group APIs, Produce
+/// (answered only for the partitions the receiving kelp writes) and Fetch (a kelp waiting for
+/// records of partitions the receiving kelp writes, `tail`; answered here, never sent on).
 pub fn served_to_peers(key: ApiKey) -> bool {
-    key == ApiKey::Produce || FORWARDED.contains(&key)
+    key == ApiKey::Produce || key == ApiKey::Fetch || FORWARDED.contains(&key)
 }
 
 /// The group APIs answered by a group's owner.
@@ -214,6 +215,9 @@ async fn one_group(
     group: &str,
     kind: RequestKind,
 ) -> Forwarded {
+    if let Some(answer) = unknown_group(ctx, version, group, &kind).await {
+        return answer;
+    }
     // A second round only after the owner said it is not the owner any more.
     for round in 0..2 {
         let owner = match ctx.groups.route(group).await {
@@ -239,6 +243,41 @@ async fn one_group(
     }
     // The owner lost the group twice in a row: a rebalance of ownership is under way.
     failed(kind, version, UNAVAILABLE)
+}
+
+/// A lookup of a group (DescribeGroups, DeleteGroups, OffsetDelete) that nobody owns and
+/// nothing is stored of is answered here, as Kafka answers a group it does not know, without
+/// taking the group's lease: one request naming thousands of made-up ids leaves no leases
+/// behind. `None`: route the request as usual.
+async fn unknown_group(
+    ctx: &Ctx,
+    version: i16,
+    group: &str,
+    kind: &RequestKind,
+) -> Option<Forwarded> {
+    let lookup = matches!(
+        kind,
+        RequestKind::DescribeGroups(_)
+            | RequestKind::DeleteGroups(_)
+            | RequestKind::OffsetDelete(_)
+    );
+    if !lookup {
+        return None;
+    }
+    let response = match ctx.groups.is_unknown(group).await {
+        Ok(false) => return None,
+        Err(code) => error_response(kind, version, code)?,
+        Ok(true) => match kind {
+            RequestKind::DescribeGroups(r) => {
+                let groups = r.groups.iter().map(|g| api::describe_groups::unknown(g, version));
+                ResponseKind::DescribeGroups(
+                    DescribeGroupsResponse::default().with_groups(groups.collect()),
+                )
+            }
+            _ => error_response(kind, version, ResponseError::GroupIdNotFound)?,
+        },
+    };
+    Some(Forwarded::Answered(response))
 }
 
 /// The request failed with `code` before its owner answered.
@@ -275,6 +314,9 @@ async fn call(
         RequestKind::SyncGroup(_) => parked(SYNC_FORWARD_TIMEOUT),
         _ => answer_within,
     };
+    // A legacy version travels as the library's oldest, which means the same (`legacy`); the
+    // answer is written in the client's layout by the connection.
+    let version = crate::protocol::legacy::library_version(key, version);
     ctx.peers.call(owner, header, key, version, kind, timeout).await
 }
 

@@ -351,8 +351,15 @@ async fn forward(
     version: i16,
     sub: Produce,
 ) -> Option<Reply> {
-    // The writer may wait for a memory share, then publish: each bounded by upstream calls.
-    let timeout = ctx.peers.request_timeout() + ctx.config.upstream_timeout() * 2;
+    // The writer may wait for a memory share, then publish: each bounded by upstream calls;
+    // an acks=all request then waits for the broker's flush, bounded by the same rule the
+    // writer applies.
+    let (acks, timeout_ms) = match &sub {
+        Produce::Current(r) => (r.acks, r.timeout_ms),
+        Produce::Legacy(r) => (r.acks, r.timeout_ms),
+    };
+    let flush = ctx.config.flush_wait(acks, timeout_ms).unwrap_or_default();
+    let timeout = ctx.peers.request_timeout() + ctx.config.upstream_timeout() * 2 + flush;
     let r = match &sub {
         Produce::Current(r) => {
             let kind = RequestKind::Produce(r.clone());

@@ -65,6 +65,11 @@ pub(super) struct Layout {
 }
 
 impl Layout {
+    /// The incarnation this layout belongs to (0 for a name without one).
+    pub(super) fn incarnation(&self) -> u32 {
+        layout::parse_mq_topic_name(&self.mq_topic).map_or(0, |(_, n)| n)
+    }
+
     pub(super) fn slot(&self, partition: u32) -> Result<&Slot, Error> {
         self.slots
             .get(partition as usize)
@@ -318,8 +323,8 @@ impl Catalog {
 
     /// Delete `topic`: its `topic.conf` goes first (from then on every kelp sees no topic),
     /// then its data. The emptied directory stays as a tombstone so a later create picks a
-    /// new incarnation (see [`layout::mq_topic_name`]).
-    pub(super) async fn delete(&self, topic: &str) -> Result<(), Error> {
+    /// new incarnation (see [`layout::mq_topic_name`]). Returns the deleted incarnation.
+    pub(super) async fn delete(&self, topic: &str) -> Result<u32, Error> {
         self.invalidate(topic);
         let l = self.existing(topic).await?;
         self.invalidate(topic);
@@ -329,7 +334,7 @@ impl Catalog {
             filer::delete_in(&self.clients, "delete_topic", &dir, &entry.name).await?;
         }
         tracing::debug!(topic, mq_topic = %l.mq_topic, "deleted topic");
-        Ok(())
+        Ok(l.incarnation())
     }
 
     /// Refuse to grow `topic` to `new_total` partitions (see `Seaweed::add_partitions` for

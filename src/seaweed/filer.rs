@@ -118,6 +118,26 @@ pub(crate) async fn list_all(
     }
 }
 
+/// Entries of `dir` from the name `from` on (inclusive; from the start when empty), in name
+/// order, at most `limit` of them, without chunk lists.
+pub(crate) async fn list_from(
+    clients: &Clients,
+    op: &'static str,
+    dir: &str,
+    from: &str,
+    limit: u32,
+) -> Result<Vec<Entry>, Error> {
+    let req = ListEntriesRequest {
+        directory: dir.to_string(),
+        start_from_file_name: from.to_string(),
+        inclusive_start_from: true,
+        limit,
+        omit_chunks: true,
+        ..Default::default()
+    };
+    list_page(clients, op, dir, req).await
+}
+
 /// The content of the file at `path`; `Ok(None)` only when it definitely does not exist.
 pub(crate) async fn get(clients: &Clients, path: &str) -> Result<Option<Bytes>, Error> {
     let (dir, name) = split_path(path)?;
@@ -164,6 +184,7 @@ pub(crate) async fn put(
             ..Default::default()
         }),
         content: Bytes::copy_from_slice(content),
+        ..Default::default()
     };
     let req = CreateEntryRequest {
         directory: dir.to_string(),

@@ -85,6 +85,50 @@ pub fn mq_topic_dir(namespace: &str, mq_topic: &str) -> String {
     format!("{MQ_TOPICS_DIR}/{namespace}/{mq_topic}")
 }
 
+/// `/topics/<namespace>/<mq topic>/v<generation>/<start>-<stop>`: where the broker flushes
+/// one partition's log files (`topic.PartitionDir` in SeaweedFS). The generation is the
+/// partition's `unix_time_ns` as a UTC time to the second (`v2006-01-02-15-04-05`), the
+/// range its ring slice with four digits each.
+pub fn mq_partition_dir(
+    namespace: &str,
+    mq_topic: &str,
+    unix_time_ns: i64,
+    range_start: i32,
+    range_stop: i32,
+) -> String {
+    let (y, mo, d, h, mi, s) = utc_fields(unix_time_ns.div_euclid(1_000_000_000));
+    format!(
+        "{}/v{y:04}-{mo:02}-{d:02}-{h:02}-{mi:02}-{s:02}/{range_start:04}-{range_stop:04}",
+        mq_topic_dir(namespace, mq_topic)
+    )
+}
+
+/// Extended attribute of a flushed log file holding the highest offset in it (8 bytes, big
+/// endian; `mq.ExtendedAttrOffsetMax`). The broker leaves it out for a file whose lowest
+/// offset is 0, which in kelp's partitions holds only the first marker.
+pub const LOG_FILE_OFFSET_MAX: &str = "offset_max";
+
+/// Name of the entry in a partition's log directory holding the last offset the broker
+/// assigned (8 bytes, big endian, inline), which a restarted broker continues from.
+pub const PARTITION_CHECKPOINT: &str = "checkpoint.offset";
+
+/// Year, month, day, hour, minute, second of a Unix time in seconds, in UTC (proleptic
+/// Gregorian; the days-to-civil algorithm of H. Hinnant's `chrono`-compatible date notes).
+fn utc_fields(secs: i64) -> (i64, u32, u32, u32, u32, u32) {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day, (rem / 3600) as u32, (rem % 3600 / 60) as u32, (rem % 60) as u32)
+}
+
 // === the partition ring ===
 
 /// The ring slices SeaweedFS allocates for `count` partitions, in ring order: equal slices of
@@ -224,6 +268,18 @@ pub fn partition_writer_lock(root: &str, topic: &str, partition: i32) -> String 
     format!("{}/partitions/{}/{partition}#writer", root.trim_end_matches('/'), path_segment(topic))
 }
 
+/// `<root>/producer-ids/next`: the next block of producer ids to try claiming, as decimal
+/// text (`producer_ids`; only a hint, the claims decide).
+pub fn producer_id_counter(root: &str) -> String {
+    format!("{}/producer-ids/next", root.trim_end_matches('/'))
+}
+
+/// `<root>/producer-ids/blocks/<block>`: created (empty, never deleted) by the kelp that owns
+/// block `block` of producer ids (`producer_ids`).
+pub fn producer_id_block(root: &str, block: i64) -> String {
+    format!("{}/producer-ids/blocks/{block}", root.trim_end_matches('/'))
+}
+
 /// The string a name written by [`path_segment`] stands for; `None` for a name that
 /// `path_segment` would not have produced (so listing a directory never yields two names for
 /// one string).
@@ -356,6 +412,25 @@ mod tests {
     }
 
     #[test]
+    fn partition_dirs_are_golden() {
+        // Seen in a 4.48 filer: a partition generated at 2026-12-07 22:53:35 UTC.
+        let ns = 1_796_684_015_123_456_789;
+        assert_eq!(
+            mq_partition_dir("kafka", "t1", ns, 0, 2520),
+            "/topics/kafka/t1/v2026-12-07-22-53-35/0000-2520"
+        );
+        assert_eq!(
+            mq_partition_dir("kafka", "t", 951_782_400_000_000_000, 1260, 2520),
+            "/topics/kafka/t/v2000-02-29-00-00-00/1260-2520"
+        );
+        assert_eq!(
+            mq_partition_dir("k", "t", 0, 5, 63),
+            "/topics/k/t/v1970-01-01-00-00-00/0005-0063"
+        );
+        assert_eq!(utc_fields(-1), (1969, 12, 31, 23, 59, 59));
+    }
+
+    #[test]
     fn mq_names_round_trip_and_reject_foreign_names() {
         for (topic, n) in [
             ("orders", 0),
@@ -432,6 +507,8 @@ mod tests {
         assert_eq!(group_path("/kelp/", "a/b c"), "/kelp/groups/a%2Fb%20c");
         assert_eq!(offsets_path("/kelp", "g1", "orders", 3), "/kelp/groups/g1/offsets/orders/3");
         assert_eq!(offsets_path("/r", "", "t.x", 0), "/r/groups/%/offsets/t.x/0");
+        assert_eq!(producer_id_counter("/kelp/"), "/kelp/producer-ids/next");
+        assert_eq!(producer_id_block("/kelp", 42), "/kelp/producer-ids/blocks/42");
     }
 
     #[test]

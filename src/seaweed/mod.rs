@@ -5,7 +5,8 @@
 //! leaves this module), and a deadline on every call (the configured call timeout), both on
 //! the wire (`grpc-timeout`) and on this side. Inside: `catalog` (topics and their layouts,
 //! the one topic cache), `reader` (fetching and offset ranges), `publisher` (publish
-//! streams), `filer` (kelp's own entries), `rpc` (channels, discovery, status conversion),
+//! streams), `progress` (acknowledged and flushed offsets per partition), `filer` (kelp's
+//! own entries), `rpc` (channels, discovery, status conversion),
 //! `tls` (TLS to SeaweedFS's gRPC, on its `security.toml` terms), `layout` (names and
 //! paths), `address` (SeaweedFS address formats).
 //!
@@ -22,6 +23,7 @@ mod catalog;
 mod filer;
 pub mod layout;
 mod pb;
+mod progress;
 mod publisher;
 mod reader;
 mod rpc;
@@ -39,6 +41,7 @@ use tokio::sync::Notify;
 use crate::error::{Error, UpstreamCode};
 use crate::shutdown::{CancellationToken, TaskTracker};
 use catalog::Catalog;
+use progress::{FLUSH_POLL, Progress};
 use publisher::{Outcome, Publisher, Target};
 
 pub(crate) use tls::Connector as TlsConnector;
@@ -109,6 +112,10 @@ struct Inner {
     publishers: Mutex<HashMap<(String, u32), Publisher>>,
     /// Woken when records of a (Kafka topic, partition) were acknowledged in this process.
     wakers: Mutex<HashMap<(String, u32), Arc<Notify>>>,
+    /// What this process acknowledged and saw flushed, per (Kafka topic, partition); replaced
+    /// when the partition's log directory changes (topic re-created). Keyed, like the maps
+    /// above, only by partitions of existing topics.
+    progress: Mutex<HashMap<(String, u32), Arc<Progress>>>,
     /// Where publish stream tasks run, so the process's drain waits for them.
     tracker: TaskTracker,
     /// Tells publish stream tasks the process is stopping.
@@ -118,8 +125,15 @@ struct Inner {
 /// Fresh publish streams tried per publish when a stream closed before taking the batch.
 const PUBLISH_ATTEMPTS: usize = 3;
 
-/// A publish may take this many call timeouts in all: one to open a stream, one for the acks.
-pub(crate) const PUBLISH_CALL_TIMEOUTS: u32 = 2;
+/// Batches of a publish still queued this many call timeouts after it started are withdrawn
+/// (one to open a stream, one for the acks).
+const PUBLISH_CALL_TIMEOUTS: u32 = 2;
+
+/// The longest a publish may take: [`PUBLISH_CALL_TIMEOUTS`], then one more call timeout for
+/// the answer about a batch already on the stream, and a second of slack.
+pub(crate) fn publish_bound(call_timeout: Duration) -> Duration {
+    call_timeout * (PUBLISH_CALL_TIMEOUTS + 1) + Duration::from_secs(1)
+}
 
 impl Seaweed {
     /// Set up clients. Connections are made lazily on first use, so this does not wait for
@@ -185,6 +199,7 @@ impl Seaweed {
                 clients,
                 publishers: Mutex::new(HashMap::new()),
                 wakers: Mutex::new(HashMap::new()),
+                progress: Mutex::new(HashMap::new()),
                 tracker: tracker.clone(),
                 cancel,
             }),
@@ -222,12 +237,21 @@ impl Seaweed {
     }
 
     /// Delete `topic` and its records; UNKNOWN_TOPIC_OR_PARTITION if it does not exist.
-    /// Other kelps notice within a few seconds (their cached layout expires).
-    pub async fn delete_topic(&self, topic: &str) -> Result<(), Error> {
-        self.inner.catalog.delete(topic).await?;
+    /// Other kelps notice within a few seconds (their cached layout expires). Returns the
+    /// incarnation that was deleted (see [`Seaweed::topic_incarnation`]).
+    pub async fn delete_topic(&self, topic: &str) -> Result<u32, Error> {
+        let incarnation = self.inner.catalog.delete(topic).await?;
         self.inner.publishers.lock().retain(|(t, _), _| t != topic);
         self.inner.wakers.lock().retain(|(t, _), _| t != topic);
-        Ok(())
+        Ok(incarnation)
+    }
+
+    /// Which incarnation of `topic` exists now (`layout::mq_topic_name`): 0 for a topic
+    /// created once, one more each time it was deleted and created again. Every kelp reads
+    /// the same number from the filer, so it identifies one life of a topic across kelps and
+    /// restarts. `Ok(None)` when the topic does not exist. Served from the layout cache.
+    pub async fn topic_incarnation(&self, topic: &str) -> Result<Option<u32>, Error> {
+        Ok(self.inner.catalog.layout(topic).await?.map(|l| l.incarnation()))
     }
 
     /// Grow `topic` to `new_total` partitions. SeaweedFS cannot: a new partition count makes
@@ -255,11 +279,16 @@ impl Seaweed {
     /// Queue `messages` on the partition's stream and return at once, without waiting for
     /// the broker: batches queued one after another (by one task, or by tasks that take
     /// turns) are published in that order. [`Queued::offsets`] then waits as
-    /// [`Seaweed::publish`] does. The whole publish, queueing included, is bounded by one
-    /// deadline.
+    /// [`Seaweed::publish`] does. The whole publish, queueing included, is bounded: batches
+    /// still queued [`PUBLISH_CALL_TIMEOUTS`] call timeouts after it started are withdrawn,
+    /// and one already on a stream is answered within a call timeout after
+    /// ([`publish_bound`]).
     pub async fn enqueue(&self, topic: &str, partition: u32, messages: Vec<Message>) -> Queued<'_> {
-        let overall = self.inner.clients.call_timeout * PUBLISH_CALL_TIMEOUTS;
-        let deadline = tokio::time::Instant::now() + overall;
+        let call_timeout = self.inner.clients.call_timeout;
+        let overall = call_timeout * PUBLISH_CALL_TIMEOUTS;
+        let started = tokio::time::Instant::now();
+        let deadline = started + overall;
+        let bound = publish_bound(call_timeout);
         let first = if messages.is_empty() {
             None
         } else {
@@ -268,7 +297,7 @@ impl Seaweed {
                     Ok(p) => p,
                     Err(e) => return First::Failed(e),
                 };
-                match publisher.enqueue(messages.clone()).await {
+                match publisher.enqueue(messages.clone(), deadline).await {
                     Ok(acks) => First::Queued(publisher, acks),
                     Err(e) => {
                         self.forget_publisher(topic, partition, &publisher);
@@ -288,9 +317,11 @@ impl Seaweed {
             messages,
             first,
             deadline,
-            overall,
+            bound_at: started + bound,
+            bound,
         }
     }
+
     /// The live publisher for a partition, replacing one that ended or targets an outdated
     /// layout (topic re-created, partition moved).
     async fn publisher(&self, topic: &str, partition: u32) -> Result<Publisher, Error> {
@@ -306,6 +337,7 @@ impl Seaweed {
             leader: slot.leader.clone(),
         };
         let key = (topic.to_string(), partition);
+        let progress = self.progress(topic, partition, &target);
         let mut publishers = self.inner.publishers.lock();
         if let Some(p) = publishers.get(&key)
             && !p.is_closed()
@@ -316,6 +348,7 @@ impl Seaweed {
         let p = Publisher::spawn(
             Arc::clone(&self.inner.clients),
             target,
+            progress,
             self.waker(topic, partition),
             &self.inner.tracker,
             self.inner.cancel.clone(),
@@ -330,6 +363,75 @@ impl Seaweed {
         if publishers.get(&key).is_some_and(|p| p.target() == which.target()) {
             publishers.remove(&key);
         }
+    }
+
+    /// The progress record of the partition `target` writes, a fresh one when the partition's
+    /// log directory changed.
+    fn progress(&self, topic: &str, partition: u32, target: &Target) -> Arc<Progress> {
+        let p = &target.partition;
+        let dir = layout::mq_partition_dir(
+            &target.namespace,
+            &target.mq_topic,
+            p.unix_time_ns,
+            p.range_start,
+            p.range_stop,
+        );
+        let mut all = self.inner.progress.lock();
+        let slot = all
+            .entry((topic.to_string(), partition))
+            .or_insert_with(|| Arc::new(Progress::new(dir.clone())));
+        if slot.dir() != dir {
+            *slot = Arc::new(Progress::new(dir));
+        }
+        Arc::clone(slot)
+    }
+
+    /// Wait until the broker has flushed the partition's records up to Kafka offset `last` to
+    /// the filer, where a broker restart finds them again. Polls the partition's log files
+    /// (see `progress`); REQUEST_TIMED_OUT-mapped [`Error::Timeout`] after `within`. Failed
+    /// looks at the filer are retried until then.
+    pub async fn wait_flushed(
+        &self,
+        topic: &str,
+        partition: u32,
+        last: i64,
+        within: Duration,
+    ) -> Result<(), Error> {
+        let clients = &self.inner.clients;
+        let catalog = &self.inner.catalog;
+        let wait = async {
+            let l = catalog.existing(topic).await?;
+            let slot = l.slot(partition)?;
+            let target = Target {
+                namespace: self.namespace().to_string(),
+                mq_topic: l.mq_topic.clone(),
+                partition: slot.partition,
+                leader: slot.leader.clone(),
+            };
+            let progress = self.progress(topic, partition, &target);
+            let broker_offset = last + reader::data_offset(catalog, topic, partition).await?;
+            loop {
+                match progress.covers(clients, broker_offset).await {
+                    Ok(true) => return Ok(()),
+                    Ok(false) => {}
+                    Err(e) => tracing::debug!(error = %e, "could not read the flushed position"),
+                }
+                tokio::time::sleep(FLUSH_POLL).await;
+            }
+        };
+        match tokio::time::timeout(within, wait).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Timeout { op: "flush", after: within }),
+        }
+    }
+
+    /// Whether the record this process was acknowledged at Kafka `offset` was lost since: the
+    /// broker restarted without it and its offset was filled (see `publisher`).
+    pub async fn was_lost(&self, topic: &str, partition: u32, offset: i64) -> Result<bool, Error> {
+        let progress = self.inner.progress.lock().get(&(topic.to_string(), partition)).cloned();
+        let Some(progress) = progress else { return Ok(false) };
+        let shift = reader::data_offset(&self.inner.catalog, topic, partition).await?;
+        Ok(progress.was_lost(offset + shift))
     }
 
     fn waker(&self, topic: &str, partition: u32) -> Arc<Notify> {
@@ -352,10 +454,47 @@ impl Seaweed {
         max_wait: Duration,
         min_bytes: i32,
     ) -> Result<Fetched, Error> {
+        let want = reader::Want {
+            offset: start_offset,
+            max_bytes,
+            max_wait,
+            min_bytes,
+            poll_max: reader::POLL_MAX,
+        };
+        self.fetch_with(topic, partition, want).await
+    }
+
+    /// [`fetch`](Self::fetch) on the kelp that writes the partition (`writers`): every record
+    /// of it is acknowledged in this process and wakes the wait, so the broker is asked again
+    /// only about once a second, as a backstop.
+    pub async fn fetch_as_writer(
+        &self,
+        topic: &str,
+        partition: u32,
+        start_offset: i64,
+        max_bytes: i32,
+        max_wait: Duration,
+        min_bytes: i32,
+    ) -> Result<Fetched, Error> {
+        let want = reader::Want {
+            offset: start_offset,
+            max_bytes,
+            max_wait,
+            min_bytes,
+            poll_max: reader::POLL_BACKSTOP,
+        };
+        self.fetch_with(topic, partition, want).await
+    }
+
+    async fn fetch_with(
+        &self,
+        topic: &str,
+        partition: u32,
+        want: reader::Want,
+    ) -> Result<Fetched, Error> {
         // Check the topic first so clients cannot grow the waker map with made-up names.
         self.inner.catalog.existing(topic).await?.slot(partition)?;
         let wake = self.waker(topic, partition);
-        let want = reader::Want { offset: start_offset, max_bytes, max_wait, min_bytes };
         reader::fetch(&self.inner.catalog, topic, partition, want, wake).await
     }
 
@@ -425,8 +564,11 @@ pub struct Queued<'a> {
     messages: Vec<Message>,
     /// `None` when there was nothing to publish.
     first: Option<First>,
+    /// When batches still queued are withdrawn.
     deadline: tokio::time::Instant,
-    overall: Duration,
+    /// When the whole publish gives up ([`publish_bound`] after it started).
+    bound_at: tokio::time::Instant,
+    bound: Duration,
 }
 
 /// What became of the first attempt to queue a batch.
@@ -443,7 +585,7 @@ impl Queued<'_> {
     /// to [`PUBLISH_ATTEMPTS`] times in all; such a retry may land behind batches queued
     /// after it.
     pub async fn offsets(self) -> Result<Vec<i64>, Error> {
-        let Queued { seaweed, topic, partition, messages, first, deadline, overall } = self;
+        let Queued { seaweed, topic, partition, messages, first, deadline, bound_at, bound } = self;
         let Some(first) = first else {
             return Ok(Vec::new());
         };
@@ -461,7 +603,7 @@ impl Queued<'_> {
                     }
                     None => {
                         let publisher = seaweed.publisher(topic, partition).await?;
-                        match publisher.enqueue(messages.clone()).await {
+                        match publisher.enqueue(messages.clone(), deadline).await {
                             Ok(acks) => (publisher, acks),
                             Err(e) => {
                                 seaweed.forget_publisher(topic, partition, &publisher);
@@ -492,11 +634,11 @@ impl Queued<'_> {
                     }
                 }
             }
-            Err(last.unwrap_or(Error::Timeout { op: "publish", after: overall }))
+            Err(last.unwrap_or(Error::Timeout { op: "publish", after: bound }))
         };
-        match tokio::time::timeout_at(deadline, attempt).await {
+        match tokio::time::timeout_at(bound_at, attempt).await {
             Ok(result) => result,
-            Err(_) => Err(Error::Timeout { op: "publish", after: overall }),
+            Err(_) => Err(Error::Timeout { op: "publish", after: bound }),
         }
     }
 }
@@ -522,6 +664,7 @@ mod tests {
             let _ = sw.add_partitions("t", 2).await;
             let _ = sw.publish("t", 0, vec![Message::default()]).await;
             let _ = sw.fetch("t", 0, 0, 1, Duration::ZERO, 0).await;
+            let _ = sw.fetch_as_writer("t", 0, 0, 1, Duration::ZERO, 0).await;
             let _ = sw.offset_range("t", 0).await;
             let _ = sw.filer_get("/a").await;
             let _ = sw.filer_put("/a", b"").await;

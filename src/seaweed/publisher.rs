@@ -17,9 +17,21 @@
 //! topic lookup, so a moved partition is followed). Batches that never reached the stream are
 //! reported as [`Outcome::NotSent`] so the caller can retry them on a new stream without
 //! risking duplicates.
+//!
+//! A broker that restarts continues a partition's offsets from its checkpoint in the filer
+//! (see `progress`), so offsets it assigned after the checkpoint would be handed out again.
+//! A stream that follows a failed one therefore first publishes one hidden record (the
+//! partition marker, which fetches skip) and compares its offset with the highest offset this
+//! process was acknowledged ([`Progress`]). When the broker fell back, the offsets up to that
+//! one are filled with more hidden records before any producer's record goes out, so no
+//! offset is acknowledged twice. (The partition's high-water mark cannot tell: after a
+//! restart `GetPartitionRangeInfo` reported the end of the flushed files while the broker
+//! assigned offsets from its older checkpoint.)
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU8;
+use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -32,6 +44,7 @@ use super::pb::messaging_pb::{
     DataMessage, GetPartitionRangeInfoRequest, PublishMessageRequest, PublishMessageResponse,
 };
 use super::pb::schema_pb::{Partition, Topic};
+use super::progress::Progress;
 use super::rpc::{Clients, Failure, call, request};
 use super::{Message, layout};
 use crate::error::{Error, UpstreamCode};
@@ -52,6 +65,13 @@ const QUEUED_BATCHES: usize = 256;
 /// broker memory. The next publish opens it again. Once the process is stopping, a stream is
 /// closed as soon as it has nothing in flight.
 const IDLE_CLOSE: Duration = Duration::from_secs(60);
+
+/// Most lost offsets a stream fills when it finds the broker fell back; beyond that the
+/// stream refuses to publish (an error log says why) rather than reuse offsets.
+const MAX_FILL: i64 = 1_000_000;
+
+/// Fill records sent before their acks are read (the broker answers each in turn).
+const FILL_CHUNK: i64 = 32;
 
 /// Name the broker shows for kelp's publishers.
 const PUBLISHER_NAME: &str = "kelp";
@@ -80,7 +100,15 @@ pub(super) enum Outcome {
 struct Batch {
     messages: Vec<Message>,
     reply: oneshot::Sender<Outcome>,
+    /// [`QUEUED`] until the task admits the batch to the stream ([`ADMITTED`]) or its caller
+    /// gives up on it first ([`ABANDONED`]): whichever comes first decides, so a caller that
+    /// gave up knows whether the batch can still be stored.
+    state: Arc<AtomicU8>,
 }
+
+const QUEUED: u8 = 0;
+const ADMITTED: u8 = 1;
+const ABANDONED: u8 = 2;
 
 /// Handle to a running stream task. Cloning is cheap; the task ends when its stream fails,
 /// after [`IDLE_CLOSE`] without traffic, when the process is stopping and nothing is in
@@ -89,6 +117,8 @@ struct Batch {
 pub(super) struct Publisher {
     target: Arc<Target>,
     tx: mpsc::Sender<Batch>,
+    /// The stream answers an admitted batch within this long (its acknowledgement deadline).
+    call_timeout: Duration,
 }
 
 impl Publisher {
@@ -99,20 +129,22 @@ impl Publisher {
     pub(super) fn spawn(
         clients: Arc<Clients>,
         target: Target,
+        progress: Arc<Progress>,
         acked: Arc<Notify>,
         tracker: &TaskTracker,
         cancel: CancellationToken,
     ) -> Publisher {
         let (tx, rx) = mpsc::channel(QUEUED_BATCHES);
         let target = Arc::new(target);
+        let call_timeout = clients.call_timeout;
         let span = tracing::debug_span!("publish_stream", topic = %target.mq_topic,
             range = %format!("{}-{}", target.partition.range_start, target.partition.range_stop),
             broker = %target.leader);
         tracker.spawn(tracing::Instrument::instrument(
-            run(clients, Arc::clone(&target), rx, acked, cancel),
+            run(clients, Arc::clone(&target), progress, rx, acked, cancel),
             span,
         ));
-        Publisher { target, tx }
+        Publisher { target, tx, call_timeout }
     }
 
     pub(super) fn target(&self) -> &Target {
@@ -125,24 +157,58 @@ impl Publisher {
     }
 
     /// Queue `messages` behind every batch queued before (the stream sends batches in the
-    /// order they were queued); the wait for their acknowledgement, or why they were not
-    /// queued.
-    pub(super) async fn enqueue(&self, messages: Vec<Message>) -> Result<Acks, Error> {
+    /// order they were queued); the wait for their acknowledgement until `deadline`
+    /// ([`Acks::outcome`]), or why they were not queued (the stream had closed, or it could
+    /// not take them before `deadline`: they will never be stored).
+    pub(super) async fn enqueue(
+        &self,
+        messages: Vec<Message>,
+        deadline: Instant,
+    ) -> Result<Acks, Error> {
         let (reply, wait) = oneshot::channel();
-        if let Err(mpsc::error::SendError(batch)) = self.tx.send(Batch { messages, reply }).await {
-            drop(batch);
-            return Err(closed("publish stream already closed"));
+        let state = Arc::new(AtomicU8::new(QUEUED));
+        let batch = Batch { messages, reply, state: Arc::clone(&state) };
+        match tokio::time::timeout_at(deadline, self.tx.send(batch)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(closed("publish stream already closed")),
+            Err(_) => return Err(Error::Timeout { op: "publish", after: self.call_timeout }),
         }
-        Ok(Acks(wait))
+        Ok(Acks { wait, state, deadline, call_timeout: self.call_timeout })
     }
 }
 
-/// The acknowledgement of one queued batch.
-pub(super) struct Acks(oneshot::Receiver<Outcome>);
+/// The acknowledgement of one queued batch. Dropped unawaited, a batch the stream has not
+/// taken yet is skipped.
+pub(super) struct Acks {
+    wait: oneshot::Receiver<Outcome>,
+    state: Arc<AtomicU8>,
+    deadline: Instant,
+    call_timeout: Duration,
+}
 
 impl Acks {
+    /// Wait for the acknowledgement until the deadline given to [`Publisher::enqueue`]. A
+    /// batch still queued then is withdrawn ([`Outcome::NotSent`]: it will never be stored).
+    /// A batch already on the stream cannot be withdrawn, so its answer is awaited past the
+    /// deadline: the stream answers it within its acknowledgement deadline (one call timeout
+    /// after it was admitted). So an error means the batch is not stored and will not be,
+    /// except [`Outcome::Failed`], which means it may be.
     pub(super) async fn outcome(self) -> Outcome {
-        match self.0.await {
+        let Acks { mut wait, state, deadline, call_timeout } = self;
+        let timed_out = || Error::Timeout { op: "publish", after: call_timeout };
+        let answer = match tokio::time::timeout_at(deadline, &mut wait).await {
+            Ok(answer) => answer,
+            Err(_) => {
+                if state.compare_exchange(QUEUED, ABANDONED, SeqCst, SeqCst).is_ok() {
+                    return Outcome::NotSent(timed_out());
+                }
+                match tokio::time::timeout(call_timeout, wait).await {
+                    Ok(answer) => answer,
+                    Err(_) => return Outcome::Failed(timed_out()),
+                }
+            }
+        };
+        match answer {
             Ok(outcome) => outcome,
             // The task ended without answering: it was dropped before taking the batch.
             Err(_) => Outcome::NotSent(closed("publish stream closed")),
@@ -167,6 +233,7 @@ struct Pending {
 async fn run(
     clients: Arc<Clients>,
     target: Arc<Target>,
+    progress: Arc<Progress>,
     mut rx: mpsc::Receiver<Batch>,
     acked: Arc<Notify>,
     cancel: CancellationToken,
@@ -192,6 +259,14 @@ async fn run(
         fail_queued(&mut rx, &e);
         return;
     }
+    if progress.is_broken() && progress.acked() >= 0 {
+        if let Err(e) = fill_lost_offsets(&clients, &progress, &req_tx, &mut responses).await {
+            tracing::debug!(error = %e, "could not fill lost offsets");
+            fail_queued(&mut rx, &e);
+            return;
+        }
+        progress.set_broken(false);
+    }
 
     let mut pending: VecDeque<Pending> = VecDeque::new();
     // Admitted messages not yet handed to the stream. Sending happens in its own branch so
@@ -214,7 +289,9 @@ async fn run(
                     }
                 }
                 Some(batch) => {
-                    if batch.reply.is_closed() || batch.messages.is_empty() {
+                    let admitted =
+                        batch.state.compare_exchange(QUEUED, ADMITTED, SeqCst, SeqCst).is_ok();
+                    if !admitted || batch.reply.is_closed() || batch.messages.is_empty() {
                         // The caller gave up before the batch was sent, or sent nothing.
                         let _ = batch.reply.send(Outcome::Acked(Vec::new()));
                         continue;
@@ -249,7 +326,7 @@ async fn run(
             },
             resp = responses.message() => match resp {
                 Ok(Some(resp)) => {
-                    if let Err(e) = ack(&mut pending, &mut in_flight, resp) {
+                    if let Err(e) = ack(&mut pending, &mut in_flight, &progress, resp) {
                         break Some(e);
                     }
                     last_activity = Instant::now();
@@ -280,6 +357,9 @@ async fn run(
 
     // Stop taking batches before answering the admitted ones, so none is left unanswered.
     rx.close();
+    if failure.is_some() {
+        progress.set_broken(true);
+    }
     match &failure {
         Some(e) => {
             tracing::debug!(error = %e, in_flight, "publish stream failed");
@@ -412,10 +492,109 @@ async fn mark_empty_partition(
     Ok(())
 }
 
+/// Publish one hidden record; when the broker gave it an offset at or below one this process
+/// was acknowledged, the broker lost records (it restarted and continued from an older
+/// checkpoint): publish one more hidden record per offset up to that one, so the next
+/// producer record gets a fresh offset. Lost records cannot be brought back; consumers see a
+/// gap, or the old record where the broker still has it on disk.
+async fn fill_lost_offsets(
+    clients: &Clients,
+    progress: &Progress,
+    req_tx: &mpsc::Sender<PublishMessageRequest>,
+    responses: &mut tonic::Streaming<PublishMessageResponse>,
+) -> Result<(), Error> {
+    let op = "publish";
+    let acked = progress.acked();
+    let probe = publish_hidden(clients, 1, req_tx, responses).await?;
+    if probe > acked {
+        return Ok(());
+    }
+    let durable = progress.durable();
+    if probe <= durable {
+        // acks=all was answered only at or below `durable`: the broker reassigned offsets it
+        // had flushed and checkpointed. That is SeaweedFS losing data, not a restart kelp
+        // covers.
+        tracing::error!(probe, acked, durable, "broker reassigned durable offsets");
+    } else {
+        tracing::warn!(probe, acked, "broker reassigned acknowledged offsets; filling them");
+    }
+    progress.note_lost(probe, acked);
+    let m = crate::metrics::global();
+    m.offset_regressions.inc();
+    m.filled_offsets.inc();
+    let missing = acked - probe;
+    if missing > MAX_FILL {
+        tracing::error!(missing, max = MAX_FILL, "too many lost offsets to fill; not publishing");
+        return Err(Error::BrokerReply {
+            op,
+            message: format!("the broker lost {missing} acknowledged offsets"),
+        });
+    }
+    let mut last = probe;
+    let mut left = missing;
+    while left > 0 {
+        let n = left.min(FILL_CHUNK);
+        last = last.max(publish_hidden(clients, n, req_tx, responses).await?);
+        left -= n;
+        m.filled_offsets.inc_by(n as u64);
+    }
+    if last < acked {
+        // The broker assigned offsets below what it was asked to cover: not filled after all.
+        return Err(Error::BrokerReply {
+            op,
+            message: format!("filled lost offsets up to {last}, short of {acked}"),
+        });
+    }
+    tracing::info!(from = probe, through = last, "filled lost offsets");
+    Ok(())
+}
+
+/// Publish `n` hidden records (partition markers) and return the highest offset the broker
+/// gave them.
+async fn publish_hidden(
+    clients: &Clients,
+    n: i64,
+    req_tx: &mpsc::Sender<PublishMessageRequest>,
+    responses: &mut tonic::Streaming<PublishMessageResponse>,
+) -> Result<i64, Error> {
+    let op = "publish";
+    let timeout = clients.call_timeout;
+    for _ in 0..n {
+        let data = DataMessage {
+            key: Bytes::new(),
+            value: Bytes::from_static(layout::PARTITION_MARKER),
+            ts_ns: 0,
+            ctrl: None,
+        };
+        req_tx
+            .send(PublishMessageRequest { message: Some(Req::Data(data)) })
+            .await
+            .map_err(|_| closed("publish stream closed while filling lost offsets"))?;
+    }
+    let mut last = -1;
+    for _ in 0..n {
+        let resp = match tokio::time::timeout(timeout, responses.message()).await {
+            Ok(Ok(Some(resp))) => resp,
+            Ok(Ok(None)) => return Err(closed("publish stream ended while filling")),
+            Ok(Err(status)) => return Err(Failure::Status(status).into_broker(op)),
+            Err(_) => return Err(Error::Timeout { op, after: timeout }),
+        };
+        if !resp.error.is_empty() {
+            return Err(Error::BrokerReply {
+                op,
+                message: format!("{} (code {})", resp.error, resp.error_code),
+            });
+        }
+        last = last.max(resp.assigned_offset);
+    }
+    Ok(last)
+}
+
 /// Credit one broker response to the oldest waiting batch.
 fn ack(
     pending: &mut VecDeque<Pending>,
     in_flight: &mut usize,
+    progress: &Progress,
     resp: PublishMessageResponse,
 ) -> Result<(), Error> {
     if !resp.error.is_empty() || resp.should_close {
@@ -434,6 +613,7 @@ fn ack(
         });
     };
     front.offsets.push(resp.assigned_offset);
+    progress.note_acked(resp.assigned_offset);
     *in_flight -= 1;
     if front.offsets.len() == front.want {
         let done = pending.pop_front().expect("front exists");

@@ -1,5 +1,5 @@
 //! The read side of a partition: fetching records (the broker does not long-poll, so this
-//! polls), offset ranges, and the shift between broker offsets and Kafka offsets that kelp's
+//! polls, waking early for records published through this kelp), offset ranges, and the shift between broker offsets and Kafka offsets that kelp's
 //! partition markers cause.
 //!
 //! Owns: the fetch loop, `GetPartitionRangeInfo`, and finding where a partition's data starts
@@ -27,7 +27,12 @@ use crate::error::Error;
 /// `Seaweed::fetch`): first retry after `POLL_MIN`, doubling up to `POLL_MAX`. Publishes
 /// through this kelp wake waiting fetches at once.
 const POLL_MIN: Duration = Duration::from_millis(10);
-const POLL_MAX: Duration = Duration::from_millis(100);
+pub(super) const POLL_MAX: Duration = Duration::from_millis(100);
+
+/// `POLL_MAX` of a fetch on the kelp that writes the partition: every record of it is
+/// published here and wakes the fetch, so the broker is asked again only as a backstop (the
+/// lease could move mid-wait).
+pub(super) const POLL_BACKSTOP: Duration = Duration::from_secs(1);
 
 /// Quick retries when the broker returns nothing below its high-water mark.
 const MAX_STALLS: u32 = 5;
@@ -49,6 +54,8 @@ pub(super) struct Want {
     pub(super) max_bytes: i32,
     pub(super) max_wait: Duration,
     pub(super) min_bytes: i32,
+    /// Longest pause between two reads while waiting (`POLL_MAX`, or `POLL_BACKSTOP`).
+    pub(super) poll_max: Duration,
 }
 
 /// Records of one partition from `want.offset` on; see `Seaweed::fetch`. `wake` is notified
@@ -328,7 +335,7 @@ async fn fetch_broker_offsets(
             _ = &mut woken => {}
             _ = tokio::time::sleep(wait) => {}
         }
-        poll = (poll * 2).min(POLL_MAX);
+        poll = (poll * 2).min(want.poll_max);
     }
     let start = data_start(catalog, topic, &l, partition, &slot, hwm).await.unwrap_or(0);
     Ok(Fetched { messages, high_water_mark: hwm, log_start_offset: start.min(hwm) })

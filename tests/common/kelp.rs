@@ -58,6 +58,13 @@ impl Kelp {
         if !extra.contains(&"--upstream-timeout-ms") {
             args.extend_from_slice(&["--upstream-timeout-ms", "5000"]);
         }
+        // acks=all answered from the broker's memory unless a test asks otherwise: waiting for
+        // the broker's flush and checkpoint costs about 2 s per request here, which tests of
+        // other behaviours (quota rates, short leases, clients that send one record at a
+        // time) do not budget for. tests/durable_acks.rs covers the default.
+        if !extra.contains(&"--acks-all-flushed") {
+            args.extend_from_slice(&["--acks-all-flushed", "false"]);
+        }
         args.extend_from_slice(extra);
         let secret = peer_secret_file().to_str().expect("a UTF-8 temporary path");
         if extra.contains(&"--peer-listen") && !chooses_peer_auth(extra) {
@@ -130,6 +137,11 @@ impl KelpProcess {
 
     pub fn bootstrap(&self) -> String {
         self.addr.to_string()
+    }
+
+    /// The process id, to read its memory from /proc.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// SIGKILL, then reap.

@@ -9,6 +9,7 @@ pub mod kelp;
 pub mod python;
 pub mod raw;
 pub mod seaweedfs;
+pub mod wire;
 
 use std::fmt::Debug;
 use std::future::Future;

@@ -39,6 +39,8 @@ use rdkafka::message::Message as _;
 use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 
+mod kelps;
+
 use kelp::embedded::SeaweedFs;
 use kelp::seaweed::{Message, Seaweed, SeaweedOptions};
 
@@ -60,9 +62,14 @@ struct Opts {
     /// Producer compression codecs (none, gzip, snappy, lz4, zstd).
     #[arg(long, value_delimiter = ',', default_value = "none,lz4")]
     codecs: Vec<String>,
-    /// What to measure: direct, direct-serial, kelp, gateway.
-    #[arg(long, value_delimiter = ',', default_value = "direct,direct-serial,kelp,gateway")]
+    /// What to measure: direct, direct-serial, kelp, gateway, kelps (several kelps on one
+    /// SeaweedFS, see `--kelps`).
+    #[arg(long, value_delimiter = ',', default_value = "direct,direct-serial,kelp,gateway,kelps")]
     targets: Vec<String>,
+    /// Kelp processes of the `kelps` target (at least 2), peer-linked as pods are; as many
+    /// producers as kelps.
+    #[arg(long, default_value_t = 3)]
+    kelps: usize,
     /// Upper bound of each phase (one produce or one consume), in seconds.
     #[arg(long, default_value_t = 30)]
     phase_timeout: u64,
@@ -643,7 +650,8 @@ struct Produced {
 }
 
 struct ProduceJob {
-    bootstrap: String,
+    /// One address for every producer, or one per producer (producer i uses entry i).
+    bootstraps: Vec<String>,
     topic: String,
     partitions: u32,
     records: usize,
@@ -658,6 +666,10 @@ struct ProduceJob {
     proc: Option<Proc>,
     others: Option<Others>,
     producers: usize,
+    /// Every producer writes every partition (record i goes to partition i % partitions,
+    /// through producer (i / partitions) % producers) instead of partition p only through
+    /// producer p % producers.
+    every_partition: bool,
     /// kelp's admin address, to read its Produce request metrics.
     admin: Option<SocketAddr>,
 }
@@ -668,9 +680,9 @@ fn kafka_produce(job: &ProduceJob, payloads: &[Bytes]) -> Result<Produced, Strin
     let ctx = Timed::default();
     let d = ctx.0.clone();
     let producers = (0..job.producers.max(1))
-        .map(|_| {
+        .map(|i| {
             ClientConfig::new()
-                .set("bootstrap.servers", &job.bootstrap)
+                .set("bootstrap.servers", &job.bootstraps[i % job.bootstraps.len()])
                 .set("acks", "all")
                 .set("compression.codec", &job.codec)
                 .set("linger.ms", job.linger_ms.to_string())
@@ -693,9 +705,16 @@ fn kafka_produce(job: &ProduceJob, payloads: &[Bytes]) -> Result<Produced, Strin
             job.records
         )
     };
-    let send = |i: usize, payload: &[u8]| -> Result<(), String> {
+    // Warm-up records (`warming`) go to partition p through producer p % producers in every
+    // mode, so with one kelp per producer each kelp is first to write a share of the
+    // partitions (and takes their leases).
+    let send = |i: usize, payload: &[u8], warming: bool| -> Result<(), String> {
         let partition = i % job.partitions as usize;
-        let producer = &producers[partition % producers.len()];
+        let producer = if job.every_partition && !warming {
+            &producers[(i / job.partitions as usize) % producers.len()]
+        } else {
+            &producers[partition % producers.len()]
+        };
         let mut rec = BaseRecord::<(), [u8], Box<Instant>>::with_opaque_to(
             &job.topic,
             Box::new(Instant::now()),
@@ -727,7 +746,7 @@ fn kafka_produce(job: &ProduceJob, payloads: &[Bytes]) -> Result<Produced, Strin
     };
     let result = (|| {
         for i in 0..warm {
-            send(i, &payloads[0])?;
+            send(i, &payloads[0], true)?;
         }
         wait_all(warm, "warm-up")?;
         if d.failed.load(Ordering::Acquire) > 0 {
@@ -750,7 +769,7 @@ fn kafka_produce(job: &ProduceJob, payloads: &[Bytes]) -> Result<Produced, Strin
             }
             let payload = &payloads[i % payloads.len()];
             bytes += payload.len();
-            send(i, payload)?;
+            send(i, payload, false)?;
         }
         wait_all(warm + job.records, "produce")?;
         let secs = start.elapsed().as_secs_f64();
@@ -987,7 +1006,7 @@ async fn run_kafka(
                 p.reset_hwm();
             }
             let job = ProduceJob {
-                bootstrap: ep.bootstrap.clone(),
+                bootstraps: vec![ep.bootstrap.clone()],
                 topic: topic.clone(),
                 partitions: o.partitions,
                 records: o.records,
@@ -999,6 +1018,7 @@ async fn run_kafka(
                 proc: ep.proc,
                 others: Some(others),
                 producers: o.producers,
+                every_partition: false,
                 admin: ep.admin,
             };
             let pl = payloads.clone();
@@ -1063,7 +1083,7 @@ async fn run_kafka(
                 let (bs, t) = (ep.bootstrap.clone(), topic.clone());
                 blocking(timeout, move || wait_metadata(&bs, &t, 1, timeout)).await?;
                 let job = ProduceJob {
-                    bootstrap: ep.bootstrap.clone(),
+                    bootstraps: vec![ep.bootstrap.clone()],
                     topic: topic.clone(),
                     partitions: 1,
                     records: o.latency_records,
@@ -1075,6 +1095,7 @@ async fn run_kafka(
                     proc: None,
                     others: None,
                     producers: 1,
+                    every_partition: false,
                     admin: None,
                 };
                 let pl = payloads.clone();
@@ -1109,7 +1130,7 @@ async fn gateway_topic_checks(bootstrap: &str, partitions: u32) -> Vec<(String, 
             created.map_or_else(|e| format!("fails: {e}"), |()| "ok".into()),
         ));
         let job = ProduceJob {
-            bootstrap: bootstrap.to_string(),
+            bootstraps: vec![bootstrap.to_string()],
             topic: name.clone(),
             partitions: 1,
             records: 1,
@@ -1121,6 +1142,7 @@ async fn gateway_topic_checks(bootstrap: &str, partitions: u32) -> Vec<(String, 
             proc: None,
             others: None,
             producers: 1,
+            every_partition: false,
             admin: None,
         };
         let produced =
@@ -1302,6 +1324,32 @@ async fn wait_accepting(
             return Err(format!("not accepting on {addr} after {} s", deadline.as_secs()));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `kelp serve` with `args` as a child process logging to `log`, once it accepts Kafka
+/// connections on `addr`.
+async fn spawn_kelp(
+    bin: &Path,
+    args: &[String],
+    log: &Path,
+    addr: SocketAddr,
+) -> Result<Guard, String> {
+    let file = || std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()));
+    let child = Command::new(bin)
+        .arg("serve")
+        .args(args)
+        .env("KELP_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(file()?)
+        .stderr(file()?)
+        .spawn()
+        .map_err(|e| format!("{}: {e}", bin.display()))?;
+    let mut guard = Guard(Some(child));
+    let child = guard.0.as_mut().expect("kelp child");
+    match wait_accepting(addr, child, Duration::from_secs(30)).await {
+        Ok(()) => Ok(guard),
+        Err(e) => Err(format!("kelp {e}\n{}", log_tail(log, 20))),
     }
 }
 
@@ -1707,6 +1755,11 @@ async fn main() -> anyhow::Result<()> {
             addrs.master.clone(),
             "--filer".into(),
             addrs.filer.clone(),
+            // Same acknowledgement as the gateway's and the direct client's: once the broker
+            // holds the records. Waiting for the broker's flush (kelp's default for acks=all)
+            // adds up to a flush interval per request, measured in docs/writers.md.
+            "--acks-all-flushed".into(),
+            "false".into(),
         ];
         let mut guard = Guard(None);
         let mut in_process = None;
@@ -1714,26 +1767,11 @@ async fn main() -> anyhow::Result<()> {
         let admin = Some(admin_addr);
         let proc = match &bin {
             Some(bin) => {
-                let log = dir.path().join("kelp.log");
-                let child = Command::new(bin)
-                    .arg("serve")
-                    .args(&args)
-                    .env("KELP_LOG", "warn")
-                    .stdin(Stdio::null())
-                    .stdout(std::fs::File::create(&log)?)
-                    .stderr(std::fs::File::create(&log)?)
-                    .spawn()?;
-                let pid = child.id();
-                guard.0 = Some(child);
-                if let Err(e) = wait_accepting(
-                    addr,
-                    guard.0.as_mut().expect("kelp child"),
-                    Duration::from_secs(30),
-                )
-                .await
-                {
-                    anyhow::bail!("kelp {e}\n{}", log_tail(&log, 20));
-                }
+                let child = spawn_kelp(bin, &args, &dir.path().join("kelp.log"), addr)
+                    .await
+                    .map_err(|e| anyhow::anyhow!(e))?;
+                let pid = child.0.as_ref().map_or(0, Child::id);
+                guard = child;
                 kelp_mode =
                     format!("release binary {} (pid {pid}, measured from /proc)", bin.display());
                 Some(Proc::new(pid))
@@ -1841,7 +1879,17 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
-    let text = report(&o, &rows, &low, &mem, &checks, &started, &weed_version, &kelp_mode);
+    let many = if wants("kelps") {
+        let bin = o.kelp_bin.clone().or_else(default_kelp_bin).filter(|b| b.is_file());
+        Some(kelps::run(&o, bin.as_deref(), &addrs.master, &addrs.filer, others).await)
+    } else {
+        None
+    };
+
+    let mut text = report(&o, &rows, &low, &mem, &checks, &started, &weed_version, &kelp_mode);
+    if let Some(run) = &many {
+        kelps::report(&mut text, &o, run);
+    }
     println!("{text}");
     println!("(whole run: {:.0} s)", t0.elapsed().as_secs_f64());
     if let Some(out) = &o.out {
