@@ -35,6 +35,8 @@ pub const ENV_MAX_MESSAGE_BYTES: &str = "KELP_MAX_MESSAGE_BYTES";
 pub const ENV_MAX_UNCOMPRESSED_BYTES: &str = "KELP_MAX_UNCOMPRESSED_BYTES";
 pub const ENV_MEMORY_BUDGET_BYTES: &str = "KELP_MEMORY_BUDGET_BYTES";
 pub const ENV_MAX_CONNECTIONS: &str = "KELP_MAX_CONNECTIONS";
+pub const ENV_MAX_IN_FLIGHT_REQUESTS: &str = "KELP_MAX_IN_FLIGHT_REQUESTS";
+pub const ENV_MAX_IN_FLIGHT_BYTES: &str = "KELP_MAX_IN_FLIGHT_BYTES";
 pub const ENV_UPSTREAM_TIMEOUT_MS: &str = "KELP_UPSTREAM_TIMEOUT_MS";
 pub const ENV_IDLE_TIMEOUT_MS: &str = "KELP_IDLE_TIMEOUT_MS";
 pub const ENV_SHUTDOWN_GRACE_MS: &str = "KELP_SHUTDOWN_GRACE_MS";
@@ -147,6 +149,19 @@ pub struct Config {
     /// Concurrent Kafka connections; further connections wait to be accepted.
     #[arg(long, env = ENV_MAX_CONNECTIONS, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
+
+    /// Requests of one connection handled at once (clients pipeline: librdkafka keeps up to
+    /// five Produce requests in flight). Answers still leave in request order. 1 handles a
+    /// connection's requests one after another.
+    #[arg(long, env = ENV_MAX_IN_FLIGHT_REQUESTS, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub max_in_flight_requests: u32,
+
+    /// Most request bytes (frames) of one connection in flight at once; the next request is
+    /// read once earlier ones are answered. A single larger request is still taken on its own.
+    /// Requests in flight beside another also hold their size of the memory budget
+    /// (`KELP_MEMORY_BUDGET_BYTES`).
+    #[arg(long, env = ENV_MAX_IN_FLIGHT_BYTES, default_value_t = 16 * 1024 * 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_in_flight_bytes: u32,
 
     /// Deadline of every call to SeaweedFS, in milliseconds.
     #[arg(long, env = ENV_UPSTREAM_TIMEOUT_MS, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
@@ -507,6 +522,7 @@ mod tests {
         assert_eq!(c.namespace, "kafka");
         assert_eq!(c.filer_root, "/kelp");
         assert_eq!(c.max_message_bytes, 1_048_588);
+        assert_eq!((c.max_in_flight_requests, c.max_in_flight_bytes), (16, 16 * 1024 * 1024));
         assert_eq!(
             (c.peer_listen, c.group_lease_ms),
             (None, 10_000),
@@ -530,6 +546,8 @@ mod tests {
         assert!(err.contains("--peer-listen"), "{err}");
         let err = Config::from_args(["--peer-max-frame-bytes", "10"]).unwrap_err().to_string();
         assert!(err.contains("--peer-max-frame-bytes"), "{err}");
+        let err = Config::from_args(["--max-in-flight-requests", "0"]).unwrap_err().to_string();
+        assert!(err.contains("--max-in-flight-requests"), "{err}");
     }
 
     #[test]

@@ -11,8 +11,10 @@
 //!
 //! How a Produce request flows:
 //! `listener::serve` accepts → `connection::serve` reads one frame (`protocol::frame`),
-//! decodes it (`protocol::decode_request`), checks the `session` and charges the client's
-//! quotas (`quota::Quotas::prepare`) → `routing::answer`: with a peer listener,
+//! decodes it (`protocol::decode_request`), checks the `session`, charges the client's
+//! quotas (`quota::Quotas::prepare`) and gives it its turn among the connection's Produce
+//! requests (`produce_order`); up to `KELP_MAX_IN_FLIGHT_REQUESTS` requests of a connection
+//! run at once, answered in request order → `routing::answer`: with a peer listener,
 //! `routing::produce` splits the request by partition writer (`writers`: the holder of the
 //! partition's lease, `lease`) and sends the partitions written elsewhere to their writer's
 //! peer listener (`peer::Peers::call` → `connection::peer` there); the partitions written here
@@ -20,9 +22,10 @@
 //! decoded off the runtime within the request's limit and the process `memory` budget
 //! (`records::batch::decode_all`), the lease checked (`writers::Writers::begin`), idempotence
 //! checked (the writer's `producers`), records turned into SeaweedFS messages
-//! (`records::envelope::to_message_from`) → `seaweed::Seaweed::publish` (one long-lived
-//! publish stream per partition, `seaweed/publisher.rs`) → broker-assigned offsets (for
-//! acks=all, once flushed and checkpointed in the filer: `seaweed::Seaweed::wait_flushed`) → the
+//! (`records::envelope::to_message_from`), in the request's turn → `seaweed::Seaweed::enqueue`
+//! (one long-lived publish stream per partition, `seaweed/publisher.rs`), the turn passed →
+//! broker-assigned offsets (for acks=all, once flushed and checkpointed in the filer:
+//! `seaweed::Seaweed::wait_flushed`) → the
 //! response (put back together in request order when parts were forwarded), encoded by
 //! `protocol::encode_response` and written by `connection`, which then holds a client over
 //! quota before reading on (`quota::Quotas::settle`, KIP-219).
@@ -69,6 +72,7 @@ pub(crate) mod listener;
 pub(crate) mod memory;
 pub mod metrics;
 pub mod peer;
+pub(crate) mod produce_order;
 pub(crate) mod producer_ids;
 pub(crate) mod producers;
 pub mod protocol;

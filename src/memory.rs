@@ -45,6 +45,13 @@ impl Memory {
         }
     }
 
+    /// A share of `bytes` if the budget has room for it now.
+    pub fn try_take(&self, bytes: usize) -> Option<Share> {
+        let n = u32::try_from(bytes).ok()?;
+        let permit = self.bytes.clone().try_acquire_many_owned(n).ok()?;
+        Some(Share { permit })
+    }
+
     /// Bytes not held by any request now.
     #[cfg(test)]
     fn available(&self) -> usize {
@@ -79,5 +86,11 @@ mod tests {
         assert_eq!(memory.available(), 100);
         let whole = memory.take(usize::MAX, Duration::from_millis(10)).await;
         assert!(whole.is_some(), "a request larger than the budget gets all of it");
+        assert!(memory.try_take(1).is_none(), "no room while the whole budget is held");
+        drop(whole);
+        let now = memory.try_take(60).expect("room");
+        assert!(memory.try_take(41).is_none());
+        drop(now);
+        assert_eq!(memory.available(), 100);
     }
 }

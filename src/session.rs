@@ -10,6 +10,7 @@ use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
 
 use crate::authz::{Authority, Caller};
+use crate::produce_order::Turn;
 use crate::quota;
 use crate::sasl::{self, Exchange, Outcome};
 
@@ -30,6 +31,9 @@ pub struct Session {
     /// Set, with the reason, when the connection must close after the response being written.
     close: Option<&'static str>,
     pub(crate) quota: quota::Conn,
+    /// The request's turn among its connection's Produce requests (`produce_order`), in the
+    /// session of a request handled beside others ([`Session::for_request`]).
+    turn: Option<Turn>,
 }
 
 impl Session {
@@ -40,7 +44,28 @@ impl Session {
             principal: None,
             close: None,
             quota: quota::Conn::default(),
+            turn: None,
         }
+    }
+
+    /// The session of one request handled beside other requests of its connection: it
+    /// carries the request's Produce `turn` and can ask for the connection to be closed
+    /// ([`Session::closing`], which the connection takes over when it answers). Login state
+    /// and quotas stay with the connection's own session: requests that use them are
+    /// handled alone (`connection`).
+    pub fn for_request(turn: Option<Turn>) -> Session {
+        Session { turn, ..Session::new(None) }
+    }
+
+    /// The request's Produce turn, taken by whoever queues its records.
+    pub fn take_turn(&mut self) -> Option<Turn> {
+        self.turn.take()
+    }
+
+    /// Whether the login state can no longer change: SASL is off, or the client logged in.
+    /// Until then the connection handles each request alone.
+    pub fn logged_in(&self) -> bool {
+        self.sasl.as_ref().is_none_or(Exchange::is_done)
     }
 
     /// The quota state together with the user it is resolved for.

@@ -1620,8 +1620,8 @@ fn report(
         let _ = writeln!(
             s,
             "\nbusy % = time spent answering requests of that API, summed, ÷ the phase's wall time, with {} producer connection(s). \
-             Requests on one connection are answered one at a time, so near 100 % per connection means \
-             pipelined requests were waiting.",
+             A connection handles up to KELP_MAX_IN_FLIGHT_REQUESTS requests at once, so above 100 % per \
+             connection means pipelined requests were in flight together.",
             o.producers
         );
     }

@@ -23,12 +23,15 @@ use tracing::debug;
 
 use crate::ctx::Ctx;
 use crate::error::ApiKind;
-use crate::producers::{BatchId, Check};
+use crate::produce_order::Turn as ProduceTurn;
+use crate::producers::{BatchId, Check, Turn};
 use crate::protocol::legacy_produce as legacy;
 use crate::records::{BatchError, batch, envelope};
 use crate::session::Session;
+use crate::writers::Writing;
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use futures::future::join_all;
 
@@ -101,7 +104,7 @@ pub async fn handle(
             .push((TopicProduceResponse::default().with_name(t.name).with_topic_id(t.topic_id), n));
     }
     let durable = ctx.config.flush_wait(req.acks, req.timeout_ms);
-    let results = produce(ctx, parts, Framing::V2(version), durable).await;
+    let results = produce(ctx, parts, Framing::V2(version), durable, session.take_turn()).await;
     if req.acks == 0 {
         close_if_failed(session, results.iter().map(|r| r.error_code));
         return None;
@@ -163,7 +166,7 @@ pub async fn handle_legacy(
         }
     }
     let durable = ctx.config.flush_wait(req.acks, req.timeout_ms);
-    let results = produce(ctx, parts, Framing::Legacy, durable).await;
+    let results = produce(ctx, parts, Framing::Legacy, durable, session.take_turn()).await;
     if req.acks == 0 {
         close_if_failed(session, results.iter().map(|r| r.error_code));
         return None;
@@ -192,14 +195,18 @@ pub async fn handle_legacy(
 ///
 /// Checks run first (topic and partition exist, size, no partition twice), then every
 /// part's batches are decoded together, off the async runtime and within the request's
-/// decompression limit and a share of the process's memory budget, then all parts are
-/// published at once. Order within a partition holds because each partition's records go
-/// out in one publish, and requests on a connection are handled one after another.
+/// decompression limit and a share of the process's memory budget. Then, in the request's
+/// `turn` among its connection's Produce requests (`produce_order`), every part is checked
+/// against its idempotent producers and queued on its partition's stream; the turn passes,
+/// and the acknowledgements (and, with `durable`, the flush) are awaited while the
+/// connection's next request queues its own. So a connection's requests reach each
+/// partition in the order the client sent them.
 async fn produce(
     ctx: &Ctx,
     parts: Vec<Part>,
     framing: Framing,
-    durable: Option<std::time::Duration>,
+    durable: Option<Duration>,
+    turn: Option<ProduceTurn>,
 ) -> Vec<PartitionProduceResponse> {
     let checks = join_all(parts.iter().map(|p| check(ctx, p))).await;
     let mut results: Vec<Result<i64, ResponseError>> =
@@ -237,18 +244,39 @@ async fn produce(
         }
     };
     share.keep(limit - decoded.budget_left);
-    let publishes = decoded.parts.into_iter().map(|(i, batches)| {
+    if let Some(turn) = &turn {
+        let within = crate::produce_order::wait_limit(ctx);
+        if tokio::time::timeout(within, turn.wait()).await.is_err() {
+            // An earlier request of the connection is stuck before queueing its records;
+            // nothing of this one was published, so the client may safely retry it.
+            debug!("an earlier produce request of the connection did not queue in time");
+            for (i, _) in &decoded.parts {
+                results[*i] = Err(ResponseError::RequestTimedOut);
+            }
+            return responses(&parts, results);
+        }
+    }
+    // Partitions differ within a request (`repeated`), so they may be queued side by side.
+    let queueing = decoded.parts.into_iter().map(|(i, batches)| {
         let p = &parts[i];
         async move {
             let r = match (batches, p.topic.as_deref()) {
-                (Ok(batches), Some(topic)) => publish(ctx, topic, p.index, batches, durable).await,
+                (Ok(batches), Some(topic)) => enqueue(ctx, topic, p.index, batches, durable).await,
                 (Err(code), _) => Err(code),
                 (Ok(_), None) => Err(ResponseError::UnknownTopicId),
             };
             (i, r)
         }
     });
-    for (i, r) in join_all(publishes).await {
+    let queued = join_all(queueing).await;
+    drop(turn);
+    let acks = queued.into_iter().map(|(i, r)| async move {
+        match r {
+            Ok(queued) => (i, queued.offsets(ctx).await),
+            Err(code) => (i, Err(code)),
+        }
+    });
+    for (i, r) in join_all(acks).await {
         results[i] = r;
     }
     drop(share);
@@ -423,25 +451,50 @@ fn batch_code(e: &BatchError) -> ResponseError {
     }
 }
 
-/// Publish one partition's decoded batches; the base offset on success. Nothing is checked
-/// or published unless this kelp writes the partition, and the lease is not let go before
-/// the last batch is acknowledged. With `durable`, the answer also waits (that long at most)
-/// until the broker has flushed every offset of the request to the filer, retried
-/// duplicates included.
-async fn publish(
-    ctx: &Ctx,
-    topic: &str,
+/// One partition's batches, each answered from the producer's memory or queued on the
+/// partition's stream.
+struct Queued<'a> {
+    /// The lease is not let go before the last batch is acknowledged.
+    _writing: Writing,
+    topic: &'a str,
+    index: i32,
+    /// With acks=all, how long the answer may wait for the records to be flushed.
+    durable: Option<Duration>,
+    batches: Vec<QueuedBatch<'a>>,
+    /// Why the batch after the last one queued was refused, if one was.
+    refused: Option<ResponseError>,
+}
+
+enum QueuedBatch<'a> {
+    /// Stored (a duplicate answered from the producer's memory, or acknowledged), at these
+    /// offsets.
+    Stored { base: i64, last: i64 },
+    Published {
+        queued: Box<crate::seaweed::Queued<'a>>,
+        /// An idempotent batch holds its (producer, partition) turn until it is recorded.
+        producer: Option<(BatchId<'a>, Turn<'a>)>,
+    },
+}
+
+/// Queue one partition's decoded batches on its stream, after checking their producers.
+/// Nothing is checked or queued unless this kelp writes the partition. Each idempotent batch
+/// holds its (producer, partition) turn from its check until its offsets are recorded
+/// ([`Queued::offsets`]), so a retry racing it, or the producer's next batch in a later
+/// pipelined request, is checked only once it is recorded or the partition marked unsettled.
+async fn enqueue<'a>(
+    ctx: &'a Ctx,
+    topic: &'a str,
     index: i32,
     batches: Vec<batch::Batch>,
-    durable: Option<std::time::Duration>,
-) -> Result<i64, ResponseError> {
-    let _writing = ctx.writers.begin(topic, index)?;
-    let producers = ctx.writers.producers();
-    let mut base = None;
-    let mut last = -1i64;
+    durable: Option<Duration>,
+) -> Result<Queued<'a>, ResponseError> {
+    let writing = ctx.writers.begin(topic, index)?;
+    let mut queued =
+        Queued { _writing: writing, topic, index, durable, batches: Vec::new(), refused: None };
     for b in batches {
         if b.transactional || b.control {
-            return Err(ResponseError::InvalidRecord);
+            queued.refused = Some(ResponseError::InvalidRecord);
+            break;
         }
         if b.records.is_empty() {
             continue;
@@ -456,35 +509,30 @@ async fn publish(
             first_seq: b.base_sequence,
             count: n,
         };
-        // Check, publish and record are one step per (producer, partition): a retry racing
-        // its original waits here, then finds it stored.
-        let within = ctx.config.upstream_timeout();
-        let _turn = match idempotent {
-            true => Some(producers.turn(id, within).await.ok_or(ResponseError::RequestTimedOut)?),
-            false => None,
-        };
-        if idempotent {
-            if producers.unsettled(topic, index).is_some() {
-                ctx.writers.settle(topic, index, within).await?;
+        let producer = if idempotent {
+            if queued.holds_turn_of(id.producer_id)
+                && let Err(code) = queued.await_published(ctx).await
+            {
+                // An earlier batch of this producer in the request holds its turn: it is
+                // recorded first (rare: clients send one batch per partition and request).
+                queued.refused = Some(code);
+                break;
             }
-            match producers.check(id) {
-                Check::Append => {}
-                Check::Duplicate(offset) => {
-                    let lost = ctx.seaweed.was_lost(topic, index as u32, offset).await;
-                    if !lost.map_err(|e| e.code(ApiKind::Data))? {
-                        base.get_or_insert(offset);
-                        last = last.max(offset.saturating_add(b.records.len() as i64 - 1));
-                        continue;
-                    }
-                    // The broker lost the first attempt after acknowledging it (a crash before
-                    // its flush): store the batch again. The partition's producer state
-                    // points at lost offsets, so it starts over.
-                    debug!(offset, "retried batch was lost by the broker; storing it again");
-                    producers.forget_partition(topic, index);
+            match admit(ctx, id).await {
+                Ok(Admitted::Append(turn)) => Some((id, turn)),
+                Ok(Admitted::Duplicate(offset)) => {
+                    let last = offset.saturating_add(i64::from(n) - 1);
+                    queued.batches.push(QueuedBatch::Stored { base: offset, last });
+                    continue;
                 }
-                Check::Reject(code) => return Err(code),
+                Err(code) => {
+                    queued.refused = Some(code);
+                    break;
+                }
             }
-        }
+        } else {
+            None
+        };
         // An idempotent batch says so in every record, so that a later writer of the
         // partition can recognise a retry of it (`writers`).
         let produced = idempotent.then_some(envelope::Produced {
@@ -495,34 +543,138 @@ async fn publish(
         });
         let messages =
             b.records.iter().map(|r| envelope::to_message_from(r, produced.as_ref())).collect();
-        let offsets = ctx.seaweed.publish(topic, index as u32, messages).await.map_err(|e| {
-            debug!(error = %e, "publish failed");
-            if idempotent {
-                // It may be stored all the same (it timed out after reaching the broker):
-                // the retry is checked against the partition's tail, read back first.
+        let q = ctx.seaweed.enqueue(topic, index as u32, messages).await;
+        queued.batches.push(QueuedBatch::Published { queued: Box::new(q), producer });
+    }
+    Ok(queued)
+}
+
+/// What [`admit`] decided for an idempotent batch.
+enum Admitted<'a> {
+    /// Publish it, holding this turn until it is recorded.
+    Append(Turn<'a>),
+    /// Already stored (and not lost since) from this offset: publish nothing.
+    Duplicate(i64),
+}
+
+/// Take the batch's (producer, partition) turn, read the partition's tail back when a publish
+/// of unknown outcome left it unsettled, and check the batch's sequence.
+async fn admit<'a>(ctx: &'a Ctx, id: BatchId<'_>) -> Result<Admitted<'a>, ResponseError> {
+    let producers = ctx.writers.producers();
+    let (topic, index) = (id.topic, id.partition);
+    // Check, publish and record are one step per (producer, partition): a retry racing its
+    // original waits here, then finds it stored.
+    let within = ctx.config.upstream_timeout();
+    let turn = producers.turn(id, within).await.ok_or(ResponseError::RequestTimedOut)?;
+    if producers.unsettled(topic, index).is_some() {
+        ctx.writers.settle(topic, index, within).await?;
+    }
+    match producers.check(id) {
+        Check::Append => {}
+        Check::Duplicate(offset) => {
+            let lost = ctx.seaweed.was_lost(topic, index as u32, offset).await;
+            if !lost.map_err(|e| e.code(ApiKind::Data))? {
+                return Ok(Admitted::Duplicate(offset));
+            }
+            // The broker lost the first attempt after acknowledging it (a crash before its
+            // flush): store the batch again. The partition's producer state points at lost
+            // offsets, so it starts over.
+            debug!(offset, "retried batch was lost by the broker; storing it again");
+            producers.forget_partition(topic, index);
+        }
+        Check::Reject(code) => return Err(code),
+    }
+    Ok(Admitted::Append(turn))
+}
+
+impl<'a> Queued<'a> {
+    /// Whether a batch of `producer_id` queued here still holds its turn.
+    fn holds_turn_of(&self, producer_id: i64) -> bool {
+        self.batches.iter().any(|b| {
+            matches!(b, QueuedBatch::Published { producer: Some((id, _)), .. }
+                if id.producer_id == producer_id)
+        })
+    }
+
+    /// Wait for every batch queued so far, in order, recording idempotent ones. On a failure,
+    /// every idempotent batch not known stored leaves the partition unsettled (it may be
+    /// stored all the same), and the batches after it are given up.
+    async fn await_published(&mut self, ctx: &'a Ctx) -> Result<(), ResponseError> {
+        let producers = ctx.writers.producers();
+        let (topic, index) = (self.topic, self.index);
+        let mut batches = std::mem::take(&mut self.batches).into_iter();
+        let mut failed = None;
+        for b in batches.by_ref() {
+            let (queued, producer) = match b {
+                QueuedBatch::Published { queued, producer } => (queued, producer),
+                stored => {
+                    self.batches.push(stored);
+                    continue;
+                }
+            };
+            let offsets = match queued.offsets().await {
+                Ok(offsets) if !offsets.is_empty() => offsets,
+                Ok(_) => {
+                    failed = Some(ResponseError::CorruptMessage);
+                    break;
+                }
+                Err(e) => {
+                    debug!(error = %e, "publish failed");
+                    if producer.is_some() {
+                        // It may be stored all the same (it timed out after reaching the
+                        // broker): the retry is checked against the partition's tail, read
+                        // back first.
+                        producers.unsettle(topic, index);
+                    }
+                    failed = Some(e.code(ApiKind::Data));
+                    break;
+                }
+            };
+            crate::metrics::global().records_produced.inc_by(offsets.len() as u64);
+            let first = offsets[0];
+            let last = offsets.iter().copied().max().unwrap_or(first);
+            if let Some((id, turn)) = producer {
+                producers.record(id, first);
+                drop(turn);
+            }
+            self.batches.push(QueuedBatch::Stored { base: first, last });
+        }
+        for b in batches {
+            if let QueuedBatch::Published { producer: Some(_), .. } = b {
+                // Given up while queued: it may still reach the broker.
                 producers.unsettle(topic, index);
             }
-            e.code(ApiKind::Data)
-        })?;
-        crate::metrics::global().records_produced.inc_by(offsets.len() as u64);
-        let first = *offsets.first().ok_or(ResponseError::CorruptMessage)?;
-        if idempotent {
-            producers.record(id, first);
         }
-        base.get_or_insert(first);
-        last = last.max(offsets.iter().copied().max().unwrap_or(first));
+        failed.map_or(Ok(()), Err)
     }
-    let base = base.expect("at least one non-empty batch was handled");
-    if let Some(within) = durable {
-        let started = std::time::Instant::now();
-        let flushed = ctx.seaweed.wait_flushed(topic, index as u32, last, within).await;
-        crate::metrics::global().flush_wait.observe(started.elapsed().as_secs_f64());
-        flushed.map_err(|e| {
-            debug!(error = %e, last, "records not flushed in time");
-            e.code(ApiKind::Data)
-        })?;
+
+    /// The base offset once every queued batch is acknowledged, in order (and, with acks=all,
+    /// flushed).
+    async fn offsets(mut self, ctx: &'a Ctx) -> Result<i64, ResponseError> {
+        self.await_published(ctx).await?;
+        if let Some(code) = self.refused {
+            return Err(code);
+        }
+        let (mut base, mut last) = (None, -1i64);
+        for b in &self.batches {
+            if let QueuedBatch::Stored { base: first, last: end } = b {
+                base.get_or_insert(*first);
+                last = last.max(*end);
+            }
+        }
+        let base = base.expect("at least one non-empty batch was handled");
+        if let Some(within) = self.durable {
+            let started = std::time::Instant::now();
+            let flushed =
+                ctx.seaweed.wait_flushed(self.topic, self.index as u32, last, within).await;
+            crate::metrics::global().flush_wait.observe(started.elapsed().as_secs_f64());
+            flushed.map_err(|e| {
+                debug!(error = %e, last, "records not flushed in time");
+                e.code(ApiKind::Data)
+            })?;
+        }
+        Ok(base)
     }
-    Ok(base)
 }
 
 #[cfg(test)]

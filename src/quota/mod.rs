@@ -39,7 +39,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::error::Error;
 use crate::seaweed::Seaweed;
 use crate::shutdown::{CancellationToken, TaskTracker};
-pub(crate) use conn::Conn;
+pub(crate) use conn::{Conn, Governing};
 use meter::Meter;
 use rules::{Change, Entity, Filter, Limits, MeterKey, Rules};
 

@@ -194,6 +194,12 @@ pub(super) async fn answer(
     };
     let mut answers: Vec<Option<PartitionProduceResponse>> = vec![None; parts.len()];
     let mut pending: Vec<usize> = (0..parts.len()).collect();
+    // The request's turn among its connection's Produce requests (`produce_order`). When
+    // every partition is written here, `api::produce` takes it and passes it as soon as the
+    // records are queued. Forwarded partitions travel on pooled peer connections that keep
+    // no order between them, so a request with any holds its turn until every writer
+    // answered: the connection's next Produce request waits for it.
+    let mut held = None;
     // A second round only for partitions whose writer said it no longer writes them.
     for round in 0..2 {
         let dests = futures::future::join_all(pending.iter().map(|&i| {
@@ -208,6 +214,19 @@ pub(super) async fn answer(
                 Dest::Writer(peer) => elsewhere.entry(peer).or_default().push(i),
                 Dest::Failed(code) => answers[i] = Some(failed(parts[i].index, code)),
             }
+        }
+        if !elsewhere.is_empty()
+            && let Some(turn) = session.take_turn()
+        {
+            let within = crate::produce_order::wait_limit(ctx);
+            if tokio::time::timeout(within, turn.wait()).await.is_err() {
+                debug!("an earlier produce request of the connection did not queue in time");
+                for &i in here.iter().chain(elsewhere.values().flatten()) {
+                    answers[i] = Some(failed(parts[i].index, ResponseError::RequestTimedOut));
+                }
+                break;
+            }
+            held = Some(turn);
         }
         let local = async {
             if here.is_empty() {
@@ -275,6 +294,7 @@ pub(super) async fn answer(
             break;
         }
     }
+    drop(held);
     if acks == 0 {
         return None;
     }

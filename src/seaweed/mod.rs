@@ -273,47 +273,52 @@ impl Seaweed {
         partition: u32,
         messages: Vec<Message>,
     ) -> Result<Vec<i64>, Error> {
-        if messages.is_empty() {
-            return Ok(Vec::new());
-        }
+        self.enqueue(topic, partition, messages).await.offsets().await
+    }
+
+    /// Queue `messages` on the partition's stream and return at once, without waiting for
+    /// the broker: batches queued one after another (by one task, or by tasks that take
+    /// turns) are published in that order. [`Queued::offsets`] then waits as
+    /// [`Seaweed::publish`] does. The whole publish, queueing included, is bounded: batches
+    /// still queued [`PUBLISH_CALL_TIMEOUTS`] call timeouts after it started are withdrawn,
+    /// and one already on a stream is answered within a call timeout after
+    /// ([`publish_bound`]).
+    pub async fn enqueue(&self, topic: &str, partition: u32, messages: Vec<Message>) -> Queued<'_> {
         let call_timeout = self.inner.clients.call_timeout;
         let overall = call_timeout * PUBLISH_CALL_TIMEOUTS;
-        // Batches still queued at the deadline are withdrawn; one already on a stream is
-        // answered by the stream within a call timeout after (`Publisher::publish`), which
-        // the outer bound leaves room for.
-        let deadline = tokio::time::Instant::now() + overall;
+        let started = tokio::time::Instant::now();
+        let deadline = started + overall;
         let bound = publish_bound(call_timeout);
-        let catalog = &self.inner.catalog;
-        let attempt = async {
-            let mut last = None;
-            for _ in 0..PUBLISH_ATTEMPTS {
-                let publisher = self.publisher(topic, partition).await?;
-                match publisher.publish(messages.clone(), deadline).await {
-                    Outcome::Acked(offsets) => {
-                        // The records are stored, so the partition's markers exist and the
-                        // shift is final (and cached after the first time).
-                        let shift = reader::data_offset(catalog, topic, partition).await?;
-                        return Ok(offsets.into_iter().map(|o| o - shift).collect());
-                    }
-                    Outcome::NotSent(e) => {
+        let first = if messages.is_empty() {
+            None
+        } else {
+            let queue = async {
+                let publisher = match self.publisher(topic, partition).await {
+                    Ok(p) => p,
+                    Err(e) => return First::Failed(e),
+                };
+                match publisher.enqueue(messages.clone(), deadline).await {
+                    Ok(acks) => First::Queued(publisher, acks),
+                    Err(e) => {
                         self.forget_publisher(topic, partition, &publisher);
-                        if !matches!(e, Error::Broker { code: UpstreamCode::Unavailable, .. }) {
-                            catalog.invalidate(topic);
-                        }
-                        last = Some(e);
-                    }
-                    Outcome::Failed(e) => {
-                        self.forget_publisher(topic, partition, &publisher);
-                        catalog.invalidate(topic);
-                        return Err(e);
+                        First::NotQueued(e)
                     }
                 }
-            }
-            Err(last.expect("at least one attempt"))
+            };
+            Some(match tokio::time::timeout_at(deadline, queue).await {
+                Ok(first) => first,
+                Err(_) => First::Failed(Error::Timeout { op: "publish", after: overall }),
+            })
         };
-        match tokio::time::timeout(bound, attempt).await {
-            Ok(result) => result,
-            Err(_) => Err(Error::Timeout { op: "publish", after: bound }),
+        Queued {
+            seaweed: self,
+            topic: topic.to_string(),
+            partition,
+            messages,
+            first,
+            deadline,
+            bound_at: started + bound,
+            bound,
         }
     }
 
@@ -548,6 +553,93 @@ impl Seaweed {
     /// The owner string of the live filer lock `name`; `Ok(None)` when nobody holds it.
     pub async fn filer_lock_owner(&self, name: &str) -> Result<Option<String>, Error> {
         filer::lock_owner(&self.inner.clients, name).await
+    }
+}
+
+/// A batch queued on its partition's stream ([`Seaweed::enqueue`]).
+pub struct Queued<'a> {
+    seaweed: &'a Seaweed,
+    topic: String,
+    partition: u32,
+    messages: Vec<Message>,
+    /// `None` when there was nothing to publish.
+    first: Option<First>,
+    /// When batches still queued are withdrawn.
+    deadline: tokio::time::Instant,
+    /// When the whole publish gives up ([`publish_bound`] after it started).
+    bound_at: tokio::time::Instant,
+    bound: Duration,
+}
+
+/// What became of the first attempt to queue a batch.
+enum First {
+    Queued(Publisher, publisher::Acks),
+    /// The stream had closed: another attempt may queue it on a fresh one.
+    NotQueued(Error),
+    Failed(Error),
+}
+
+impl Queued<'_> {
+    /// The offsets of the batch, in order, once the broker acknowledged every message. A
+    /// batch that never reached a stream (it broke first) is sent again on a fresh stream, up
+    /// to [`PUBLISH_ATTEMPTS`] times in all; such a retry may land behind batches queued
+    /// after it.
+    pub async fn offsets(self) -> Result<Vec<i64>, Error> {
+        let Queued { seaweed, topic, partition, messages, first, deadline, bound_at, bound } = self;
+        let Some(first) = first else {
+            return Ok(Vec::new());
+        };
+        let (topic, catalog) = (topic.as_str(), &seaweed.inner.catalog);
+        let attempt = async {
+            let mut queued = Some(first);
+            let mut last = None;
+            for _ in 0..PUBLISH_ATTEMPTS {
+                let (publisher, acks) = match queued.take() {
+                    Some(First::Queued(publisher, acks)) => (publisher, acks),
+                    Some(First::Failed(e)) => return Err(e),
+                    Some(First::NotQueued(e)) => {
+                        last = Some(e);
+                        continue;
+                    }
+                    None => {
+                        let publisher = seaweed.publisher(topic, partition).await?;
+                        match publisher.enqueue(messages.clone(), deadline).await {
+                            Ok(acks) => (publisher, acks),
+                            Err(e) => {
+                                seaweed.forget_publisher(topic, partition, &publisher);
+                                last = Some(e);
+                                continue;
+                            }
+                        }
+                    }
+                };
+                match acks.outcome().await {
+                    Outcome::Acked(offsets) => {
+                        // The records are stored, so the partition's markers exist and the
+                        // shift is final (and cached after the first time).
+                        let shift = reader::data_offset(catalog, topic, partition).await?;
+                        return Ok(offsets.into_iter().map(|o| o - shift).collect());
+                    }
+                    Outcome::NotSent(e) => {
+                        seaweed.forget_publisher(topic, partition, &publisher);
+                        if !matches!(e, Error::Broker { code: UpstreamCode::Unavailable, .. }) {
+                            catalog.invalidate(topic);
+                        }
+                        last = Some(e);
+                    }
+                    Outcome::Failed(e) => {
+                        seaweed.forget_publisher(topic, partition, &publisher);
+                        catalog.invalidate(topic);
+                        return Err(e);
+                    }
+                }
+            }
+            Err(last.unwrap_or(Error::Timeout { op: "publish", after: bound }))
+        };
+        match tokio::time::timeout_at(bound_at, attempt).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Timeout { op: "publish", after: bound }),
+        }
     }
 }
 

@@ -156,30 +156,53 @@ impl Publisher {
         self.tx.is_closed()
     }
 
-    /// Queue `messages` and wait for their acknowledgement until `deadline`. A batch still
-    /// queued then is withdrawn ([`Outcome::NotSent`]: it will never be stored). A batch
-    /// already on the stream cannot be withdrawn, so its answer is awaited past the
-    /// deadline: the stream answers it within its acknowledgement deadline (one call timeout
-    /// after it was admitted). So an error means the batch is not stored and will not be,
-    /// except [`Outcome::Failed`], which means it may be.
-    pub(super) async fn publish(&self, messages: Vec<Message>, deadline: Instant) -> Outcome {
+    /// Queue `messages` behind every batch queued before (the stream sends batches in the
+    /// order they were queued); the wait for their acknowledgement until `deadline`
+    /// ([`Acks::outcome`]), or why they were not queued (the stream had closed, or it could
+    /// not take them before `deadline`: they will never be stored).
+    pub(super) async fn enqueue(
+        &self,
+        messages: Vec<Message>,
+        deadline: Instant,
+    ) -> Result<Acks, Error> {
         let (reply, wait) = oneshot::channel();
         let state = Arc::new(AtomicU8::new(QUEUED));
         let batch = Batch { messages, reply, state: Arc::clone(&state) };
-        let timed_out = || Error::Timeout { op: "publish", after: self.call_timeout };
         match tokio::time::timeout_at(deadline, self.tx.send(batch)).await {
             Ok(Ok(())) => {}
-            Ok(Err(_)) => return Outcome::NotSent(closed("publish stream already closed")),
-            Err(_) => return Outcome::NotSent(timed_out()),
+            Ok(Err(_)) => return Err(closed("publish stream already closed")),
+            Err(_) => return Err(Error::Timeout { op: "publish", after: self.call_timeout }),
         }
-        tokio::pin!(wait);
+        Ok(Acks { wait, state, deadline, call_timeout: self.call_timeout })
+    }
+}
+
+/// The acknowledgement of one queued batch. Dropped unawaited, a batch the stream has not
+/// taken yet is skipped.
+pub(super) struct Acks {
+    wait: oneshot::Receiver<Outcome>,
+    state: Arc<AtomicU8>,
+    deadline: Instant,
+    call_timeout: Duration,
+}
+
+impl Acks {
+    /// Wait for the acknowledgement until the deadline given to [`Publisher::enqueue`]. A
+    /// batch still queued then is withdrawn ([`Outcome::NotSent`]: it will never be stored).
+    /// A batch already on the stream cannot be withdrawn, so its answer is awaited past the
+    /// deadline: the stream answers it within its acknowledgement deadline (one call timeout
+    /// after it was admitted). So an error means the batch is not stored and will not be,
+    /// except [`Outcome::Failed`], which means it may be.
+    pub(super) async fn outcome(self) -> Outcome {
+        let Acks { mut wait, state, deadline, call_timeout } = self;
+        let timed_out = || Error::Timeout { op: "publish", after: call_timeout };
         let answer = match tokio::time::timeout_at(deadline, &mut wait).await {
             Ok(answer) => answer,
             Err(_) => {
                 if state.compare_exchange(QUEUED, ABANDONED, SeqCst, SeqCst).is_ok() {
                     return Outcome::NotSent(timed_out());
                 }
-                match tokio::time::timeout(self.call_timeout, wait).await {
+                match tokio::time::timeout(call_timeout, wait).await {
                     Ok(answer) => answer,
                     Err(_) => return Outcome::Failed(timed_out()),
                 }
