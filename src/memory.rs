@@ -60,6 +60,11 @@ impl Memory {
 }
 
 impl Share {
+    /// Bytes this share holds.
+    pub fn bytes(&self) -> usize {
+        self.permit.num_permits()
+    }
+
     /// Keep only `bytes` of the share (what the request turned out to need) and give the
     /// rest back at once.
     pub fn keep(&mut self, bytes: usize) {

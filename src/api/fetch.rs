@@ -26,6 +26,7 @@ use uuid::Uuid;
 use crate::ctx::Ctx;
 use crate::error::ApiKind;
 use crate::lease::Route;
+use crate::memory::Share;
 use crate::records::{Record, batch, envelope, legacy};
 use crate::seaweed::Fetched;
 use crate::tail;
@@ -80,8 +81,21 @@ pub async fn handle(ctx: &Ctx, version: i16, req: FetchRequest, from_peer: bool)
         topics.push((t.topic, t.topic_id, idx));
     }
 
-    let budget = req.max_bytes.max(0) as usize;
+    // The records read count against the process's memory budget from before they are read
+    // until the response is encoded: the share is taken first and bounds what the first pass
+    // reads; without a share in time the client gets the offsets and fetches again.
+    let asked: usize = wants.iter().map(|w| w.max_bytes.max(0) as usize).sum();
+    let mut share = ctx.memory.take(asked.min(req.max_bytes.max(0) as usize), MEMORY_WAIT).await;
+    if share.is_none() {
+        tracing::debug!(asked, "no memory share for a fetch; answering without records");
+    }
+    let budget = share.as_ref().map_or(0, Share::bytes);
     let mut got = first_pass(ctx, &wants, budget).await;
+    // A fetch that waits does not hold more of the budget than it read: records that arrive
+    // while it waits are few, and bounded by `budget` all the same.
+    if let Some(share) = share.as_mut() {
+        share.keep(got.iter().map(|g| g.bytes).sum());
+    }
     // min_bytes 0 answers at once with what there is; otherwise wait for that many bytes.
     let need = req.min_bytes.max(0) as usize;
     if need > 0 && !max_wait.is_zero() {
@@ -107,20 +121,15 @@ pub async fn handle(ctx: &Ctx, version: i16, req: FetchRequest, from_peer: bool)
         g.bytes = kept_bytes;
     }
 
-    // What the response holds counts against the process's memory budget until it is
-    // encoded; without a share in time the client gets the offsets and fetches again.
+    // The share shrinks to what the response holds.
     let held: usize = got.iter().map(|g| g.bytes).sum();
-    let _share = match ctx.memory.take(held, MEMORY_WAIT).await {
-        Some(share) => Some(share),
-        None => {
-            tracing::debug!(held, "no memory share for a fetch response; answering empty");
-            got.iter_mut().for_each(|g| {
-                g.records.clear();
-                g.bytes = 0;
-            });
-            None
-        }
-    };
+    match share.as_mut() {
+        Some(share) => share.keep(held),
+        None => got.iter_mut().for_each(|g| {
+            g.records.clear();
+            g.bytes = 0;
+        }),
+    }
     let mut got: Vec<Option<Got>> = got.into_iter().map(Some).collect();
     let responses = topics
         .into_iter()
