@@ -112,6 +112,16 @@ async fn sigterm_during_steady_produce_loses_no_acknowledged_record() {
         .set("retries", "0")
         .create()
         .unwrap();
+    // One acknowledged record per partition first: the publish streams exist before the
+    // clock starts, so the seconds before SIGTERM are steady produce, not set-up.
+    let mut acked = HashSet::new();
+    for p in 0..2 {
+        let v = format!("warm-{p}");
+        let record = FutureRecord::<(), _>::to(&topic).partition(p).payload(&v);
+        let sent = producer.send(record, Duration::from_secs(5));
+        sent.await.expect("warm-up record acknowledged");
+        acked.insert(v);
+    }
     let mut pending = Vec::new();
     let started = Instant::now();
     let mut i = 0usize;
@@ -130,7 +140,6 @@ async fn sigterm_during_steady_produce_loses_no_acknowledged_record() {
         i += 1;
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    let mut acked = HashSet::new();
     for (v, f) in pending {
         if let Ok(Ok(_)) = f.await {
             acked.insert(v);
