@@ -446,8 +446,8 @@ mod tests {
     use super::*;
     use crate::seaweed::SeaweedOptions;
 
-    #[tokio::test]
-    async fn acquisitions_wait_per_key_and_their_gates_leave_with_them() {
+    /// Leases held as `me`, with a filer that cannot be reached.
+    async fn unreachable_leases(me: String) -> Leases {
         let seaweed = Seaweed::connect(SeaweedOptions {
             master: "127.0.0.1:1".into(),
             filer: Some("127.0.0.1:1".into()),
@@ -457,8 +457,12 @@ mod tests {
         .await
         .expect("options are valid");
         let kind = Kind { what: "test", lock_name: |root, key| format!("{root}/{key}") };
-        let leases =
-            Leases::new(seaweed, "/kelp".into(), kind, "me".into(), Duration::from_secs(3));
+        Leases::new(seaweed, "/kelp".into(), kind, me, Duration::from_secs(3))
+    }
+
+    #[tokio::test]
+    async fn acquisitions_wait_per_key_and_their_gates_leave_with_them() {
+        let leases = unreachable_leases("me".into()).await;
         let a = Gate::enter(&leases, "a");
         let held = a.gate.try_lock().expect("free");
         let again = Gate::enter(&leases, "a");
@@ -475,17 +479,7 @@ mod tests {
     async fn holder_answers_from_what_is_known_and_never_takes_the_lease() {
         // An unreachable filer: every answer below must come without asking it, except the
         // last, which must fail rather than claim the key is free.
-        let seaweed = Seaweed::connect(SeaweedOptions {
-            master: "127.0.0.1:1".into(),
-            filer: Some("127.0.0.1:1".into()),
-            namespace: "kafka".into(),
-            call_timeout: Duration::from_millis(200),
-        })
-        .await
-        .expect("options are valid");
-        let kind = Kind { what: "test", lock_name: |root, key| format!("{root}/{key}") };
-        let me = super::super::owner_id("10.0.0.1:9093", "i1");
-        let leases = Leases::new(seaweed, "/kelp".into(), kind, me, Duration::from_secs(3));
+        let leases = unreachable_leases(super::super::owner_id("10.0.0.1:9093", "i1")).await;
         let now = Instant::now();
         leases.hold("mine", "t", now);
         assert_eq!(leases.holder("mine", now).await.unwrap(), Some(Route::Local));

@@ -421,21 +421,31 @@ async fn open(
             return Err(Error::Timeout { op: "publish", after: timeout });
         }
     };
-    let hello = match tokio::time::timeout(timeout, responses.message()).await {
-        Ok(Ok(Some(hello))) => hello,
-        Ok(Ok(None)) => return Err(closed("publish stream ended before the broker's hello")),
-        Ok(Err(status)) => return Err(Failure::Status(status).into_broker("publish")),
-        Err(_) => {
-            return Err(Error::Timeout { op: "publish", after: timeout });
-        }
+    next_answer(&mut responses, timeout, "publish stream ended before the broker's hello").await?;
+    Ok((req_tx, responses))
+}
+
+/// The broker's next answer on a publish stream, within `timeout`. An answer that carries an
+/// error is returned as one; `ended` says what was awaited, for a stream that ends instead.
+async fn next_answer(
+    responses: &mut tonic::Streaming<PublishMessageResponse>,
+    timeout: Duration,
+    ended: &str,
+) -> Result<PublishMessageResponse, Error> {
+    let op = "publish";
+    let resp = match tokio::time::timeout(timeout, responses.message()).await {
+        Ok(Ok(Some(resp))) => resp,
+        Ok(Ok(None)) => return Err(closed(ended)),
+        Ok(Err(status)) => return Err(Failure::Status(status).into_broker(op)),
+        Err(_) => return Err(Error::Timeout { op, after: timeout }),
     };
-    if !hello.error.is_empty() {
+    if !resp.error.is_empty() {
         return Err(Error::BrokerReply {
-            op: "publish",
-            message: format!("{} (code {})", hello.error, hello.error_code),
+            op,
+            message: format!("{} (code {})", resp.error, resp.error_code),
         });
     }
-    Ok((req_tx, responses))
+    Ok(resp)
 }
 
 /// Write the two partition markers (see [`layout::PARTITION_MARKER`]) when the partition has
@@ -475,18 +485,7 @@ async fn mark_empty_partition(
             .map_err(|_| closed("publish stream closed while marking the partition"))?;
     }
     for _ in layout::PARTITION_MARKER_TS_NS {
-        let resp = match tokio::time::timeout(timeout, responses.message()).await {
-            Ok(Ok(Some(resp))) => resp,
-            Ok(Ok(None)) => return Err(closed("publish stream ended while marking the partition")),
-            Ok(Err(status)) => return Err(Failure::Status(status).into_broker(op)),
-            Err(_) => return Err(Error::Timeout { op, after: timeout }),
-        };
-        if !resp.error.is_empty() {
-            return Err(Error::BrokerReply {
-                op,
-                message: format!("{} (code {})", resp.error, resp.error_code),
-            });
-        }
+        next_answer(responses, timeout, "publish stream ended while marking the partition").await?;
     }
     tracing::debug!("wrote partition markers");
     Ok(())
@@ -557,7 +556,6 @@ async fn publish_hidden(
     req_tx: &mpsc::Sender<PublishMessageRequest>,
     responses: &mut tonic::Streaming<PublishMessageResponse>,
 ) -> Result<i64, Error> {
-    let op = "publish";
     let timeout = clients.call_timeout;
     for _ in 0..n {
         let data = DataMessage {
@@ -573,18 +571,7 @@ async fn publish_hidden(
     }
     let mut last = -1;
     for _ in 0..n {
-        let resp = match tokio::time::timeout(timeout, responses.message()).await {
-            Ok(Ok(Some(resp))) => resp,
-            Ok(Ok(None)) => return Err(closed("publish stream ended while filling")),
-            Ok(Err(status)) => return Err(Failure::Status(status).into_broker(op)),
-            Err(_) => return Err(Error::Timeout { op, after: timeout }),
-        };
-        if !resp.error.is_empty() {
-            return Err(Error::BrokerReply {
-                op,
-                message: format!("{} (code {})", resp.error, resp.error_code),
-            });
-        }
+        let resp = next_answer(responses, timeout, "publish stream ended while filling").await?;
         last = last.max(resp.assigned_offset);
     }
     Ok(last)
